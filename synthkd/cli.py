@@ -1,0 +1,215 @@
+"""The `synthkd` command. The only place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from synthkd.errors import BudgetExceeded, SynthkdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Black-box distillation of LLMs through synthetic data.")
+
+SetOpt = typer.Option(None, "--set", help="Override any key: --set dotted.key=value (value parsed as YAML). Repeatable.")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"synthkd: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a command body; bad input becomes one message and exit 2, never a traceback."""
+    try:
+        return fn()
+    except BudgetExceeded as exc:
+        _fail(f"stopped: {exc.message()}", exc.exit_code)
+    except SynthkdError as exc:
+        _fail(exc.message(), exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("synthkd: interrupted. Everything received so far is cached; run the same command again to resume.", err=True)
+        raise typer.Exit(130)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("httpx", "datasets", "transformers", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@app.command()
+def validate(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."), set_: Optional[list[str]] = SetOpt) -> None:
+    """Check a pipeline without any network: schema, templates, stage inputs, endpoints."""
+    from synthkd.config.loader import load_pipeline
+    from synthkd.settings import Settings
+    from synthkd.validate import validate_pipeline
+
+    def body() -> None:
+        settings = Settings.from_environ()
+        loaded = load_pipeline(pipeline, set_ or [], settings)
+        plan = validate_pipeline(loaded, settings)
+        typer.echo(f"{pipeline}: OK ({len(loaded.config.stages)} stages; endpoints used: {', '.join(sorted(plan.endpoints_used)) or 'none'})")
+
+    _guard(body)
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<pipeline name>/)."),
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Run a pipeline. Rerunning the same command resumes: cached replies and finished stages are reused."""
+    from synthkd.config.loader import load_pipeline
+    from synthkd.progress import Reporter
+    from synthkd.runner import default_run_dir, run_pipeline
+    from synthkd.settings import Settings
+
+    _quiet_libraries()
+
+    def body() -> None:
+        settings = Settings.from_environ()
+        loaded = load_pipeline(pipeline, set_ or [], settings)
+        run_dir = out or default_run_dir(loaded)
+        reporter = Reporter()
+        t0 = time.monotonic()
+        reporter.note(f"synthkd: running {loaded.config.name} into {run_dir}")
+        _run_async(run_pipeline(loaded, run_dir, settings, reporter))
+        state = json.loads((run_dir / "run.json").read_text())
+        calls = sum(s.get("calls", 0) for s in state["stages"].values())
+        hits = sum(s.get("cache_hits", 0) for s in state["stages"].values())
+        cost = sum(s.get("cost_usd", 0.0) for s in state["stages"].values())
+        reporter.note(f"synthkd: done in {time.monotonic() - t0:.0f}s: {calls} calls, {hits} cache hits, ${cost:.4f}. Outputs: {run_dir}/datasets/, report: {run_dir}/run.json")
+
+    _guard(body)
+
+
+def _run_async(coro: Any) -> Any:
+    """Run a coroutine; SIGTERM is handled like Ctrl-C so servers are stopped either way."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+
+    def cancel(*_: Any) -> None:
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, cancel)
+    except (NotImplementedError, RuntimeError):
+        pass
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            pass
+        raise
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.close()
+
+
+@app.command()
+def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Per-stage summary of a run (from its run.json)."""
+
+    def body() -> None:
+        path = run_dir / "run.json"
+        if not path.is_file():
+            raise SynthkdError_(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
+        state = json.loads(path.read_text())
+        typer.echo(f"{state['pipeline']}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
+        for name, s in state["stages"].items():
+            typer.echo(
+                f"  {name:<28} {s.get('status', '?'):<10} in {s.get('records_in', '-'):>6}  out {s.get('records_out', '-'):>6}  "
+                f"failed {s.get('failed', '-'):>4}  calls {s.get('calls', 0):>6}  hits {s.get('cache_hits', 0):>6}  ${s.get('cost_usd', 0):.4f}"
+            )
+            for it in s.get("iterations", []):
+                typer.echo(
+                    f"    iter {it['iteration']}: pools {it['train_pool']}/{it['cache_pool']}  hard {it.get('hard_fraction', 0):.2f}  "
+                    f"teacher {it.get('mean_teacher_score', 0):.2f}  student {it.get('mean_student_score', 0):.2f}  new {it.get('new_instructions', 0)}"
+                )
+
+    _guard(body)
+
+
+@app.command()
+def show(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    stage: str = typer.Argument(..., help="Dataset name (a stage, or e.g. lion.iter1.discrimination)."),
+    n: int = typer.Option(3, "-n", help="Rows to print."),
+    failed: bool = typer.Option(False, "--failed", help="Show failed rows instead."),
+) -> None:
+    """Print the first rows of a dataset a run wrote."""
+
+    def body() -> None:
+        d = run_dir / "datasets" / stage
+        if not d.is_dir():
+            names = sorted(p.name for p in (run_dir / "datasets").glob("*") if p.is_dir()) if (run_dir / "datasets").is_dir() else []
+            raise SynthkdError_(f"no dataset {stage!r} in {run_dir}", fix=f"one of: {', '.join(names) or '(none yet)'}")
+        path = d / ("failed.jsonl" if failed else "data.jsonl")
+        lines = path.read_text().splitlines()
+        typer.echo(f"{path} ({len(lines)} rows)")
+        for line in lines[:n]:
+            typer.echo(json.dumps(json.loads(line), indent=2, ensure_ascii=False)[:3000])
+
+    _guard(body)
+
+
+@app.command()
+def serve(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+    endpoint: str = typer.Argument(..., help="Endpoint name (must have a `serve` block)."),
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Start an endpoint's vLLM server by hand and keep it up until Ctrl-C."""
+    from synthkd.config.loader import load_pipeline
+    from synthkd.serve.vllm_server import ServerManager
+    from synthkd.settings import Settings
+
+    def body() -> None:
+        settings = Settings.from_environ()
+        loaded = load_pipeline(pipeline, set_ or [], settings)
+        cfg = loaded.config.endpoints.get(endpoint)
+        if cfg is None or not cfg.served:
+            raise SynthkdError_(f"endpoint {endpoint!r} is not one synthkd serves", fix="name an endpoint with `serve:` and no base_url")
+        manager = ServerManager(settings, Path("runs") / "serve-logs", loaded.prompts_dir.parent)
+        try:
+            server = manager.ensure(endpoint, cfg, [cfg.model])
+            typer.echo(f"serving {endpoint} ({server.model_path}) at {server.base_url} as model {cfg.model!r}; Ctrl-C stops it")
+            while server.process.poll() is None:
+                time.sleep(1)
+        finally:
+            manager.stop_all()
+
+    _guard(body)
+
+
+def SynthkdError_(what: str, fix: str) -> SynthkdError:
+    from synthkd.errors import ConfigError
+
+    return ConfigError(what, fix=fix)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Endpoint calls: the client, its cache, limits, retries and accounting."""

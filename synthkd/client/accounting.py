@@ -1,0 +1,97 @@
+"""Token, call and cost accounting per stage and endpoint, and the run's budget."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from synthkd.errors import BudgetExceeded
+
+
+@dataclass
+class Meter:
+    """Counters for one stage (or one step of a stage): what run.json reports."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    failures: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    by_endpoint: dict[str, dict[str, float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def add_reply(self, endpoint: str, prompt_tokens: int, completion_tokens: int, cost: float, cached: bool) -> None:
+        """Count one reply; cached replies cost nothing now (they were paid for earlier)."""
+        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+        if cached:
+            self.cache_hits += 1
+            ep["cache_hits"] += 1
+            return
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost += cost
+        ep["calls"] += 1
+        ep["prompt_tokens"] += prompt_tokens
+        ep["completion_tokens"] += completion_tokens
+        ep["cost"] += cost
+
+    def merge(self, other: "Meter") -> None:
+        """Fold another meter's counts into this one."""
+        self.calls += other.calls
+        self.cache_hits += other.cache_hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost += other.cost
+        self.retries += other.retries
+        self.failures.update(other.failures)
+        for name, ep in other.by_endpoint.items():
+            mine = self.by_endpoint.setdefault(name, {k: 0 for k in ep})
+            for k, v in ep.items():
+                mine[k] = mine.get(k, 0) + v
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost, 6),
+            "failures": dict(self.failures),
+            "by_endpoint": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in self.by_endpoint.items()},
+        }
+
+
+class Budget:
+    """The run's spending cap across all invocations: prior spend (from the cache) plus this one's.
+
+    A request reserves its worst-case cost before it is sent; if that could cross the cap the
+    request is not sent and BudgetExceeded is raised. In-flight requests still finish and are cached.
+    """
+
+    def __init__(self, limit_usd: float | None, already_spent: float) -> None:
+        self.limit = limit_usd
+        self.spent = already_spent
+        self.reserved = 0.0
+        self.exhausted = False
+
+    def reserve(self, worst_case: float) -> None:
+        if self.limit is None:
+            return
+        if self.exhausted or self.spent + self.reserved + worst_case > self.limit:
+            self.exhausted = True
+            raise BudgetExceeded(
+                f"budget_usd={self.limit:g} reached: ${self.spent:.4f} spent, the next call could cost up to ${worst_case:.4f}",
+                fix=f"every paid reply is cached; rerun with --set budget_usd={max(self.limit * 2, self.spent + 1):g} (or more) to continue",
+            )
+        self.reserved += worst_case
+
+    def settle(self, worst_case: float, actual: float) -> None:
+        if self.limit is not None:
+            self.reserved -= worst_case
+        self.spent += actual

@@ -1,0 +1,265 @@
+"""The endpoint client: one narrow `call()` over the openai SDK with concurrency, limits,
+retries, structured outputs, the request cache and accounting.
+
+A call never raises for a problem of its own row: it returns a Result whose `error` names the
+reason (and whose `text` keeps the raw reply). It raises only for problems of the whole run:
+BudgetExceeded, or EndpointError when the endpoint refuses us outright (bad key, unknown model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from pydantic import BaseModel, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from synthkd.client.accounting import Budget, Meter
+from synthkd.client.cache import CachedReply, RequestCache, request_key
+from synthkd.client.ratelimit import RateLimiter
+from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
+from synthkd.client.schema import response_format_for, schema_digest
+from synthkd.config.endpoints import EndpointConfig, Sampling
+from synthkd.errors import EndpointError
+
+
+@dataclass(slots=True)
+class Call:
+    """One request: chat messages, sampling, an optional reply schema, and the sample index."""
+
+    messages: list[dict[str, str]]
+    sampling: Sampling
+    schema: type[BaseModel] | None = None
+    sample: int = 0
+    logprobs: bool = False
+
+
+@dataclass(slots=True)
+class Result:
+    """What came back for a Call. `error` is None on success, else a short reason code."""
+
+    text: str | None
+    parsed: Any = None
+    finish_reason: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    cached: bool = False
+    logprobs: list[float] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class EndpointClient:
+    """Calls one named endpoint. Create one per endpoint per run; close with `aclose()`."""
+
+    def __init__(
+        self,
+        name: str,
+        config: EndpointConfig,
+        *,
+        base_url: str,
+        api_key: str | None,
+        cache: RequestCache,
+        budget: Budget,
+        model_identity: str | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = base_url
+        self.cache = cache
+        self.budget = budget
+        # The cache key names the weights, not just the served name: a student restarted on a new
+        # checkpoint keeps its served name but must not be answered from the old weights' cache.
+        self.model_identity = model_identity or f"{config.model}@{base_url}"
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._limiter = RateLimiter(config.rpm, config.tpm)
+        self._fatal: EndpointError | None = None
+        http_client = openai.DefaultAioHttpClient() if config.transport == "aiohttp" else None
+        # max_retries=0: tenacity below is the one retry layer.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            max_retries=0,
+            timeout=config.timeout_s,
+            http_client=http_client,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # ---- request identity -------------------------------------------------------------
+    def _params(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
+        """(cache key, request kwargs) for one attempt of a call."""
+        sampling = self.config.sampling.merged(call.sampling)
+        params = sampling.model_dump(exclude_none=True, exclude={"seed", "extra_body"})
+        identity: dict[str, Any] = {
+            "model": self.model_identity,
+            "messages": call.messages,
+            "params": params,
+            "sample": call.sample,
+        }
+        if call.schema is not None:
+            identity["schema"] = schema_digest(call.schema)
+        if call.logprobs:
+            identity["logprobs"] = True
+        if sampling.extra_body:
+            identity["extra_body"] = sampling.extra_body
+        if attempt:
+            identity["attempt"] = attempt
+        key = request_key(identity)
+        kwargs: dict[str, Any] = {"model": self.config.model, "messages": call.messages, **params}
+        if sampling.seed is not None:
+            # One seed per request, derived from its identity: reruns ask for the same sample.
+            kwargs["seed"] = (sampling.seed + int(key[:8], 16)) % (2**31 - 1)
+        if call.schema is not None:
+            kwargs["response_format"] = response_format_for(call.schema)
+        if call.logprobs:
+            kwargs["logprobs"] = True
+        if sampling.extra_body:
+            kwargs["extra_body"] = sampling.extra_body
+        return key, kwargs
+
+    # ---- one call ---------------------------------------------------------------------
+    async def call(self, call: Call, meter: Meter) -> Result:
+        """Get a usable reply for `call`, from the cache or the endpoint. See module docstring."""
+        result = Result(text=None, error="not_attempted")
+        for attempt in range(self.config.invalid_retries + 1):
+            key, kwargs = self._params(call, attempt)
+            reply = self.cache.get(key)
+            cached = reply is not None
+            if reply is None:
+                try:
+                    reply = await self._fetch(key, kwargs, meter)
+                except _RowFailure as failure:
+                    meter.failures[failure.reason] += 1
+                    return Result(text=None, error=failure.reason, detail=failure.detail)
+            meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached)
+            result = _interpret(reply, call.schema, cached)
+            if result.ok:
+                return result
+        if result.error:
+            meter.failures[result.error] += 1
+        return result
+
+    async def _fetch(self, key: str, kwargs: dict[str, Any], meter: Meter) -> CachedReply:
+        """Send one request with retries; store the reply in the cache before returning it."""
+        if self._fatal is not None:
+            raise self._fatal
+        worst = self._worst_case_cost(kwargs)
+        self.budget.reserve(worst)
+        actual = 0.0
+        try:
+            async with self._semaphore:
+                await self._limiter.acquire(self._estimate_tokens(kwargs))
+                completion = await self._send_with_retries(kwargs, meter)
+            reply = _to_cached(completion, self.config)
+            actual = reply.cost
+            self.cache.put(key, self.name, self.config.model, reply)
+            return reply
+        finally:
+            self.budget.settle(worst, actual)
+
+    async def _send_with_retries(self, kwargs: dict[str, Any], meter: Meter) -> Any:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=BackoffWithRetryAfter(),
+            retry=retry_if_exception(is_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        meter.retries += 1
+                    return await self._send_once(kwargs)
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+            self._fatal = EndpointError(
+                f"endpoint {self.name!r} refused the request ({exc.status_code}): {_short(exc)}",
+                where=f"endpoints.{self.name}",
+                fix=f"check base_url, model and the API key variable {self.config.api_key_env or '(none set)'}",
+            )
+            raise self._fatal from None
+        except openai.BadRequestError as exc:
+            raise _RowFailure("bad_request", _short(exc)) from None
+        except Exception as exc:  # retries exhausted on a retryable error
+            if is_retryable(exc):
+                raise _RowFailure(f"gave_up:{_kind(exc)}", _short(exc)) from None
+            raise
+        raise AssertionError("unreachable")
+
+    async def _send_once(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            completion = await self._client.chat.completions.create(**kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RetryableReplyError(f"reply body is not JSON: {exc}") from None
+        if isinstance(completion, str) or not getattr(completion, "choices", None):
+            raise RetryableReplyError("reply has no choices")
+        return completion
+
+    def _estimate_tokens(self, kwargs: dict[str, Any]) -> int:
+        chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
+        return chars // 4 + int(kwargs.get("max_tokens") or 256)
+
+    def _worst_case_cost(self, kwargs: dict[str, Any]) -> float:
+        prices = self.config.prices
+        if not (prices.input_per_million or prices.output_per_million):
+            return 0.0
+        chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
+        # A token is at least one character for every tokenizer in use, so chars bounds prompt tokens.
+        return prices.cost(chars + 16, int(kwargs.get("max_tokens") or 4096))
+
+
+class _RowFailure(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    return type(exc).__name__
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _to_cached(completion: Any, config: EndpointConfig) -> CachedReply:
+    choice = completion.choices[0]
+    text = choice.message.content or ""
+    usage = completion.usage
+    pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    ct = int(getattr(usage, "completion_tokens", 0) or 0)
+    logprobs = None
+    if getattr(choice, "logprobs", None) is not None and choice.logprobs.content:
+        logprobs = [float(t.logprob) for t in choice.logprobs.content]
+    return CachedReply(text, choice.finish_reason, pt, ct, config.prices.cost(pt, ct), logprobs)
+
+
+def _interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) -> Result:
+    """Check a reply against what was asked: truncation and schema validity."""
+    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs)
+    if schema is None:
+        return Result(**base)
+    if reply.finish_reason == "length":
+        return Result(**base, error="truncated", detail="reply cut by max_tokens before the JSON closed")
+    try:
+        return Result(**base, parsed=schema.model_validate_json(reply.text))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
+        return Result(**base, error=reason, detail=str(first["msg"])[:300])

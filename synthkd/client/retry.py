@@ -1,0 +1,63 @@
+"""The one retry layer: which errors are worth another try, and how long to wait first."""
+
+from __future__ import annotations
+
+import random
+
+import openai
+from tenacity import RetryCallState
+
+# Errors after which the same request may well succeed. Everything else is either a problem of
+# this one row (400: kept as a failed record) or of the whole endpoint (401/403/404: stop the run).
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+class RetryableReplyError(Exception):
+    """A 200 answer that is unusable but may be fine next time (e.g. a body that is not JSON)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for rate limits, 5xx, timeouts, dropped connections and garbled bodies."""
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, RetryableReplyError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRYABLE_STATUS
+    if isinstance(exc, openai.APIResponseValidationError):
+        return True
+    return False
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The server's Retry-After (seconds or retry-after-ms), if the error carries one."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None  # an HTTP date: fall back to backoff
+    return None
+
+
+class BackoffWithRetryAfter:
+    """tenacity wait strategy: Retry-After when given (capped), else exponential backoff with full jitter."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 60.0) -> None:
+        self.initial, self.maximum = initial, maximum
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        told = retry_after_seconds(exc)
+        if told is not None:
+            return min(told, self.maximum) + random.uniform(0, 0.1)
+        ceiling = min(self.maximum, self.initial * (2 ** (state.attempt_number - 1)))
+        return random.uniform(ceiling / 2, ceiling)

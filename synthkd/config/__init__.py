@@ -1,0 +1,11 @@
+"""Pipeline configuration: pydantic models that mirror the YAML, and the loader."""
+
+from synthkd.config.endpoints import EndpointConfig, Prices, Sampling, ServeConfig
+from synthkd.config.loader import LoadedPipeline, load_pipeline
+from synthkd.config.pipeline import PipelineConfig
+from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+
+__all__ = [
+    "EndpointConfig", "Prices", "Sampling", "ServeConfig", "LoadedPipeline", "load_pipeline",
+    "PipelineConfig", "GenerateStage", "LionStage", "LoadStage", "SFTStage", "Stage",
+]

@@ -1,0 +1,105 @@
+"""Endpoint configuration: one entry of the pipeline's `endpoints:` map."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sampling(Strict):
+    """Sampling parameters sent with each request; unset fields are not sent."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int | None = Field(None, ge=1, description="Cap on reply tokens; replies cut by it count as truncated.")
+    stop: list[str] | None = Field(None, description="Stop sequences.")
+    seed: int | None = Field(
+        None,
+        description="Base seed. Each request gets its own seed derived from this and the request's "
+        "identity, so a rerun asks for exactly the same samples (vLLM honours it; hosted APIs mostly do).",
+    )
+    extra_body: dict[str, Any] | None = Field(None, description="Extra JSON fields passed to the server as they are.")
+
+    def merged(self, other: "Sampling | None") -> "Sampling":
+        """This sampling with the fields set in `other` taking precedence."""
+        if other is None:
+            return self
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+
+class Prices(Strict):
+    """Prices in USD per million tokens, for cost accounting and `budget_usd`."""
+
+    input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens.")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+
+class ServeConfig(Strict):
+    """Have synthkd start this endpoint itself with vLLM's OpenAI-compatible server."""
+
+    model_path: str = Field(
+        ...,
+        description="Local model directory, a hub name (needs network), or `tiny:NAME` for a tiny model "
+        "synthkd builds locally (deterministic, seconds, no network).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is visible, else cpu.")
+    port: int | None = Field(None, ge=1, le=65535, description="Fixed port; default: a free one.")
+    max_model_len: int = Field(2048, ge=64, description="vLLM --max-model-len.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM --gpu-memory-utilization (GPU only).")
+    cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on the CPU (GiB).")
+    compact_json: bool = Field(
+        True,
+        description="Start vLLM with structured outputs that allow no free whitespace in JSON (xgrammar); "
+        "tiny or weak models otherwise pad JSON with whitespace until max_tokens.",
+    )
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments, as they are.")
+    startup_timeout_s: float = Field(600, gt=0, description="How long to wait for /health before giving up.")
+
+
+class EndpointConfig(Strict):
+    """A named model endpoint: hosted OpenAI-compatible API, or served by synthkd with vLLM."""
+
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL (e.g. https://api.openai.com/v1). When set, this endpoint is "
+        "remote and `serve` is not used; leave it null to have synthkd serve the model.",
+    )
+    model: str = Field(..., description="Model name sent with each request (the served name for local models).")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key. The key itself is never stored."
+    )
+    serve: ServeConfig | None = Field(None, description="Serve this endpoint locally with vLLM (used when base_url is null).")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute limit.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute limit (prompt estimate + max_tokens).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_retries: int = Field(8, ge=0, description="Retries on 429, 5xx, timeouts and dropped connections.")
+    invalid_retries: int = Field(
+        2, ge=0, description="Extra samples asked for when a structured reply fails validation or is truncated."
+    )
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="HTTP transport of the openai client; aiohttp costs less CPU per request."
+    )
+    sampling: Sampling = Field(default_factory=Sampling, description="Default sampling parameters.")
+    prices: Prices = Field(default_factory=Prices, description="Prices per million tokens (default: free).")
+
+    @model_validator(mode="after")
+    def _remote_or_served(self) -> "EndpointConfig":
+        if self.base_url is None and self.serve is None:
+            raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
+        return self
+
+    @property
+    def served(self) -> bool:
+        """True when synthkd starts this endpoint's server itself."""
+        return self.base_url is None

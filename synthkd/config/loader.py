@@ -1,0 +1,212 @@
+"""Load a pipeline YAML: `${env:VAR}` interpolation, `--set` overrides, and errors that name file:line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from synthkd.config.pipeline import PipelineConfig
+from synthkd.errors import ConfigError
+from synthkd.settings import Settings
+
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A validated pipeline with where it came from (for relative paths and dataset cards)."""
+
+    config: PipelineConfig
+    path: Path
+    yaml_text: str  # the file as written (with ${env:...} unexpanded, so no secret lands in a card)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the YAML, taken relative to the pipeline file."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def prompts_dir(self) -> Path:
+        return self.resolve(self.config.prompts_dir)
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map dotted key paths (as tuples of strings) to 1-based line numbers in the YAML text."""
+    index: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = path + (str(key.value),)
+                index[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (str(i),))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _interpolate(value: Any, settings: Settings, where: tuple[str, ...], path: Path) -> Any:
+    """Replace `${env:VAR}` / `${env:VAR:-default}` in every string of the parsed YAML."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, settings, where + (str(k),), path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, settings, where + (str(i),), path) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${env:" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        got = settings.get(m.group(1))
+        if got is None:
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ConfigError(
+                f"environment variable {m.group(1)} is not set",
+                where=f"{path}: {'.'.join(where)}",
+                fix=f"export {m.group(1)}=... or write ${{env:{m.group(1)}:-default}}",
+            )
+        return got
+
+    return _ENV_REF.sub(sub, value)
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set dotted.key=value`; the value is parsed as YAML (so 3, true, null work)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r} has no '='", fix="write --set dotted.key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node: Any = data
+    for part in parts[:-1]:
+        nxt = _child(node, part, key)
+        if nxt is None:
+            nxt = {}
+            _assign(node, part, nxt, key)
+        node = nxt
+    _assign(node, parts[-1], value, key)
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, key)]
+    if isinstance(node, dict):
+        return node.get(part)
+    raise ConfigError(f"--set {key}: {part!r} is inside a value that is not a mapping or list")
+
+
+def _assign(node: Any, part: str, value: Any, key: str) -> None:
+    if isinstance(node, list):
+        node[_list_index(node, part, key)] = value
+    elif isinstance(node, dict):
+        node[part] = value
+    else:
+        raise ConfigError(f"--set {key}: cannot set {part!r} inside a scalar value")
+
+
+def _list_index(node: list[Any], part: str, key: str) -> int:
+    # Stages may be addressed by position (stages.1.x) or by name (stages.lion.x).
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    raise ConfigError(f"--set {key}: no list item {part!r}", fix="use a position (0, 1, ...) or a stage name")
+
+
+def _locate(loc: tuple[Any, ...], data: dict[str, Any], lines: dict[tuple[str, ...], int], path: Path) -> str:
+    """Turn a pydantic error location into 'file:line: dotted.key' (discriminator tags dropped)."""
+    keys: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int):
+            keys.append(str(part))
+            node = node[part] if part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            keys.append(str(part))
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+            continue  # the union's tag, not a key
+        else:
+            keys.append(str(part))
+            node = None
+    probe = tuple(keys)
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe)
+    dotted = ".".join(keys) or "(top level)"
+    return f"{path}:{line}: {dotted}" if line else f"{path}: {dotted}"
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings: Settings | None = None) -> LoadedPipeline:
+    """Read, interpolate, override and validate a pipeline file. Raises ConfigError on bad input."""
+    settings = settings or Settings.from_environ()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file not found: {path}", fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML: {problem}", where=where, fix="check indentation and quoting on that line") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a pipeline file must be a YAML mapping", where=str(path), fix="start with `name:`, `endpoints:`, `stages:`")
+    for assignment in overrides or []:
+        _apply_override(raw, assignment)
+    data = _interpolate(raw, settings, (), path)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_index(text)
+        err = exc.errors()[0]
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(
+            _describe(err) + more,
+            where=_locate(tuple(err["loc"]), data, lines, path),
+            fix=_fix_for(err),
+        ) from None
+    return LoadedPipeline(config=config, path=path.resolve(), yaml_text=text)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {err['loc'][-1]!r}"
+    if kind == "union_tag_invalid":
+        return f"unknown stage type {err['input'].get('type') if isinstance(err['input'], dict) else err['input']!r}"
+    if kind == "union_tag_not_found":
+        return "stage has no `type`"
+    if kind == "missing":
+        return f"missing required key {err['loc'][-1]!r}"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "remove or rename it; `synthkd validate --help` and the README list the keys"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return "use one of the stage types: load, generate, sft, lion"
+    if kind == "missing":
+        return "add the key"
+    return "change the value as the message says"

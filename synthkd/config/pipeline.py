@@ -1,0 +1,33 @@
+"""The whole pipeline file, 1:1 with its YAML."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from synthkd.config.endpoints import EndpointConfig, Strict
+from synthkd.config.stages import Stage
+
+
+class PipelineConfig(Strict):
+    """A pipeline: named endpoints and an ordered list of stages."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name; default run directory runs/<name>/.")
+    description: str = Field("", description="Free text, copied to dataset cards.")
+    seed: int = Field(0, description="Seed for every random choice synthkd makes (sampling seeds, shuffles, training).")
+    budget_usd: float | None = Field(
+        None, gt=0, description="Stop cleanly before the run's total spend (all invocations) would exceed this."
+    )
+    prompts_dir: str = Field("../prompts", description="Directory of jinja2 templates, relative to the pipeline file.")
+    endpoints: dict[str, EndpointConfig] = Field(..., description="Named endpoints that stages refer to.")
+    stages: list[Annotated[Stage, Field(discriminator="type")]] = Field(..., min_length=1, description="Stages, run in order.")
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> "PipelineConfig":
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"two stages are named {stage.name!r}; stage names must be unique")
+            seen.add(stage.name)
+        return self

@@ -1,0 +1,97 @@
+"""Stage configuration: one entry of the pipeline's `stages:` list, chosen by `type`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from synthkd.config.endpoints import Sampling, Strict
+
+
+class StageBase(Strict):
+    """Fields every stage has."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique stage name; its datasets go to RUN_DIR/datasets/<name>/.")
+
+
+class LoadStage(StageBase):
+    """Read records from JSONL, JSON, parquet or a `datasets` directory."""
+
+    type: Literal["load"]
+    path: str = Field(..., description="File or directory, relative to the pipeline file.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Rename columns: {source: target}.")
+    id_column: str | None = Field(None, description="Column holding a stable record id (default: row number).")
+    limit: int | None = Field(None, ge=1, description="Keep only the first N records.")
+
+
+class GenerateStage(StageBase):
+    """Render a template for each input record, call an endpoint, store the reply in a column."""
+
+    type: Literal["generate"]
+    input: str = Field(..., description="Name of an earlier stage whose records this stage reads.")
+    endpoint: str = Field(..., description="Endpoint name from `endpoints:`.")
+    template: str = Field(..., description="Jinja2 template of the user message, relative to prompts_dir.")
+    system_template: str | None = Field(None, description="Optional jinja2 template of a system message.")
+    output_column: str = Field("response", description="Column the reply text (or parsed object) goes to.")
+    samples: int = Field(1, ge=1, description="Samples per record; each is its own cached request.")
+    sampling: Sampling | None = Field(None, description="Overrides of the endpoint's sampling parameters.")
+    keep_truncated: bool = Field(True, description="Keep replies cut by max_tokens (flagged `truncated`).")
+    sft_format: bool = Field(
+        True, description="Also write a `messages` column (user prompt + reply) so the set feeds TRL SFT as is."
+    )
+
+
+class SFTStage(StageBase):
+    """TRL SFT of a model on an earlier stage's `messages` column."""
+
+    type: Literal["sft"]
+    input: str = Field(..., description="Earlier stage with a `messages` column.")
+    model: str = Field(..., description="Base weights: local directory, hub name, or tiny:NAME.")
+    sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
+    lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
+    serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
+
+
+class LionTemplates(Strict):
+    """The Lion prompts, as jinja2 files under prompts_dir."""
+
+    answer: str = Field("lion/answer.jinja2", description="How teacher and student are asked to answer an instruction.")
+    referee: str = Field("lion/referee.jinja2", description="Referee: score two answers 1-10 in one call.")
+    generate_hard: str = Field("lion/generate_hard.jinja2", description="New instruction: same domain and task type, harder.")
+    generate_easy: str = Field("lion/generate_easy.jinja2", description="New instruction: same domain, rarer topic.")
+
+
+class LionStage(StageBase):
+    """Lion (Jiang et al., EMNLP 2023): imitation, discrimination and generation, K times."""
+
+    type: Literal["lion"]
+    input: str = Field(..., description="Stage with the seed instructions (column `instruction`).")
+    teacher: str = Field("teacher", description="Endpoint answering instructions and writing new ones.")
+    referee: str = Field("referee", description="Endpoint scoring teacher vs student answers.")
+    student: str = Field("student", description="Endpoint serving the student; restarted on each new checkpoint.")
+    student_model: str | None = Field(None, description="Student base weights; default: the student endpoint's serve.model_path.")
+    iterations: int = Field(3, ge=1, description="K adversarial iterations (paper: 3).")
+    tau: float = Field(1.0, description="Hard if teacher score - student score >= tau (paper: 1.0).")
+    new_per_iteration: int = Field(6000, ge=0, description="New instructions per iteration, N (paper: 6000).")
+    hard_fraction: float = Field(0.5, ge=0, le=1, description="Share of N from hard seeds (paper: 1:1, i.e. 0.5).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop new instructions with ROUGE-L above this vs the pools (paper: 0.7).")
+    min_words: int = Field(4, ge=1, description="Drop new instructions shorter than this many words (paper: more than 3).")
+    max_instruction_chars: int = Field(1500, ge=20, description="Upper bound on a generated instruction (schema maxLength).")
+    generation_rounds: int = Field(4, ge=1, description="Rounds of generation to make up for filtered candidates.")
+    generation_oversample: float = Field(1.3, ge=1, description="Candidates asked per missing instruction in a round.")
+    answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024), description="Teacher and student answers.")
+    referee_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Referee calls.")
+    generation_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_tokens=512), description="Instruction generation (paper: temperature 1.0, top_p 1.0).")
+    templates: LionTemplates = Field(default_factory=LionTemplates, description="Prompt files.")
+    sft: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed straight to trl.SFTConfig (paper: 3 epochs, lr 2e-5, cosine, warmup 3%, max length 1024).",
+    )
+    lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
+    retrain_from_base: bool = Field(
+        False, description="Each iteration trains from the base weights (true) or continues from the last checkpoint (false)."
+    )
+
+
+Stage = LoadStage | GenerateStage | SFTStage | LionStage

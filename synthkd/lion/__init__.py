@@ -1,0 +1,1 @@
+"""Lion: adversarial distillation (Jiang et al., EMNLP 2023)."""

@@ -1,0 +1,247 @@
+"""The Lion driver. Reads like the paper's algorithm box:
+
+    train pool = cache pool = seed instructions; teacher answers them
+    repeat K times:
+        imitation:      SFT the student on (train pool, teacher answers)
+        discrimination: student and teacher answer the cache pool; the referee scores both, in
+                        both orders; hard if teacher - student >= tau, else easy
+        generation:     the teacher writes N new instructions, half from hard seeds (harder, same
+                        domain and task), half from easy seeds (same domain, rarer); filter;
+                        teacher answers them; they join both pools
+
+Every call goes through the request cache, every checkpoint carries a fingerprint, and every
+random choice is seeded by (pipeline seed, iteration, step), so a rerun after a crash redoes only
+what is missing and ends with the same datasets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import Call, Result
+from synthkd.client.executor import run_calls
+from synthkd.config.stages import LionStage
+from synthkd.lion import steps
+from synthkd.lion.schemas import new_instruction_model
+from synthkd.rouge import RougeIndex
+from synthkd.runtime import Runtime, digest
+from synthkd.train.sft import checkpoint_done, read_metrics, train_sft
+
+
+@dataclass
+class Pools:
+    """The train pool and the cache pool (lists of {id, instruction, origin}) and teacher answers."""
+
+    train: list[dict[str, Any]]
+    cache: list[dict[str, Any]]
+    answers: dict[str, str] = field(default_factory=dict)
+    answer_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class LionRun:
+    """One Lion stage execution."""
+
+    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed"} for s in seeds]
+        p = rt.prompts
+        self.t_answer = p.get(cfg.templates.answer)
+        self.t_referee = p.get(cfg.templates.referee)
+        self.t_hard = p.get(cfg.templates.generate_hard)
+        self.t_easy = p.get(cfg.templates.generate_easy)
+        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_referee, self.t_hard, self.t_easy)}
+        student_cfg = rt.config.endpoints[cfg.student]
+        self.base_student = cfg.student_model or (student_cfg.serve.model_path if student_cfg.serve else None)
+        self.stats: list[dict[str, Any]] = []
+        self.total = Meter()
+
+    # ---- helpers --------------------------------------------------------------------
+    def _rng(self, *parts: Any) -> random.Random:
+        return random.Random(digest([self.rt.config.seed, self.cfg.name, *parts]))
+
+    def _save_iteration(self, it: int, stats: dict[str, Any]) -> None:
+        entry = self.rt.state.stage(self.cfg.name)
+        iterations = [s for s in entry.get("iterations", []) if s.get("iteration") != it]
+        entry["iterations"] = sorted(iterations + [stats], key=lambda s: s["iteration"])
+        self.rt.state.save()
+
+    async def _calls(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
+        client = await self.rt.client(endpoint)
+        step_meter = Meter()
+        with self.rt.reporter.step(label, len(calls), step_meter) as progress:
+            results = await run_calls(client, calls, step_meter, progress)
+        meter.merge(step_meter)
+        return results
+
+    def _models(self) -> dict[str, str]:
+        return {role: self.rt.endpoint_identity(ep) for role, ep in
+                (("teacher", self.cfg.teacher), ("referee", self.cfg.referee), ("student", self.cfg.student))}
+
+    # ---- the loop ---------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        pools = Pools(train=list(self.seeds), cache=list(self.seeds))
+        meter = Meter()
+        await self.teacher_answers(pools, pools.train, meter, "start: teacher answers the seeds")
+        previous = self.base_student
+        for it in range(1, self.cfg.iterations + 1):
+            stats: dict[str, Any] = {"iteration": it, "train_pool": len(pools.train), "cache_pool": len(pools.cache)}
+            it_meter = Meter()
+            checkpoint = await self.imitation(it, pools, previous, stats)
+            judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
+            await self.generation(it, pools, judged, stats, it_meter)
+            stats["usage"] = it_meter.to_json()
+            meter.merge(it_meter)
+            self._save_iteration(it, stats)
+            self.rt.reporter.note(
+                f"[lion] iteration {it}: hard {stats['hard_fraction']:.2f}, teacher {stats['mean_teacher_score']:.2f}, "
+                f"student {stats['mean_student_score']:.2f}, new {stats['new_instructions']}, pools {len(pools.train)}/{len(pools.cache)}"
+            )
+            self.stats.append(stats)
+            previous = checkpoint if not self.cfg.retrain_from_base else self.base_student
+        final = self._training_rows(pools, pools.train)
+        self.total = meter
+        return {"rows": final, "failed": list(pools.answer_failures.values()), "meter": meter}
+
+    async def teacher_answers(self, pools: Pools, items: list[dict[str, Any]], meter: Meter, label: str) -> None:
+        """Teacher answers for every item without one (cached calls cost nothing on a rerun)."""
+        todo = [x for x in items if x["id"] not in pools.answers]
+        sampling = self.cfg.answer_sampling
+        results = await self._calls(self.cfg.teacher, label, [steps.answer_call(self.t_answer, x["instruction"], sampling) for x in todo], meter)
+        for item, res in zip(todo, results):
+            if res.ok and res.text and res.text.strip():
+                pools.answers[item["id"]] = res.text.strip()
+                pools.answer_failures.pop(item["id"], None)
+            else:
+                pools.answer_failures[item["id"]] = {**item, "reason": res.error or "empty", "detail": res.detail, "raw": res.text}
+
+    def _training_rows(self, pools: Pools, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"id": x["id"], "origin": x["origin"], "instruction": x["instruction"],
+             "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])}
+            for x in items if x["id"] in pools.answers
+        ]
+
+    async def imitation(self, it: int, pools: Pools, previous: str | None, stats: dict[str, Any]) -> str | None:
+        """SFT the student on the train pool; returns the checkpoint directory."""
+        rows = self._training_rows(pools, pools.train)
+        fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
+                     "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it})
+        name = f"{self.cfg.name}.iter{it}.train_pool"
+        self.rt.write_dataset(name, rows, [], fingerprint=fp, templates=self.templates, models=self._models(),
+                              counts={"iteration": it}, fmt="sft (messages)", description=f"Lion iteration {it}: the train pool with teacher answers.")
+        stats["sft_examples"] = len(rows)
+        if self.base_student is None:
+            stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
+            return None
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}"
+        base = self.rt.servers.resolve_model_path(previous or self.base_student)
+        if checkpoint_done(out, fp):
+            self.rt.reporter.note(f"[lion] iteration {it}: imitation checkpoint already trained ({out})")
+        else:
+            self.rt.reporter.note(f"[lion] iteration {it}: imitation, SFT on {len(rows)} examples")
+            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+        stats["sft"] = read_metrics(out)
+        stats["checkpoint"] = str(out)
+        if self.rt.config.endpoints[self.cfg.student].served:
+            self.rt.serve_weights(self.cfg.student, str(out))
+        return str(out)
+
+    async def discrimination(self, it: int, pools: Pools, checkpoint: str | None, stats: dict[str, Any], meter: Meter) -> list[dict[str, Any]]:
+        """Score teacher vs student on the cache pool; returns rows with `hard` set."""
+        items = [x for x in pools.cache if x["id"] in pools.answers]
+        s_results = await self._calls(self.cfg.student, f"iter {it}: student answers the cache pool",
+                                      [steps.answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items], meter)
+        judged_items, failed = [], []
+        for item, res in zip(items, s_results):
+            if res.ok and res.text is not None:
+                judged_items.append((item, res.text.strip()))
+            else:
+                failed.append({**item, "step": "student_answer", "reason": res.error, "detail": res.detail, "raw": res.text})
+        calls: list[Call] = []
+        for item, student_answer in judged_items:
+            calls.extend(steps.referee_calls(self.t_referee, item["instruction"], pools.answers[item["id"]], student_answer, self.cfg.referee_sampling))
+        r_results = await self._calls(self.cfg.referee, f"iter {it}: referee, both orders", calls, meter)
+        rows: list[dict[str, Any]] = []
+        for n, (item, student_answer) in enumerate(judged_items):
+            a, b = r_results[2 * n], r_results[2 * n + 1]
+            if not (a.ok and b.ok):
+                bad = a if not a.ok else b
+                failed.append({**item, "step": "referee", "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+                continue
+            j = steps.judge(a.parsed, b.parsed)
+            rows.append({
+                "id": item["id"], "origin": item["origin"], "instruction": item["instruction"],
+                "teacher_answer": pools.answers[item["id"]], "student_answer": student_answer,
+                "scores_teacher_first": [j.raw[0], j.raw[1]], "scores_student_first": [j.raw[3], j.raw[2]],
+                "teacher_score": j.teacher, "student_score": j.student, "gap": j.gap, "hard": steps.is_hard(j, self.cfg.tau),
+            })
+        hard = [r for r in rows if r["hard"]]
+        stats.update({
+            "judged": len(rows), "hard": len(hard), "easy": len(rows) - len(hard),
+            "hard_fraction": len(hard) / len(rows) if rows else 0.0,
+            "mean_teacher_score": statistics.fmean(r["teacher_score"] for r in rows) if rows else 0.0,
+            "mean_student_score": statistics.fmean(r["student_score"] for r in rows) if rows else 0.0,
+            "discrimination_failures": len(failed),
+        })
+        fp = digest({"rows": rows, "failed": failed})
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.discrimination", rows, failed, fingerprint=fp, templates=self.templates,
+                              models=self._models(), counts={"iteration": it, "hard": len(hard)},
+                              description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
+        prefs = [{"id": r["id"], "prompt": [{"role": "user", "content": r["instruction"]}],
+                  "chosen": [{"role": "assistant", "content": r["teacher_answer"]}],
+                  "rejected": [{"role": "assistant", "content": r["student_answer"]}], "margin": r["gap"]} for r in hard]
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.preference", prefs, [], fingerprint=fp, templates=self.templates,
+                              models=self._models(), counts={"iteration": it}, fmt="preference (prompt/chosen/rejected)",
+                              description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
+        return rows
+
+    async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: dict[str, Any], meter: Meter) -> None:
+        """Write N new instructions (hard:easy at the configured ratio), filter, answer, add to pools."""
+        index = RougeIndex(self.cfg.rouge_threshold, [x["instruction"] for x in pools.cache])
+        hard_seeds = [r for r in judged if r["hard"]]
+        easy_seeds = [r for r in judged if not r["hard"]]
+        n_hard, n_easy = steps.split_target(self.cfg.new_per_iteration, self.cfg.hard_fraction)
+        schema = new_instruction_model(self.cfg.max_instruction_chars)
+        kept: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        reasons: dict[str, int] = {}
+        for kind, seeds_, target, template in (("hard", hard_seeds, n_hard, self.t_hard), ("easy", easy_seeds, n_easy, self.t_easy)):
+            got = 0
+            slot = 0
+            for rnd in range(self.cfg.generation_rounds):
+                ask = steps.calls_to_ask(target - got, self.cfg.generation_oversample)
+                if ask == 0 or not seeds_:
+                    break
+                chosen = steps.pick_seeds(seeds_, ask, self._rng(it, kind, rnd))
+                calls = [Call(messages=steps.user(template.render(seed_instruction=s["instruction"])),
+                              sampling=self.cfg.generation_sampling, schema=schema, sample=slot + i) for i, s in enumerate(chosen)]
+                results = await self._calls(self.cfg.teacher, f"iter {it}: generate {kind} (round {rnd + 1})", calls, meter)
+                for i, (seed, res) in enumerate(zip(chosen, results)):
+                    text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
+                    base = {"id": f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}", "kind": kind, "seed_id": seed["id"], "seed_instruction": seed["instruction"]}
+                    reason = "surplus" if got >= target else steps.reject_reason(res, text, self.cfg.min_words, index)
+                    if reason is None:
+                        index.add(text or "")
+                        kept.append({**base, "instruction": text, "origin": f"iter{it}-{kind}"})
+                        got += 1
+                    else:
+                        reasons[reason] = reasons.get(reason, 0) + 1
+                        rejected.append({**base, "reason": reason, "detail": res.detail, "raw": res.text})
+                slot += ask
+            stats[f"new_{kind}"] = got
+            stats[f"seeds_{kind}"] = len(seeds_)
+        await self.teacher_answers(pools, kept, meter, f"iter {it}: teacher answers new instructions")
+        answered = [x for x in kept if x["id"] in pools.answers]
+        pools.train.extend(answered)
+        pools.cache.extend(answered)
+        stats.update({"new_instructions": len(answered), "generation_rejected": reasons})
+        out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", out_rows, rejected, fingerprint=digest(out_rows), templates=self.templates,
+                              models=self._models(), counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
+                              fmt="sft (messages)", description=f"Lion iteration {it}: new instructions (hard and easy) with teacher answers.")
+

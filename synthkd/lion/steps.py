@@ -1,0 +1,96 @@
+"""Pure pieces of a Lion iteration: building calls, reading scores, choosing seeds, filtering."""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from synthkd.client.endpoint import Call, Result
+from synthkd.config.endpoints import Sampling
+from synthkd.lion.schemas import RefereeScores
+from synthkd.prompts import Prompt
+from synthkd.rouge import RougeIndex
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def answer_call(prompt: Prompt, instruction: str, sampling: Sampling) -> Call:
+    return Call(messages=user(prompt.render(instruction=instruction)), sampling=sampling)
+
+
+def referee_calls(prompt: Prompt, instruction: str, teacher: str, student: str, sampling: Sampling) -> tuple[Call, Call]:
+    """The same judgement asked twice, teacher first and student first (position bias cancels)."""
+    first = prompt.render(instruction=instruction, answer_1=teacher, answer_2=student)
+    swapped = prompt.render(instruction=instruction, answer_1=student, answer_2=teacher)
+    return (
+        Call(messages=user(first), sampling=sampling, schema=RefereeScores),
+        Call(messages=user(swapped), sampling=sampling, schema=RefereeScores),
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Averaged referee scores of one cache-pool instruction."""
+
+    teacher: float
+    student: float
+    raw: tuple[int, int, int, int]  # (teacher, student) teacher-first, then (teacher, student) swapped
+
+    @property
+    def gap(self) -> float:
+        return self.teacher - self.student
+
+
+def judge(teacher_first: RefereeScores, student_first: RefereeScores) -> Judgement:
+    """Average the two orders: teacher = (s1 of call 1 + s2 of call 2) / 2, student likewise."""
+    t1, s1 = teacher_first.score_assistant_1, teacher_first.score_assistant_2
+    s2, t2 = student_first.score_assistant_1, student_first.score_assistant_2
+    return Judgement(teacher=(t1 + t2) / 2, student=(s1 + s2) / 2, raw=(t1, s1, t2, s2))
+
+
+def is_hard(j: Judgement, tau: float) -> bool:
+    """Lion's discrimination rule: hard when the teacher leads by at least tau."""
+    return j.gap >= tau
+
+
+def split_target(n: int, hard_fraction: float) -> tuple[int, int]:
+    """(hard, easy) counts out of n at the configured ratio."""
+    hard = int(round(n * hard_fraction))
+    return hard, n - hard
+
+
+def pick_seeds(pool: Sequence[dict[str, Any]], count: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`count` seed instructions drawn with replacement (one seed per generation call, as in the paper)."""
+    if not pool:
+        return []
+    return [pool[rng.randrange(len(pool))] for _ in range(count)]
+
+
+def calls_to_ask(missing: int, oversample: float) -> int:
+    return math.ceil(missing * oversample) if missing > 0 else 0
+
+
+def reject_reason(result: Result, text: str | None, min_words: int, index: RougeIndex) -> str | None:
+    """Why a generated instruction is dropped, or None to keep it (paper's filters)."""
+    if not result.ok:
+        return result.error or "failed"
+    if text is None or not text.strip():
+        return "empty"
+    text = text.strip()
+    if len(text.split()) < min_words:
+        return "too_short"
+    if text[0] in string.punctuation or not text[0].isascii():
+        return "bad_start"
+    if index.too_similar(text):
+        return "rouge_l"
+    return None
+
+
+def sft_example(instruction: str, answer: str) -> list[dict[str, str]]:
+    """A TRL `messages` example: user instruction, assistant answer."""
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]

@@ -1,0 +1,118 @@
+"""Stage outputs on disk: a `datasets` dataset, a JSONL copy, failed rows and a dataset card.
+
+RUN_DIR/datasets/<stage>/
+    *.arrow, state.json, dataset_info.json   datasets.load_from_disk(<this directory>)
+    data.jsonl       the same rows, one JSON object a line
+    failed.jsonl     rows that did not make it, with their reason and raw reply
+    README.md        dataset card: pipeline YAML, models, template hashes, counts
+    _done.json       fingerprint + counts; written last, so its presence means the output is whole
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_DONE = "_done.json"
+
+
+@dataclass
+class CardInfo:
+    """What a dataset card says about how the data was made."""
+
+    pipeline_name: str
+    pipeline_yaml: str
+    stage: str
+    description: str = ""
+    models: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)  # template name -> sha256 prefix
+    counts: dict[str, Any] = field(default_factory=dict)
+    fmt: str = "records"
+
+
+def output_dir(run_dir: Path, stage: str) -> Path:
+    return run_dir / "datasets" / stage
+
+
+def is_done(run_dir: Path, stage: str, fingerprint: str) -> bool:
+    """True if the stage's output is complete and was made from exactly these inputs."""
+    marker = output_dir(run_dir, stage) / _DONE
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], card: CardInfo, fingerprint: str) -> Path:
+    """Write a stage's output atomically (temporary directory, then rename)."""
+    from datasets import Dataset  # heavy import: only when writing
+
+    final = output_dir(run_dir, stage)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    (Dataset.from_list(rows) if rows else Dataset.from_dict({})).save_to_disk(str(tmp))
+    _write_jsonl(tmp / "data.jsonl", rows)
+    _write_jsonl(tmp / "failed.jsonl", failed)
+    card.counts = {"rows": len(rows), "failed": len(failed), **card.counts}
+    (tmp / "README.md").write_text(render_card(card, rows))
+    (tmp / _DONE).write_text(json.dumps({"fingerprint": fingerprint, "rows": len(rows), "failed": len(failed)}))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_output(run_dir: Path, stage: str) -> list[dict[str, Any]]:
+    """The rows a finished stage wrote (from the JSONL copy: fast and type-faithful)."""
+    path = output_dir(run_dir, stage) / "data.jsonl"
+    return read_jsonl(path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:
+    """A Hugging Face style dataset card (YAML header + markdown)."""
+    columns = sorted({k for r in rows[:100] for k in r})
+    lines = [
+        "---",
+        "tags: [synthetic, synthkd, distillation]",
+        f"pretty_name: {card.pipeline_name} / {card.stage}",
+        "---",
+        f"# {card.pipeline_name} / {card.stage}",
+        "",
+        card.description or "Synthetic data written by synthkd.",
+        "",
+        f"Format: **{card.fmt}**. Load with `datasets.load_from_disk('<this directory>')` or read `data.jsonl`.",
+        f"Columns: {', '.join(f'`{c}`' for c in columns) or '(none)'}",
+        "",
+        "## Counts",
+        *[f"- {k}: {v}" for k, v in card.counts.items()],
+        "",
+        "## Models",
+        *[f"- {k}: `{v}`" for k, v in card.models.items()],
+        "",
+        "## Prompt templates (sha256 prefix)",
+        *[f"- `{k}`: {v}" for k, v in card.templates.items()],
+        "",
+        "## Pipeline",
+        "```yaml",
+        card.pipeline_yaml.rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

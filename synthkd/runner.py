@@ -1,0 +1,159 @@
+"""Run a pipeline: validate, then stages in order, skipping those whose output is already whole."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.config.loader import LoadedPipeline
+from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.lion.loop import LionRun
+from synthkd.outputs import is_done, load_output
+from synthkd.progress import Reporter
+from synthkd.runtime import Runtime, digest
+from synthkd.settings import Settings
+from synthkd.stages.generate import run_generate
+from synthkd.stages.load import load_rows
+from synthkd.stages.sft import run_sft
+from synthkd.validate import Plan, validate_pipeline
+
+
+def default_run_dir(loaded: LoadedPipeline) -> Path:
+    return Path("runs") / loaded.config.name
+
+
+def preflight(rt: Runtime, plan: Plan) -> None:
+    """Reach every remote endpoint once (GET /models: no tokens spent) before the first paid call."""
+    for name in sorted(plan.endpoints_used):
+        cfg = rt.config.endpoints[name]
+        if cfg.served:
+            continue
+        key = rt.api_key(name)
+        request = urllib.request.Request(f"{cfg.base_url.rstrip('/')}/models")  # type: ignore[union-attr]
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=min(cfg.timeout_s, 15)):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise EndpointError(
+                    f"endpoint {name!r} rejected the API key ({exc.code})", where=f"endpoints.{name}",
+                    fix=f"check the key in ${cfg.api_key_env}",
+                ) from None
+            # Other statuses (some providers have no /models): the endpoint is reachable.
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise EndpointError(
+                f"endpoint {name!r} is unreachable at {cfg.base_url}: {reason}", where=f"endpoints.{name}.base_url",
+                fix="start the server or fix base_url (--set endpoints.%s.base_url=URL)" % name,
+            ) from None
+
+
+def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
+    templates: dict[str, str] = {}
+    if isinstance(stage, GenerateStage):
+        names = [stage.template] + ([stage.system_template] if stage.system_template else [])
+        templates = {n: rt.prompts.get(n).sha256 for n in names}
+        endpoints = [stage.endpoint]
+    elif isinstance(stage, LionStage):
+        t = stage.templates
+        templates = {n: rt.prompts.get(n).sha256 for n in (t.answer, t.referee, t.generate_hard, t.generate_easy)}
+        endpoints = [stage.teacher, stage.referee, stage.student]
+    else:
+        endpoints = []
+    if isinstance(stage, LoadStage):
+        path = rt.pipeline.resolve(stage.path)
+        source = digest([str(path), path.stat().st_size, path.stat().st_mtime_ns]) if path.is_file() else str(path)
+    else:
+        source = None
+    return digest({
+        "stage": stage.model_dump(), "input": input_fp, "templates": templates, "source": source,
+        "endpoints": {e: rt.endpoint_identity(e) for e in endpoints}, "seed": rt.config.seed,
+    })
+
+
+async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Meter, dict[str, Any]]:
+    meter = Meter()
+    if isinstance(stage, LoadStage):
+        return load_rows(stage, rt.pipeline.resolve(stage.path), f"stages.{stage.name}.path"), [], meter, {}
+    if isinstance(stage, GenerateStage):
+        kept, failed = await run_generate(stage, rt, rows, meter)
+        return kept, failed, meter, {}
+    if isinstance(stage, SFTStage):
+        return rows, [], meter, await run_sft(stage, rt, rows)
+    if isinstance(stage, LionStage):
+        lion = LionRun(stage, rt, rows)
+        out = await lion.run()
+        return out["rows"], out["failed"], out["meter"], {}
+    raise AssertionError(type(stage))
+
+
+async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
+    """Run every stage; returns run.json's content. Raises SynthkdError subclasses on failure."""
+    plan = validate_pipeline(loaded, settings)
+    rt = Runtime(loaded, run_dir, settings, reporter)
+    state = rt.state
+    try:
+        preflight(rt, plan)
+        rows: dict[str, list[dict[str, Any]]] = {}
+        fps: dict[str, str] = {}
+        for stage in loaded.config.stages:
+            input_name = getattr(stage, "input", None)
+            fp = _stage_fingerprint(rt, stage, fps.get(input_name) if input_name else None)
+            fps[stage.name] = fp
+            entry = state.stage(stage.name)
+            if is_done(run_dir, stage.name, fp):
+                rows[stage.name] = load_output(run_dir, stage.name)
+                reporter.note(f"[{stage.name}] done earlier: {len(rows[stage.name])} rows (skipped)")
+                entry["status"] = "done"
+                continue
+            entry["status"] = "running"
+            state.save()
+            inputs = rows.get(input_name, []) if input_name else []
+            out, failed, meter, extra = await _run_stage(rt, stage, inputs)
+            rt.write_dataset(stage.name, out, failed, fingerprint=fp, models=_stage_models(rt, stage), fmt=_fmt(out),
+                             counts={"records_in": len(inputs)}, description=f"Output of stage {stage.name} ({stage.type}).")
+            rows[stage.name] = out
+            rt.record_meter(stage.name, meter, status="done", type=stage.type, records_in=len(inputs), records_out=len(out),
+                            failed=len(failed), **extra)
+            reporter.note(f"[{stage.name}] {len(out)} rows, {len(failed)} failed, {meter.calls} calls, {meter.cache_hits} cache hits, ${meter.cost:.4f}")
+        state.data["status"] = "done"
+    except BudgetExceeded:
+        state.data["status"] = "budget_exhausted"
+        raise
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        state.data["status"] = "interrupted"
+        raise
+    except BaseException:
+        state.data["status"] = "failed"
+        raise
+    finally:
+        state.data["spent_usd_total"] = round(rt.cache.total_cost(), 6)
+        state.save()
+        await rt.aclose()
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def _fmt(rows: list[dict[str, Any]]) -> str:
+    if rows and "messages" in rows[0]:
+        return "sft (messages)"
+    if rows and {"prompt", "chosen", "rejected"} <= rows[0].keys():
+        return "preference (prompt/chosen/rejected)"
+    return "records"
+
+
+def _stage_models(rt: Runtime, stage: Stage) -> dict[str, str]:
+    if isinstance(stage, GenerateStage):
+        return {stage.endpoint: rt.endpoint_identity(stage.endpoint)}
+    if isinstance(stage, LionStage):
+        return {r: rt.endpoint_identity(getattr(stage, r)) for r in ("teacher", "referee", "student")}
+    if isinstance(stage, SFTStage):
+        return {"base": stage.model}
+    return {}

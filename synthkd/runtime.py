@@ -1,0 +1,157 @@
+"""Services a running stage uses: endpoint clients (and their servers), prompts, outputs, run.json.
+
+Stages receive a Runtime and never import the CLI or the runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from synthkd.client.accounting import Budget, Meter
+from synthkd.client.cache import RequestCache
+from synthkd.client.endpoint import EndpointClient
+from synthkd.config.loader import LoadedPipeline
+from synthkd.errors import ConfigError
+from synthkd.outputs import CardInfo, write_output
+from synthkd.progress import Reporter
+from synthkd.prompts import PromptLibrary
+from synthkd.serve.vllm_server import ServerManager, fingerprint
+from synthkd.settings import Settings
+
+
+def digest(obj: Any) -> str:
+    """Short stable hash of any JSON-able object (fingerprints of stages and steps)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunState:
+    """RUN_DIR/run.json, rewritten atomically after every change."""
+
+    def __init__(self, path: Path, pipeline: str) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"pipeline": pipeline, "status": "running", "stages": {}}
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+                self.data["stages"] = old.get("stages", {})
+                self.data["invocations"] = old.get("invocations", 0)
+            except json.JSONDecodeError:
+                pass
+        self.data["invocations"] = int(self.data.get("invocations", 0)) + 1
+        self.data["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data["stages"].setdefault(name, {})
+
+    def save(self) -> None:
+        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False))
+        os.replace(tmp, self.path)
+
+
+class Runtime:
+    """Everything shared by the stages of one run."""
+
+    def __init__(self, pipeline: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config
+        self.run_dir = run_dir
+        self.settings = settings
+        self.reporter = reporter
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = RequestCache(run_dir / "cache.sqlite")
+        self.budget = Budget(self.config.budget_usd, self.cache.total_cost())
+        self.prompts = PromptLibrary(pipeline.prompts_dir)
+        self.servers = ServerManager(settings, run_dir / "logs", pipeline.prompts_dir.parent)
+        self.state = RunState(run_dir / "run.json", self.config.name)
+        self._clients: dict[str, EndpointClient] = {}
+        self._overrides: dict[str, str] = {}  # endpoint -> weights it must serve now
+
+    # ---- endpoints ----------------------------------------------------------------
+    def api_key(self, endpoint: str) -> str | None:
+        cfg = self.config.endpoints[endpoint]
+        if cfg.api_key_env is None:
+            return None
+        key = self.settings.get(cfg.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"environment variable {cfg.api_key_env} (the API key of endpoint {endpoint!r}) is not set",
+                where=f"endpoints.{endpoint}.api_key_env",
+                fix=f"export {cfg.api_key_env}=... before running",
+            )
+        return key
+
+    def serve_weights(self, endpoint: str, model_path: str) -> None:
+        """From now on, serve `endpoint` from these weights (a new checkpoint); restarts lazily."""
+        self._overrides[endpoint] = model_path
+
+    def served_names(self, endpoint: str) -> list[str]:
+        """Served names for the server behind `endpoint`: every endpoint with the same serve block."""
+        cfg = self.config.endpoints[endpoint]
+        names = [cfg.model]
+        if endpoint in self._overrides:
+            return names
+        for other, oc in self.config.endpoints.items():
+            if other != endpoint and oc.served and oc.serve == cfg.serve and other not in self._overrides and oc.model not in names:
+                names.append(oc.model)
+        return names
+
+    async def client(self, endpoint: str) -> EndpointClient:
+        """A client for `endpoint`, starting or restarting its server first when synthkd serves it."""
+        if endpoint not in self.config.endpoints:
+            raise ConfigError(f"unknown endpoint {endpoint!r}", fix=f"use one of {', '.join(self.config.endpoints)}")
+        cfg = self.config.endpoints[endpoint]
+        if not cfg.served:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = EndpointClient(
+                    endpoint, cfg, base_url=cfg.base_url or "", api_key=self.api_key(endpoint),
+                    cache=self.cache, budget=self.budget, model_identity=cfg.model,
+                )
+            return self._clients[endpoint]
+        server = self.servers.ensure(endpoint, cfg, self.served_names(endpoint), self._overrides.get(endpoint), self.reporter)
+        identity = f"{cfg.model}@{fingerprint(server.model_path)}"
+        current = self._clients.get(endpoint)
+        if current is None or current.base_url != server.base_url or current.model_identity != identity:
+            if current is not None:
+                await current.aclose()
+            self._clients[endpoint] = EndpointClient(
+                endpoint, cfg, base_url=server.base_url, api_key=None, cache=self.cache, budget=self.budget, model_identity=identity,
+            )
+        return self._clients[endpoint]
+
+    def endpoint_identity(self, endpoint: str) -> str:
+        """What a stage's fingerprint records about an endpoint without starting it."""
+        cfg = self.config.endpoints[endpoint]
+        if cfg.served:
+            path = self._overrides.get(endpoint) or cfg.serve.model_path  # type: ignore[union-attr]
+            return f"{cfg.model}@{path}"
+        return f"{cfg.model}@{cfg.base_url}"
+
+    # ---- outputs ----------------------------------------------------------------------
+    def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, fingerprint: str,
+                      templates: dict[str, str] | None = None, models: dict[str, str] | None = None,
+                      counts: dict[str, Any] | None = None, fmt: str = "records", description: str = "") -> Path:
+        card = CardInfo(
+            pipeline_name=self.config.name, pipeline_yaml=self.pipeline.yaml_text, stage=name, description=description,
+            models=models or {}, templates=templates or {}, counts=dict(counts or {}), fmt=fmt,
+        )
+        return write_output(self.run_dir, name, rows, failed, card, fingerprint)
+
+    def record_meter(self, stage: str, meter: Meter, **extra: Any) -> None:
+        entry = self.state.stage(stage)
+        entry.update(meter.to_json())
+        entry.update(extra)
+        self.state.save()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        self.servers.stop_all()
+        self.cache.close()

@@ -1,0 +1,104 @@
+"""Tiny local models (`tiny:NAME`), built deterministically in seconds with no network.
+
+A byte-level BPE tokenizer is trained on the project's own seed data and prompts, wrapped as a
+PreTrainedTokenizerFast with a chat template, and paired with a small random Llama. vLLM on the
+CPU needs a head dimension of at least 64, hence hidden 128 with 2 heads. The models are random:
+they exercise every code path (serving, structured outputs, training) but write gibberish.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+_BUILDER_VERSION = "2"
+_SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+# {% generation %} marks the assistant tokens, so TRL's assistant_only_loss works with this template.
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}<|end|>{% endgeneration %}"
+    "{% else %}{{ m['content'] }}<|end|>{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+# name -> (layers, seed). Unknown names get the student size and a seed from the name.
+_SHAPES = {"teacher": (4, 1), "student": (2, 2), "referee": (4, 3)}
+
+
+def _corpus_files(repo_root: Path) -> list[Path]:
+    files = sorted((repo_root / "data").rglob("*.jsonl")) + sorted((repo_root / "prompts").rglob("*.jinja2"))
+    return [f for f in files if f.is_file()]
+
+
+def _digest(repo_root: Path, name: str) -> str:
+    h = hashlib.sha256(f"{_BUILDER_VERSION}:{name}:{_SHAPES.get(name)}".encode())
+    for f in _corpus_files(repo_root):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def tiny_model_dir(home: Path, repo_root: Path, name: str) -> Path:
+    """Path of tiny model `name`, built on first use (safe against concurrent builders)."""
+    target = home / "tiny" / f"{name}-{_digest(repo_root, name)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            _build(tmp, repo_root, name)
+            tmp.rename(target)
+    return target
+
+
+def _training_text(repo_root: Path) -> list[str]:
+    lines: list[str] = ['{"score_assistant_1": 7, "score_assistant_2": 3}', '{"instruction": "x"}']
+    for f in _corpus_files(repo_root):
+        if f.suffix == ".jsonl":
+            for raw in f.read_text().splitlines():
+                try:
+                    lines.extend(str(v) for v in json.loads(raw).values())
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+        else:
+            lines.append(f.read_text())
+    return lines
+
+
+def _build(out: Path, repo_root: Path, name: str) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(_training_text(repo_root), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>", bos_token=None, unk_token=None,
+        additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>"],
+    )
+    fast.chat_template = _CHAT_TEMPLATE
+    fast.model_max_length = 2048
+
+    layers, seed = _SHAPES.get(name, (2, int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)))
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=True, torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    out.mkdir(parents=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    fast.save_pretrained(str(out))
+    (out / "synthkd_fingerprint.txt").write_text(f"tiny:{name}:{out.name}")

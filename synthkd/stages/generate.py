@@ -1,0 +1,46 @@
+"""`generate`: render a template per input record, call an endpoint, keep the reply in a column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import Call
+from synthkd.client.executor import run_calls
+from synthkd.config.stages import GenerateStage
+from synthkd.runtime import Runtime
+
+
+def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Call]]:
+    """(record, call) for every record and sample; a pure function of config, templates and rows."""
+    user = rt.prompts.get(cfg.template)
+    system = rt.prompts.get(cfg.system_template) if cfg.system_template else None
+    sampling = cfg.sampling or rt.config.endpoints[cfg.endpoint].sampling.__class__()
+    out = []
+    for row in rows:
+        messages = ([{"role": "system", "content": system.render(**row)}] if system else []) + [{"role": "user", "content": user.render(**row)}]
+        for k in range(cfg.samples):
+            out.append((row, Call(messages=messages, sampling=sampling, sample=k)))
+    return out
+
+
+async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept rows, failed rows) in input order."""
+    pairs = build_calls(cfg, rt, rows)
+    client = await rt.client(cfg.endpoint)
+    with rt.reporter.step(cfg.name, len(pairs), meter) as progress:
+        results = await run_calls(client, [c for _, c in pairs], meter, progress)
+    kept, failed = [], []
+    for (row, call), res in zip(pairs, results):
+        base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
+        if not res.ok or res.text is None:
+            failed.append({**base, "reason": res.error, "detail": res.detail, "raw": res.text})
+        elif res.truncated and not cfg.keep_truncated:
+            meter.failures["truncated"] += 1
+            failed.append({**base, "reason": "truncated", "detail": "finish_reason=length", "raw": res.text})
+        else:
+            out = {**base, cfg.output_column: res.text, "truncated": res.truncated}
+            if cfg.sft_format:
+                out["messages"] = call.messages + [{"role": "assistant", "content": res.text}]
+            kept.append(out)
+    return kept, failed

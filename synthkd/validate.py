@@ -1,0 +1,106 @@
+"""`synthkd validate`: everything that can be checked without a network or a token spent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from synthkd.config.loader import LoadedPipeline
+from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.errors import ConfigError
+from synthkd.prompts import PromptLibrary
+from synthkd.settings import Settings
+from synthkd.stages.load import columns_of
+from synthkd.train.sft import check_sft_args
+
+LION_OUTPUT = {"id", "origin", "instruction", "messages"}
+
+
+@dataclass
+class Plan:
+    """What validation learned: the columns each stage produces, the endpoints used."""
+
+    columns: dict[str, set[str]] = field(default_factory=dict)
+    endpoints_used: set[str] = field(default_factory=set)
+
+
+def _where(loaded: LoadedPipeline, index: int, key: str) -> str:
+    return f"{loaded.path}: stages.{index}.{key}"
+
+
+def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bool = True) -> Plan:
+    """Raise ConfigError on the first problem; return the plan otherwise."""
+    cfg = loaded.config
+    prompts = PromptLibrary(loaded.prompts_dir)
+    plan = Plan()
+    for i, stage in enumerate(cfg.stages):
+        plan.columns[stage.name] = _check_stage(loaded, prompts, plan, i, stage)
+    if check_keys:
+        for name in sorted(plan.endpoints_used):
+            env = cfg.endpoints[name].api_key_env
+            if env and not settings.get(env):
+                raise ConfigError(
+                    f"environment variable {env} (the API key of endpoint {name!r}) is not set",
+                    where=f"{loaded.path}: endpoints.{name}.api_key_env",
+                    fix=f"export {env}=... before running",
+                )
+    return plan
+
+
+def _endpoint(loaded: LoadedPipeline, plan: Plan, name: str, where: str) -> None:
+    if name not in loaded.config.endpoints:
+        raise ConfigError(
+            f"unknown endpoint {name!r}", where=where, fix=f"use one of: {', '.join(sorted(loaded.config.endpoints))}"
+        )
+    plan.endpoints_used.add(name)
+
+
+def _input(plan: Plan, name: str, where: str) -> set[str]:
+    if name not in plan.columns:
+        raise ConfigError(
+            f"input stage {name!r} is not an earlier stage", where=where,
+            fix=f"use one of: {', '.join(plan.columns) or '(no earlier stage)'}",
+        )
+    return plan.columns[name]
+
+
+def _require(columns: set[str], needed: set[str], where: str, input_name: str) -> None:
+    missing = sorted(needed - columns)
+    if missing:
+        raise ConfigError(
+            f"input stage {input_name!r} has no column(s) {', '.join(missing)} (it has: {', '.join(sorted(columns))})",
+            where=where, fix="add a `columns:` rename on the load stage, or change the input",
+        )
+
+
+def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: int, stage: Stage) -> set[str]:
+    if isinstance(stage, LoadStage):
+        return columns_of(stage, loaded.resolve(stage.path), _where(loaded, i, "path"))
+    if isinstance(stage, GenerateStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _endpoint(loaded, plan, stage.endpoint, _where(loaded, i, "endpoint"))
+        for key in ("template", "system_template"):
+            name = getattr(stage, key)
+            if name:
+                prompts.get(name, _where(loaded, i, key)).check_context(cols, _where(loaded, i, key))
+        extra = {stage.output_column, "truncated"} | ({"messages"} if stage.sft_format else set()) | ({"sample"} if stage.samples > 1 else set())
+        return cols | extra
+    if isinstance(stage, SFTStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {"messages"}, _where(loaded, i, "input"), stage.input)
+        check_sft_args(stage.sft, _where(loaded, i, "sft"))
+        if stage.serve_as:
+            _endpoint(loaded, plan, stage.serve_as, _where(loaded, i, "serve_as"))
+        return cols
+    if isinstance(stage, LionStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {"instruction"}, _where(loaded, i, "input"), stage.input)
+        for role in ("teacher", "referee", "student"):
+            _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        fixed = {"answer": {"instruction"}, "referee": {"instruction", "answer_1", "answer_2"},
+                 "generate_hard": {"seed_instruction"}, "generate_easy": {"seed_instruction"}}
+        for key, available in fixed.items():
+            where = _where(loaded, i, f"templates.{key}")
+            prompts.get(getattr(stage.templates, key), where).check_context(available, where)
+        check_sft_args(stage.sft, _where(loaded, i, "sft"))
+        return set(LION_OUTPUT)
+    raise ConfigError(f"unknown stage type {type(stage).__name__}")

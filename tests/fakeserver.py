@@ -1,0 +1,611 @@
+"""Local, fault-injecting, OpenAI-compatible chat-completions server for tests.
+
+Standard library only (asyncio streams, HTTP/1.1 keep-alive).  Run it with
+``python -m tests.fakeserver --help`` or, from tests, use :func:`running_server`.
+
+Replies are a pure function of ``model``, ``messages``, ``seed``, ``temperature``
+and the choice index.  Faults follow a JSON plan: a list of rules
+``{"kind": K, "rate": 1.0, "times": 1, ...}``.  A request's *prompt key* is the
+sha256 of canonical JSON of (model, messages, seed); its *attempt* is how many
+times that key was seen before.  Rule ``i`` applies when
+``fraction(prompt_key, i) < rate`` and (``times == -1`` or ``attempt < times``);
+the first matching rule wins.  Kinds and their extra fields:
+``rate_limit`` (``retry_after``=0.2), ``server_error`` (``status``=500),
+``drop``, ``hang`` (``hang_seconds``=3600), ``not_json``, ``schema_violation``,
+``truncate``, ``delay`` (``seconds``=1.0).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAULT_KINDS = frozenset({"rate_limit", "server_error", "drop", "hang", "not_json",
+                         "schema_violation", "truncate", "delay"})
+VOCAB = (
+    "alpha", "river", "compute", "signal", "harbor", "quiet", "lantern", "orbit", "meadow",
+    "vector", "copper", "garden", "summit", "falcon", "ember", "prism", "delta", "willow",
+    "canyon", "beacon", "marble", "thunder", "cobalt", "harvest", "pixel", "glacier", "rhythm",
+    "saddle", "timber", "velvet", "anchor", "basalt", "cedar", "drift", "echo", "fable",
+    "granite", "hollow", "island", "jasper", "kernel", "lagoon", "mosaic", "nectar", "oasis",
+    "pepper", "quartz", "raven", "sierra", "tundra", "umber", "violet", "walnut", "yonder",
+    "zephyr", "bridge", "candle", "ferry", "meadowlark", "north", "onyx", "parcel", "ripple",
+    "stone",
+)
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+DEEP = 10  # beyond this nesting depth, generators take the shortest valid path
+_FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00",
+            "email": "user@example.com", "uri": "https://example.com/item",
+            "uuid": "00000000-0000-4000-8000-000000000000"}
+
+
+# ----------------------------------------------------------------- hashing --
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON encoding (sorted keys, compact) used for all hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(obj: Any) -> str:
+    """Hex sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def fraction(prompt_key: str, index: int) -> float:
+    """Deterministic number in [0, 1) derived from a prompt key and a rule index."""
+    raw = hashlib.sha256(f"{prompt_key}:{index}".encode()).digest()
+    return int.from_bytes(raw[:7], "big") / 2**56
+
+
+def _rng(seed: bytes) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(seed).digest(), "big"))
+
+
+def _words(rng: random.Random, count: int) -> list[str]:
+    return [rng.choice(VOCAB) for _ in range(count)]
+
+
+# -------------------------------------------------------- schema instances --
+def schema_instance(schema: dict[str, Any], seed: bytes) -> Any:
+    """Return a JSON value valid against ``schema`` (common JSON Schema subset),
+    chosen deterministically from ``seed``."""
+    return _gen(schema, schema, _rng(seed), 0)
+
+
+def _resolve(ref: str, root: dict[str, Any]) -> Any:
+    if not ref.startswith("#"):
+        raise ValueError(f"unsupported $ref {ref!r}")
+    node: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _gen(node: Any, root: dict[str, Any], rng: random.Random, depth: int) -> Any:
+    if not isinstance(node, dict) or not node:
+        node = {"type": "string"}
+    if "$ref" in node:
+        return _gen(_resolve(node["$ref"], root), root, rng, depth + 1)
+    if "const" in node:
+        return node["const"]
+    if "enum" in node:
+        return rng.choice(node["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            options = [o for o in node[key] if o.get("type") != "null"]
+            if not options or (depth > DEEP and len(options) < len(node[key])):
+                return None
+            return _gen(options[0], root, rng, depth + 1)
+    if "allOf" in node:
+        merged = {k: v for k, v in node.items() if k != "allOf"}
+        for sub in node["allOf"]:
+            merged.update(_resolve(sub["$ref"], root) if "$ref" in sub else sub)
+        return _gen(merged, root, rng, depth + 1)
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((t for t in kind if t != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in node else "array" if "items" in node else "string"
+    return _GENERATORS[kind](node, root, rng, depth)
+
+
+def _gen_object(node: dict[str, Any], root: dict[str, Any], rng: random.Random,
+                depth: int) -> dict[str, Any]:
+    required = set(node.get("required", ()))
+    out = {name: _gen(sub, root, rng, depth + 1) for name, sub in node.get("properties", {}).items()
+           if depth <= DEEP or name in required}
+    extra = node.get("additionalProperties")
+    if not out and isinstance(extra, dict) and depth <= DEEP:
+        out[rng.choice(VOCAB)] = _gen(extra, root, rng, depth + 1)
+    return out
+
+
+def _gen_array(node: dict[str, Any], root: dict[str, Any], rng: random.Random,
+               depth: int) -> list[Any]:
+    prefix = node.get("prefixItems", [])
+    low = node.get("minItems", len(prefix) or (1 if depth <= DEEP else 0))
+    high = low if depth > DEEP else node.get("maxItems", max(low, 3))
+    if node.get("items") is False:
+        high = min(high, len(prefix))
+    items = node.get("items") or {}
+    return [_gen(prefix[i] if i < len(prefix) else items, root, rng, depth + 1)
+            for i in range(rng.randint(low, max(low, high)))]
+
+
+def _gen_string(node: dict[str, Any], _root: Any, rng: random.Random, _depth: int) -> str:
+    if node.get("format") in _FORMATS:
+        return _FORMATS[node["format"]]
+    low, high = node.get("minLength", 0), node.get("maxLength")
+    text = " ".join(_words(rng, rng.randint(6, 10)))
+    while len(text) < low:
+        text += " " + rng.choice(VOCAB)
+    if high is not None and len(text) > high:
+        text = text[:high]
+        cut = text.rfind(" ")
+        text = text[:cut] if cut >= max(low, 1) else text.replace(" ", "x")
+    return text
+
+
+def _gen_number(node: dict[str, Any], _root: Any, rng: random.Random, _depth: int) -> float | int:
+    declared = node.get("type")
+    types: list[Any] = declared if isinstance(declared, list) else [declared]
+    lo, lo_x = _bound(node, "minimum", "exclusiveMinimum", lower=True)
+    hi, hi_x = _bound(node, "maximum", "exclusiveMaximum", lower=False)
+    if lo is None:
+        lo, lo_x = (0 if hi is None else min(0, hi - 100)), False
+    if hi is None:
+        hi, hi_x = max(lo + 100, 100), False
+    if "integer" in types:
+        ilo = math.floor(lo) + 1 if lo_x else math.ceil(lo)
+        ihi = math.ceil(hi) - 1 if hi_x else math.floor(hi)
+        return rng.randint(ilo, max(ilo, ihi))
+    value = round(lo + (hi - lo) * (0.05 + 0.9 * rng.random()), 3)
+    above = lo < value or (not lo_x and lo == value)
+    below = value < hi or (not hi_x and value == hi)
+    return value if above and below else (lo + hi) / 2
+
+
+def _bound(node: dict[str, Any], inclusive: str, exclusive: str,
+           lower: bool) -> tuple[float | None, bool]:
+    """Tightest bound among ``inclusive``/``exclusive`` keywords as (value, is_exclusive)."""
+    found = [(node[key], key == exclusive) for key in (inclusive, exclusive)
+             if isinstance(node.get(key), (int, float)) and not isinstance(node[key], bool)]
+    if not found:
+        return None, False
+    if lower:
+        return max(found, key=lambda b: (b[0], b[1]))
+    return min(found, key=lambda b: (b[0], not b[1]))
+
+
+def _gen_boolean(_node: dict[str, Any], _root: Any, rng: random.Random, _depth: int) -> bool:
+    return rng.random() < 0.5
+
+
+def _gen_null(_node: dict[str, Any], _root: Any, _rng: random.Random, _depth: int) -> None:
+    return None
+
+
+_GENERATORS: dict[str, Callable[[dict[str, Any], dict[str, Any], random.Random, int], Any]] = {
+    "object": _gen_object, "array": _gen_array, "string": _gen_string, "integer": _gen_number,
+    "number": _gen_number, "boolean": _gen_boolean, "null": _gen_null,
+}
+
+
+# --------------------------------------------------------------- replies --
+def build_reply(body: dict[str, Any], index: int) -> tuple[str, str]:
+    """Return (content, finish_reason) for one choice of a chat request."""
+    key = canonical({"model": body.get("model"), "messages": body.get("messages"),
+                     "seed": body.get("seed"), "temperature": body.get("temperature"),
+                     "index": index})
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+        return json.dumps(schema_instance(schema, key)), "stop"
+    rng = _rng(key)
+    if fmt.get("type") == "json_object":
+        return json.dumps({"text": " ".join(_words(rng, rng.randint(8, 16)))}), "stop"
+    words = _words(rng, rng.randint(24, 40))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and 0 < limit < len(words):
+        return " ".join(words[:limit]), "length"
+    return " ".join(words), "stop"
+
+
+def _corrupt(content: str, finish: str, fault: str | None, body: dict[str, Any]) -> tuple[str, str]:
+    """Apply content-level faults (schema_violation, truncate)."""
+    if fault == "schema_violation":
+        schema_fmt = (body.get("response_format") or {}).get("type") == "json_schema"
+        return ('{"unexpected": true}' if schema_fmt else "Sorry, I cannot help with that."), "stop"
+    if fault == "truncate":
+        return content[: len(content) // 2], "length"
+    return content, finish
+
+
+def _logprobs(content: str, index: int, key: str) -> dict[str, Any]:
+    rng = _rng(f"{key}:logprobs:{index}".encode())
+    return {"content": [{"token": tok, "logprob": -round(0.001 + 3 * rng.random(), 4),
+                         "bytes": None, "top_logprobs": []} for tok in content.split()]}
+
+
+def _count_words(messages: list[Any]) -> int:
+    total = 0
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            total += len(content.split())
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", "")).split()) for p in content if isinstance(p, dict))
+    return total
+
+
+def parse_plan(plan: Any) -> list[dict[str, Any]]:
+    """Validate a fault plan (list of rules, or ``{"faults": [...]}``) and fill defaults."""
+    if isinstance(plan, dict):
+        plan = plan.get("faults")
+    if not isinstance(plan, list):
+        raise ValueError("fault plan must be a JSON list of rules")
+    rules = []
+    for rule in plan:
+        if not isinstance(rule, dict) or rule.get("kind") not in FAULT_KINDS:
+            raise ValueError(f"bad fault rule {rule!r}; kinds: {sorted(FAULT_KINDS)}")
+        rules.append({**rule, "rate": float(rule.get("rate", 1.0)),
+                      "times": int(rule.get("times", 1))})
+    return rules
+
+
+# ---------------------------------------------------------------- server --
+@dataclass
+class Response:
+    """An HTTP response; always sent with Content-Length."""
+    status: int
+    body: bytes
+    headers: tuple[str, ...] = ()
+
+    def encode(self, keep_alive: bool) -> bytes:
+        head = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Unknown')}",
+                "Content-Type: application/json", f"Content-Length: {len(self.body)}",
+                "Connection: keep-alive" if keep_alive else "Connection: close", *self.headers]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + self.body
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    """Split a request head into (method, path without query, version, lower-cased headers)."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return method, target.split("?", 1)[0], version, headers
+
+
+def _json(status: int, obj: Any, headers: tuple[str, ...] = ()) -> Response:
+    return Response(status, json.dumps(obj).encode(), headers)
+
+
+def _error(status: int, message: str, etype: str, code: str | None = None,
+           headers: tuple[str, ...] = ()) -> Response:
+    return _json(status, {"error": {"message": message, "type": etype, "param": None,
+                                    "code": code}}, headers)
+
+
+class FakeServer:
+    """The asyncio server: routing, fault matching, request log and counters."""
+
+    def __init__(self, latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
+                 models: list[str] | None = None, log_path: str | None = None,
+                 log_sync: bool = False) -> None:
+        self.latency = latency_ms / 1000
+        self.faults = parse_plan(faults or [])
+        self.models = list(models or [])
+        self.log_sync = log_sync
+        self._log: IO[str] | None = open(log_path, "a", encoding="utf-8", buffering=1 << 16) \
+            if log_path else None
+        self._attempts: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._completions = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Start listening; return the bound port."""
+        self._server = await asyncio.start_server(self._serve, host, port, backlog=2048,
+                                                  limit=1 << 20)
+        self._flusher = asyncio.create_task(self._flush_loop())
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop listening, cancel open connections, flush the log."""
+        if self._server:
+            self._server.close()
+        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._log:
+            self._log.close()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self._log:
+                self._log.flush()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one keep-alive connection until it closes."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.stats["connections_total"] += 1
+        try:
+            while await self._handle_one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                asyncio.CancelledError):
+            pass  # client went away, oversized head, or server shutdown
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _handle_one(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> bool:
+        """Read and answer one request; return whether to keep the connection open."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            method, path, version, headers = _parse_head(head)
+            length = int(headers.get("content-length") or 0)
+        except ValueError:
+            writer.write(_error(400, "malformed HTTP request", "invalid_request_error").encode(False))
+            return False
+        body = await reader.readexactly(length) if length else b""
+        try:
+            response = await self._dispatch(method, path, body, reader)
+        except Exception as exc:  # a bug here must not look like an injected fault
+            traceback.print_exc()
+            response = _error(500, f"fakeserver internal error: {exc!r}", "server_error")
+        if response is None:
+            return False
+        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        self.stats[f"status_{response.status}"] += 1
+        writer.write(response.encode(keep))
+        await writer.drain()
+        return keep
+
+    async def _dispatch(self, method: str, path: str, body: bytes,
+                        reader: asyncio.StreamReader) -> Response | None:
+        self.stats["requests"] += 1
+        route = (method, path.rstrip("/"))
+        if route in {("POST", "/v1/chat/completions"), ("POST", "/chat/completions")}:
+            return await self._chat(body, reader)
+        if route == ("GET", "/health"):
+            return _json(200, {"status": "ok"})
+        if route in {("GET", "/v1/models"), ("GET", "/models")}:
+            return _json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fakeserver"}
+                for m in self.models]})
+        return self._control(route, body)
+
+    def _control(self, route: tuple[str, str], body: bytes) -> Response:
+        if route == ("GET", "/_control/stats"):
+            return _json(200, {**self.stats, "connections_open": len(self._tasks),
+                               "faults": self.faults})
+        if route == ("POST", "/_control/faults"):
+            try:
+                self.faults = parse_plan(json.loads(body or b"[]"))
+            except ValueError as exc:
+                return _error(400, str(exc), "invalid_request_error")
+            return _json(200, {"faults": self.faults})
+        if route == ("POST", "/_control/flush"):
+            if self._log:
+                self._log.flush()
+            return _json(200, {"ok": True})
+        if route == ("POST", "/_control/reset"):
+            self._attempts.clear()
+            self.stats.clear()
+            return _json(200, {"ok": True})
+        return _error(404, f"no route for {route[0]} {route[1]}", "invalid_request_error",
+                      "not_found")
+
+    def _match(self, prompt_key: str, attempt: int) -> dict[str, Any] | None:
+        for index, rule in enumerate(self.faults):
+            times = rule["times"]
+            if (times == -1 or attempt < times) and fraction(prompt_key, index) < rule["rate"]:
+                return rule
+        return None
+
+    async def _chat(self, raw: bytes, reader: asyncio.StreamReader) -> Response | None:
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+                raise ValueError("body must be an object with a 'messages' list")
+        except ValueError as exc:
+            return _error(400, f"invalid request: {exc}", "invalid_request_error")
+        model = body.get("model")
+        if self.models and model not in self.models:
+            return _error(404, f"The model `{model}` does not exist", "invalid_request_error",
+                          "model_not_found")
+        prompt_key = digest({"model": model, "messages": body["messages"], "seed": body.get("seed")})
+        attempt = self._attempts[prompt_key]
+        self._attempts[prompt_key] = attempt + 1
+        rule = self._match(prompt_key, attempt)
+        kind = rule["kind"] if rule else None
+        self.stats["chat_requests"] += 1
+        if kind:
+            self.stats[f"fault_{kind}"] += 1
+        if self._log:
+            self._log.write(json.dumps({"t": time.time(), "prompt_key": prompt_key,
+                                        "body_key": digest(body), "attempt": attempt,
+                                        "fault": kind, "model": model}) + "\n")
+            if self.log_sync:
+                self._log.flush()
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return await self._answer(body, rule, prompt_key, reader)
+
+    async def _answer(self, body: dict[str, Any], rule: dict[str, Any] | None, prompt_key: str,
+                      reader: asyncio.StreamReader) -> Response | None:
+        kind = rule["kind"] if rule else None
+        if rule is None or kind in {"schema_violation", "truncate"}:
+            return _json(200, self._completion(body, kind, prompt_key))
+        if kind == "rate_limit":
+            return _error(429, "Rate limit reached (injected fault)", "requests",
+                          "rate_limit_exceeded", (f"Retry-After: {rule.get('retry_after', 0.2)}",))
+        if kind == "server_error":
+            return _error(int(rule.get("status", 500)), "Injected server error", "server_error")
+        if kind == "not_json":
+            return Response(200, b"<html>upstream error</html>")
+        if kind == "hang":
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                await asyncio.wait_for(reader.read(1), float(rule.get("hang_seconds", 3600)))
+            return None
+        if kind == "delay":
+            await asyncio.sleep(float(rule.get("seconds", 1.0)))
+            return _json(200, self._completion(body, None, prompt_key))
+        return None  # drop
+
+    def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str) -> dict[str, Any]:
+        choices, completion_tokens = [], 0
+        for index in range(max(1, int(body.get("n") or 1))):
+            content, finish = _corrupt(*build_reply(body, index), fault, body)
+            completion_tokens += len(content.split())
+            choices.append({"index": index, "message": {"role": "assistant", "content": content},
+                            "finish_reason": finish,
+                            "logprobs": _logprobs(content, index, prompt_key)
+                            if body.get("logprobs") else None})
+        self._completions += 1
+        prompt_tokens = _count_words(body["messages"])
+        return {"id": f"chatcmpl-fake{self._completions:010d}",
+                "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"), "choices": choices, "system_fingerprint": "fp_fake",
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+
+
+# ------------------------------------------------------------------- CLI --
+async def _amain(args: argparse.Namespace) -> None:
+    faults = json.loads(Path(args.faults_file).read_text()) if args.faults_file else \
+        json.loads(args.faults or "[]")
+    server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
+                        args.log, args.log_sync)
+    port = await server.start(args.host, args.port)
+    print(f"READY http://{args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--models", default="", help="comma-separated; empty accepts any")
+    parser.add_argument("--faults", help="fault plan as JSON")
+    parser.add_argument("--faults-file", help="path of a JSON fault plan")
+    parser.add_argument("--log", help="append one JSON line per chat request here")
+    parser.add_argument("--log-sync", action="store_true", help="flush log before answering")
+    asyncio.run(_amain(parser.parse_args(argv)))
+
+
+# ----------------------------------------------------------- test helper --
+@dataclass
+class ServerHandle:
+    """A running fake server subprocess (see :func:`running_server`)."""
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.root_url + path, data=data, method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def set_faults(self, faults: list[dict[str, Any]]) -> None:
+        """Replace the fault plan."""
+        self._call("POST", "/_control/faults", faults)
+
+    def reset(self) -> None:
+        """Forget attempt counts and counters."""
+        self._call("POST", "/_control/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        """Server counters (requests, chat_requests, status_N, fault_K, connections...)."""
+        return dict(self._call("GET", "/_control/stats"))
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """Flush the server's request log and return its parsed entries."""
+        if self.log_path is None:
+            raise RuntimeError("server was started without log_path")
+        self._call("POST", "/_control/flush", {})
+        with open(self.log_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+
+def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> int:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline().decode() if ready else ""
+    if not line.startswith("READY "):
+        raise RuntimeError(f"fake server did not start (exit={process.poll()}, line={line!r})")
+    return int(line.rsplit(":", 1)[1])
+
+
+@contextlib.contextmanager
+def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
+                   models: list[str] | None = None, log_path: str | Path | None = None,
+                   log_sync: bool = False) -> Iterator[ServerHandle]:
+    """Run the fake server as a subprocess for the duration of the block."""
+    cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
+    cmd += ["--faults", json.dumps(faults)] if faults else []
+    cmd += ["--models", ",".join(models)] if models else []
+    cmd += ["--log", str(log_path)] if log_path else []
+    cmd += ["--log-sync"] if log_sync else []
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    try:
+        port = _await_ready(process, timeout=30)
+        yield ServerHandle("127.0.0.1", port, process, Path(log_path) if log_path else None)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+if __name__ == "__main__":
+    main()
