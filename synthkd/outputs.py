@@ -50,7 +50,10 @@ def is_done(run_dir: Path, stage: str, fingerprint: str) -> bool:
 
 def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], card: CardInfo, fingerprint: str) -> Path:
     """Write a stage's output atomically (temporary directory, then rename)."""
-    from datasets import Dataset  # heavy import: only when writing
+    import datasets  # heavy import: only when writing
+    from datasets import Dataset
+
+    datasets.disable_progress_bars()
 
     final = output_dir(run_dir, stage)
     tmp = final.with_name(final.name + ".tmp")

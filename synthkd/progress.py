@@ -37,7 +37,7 @@ class StepProgress:
         now = time.monotonic()
         if now - self._last_log > 10 or self.done == self.total:
             self._last_log = now
-            console.print(f"  {self.label}: {self.done}/{self.total}  {self._stats()}", highlight=False)
+            console.print(f"  {self.label}: {self.done}/{self.total}  {self._stats()}", highlight=False, markup=False)
 
 
 class Reporter:
@@ -49,7 +49,7 @@ class Reporter:
     @contextmanager
     def step(self, label: str, total: int, meter: Meter) -> Iterator[StepProgress]:
         if not self.live or total == 0:
-            console.print(f"[bold]{label}[/]: {total} item(s)", highlight=False)
+            console.print(f"{label}: {total} item(s)", highlight=False, markup=False)
             yield StepProgress(None, None, label, total, meter)
             return
         columns = (
@@ -61,4 +61,4 @@ class Reporter:
             yield StepProgress(progress, task_id, label, total, meter)
 
     def note(self, text: str) -> None:
-        console.print(text, highlight=False)
+        console.print(text, highlight=False, markup=False)

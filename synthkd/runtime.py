@@ -121,7 +121,8 @@ class Runtime:
             if current is not None:
                 await current.aclose()
             self._clients[endpoint] = EndpointClient(
-                endpoint, cfg, base_url=server.base_url, api_key=None, cache=self.cache, budget=self.budget, model_identity=identity,
+                endpoint, cfg, base_url=server.base_url, api_key=None, cache=self.cache, budget=self.budget,
+                model_identity=identity, alive=server.death,
             )
         return self._clients[endpoint]
 

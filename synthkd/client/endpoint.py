@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -23,7 +23,7 @@ from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
-from synthkd.errors import EndpointError
+from synthkd.errors import EndpointError, ServeError, SynthkdError
 
 
 @dataclass(slots=True)
@@ -71,6 +71,7 @@ class EndpointClient:
         cache: RequestCache,
         budget: Budget,
         model_identity: str | None = None,
+        alive: Callable[[], str | None] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -82,7 +83,10 @@ class EndpointClient:
         self.model_identity = model_identity or f"{config.model}@{base_url}"
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._limiter = RateLimiter(config.rpm, config.tpm)
-        self._fatal: EndpointError | None = None
+        self._fatal: SynthkdError | None = None
+        # For servers synthkd runs: returns None while the process lives, else why it died. A dead
+        # server is not retried for minutes: the run stops at once with the server's log.
+        self._alive = alive
         http_client = openai.DefaultAioHttpClient() if config.transport == "aiohttp" else None
         # max_retries=0: tenacity below is the one retry layer.
         self._client = openai.AsyncOpenAI(
@@ -172,7 +176,7 @@ class EndpointClient:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=BackoffWithRetryAfter(),
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(lambda e: is_retryable(e) and not self._dead()),
             reraise=True,
         )
         try:
@@ -191,10 +195,17 @@ class EndpointClient:
         except openai.BadRequestError as exc:
             raise _RowFailure("bad_request", _short(exc)) from None
         except Exception as exc:  # retries exhausted on a retryable error
+            died = self._dead()
+            if died:
+                self._fatal = ServeError(f"the server of endpoint {self.name!r} died: {died}")
+                raise self._fatal from None
             if is_retryable(exc):
                 raise _RowFailure(f"gave_up:{_kind(exc)}", _short(exc)) from None
             raise
         raise AssertionError("unreachable")
+
+    def _dead(self) -> str | None:
+        return self._alive() if self._alive is not None else None
 
     async def _send_once(self, kwargs: dict[str, Any]) -> Any:
         try:
@@ -261,5 +272,13 @@ def _interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool)
         return Result(**base, parsed=schema.model_validate_json(reply.text))
     except ValidationError as exc:
         first = exc.errors()[0]
-        reason = "invalid_json" if first["type"] == "json_invalid" else "schema_violation"
-        return Result(**base, error=reason, detail=str(first["msg"])[:300])
+    if first["type"] == "json_invalid":
+        # Many models (and grammar engines) put raw newlines or control characters inside JSON
+        # strings; strict JSON forbids them, Python's lenient parser does not. Accept such replies.
+        try:
+            return Result(**base, parsed=schema.model_validate(json.loads(reply.text, strict=False)))
+        except json.JSONDecodeError:
+            return Result(**base, error="invalid_json", detail=str(first["msg"])[:300])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+    return Result(**base, error="schema_violation", detail=str(first["msg"])[:300])

@@ -86,6 +86,8 @@ def reject_reason(result: Result, text: str | None, min_words: int, index: Rouge
         return "too_short"
     if text[0] in string.punctuation or not text[0].isascii():
         return "bad_start"
+    if any(ord(c) < 32 and c not in "\n\t" for c in text):
+        return "control_chars"
     if index.too_similar(text):
         return "rouge_l"
     return None

@@ -44,6 +44,12 @@ class Server:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def death(self) -> str | None:
+        """None while the server runs; else its exit code and the end of its log."""
+        if self.process.poll() is None:
+            return None
+        return f"vLLM exited with code {self.process.returncode}; log {self.log_path}:\n{_tail(self.log_path)}"
+
 
 @dataclass
 class ServerManager:

@@ -1,0 +1,88 @@
+"""Shared helpers: pipelines written into tmp dirs, the CLI run as users run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHKD = [sys.executable, "-m", "synthkd.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `synthkd ARGS` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([*SYNTHKD, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd or REPO)
+
+
+def seeds_file(tmp: Path, n: int = 20) -> Path:
+    """n seed instructions taken from the project's data (first n lines)."""
+    lines = (REPO / "data" / "lion" / "seed_instructions.jsonl").read_text().splitlines()[:n]
+    path = tmp / "seeds.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def remote_endpoint(base_url: str, model: str, **extra: Any) -> dict[str, Any]:
+    return {"base_url": base_url, "model": model, "concurrency": 16, "timeout_s": 5, **extra}
+
+
+def generate_pipeline(tmp: Path, base_url: str, n: int = 20, samples: int = 1, **endpoint_extra: Any) -> Path:
+    """A load + generate pipeline against a remote endpoint; returns the YAML path."""
+    data = {
+        "name": "gen",
+        "prompts_dir": str(REPO / "prompts"),
+        "endpoints": {"teacher": remote_endpoint(base_url, "teacher", **endpoint_extra)},
+        "stages": [
+            {"name": "seeds", "type": "load", "path": str(seeds_file(tmp, n))},
+            {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher",
+             "template": "lion/answer.jinja2", "samples": samples, "sampling": {"max_tokens": 64, "seed": 7}},
+        ],
+    }
+    path = tmp / "gen.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def lion_pipeline(tmp: Path, base_url: str, n_seeds: int = 16, train: bool = False, **lion_extra: Any) -> Path:
+    """A Lion pipeline whose three endpoints are remote (the test server)."""
+    lion: dict[str, Any] = {
+        "name": "lion", "type": "lion", "input": "seeds", "iterations": 2, "new_per_iteration": 8,
+        "answer_sampling": {"max_tokens": 48, "seed": 1}, "referee_sampling": {"max_tokens": 32, "seed": 1},
+        "generation_sampling": {"temperature": 1.0, "max_tokens": 96, "seed": 1},
+        "sft": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "max_length": 256, "bf16": False, "learning_rate": 1e-3},
+        **lion_extra,
+    }
+    if train:
+        lion["student_model"] = "tiny:student"
+    data = {
+        "name": "lion",
+        "prompts_dir": str(REPO / "prompts"),
+        "endpoints": {name: remote_endpoint(base_url, name) for name in ("teacher", "referee", "student")},
+        "stages": [{"name": "seeds", "type": "load", "path": str(seeds_file(tmp, n_seeds))}, lion],
+    }
+    path = tmp / "lion.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def read_rows(run_dir: Path, dataset: str, failed: bool = False) -> list[dict[str, Any]]:
+    path = run_dir / "datasets" / dataset / ("failed.jsonl" if failed else "data.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_json(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+@pytest.fixture
+def synthkd_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shared SYNTHKD_HOME so tiny models are built once per test session."""
+    return tmp_path_factory.getbasetemp() / "synthkd-home"
