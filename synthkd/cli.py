@@ -86,9 +86,8 @@ def run(
         reporter.note(f"synthkd: running {loaded.config.name} into {run_dir}")
         _run_async(run_pipeline(loaded, run_dir, settings, reporter))
         state = json.loads((run_dir / "run.json").read_text())
-        calls = sum(s.get("calls", 0) for s in state["stages"].values())
-        hits = sum(s.get("cache_hits", 0) for s in state["stages"].values())
-        cost = sum(s.get("cost_usd", 0.0) for s in state["stages"].values())
+        now = state.get("this_invocation", {})
+        calls, hits, cost = now.get("calls", 0), now.get("cache_hits", 0), now.get("cost_usd", 0.0)
         reporter.note(f"synthkd: done in {time.monotonic() - t0:.0f}s: {calls} calls, {hits} cache hits, ${cost:.4f}. Outputs: {run_dir}/datasets/, report: {run_dir}/run.json")
 
     _guard(body)

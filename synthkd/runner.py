@@ -56,18 +56,29 @@ def preflight(rt: Runtime, plan: Plan) -> None:
             ) from None
 
 
-def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
-    templates: dict[str, str] = {}
+def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
+    """Template name -> hash, for the templates a stage renders."""
     if isinstance(stage, GenerateStage):
         names = [stage.template] + ([stage.system_template] if stage.system_template else [])
-        templates = {n: rt.prompts.get(n).sha256 for n in names}
-        endpoints = [stage.endpoint]
     elif isinstance(stage, LionStage):
         t = stage.templates
-        templates = {n: rt.prompts.get(n).sha256 for n in (t.answer, t.referee, t.generate_hard, t.generate_easy)}
-        endpoints = [stage.teacher, stage.referee, stage.student]
+        names = [t.answer, t.referee, t.generate_hard, t.generate_easy]
     else:
-        endpoints = []
+        names = []
+    return {n: rt.prompts.get(n).sha256 for n in names}
+
+
+def _stage_endpoints(stage: Stage) -> list[str]:
+    if isinstance(stage, GenerateStage):
+        return [stage.endpoint]
+    if isinstance(stage, LionStage):
+        return [stage.teacher, stage.referee, stage.student]
+    return []
+
+
+def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
+    templates = _stage_templates(rt, stage)
+    endpoints = _stage_endpoints(stage)
     if isinstance(stage, LoadStage):
         path = rt.pipeline.resolve(stage.path)
         source = digest([str(path), path.stat().st_size, path.stat().st_mtime_ns]) if path.is_file() else str(path)
@@ -104,6 +115,7 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         preflight(rt, plan)
         rows: dict[str, list[dict[str, Any]]] = {}
         fps: dict[str, str] = {}
+        invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
             input_name = getattr(stage, "input", None)
             fp = _stage_fingerprint(rt, stage, fps.get(input_name) if input_name else None)
@@ -119,12 +131,16 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
             inputs = rows.get(input_name, []) if input_name else []
             out, failed, meter, extra = await _run_stage(rt, stage, inputs)
             rt.write_dataset(stage.name, out, failed, fingerprint=fp, models=_stage_models(rt, stage), fmt=_fmt(out),
+                             templates=_stage_templates(rt, stage),
                              counts={"records_in": len(inputs)}, description=f"Output of stage {stage.name} ({stage.type}).")
             rows[stage.name] = out
+            invocation.merge(meter)
+            state.data["this_invocation"] = invocation.to_json()
             rt.record_meter(stage.name, meter, status="done", type=stage.type, records_in=len(inputs), records_out=len(out),
                             failed=len(failed), **extra)
             reporter.note(f"[{stage.name}] {len(out)} rows, {len(failed)} failed, {meter.calls} calls, {meter.cache_hits} cache hits, ${meter.cost:.4f}")
         state.data["status"] = "done"
+        state.data["this_invocation"] = invocation.to_json()
     except BudgetExceeded:
         state.data["status"] = "budget_exhausted"
         raise
@@ -150,10 +166,6 @@ def _fmt(rows: list[dict[str, Any]]) -> str:
 
 
 def _stage_models(rt: Runtime, stage: Stage) -> dict[str, str]:
-    if isinstance(stage, GenerateStage):
-        return {stage.endpoint: rt.endpoint_identity(stage.endpoint)}
-    if isinstance(stage, LionStage):
-        return {r: rt.endpoint_identity(getattr(stage, r)) for r in ("teacher", "referee", "student")}
     if isinstance(stage, SFTStage):
         return {"base": stage.model}
-    return {}
+    return {e: rt.endpoint_identity(e) for e in _stage_endpoints(stage)}

@@ -1,0 +1,48 @@
+"""End to end, as shipped: pipelines/lion.yaml with real vLLM on the CPU serving tiny models and
+real TRL SFT, two Lion iterations (smaller N). Slow: skip locally with `-m "not slow"`."""
+
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from tests.conftest import REPO, read_rows, run_cli, run_json
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--set", "stages.seeds.limit=40", "--set", "stages.lion.new_per_iteration=16", "--set", "stages.lion.iterations=2"]
+
+
+def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
+    out = tmp_path / "run"
+    env = {"SYNTHKD_HOME": str(synthkd_home)}
+    proc = run_cli("run", str(REPO / "pipelines" / "lion.yaml"), "--out", str(out), *SMALL, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = run_json(out)
+    assert state["status"] == "done"
+    iterations = state["stages"]["lion"]["iterations"]
+    assert [it["iteration"] for it in iterations] == [1, 2]
+    for it in iterations:
+        assert it["judged"] > 0 and 1 <= it["mean_teacher_score"] <= 10 and 1 <= it["mean_student_score"] <= 10
+        assert 0 <= it["hard_fraction"] <= 1
+        assert it["sft"]["steps"] > 0
+    # Pools grow by what generation kept; the second iteration trained on the grown pool.
+    assert iterations[1]["train_pool"] == iterations[0]["train_pool"] + iterations[0]["new_instructions"]
+    # Two checkpoints, each served in turn (the student's answers differ between them).
+    assert (out / "checkpoints" / "lion" / "iter1" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "lion" / "iter2" / "model.safetensors").is_file()
+    # Datasets load with `datasets` and carry TRL's formats and a card.
+    final = load_from_disk(str(out / "datasets" / "lion"))
+    assert "messages" in final.column_names and len(final) == len(read_rows(out, "lion"))
+    assert final[0]["messages"][0]["role"] == "user" and final[0]["messages"][1]["role"] == "assistant"
+    card = (out / "datasets" / "lion" / "README.md").read_text()
+    assert "teacher" in card and "lion/referee.jinja2" in card and "name: lion" in card
+    judged = read_rows(out, "lion.iter1.discrimination")
+    assert all(1 <= s <= 10 for r in judged for s in r["scores_teacher_first"] + r["scores_student_first"])
+    assert (out / "logs").is_dir() and not list((out / "logs").glob("*.tmp"))
+
+    # A finished run reruns with zero endpoint calls and starts no server.
+    proc = run_cli("run", str(REPO / "pipelines" / "lion.yaml"), "--out", str(out), *SMALL, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "starting vLLM" not in proc.stderr
+    assert run_json(out)["this_invocation"]["calls"] == 0
