@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -129,7 +130,9 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
             entry["status"] = "running"
             state.save()
             inputs = rows.get(input_name, []) if input_name else []
+            started = time.monotonic()
             out, failed, meter, extra = await _run_stage(rt, stage, inputs)
+            extra["elapsed_s"] = round(time.monotonic() - started, 3)
             rt.write_dataset(stage.name, out, failed, fingerprint=fp, models=_stage_models(rt, stage), fmt=_fmt(out),
                              templates=_stage_templates(rt, stage),
                              counts={"records_in": len(inputs)}, description=f"Output of stage {stage.name} ({stage.type}).")

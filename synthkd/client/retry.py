@@ -54,10 +54,16 @@ class BackoffWithRetryAfter:
     def __init__(self, initial: float = 0.5, maximum: float = 60.0) -> None:
         self.initial, self.maximum = initial, maximum
 
+    @staticmethod
+    def first_wait(exc: BaseException) -> float:
+        """Wait before the first retry (the fast path's failure is outside tenacity's count)."""
+        told = retry_after_seconds(exc)
+        return min(told, 60.0) + random.uniform(0, 0.1) if told is not None else random.uniform(0.25, 0.5)
+
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         told = retry_after_seconds(exc)
         if told is not None:
             return min(told, self.maximum) + random.uniform(0, 0.1)
-        ceiling = min(self.maximum, self.initial * (2 ** (state.attempt_number - 1)))
+        ceiling = min(self.maximum, self.initial * (2 ** state.attempt_number))
         return random.uniform(ceiling / 2, ceiling)
