@@ -127,7 +127,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     def body() -> None:
         path = run_dir / "run.json"
         if not path.is_file():
-            raise SynthkdError_(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
+            raise _usage_error(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
         state = json.loads(path.read_text())
         typer.echo(f"{state['pipeline']}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
         for name, s in state["stages"].items():
@@ -157,7 +157,7 @@ def show(
         d = run_dir / "datasets" / stage
         if not d.is_dir():
             names = sorted(p.name for p in (run_dir / "datasets").glob("*") if p.is_dir()) if (run_dir / "datasets").is_dir() else []
-            raise SynthkdError_(f"no dataset {stage!r} in {run_dir}", fix=f"one of: {', '.join(names) or '(none yet)'}")
+            raise _usage_error(f"no dataset {stage!r} in {run_dir}", fix=f"one of: {', '.join(names) or '(none yet)'}")
         path = d / ("failed.jsonl" if failed else "data.jsonl")
         lines = path.read_text().splitlines()
         typer.echo(f"{path} ({len(lines)} rows)")
@@ -183,7 +183,7 @@ def serve(
         loaded = load_pipeline(pipeline, set_ or [], settings)
         cfg = loaded.config.endpoints.get(endpoint)
         if cfg is None or not cfg.served:
-            raise SynthkdError_(f"endpoint {endpoint!r} is not one synthkd serves", fix="name an endpoint with `serve:` and no base_url")
+            raise _usage_error(f"endpoint {endpoint!r} is not one synthkd serves", fix="name an endpoint with `serve:` and no base_url")
         manager = ServerManager(settings, Path("runs") / "serve-logs", loaded.prompts_dir.parent)
         try:
             server = manager.ensure(endpoint, cfg, [cfg.model])
@@ -196,7 +196,8 @@ def serve(
     _guard(body)
 
 
-def SynthkdError_(what: str, fix: str) -> SynthkdError:
+def _usage_error(what: str, fix: str) -> SynthkdError:
+    """A bad command-line argument: reported like bad pipeline input (exit code 2)."""
     from synthkd.errors import ConfigError
 
     return ConfigError(what, fix=fix)

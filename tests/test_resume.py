@@ -80,3 +80,26 @@ def test_kill9_mid_lion_then_resume(tmp_path: Path) -> None:
         return [{k: v for k, v in it.items() if k != "usage"} for it in run_json(run)["stages"]["lion"]["iterations"]]
 
     assert numbers(killed) == numbers(clean)
+
+
+def test_ctrl_c_stops_cleanly_and_rerun_resumes(tmp_path: Path) -> None:
+    with running_server(latency_ms=300) as server:
+        pipeline = generate_pipeline(tmp_path, server.base_url, n=60, concurrency=4)
+        out = tmp_path / "run"
+        proc = subprocess.Popen([sys.executable, "-m", "synthkd.cli", "run", str(pipeline), "--out", str(out)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while _cached(out) < 8:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert "interrupted" in stderr and "run the same command again to resume" in stderr
+        assert "Traceback" not in stderr
+        assert run_json(out)["status"] == "interrupted"
+        cached = _cached(out)
+        server.reset()
+        assert run_cli("run", str(pipeline), "--out", str(out)).returncode == 0
+        assert server.stats().get("chat_requests", 0) == 60 - cached
+    assert len(read_rows(out, "answers")) == 60

@@ -21,6 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from synthkd.config.endpoints import EndpointConfig, ServeConfig
 from synthkd.errors import ServeError
@@ -67,7 +68,7 @@ class ServerManager:
             return str(tiny_model_dir(self.settings.home, self.corpus_root, model_path.split(":", 1)[1]))
         return model_path
 
-    def ensure(self, endpoint: str, config: EndpointConfig, names: list[str], model_path: str | None = None, reporter=None) -> Server:
+    def ensure(self, endpoint: str, config: EndpointConfig, names: list[str], model_path: str | None = None, reporter: Any = None) -> Server:
         """A running server for `endpoint`, on `model_path` (default: its serve.model_path).
 
         If the endpoint's server runs other weights, that server is stopped and a new one started.

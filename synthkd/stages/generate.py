@@ -7,6 +7,7 @@ from typing import Any
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.client.executor import run_calls
+from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import GenerateStage
 from synthkd.runtime import Runtime
 
@@ -15,7 +16,7 @@ def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> 
     """(record, call) for every record and sample; a pure function of config, templates and rows."""
     user = rt.prompts.get(cfg.template)
     system = rt.prompts.get(cfg.system_template) if cfg.system_template else None
-    sampling = cfg.sampling or rt.config.endpoints[cfg.endpoint].sampling.__class__()
+    sampling = cfg.sampling or Sampling()  # the endpoint's defaults fill in the rest
     out = []
     for row in rows:
         messages = ([{"role": "system", "content": system.render(**row)}] if system else []) + [{"role": "user", "content": user.render(**row)}]
