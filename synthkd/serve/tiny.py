@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-_BUILDER_VERSION = "2"
+_BUILDER_VERSION = "3"
 _SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # {% generation %} marks the assistant tokens, so TRL's assistant_only_loss works with this template.
 _CHAT_TEMPLATE = (
@@ -70,6 +70,19 @@ def _training_text(repo_root: Path) -> list[str]:
     return lines
 
 
+def _byte_symbol(b: int) -> str:
+    """The character a byte-level BPE uses for byte b (printable bytes stand for themselves)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    if b in printable:
+        return chr(b)
+    return chr(256 + sorted(set(range(256)) - set(printable)).index(b))
+
+
+# Printable ASCII plus space, newline and tab. Leaving the other bytes out of the vocabulary keeps a
+# random model from writing control characters and broken UTF-8 (bytes seen in the corpus still get in).
+_ALPHABET = [_byte_symbol(b) for b in (9, 10, *range(32, 127))]
+
+
 def _build(out: Path, repo_root: Path, name: str) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -79,7 +92,7 @@ def _build(out: Path, repo_root: Path, name: str) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024, special_tokens=_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=1024, special_tokens=_SPECIALS, initial_alphabet=_ALPHABET, show_progress=False
     )
     tok.train_from_iterator(_training_text(repo_root), trainer=trainer)
     fast = PreTrainedTokenizerFast(
