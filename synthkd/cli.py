@@ -190,6 +190,9 @@ def serve(
             typer.echo(f"serving {endpoint} ({server.model_path}) at {server.base_url} as model {cfg.model!r}; Ctrl-C stops it")
             while server.process.poll() is None:
                 time.sleep(1)
+            raise _usage_error(f"the server exited with code {server.process.returncode}", fix=f"see {server.log_path}")
+        except KeyboardInterrupt:
+            typer.echo("stopped", err=True)
         finally:
             manager.stop_all()
 
