@@ -30,7 +30,8 @@ from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex
 from synthkd.runtime import Runtime, digest
-from synthkd.train.sft import checkpoint_done, read_metrics, train_sft
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.sft import train_sft
 
 
 @dataclass

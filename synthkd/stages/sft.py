@@ -7,7 +7,8 @@ from typing import Any
 
 from synthkd.config.stages import SFTStage
 from synthkd.runtime import Runtime, digest
-from synthkd.train.sft import checkpoint_done, read_metrics, train_sft
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.sft import train_sft
 
 
 async def run_sft(cfg: SFTStage, rt: Runtime, rows: list[dict[str, Any]]) -> dict[str, Any]:

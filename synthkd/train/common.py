@@ -1,0 +1,89 @@
+"""What SFT and DPO training share: config passthrough checks, atomic checkpoints, fingerprints.
+
+A checkpoint directory holds transformers weights + tokenizer (servable by vLLM as they are),
+`train_metrics.json`, and `synthkd_fingerprint.txt` written last: its presence with the expected
+content means the checkpoint is whole and was trained from exactly these inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from synthkd.errors import ConfigError
+
+FINGERPRINT_FILE = "synthkd_fingerprint.txt"
+
+# Defaults synthkd sets for its own bookkeeping; anything in the YAML block wins.
+OWN_DEFAULTS: dict[str, Any] = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
+
+
+def checkpoint_done(out_dir: Path, fingerprint: str) -> bool:
+    marker = out_dir / FINGERPRINT_FILE
+    return marker.is_file() and marker.read_text().strip() == fingerprint
+
+
+def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str) -> None:
+    """Fail before any call if a `sft:`/`dpo:` block names a key the TRL config does not have."""
+    try:
+        import trl
+    except ImportError:  # training extras not installed: checked again when training starts
+        return
+    config_class = getattr(trl, config_class_name)
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {config_class_name} key(s): {', '.join(unknown)}",
+            where=where,
+            fix=f"use field names of trl.{config_class_name} (e.g. num_train_epochs, learning_rate, per_device_train_batch_size)",
+        )
+
+
+def load_for_training(base_model: str, seed: int) -> tuple[Any, Any]:
+    """(model, tokenizer) of base weights, seeded; float32 on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    dtype = "auto" if torch.cuda.is_available() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype), tokenizer
+
+
+def lora_config(lora: dict[str, Any] | None) -> Any:
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", **lora)
+
+
+def scratch_dir(out_dir: Path) -> Path:
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metrics: dict[str, Any], fingerprint: str, merged_lora: bool) -> None:
+    """Save the trained model (LoRA merged into full weights) and move it into place atomically."""
+    model = trainer.model
+    if merged_lora:
+        model = model.merge_and_unload()  # full weights: vLLM serves them like any model
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    (tmp / "train_metrics.json").write_text(json.dumps(metrics))
+    (tmp / FINGERPRINT_FILE).write_text(fingerprint)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out_dir)
+
+
+def read_metrics(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "train_metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

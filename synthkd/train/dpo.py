@@ -1,0 +1,55 @@
+"""TRL DPO of a causal LM on `prompt`/`chosen`/`rejected` pairs; the YAML `dpo:` block goes to DPOConfig as is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from synthkd.train.common import OWN_DEFAULTS, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+
+
+def check_dpo_args(args: dict[str, Any], where: str) -> None:
+    check_trainer_args("DPOConfig", args, where)
+
+
+def train_dpo(
+    rows: list[dict[str, Any]],
+    base_model: str,
+    out_dir: Path,
+    *,
+    dpo_args: dict[str, Any],
+    lora: dict[str, Any] | None,
+    seed: int,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """DPO of `base_model` (also the frozen reference) on preference rows; save to out_dir.
+
+    Metrics: train loss and steps, and the implicit-reward accuracy and margin on the training
+    pairs after training (how often, and by how much, the policy now prefers `chosen`).
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    tmp = scratch_dir(out_dir)
+    model, tokenizer = load_for_training(base_model, seed)
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    config = DPOConfig(output_dir=str(tmp / "trainer"), seed=seed, **{**OWN_DEFAULTS, **dpo_args})
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
+    result = trainer.train()
+    evaluation = trainer.evaluate()
+    metrics = {
+        "train_loss": float(result.training_loss),
+        "steps": int(result.global_step),
+        "pairs": len(rows),
+        "reward_accuracy": _metric(evaluation, "rewards/accuracies"),
+        "reward_margin": _metric(evaluation, "rewards/margins"),
+    }
+    save_checkpoint(trainer, tokenizer, tmp, out_dir, metrics, fingerprint, merged_lora=lora is not None)
+    return metrics
+
+
+def _metric(evaluation: dict[str, Any], name: str) -> float | None:
+    for key in (f"eval_{name}", name):
+        if key in evaluation:
+            return float(evaluation[key])
+    return None
