@@ -199,6 +199,27 @@ def serve(
     _guard(body)
 
 
+@app.command()
+def train(
+    kind: str = typer.Argument(..., help="sft or dpo."),
+    data: Path = typer.Option(..., "--data", help="A datasets directory (e.g. runs/lion/datasets/lion) or a JSONL file in TRL's format."),
+    model: str = typer.Option(..., "--model", help="Base weights: directory, hub name, or tiny:NAME."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory (same layout as pipeline checkpoints)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="SFTConfig/DPOConfig field: --set learning_rate=2e-5; LoRA: --set lora.r=16; --set seed=1."),
+) -> None:
+    """Train the student from any dataset synthkd wrote, without a pipeline (TRL SFT or DPO)."""
+    from synthkd.settings import Settings
+    from synthkd.train.cli_train import run_train
+
+    _quiet_libraries()
+
+    def body() -> None:
+        metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home)
+        typer.echo(f"trained {kind} checkpoint at {out}: {json.dumps(metrics)}")
+
+    _guard(body)
+
+
 def _usage_error(what: str, fix: str) -> SynthkdError:
     """A bad command-line argument: reported like bad pipeline input (exit code 2)."""
     from synthkd.errors import ConfigError

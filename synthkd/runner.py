@@ -12,8 +12,9 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.config.stages import DPOStage, GenerateStage, LionStage, LoadStage, SFTStage, Stage
 from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.dpo.loop import DPORun
 from synthkd.lion.loop import LionRun
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
@@ -64,6 +65,8 @@ def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
     elif isinstance(stage, LionStage):
         t = stage.templates
         names = [t.answer, t.referee, t.generate_hard, t.generate_easy]
+    elif isinstance(stage, DPOStage):
+        names = [stage.templates.answer, stage.templates.pairwise, stage.templates.pointwise]
     else:
         names = []
     return {n: rt.prompts.get(n).sha256 for n in names}
@@ -74,6 +77,8 @@ def _stage_endpoints(stage: Stage) -> list[str]:
         return [stage.endpoint]
     if isinstance(stage, LionStage):
         return [stage.teacher, stage.referee, stage.student]
+    if isinstance(stage, DPOStage):
+        return [stage.teacher, stage.judge, stage.student]
     return []
 
 
@@ -91,7 +96,7 @@ def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
     })
 
 
-async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Meter, dict[str, Any]]:
+async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outputs: dict[str, list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Meter, dict[str, Any]]:
     meter = Meter()
     if isinstance(stage, LoadStage):
         return load_rows(stage, rt.pipeline.resolve(stage.path), f"stages.{stage.name}.path"), [], meter, {}
@@ -103,6 +108,10 @@ async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]]) -> t
     if isinstance(stage, LionStage):
         lion = LionRun(stage, rt, rows)
         out = await lion.run()
+        return out["rows"], out["failed"], out["meter"], {}
+    if isinstance(stage, DPOStage):
+        dpo = DPORun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
+        out = await dpo.run()
         return out["rows"], out["failed"], out["meter"], {}
     raise AssertionError(type(stage))
 
@@ -119,19 +128,21 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
             input_name = getattr(stage, "input", None)
-            fp = _stage_fingerprint(rt, stage, fps.get(input_name) if input_name else None)
+            upstream = [fps.get(input_name) if input_name else None, fps.get(getattr(stage, "heldout", None) or "")]
+            fp = _stage_fingerprint(rt, stage, digest(upstream))
             fps[stage.name] = fp
             entry = state.stage(stage.name)
             if is_done(run_dir, stage.name, fp):
                 rows[stage.name] = load_output(run_dir, stage.name)
                 reporter.note(f"[{stage.name}] done earlier: {len(rows[stage.name])} rows (skipped)")
                 entry["status"] = "done"
+                _reapply_serving(rt, stage)
                 continue
             entry["status"] = "running"
             state.save()
             inputs = rows.get(input_name, []) if input_name else []
             started = time.monotonic()
-            out, failed, meter, extra = await _run_stage(rt, stage, inputs)
+            out, failed, meter, extra = await _run_stage(rt, stage, inputs, rows)
             extra["elapsed_s"] = round(time.monotonic() - started, 3)
             rt.write_dataset(stage.name, out, failed, fingerprint=fp, models=_stage_models(rt, stage), fmt=_fmt(out),
                              templates=_stage_templates(rt, stage),
@@ -158,6 +169,16 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         state.save()
         await rt.aclose()
     return json.loads((run_dir / "run.json").read_text())
+
+
+def _reapply_serving(rt: Runtime, stage: Stage) -> None:
+    """A skipped stage that moved an endpoint onto new weights still does so, so later stages see them."""
+    if isinstance(stage, SFTStage) and stage.serve_as:
+        rt.serve_weights(stage.serve_as, str(rt.run_dir / "checkpoints" / stage.name))
+    elif isinstance(stage, DPOStage):
+        final = rt.state.stage(stage.name).get("final_weights")
+        if final:
+            rt.serve_weights(stage.student, final)
 
 
 def _fmt(rows: list[dict[str, Any]]) -> str:

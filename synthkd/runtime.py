@@ -14,7 +14,8 @@ from typing import Any
 
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import RequestCache
-from synthkd.client.endpoint import EndpointClient
+from synthkd.client.endpoint import Call, EndpointClient, Result
+from synthkd.client.executor import run_calls
 from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import ConfigError
 from synthkd.outputs import CardInfo, write_output
@@ -125,6 +126,20 @@ class Runtime:
                 model_identity=identity, alive=server.death,
             )
         return self._clients[endpoint]
+
+    async def call_all(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
+        """Results of `calls` on `endpoint`, in order, with a progress bar; counts go into `meter`."""
+        client = await self.client(endpoint)
+        step = Meter()
+        with self.reporter.step(label, len(calls), step) as progress:
+            results = await run_calls(client, calls, step, progress)
+        meter.merge(step)
+        return results
+
+    def current_weights(self, endpoint: str) -> str | None:
+        """The weights a served endpoint answers from now (a checkpoint, or its serve.model_path)."""
+        cfg = self.config.endpoints[endpoint]
+        return self._overrides.get(endpoint) or (cfg.serve.model_path if cfg.serve else None)
 
     def endpoint_identity(self, endpoint: str) -> str:
         """What a stage's fingerprint records about an endpoint without starting it."""

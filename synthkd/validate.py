@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.config.stages import DPOStage, GenerateStage, LionStage, LoadStage, SFTStage, Stage
 from synthkd.errors import ConfigError
 from synthkd.prompts import PromptLibrary
 from synthkd.settings import Settings
 from synthkd.stages.load import columns_of
+from synthkd.train.dpo import check_dpo_args
 from synthkd.train.sft import check_sft_args
 
 LION_OUTPUT = {"id", "origin", "instruction", "messages"}
+DPO_OUTPUT = {"id", "source", "margin", "instruction", "prompt", "chosen", "rejected", "iteration"}
 
 
 @dataclass
@@ -102,5 +104,25 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
             where = _where(loaded, i, f"templates.{key}")
             prompts.get(getattr(stage.templates, key), where).check_context(available, where)
         check_sft_args(stage.sft, _where(loaded, i, "sft"))
+        if stage.dpo is not None:
+            check_dpo_args(stage.dpo, _where(loaded, i, "dpo"))
         return set(LION_OUTPUT)
-    raise ConfigError(f"unknown stage type {type(stage).__name__}")
+    if isinstance(stage, DPOStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {"instruction"}, _where(loaded, i, "input"), stage.input)
+        if stage.heldout:
+            _require(_input(plan, stage.heldout, _where(loaded, i, "heldout")), {"instruction"}, _where(loaded, i, "heldout"), stage.heldout)
+        for role in ("teacher", "judge", "student"):
+            _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        if not loaded.config.endpoints[stage.student].served:
+            raise ConfigError(
+                f"the dpo stage's student endpoint {stage.student!r} is remote; on-policy DPO samples from each new checkpoint",
+                where=_where(loaded, i, "student"), fix="give that endpoint a `serve:` block and base_url: null",
+            )
+        fixed = {"answer": {"instruction"}, "pairwise": {"instruction", "answer_1", "answer_2"}, "pointwise": {"instruction", "answer"}}
+        for key, available in fixed.items():
+            where = _where(loaded, i, f"templates.{key}")
+            prompts.get(getattr(stage.templates, key), where).check_context(available, where)
+        check_dpo_args(stage.dpo, _where(loaded, i, "dpo"))
+        return DPO_OUTPUT
+    raise ConfigError(f"unknown stage type {type(stage).__name__}")  # pragma: no cover

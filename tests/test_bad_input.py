@@ -41,7 +41,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
 
 def test_unknown_stage_type(tmp_path: Path) -> None:
     path = _edit(generate_pipeline(tmp_path, URL), lambda d: d["stages"][1].update(type="genrate"))
-    _expect_error(run_cli("validate", str(path)), "unknown stage type", "load, generate, sft, lion")
+    _expect_error(run_cli("validate", str(path)), "unknown stage type", "load, generate, sft, lion, dpo")
 
 
 def test_missing_template_file(tmp_path: Path) -> None:
@@ -112,4 +112,17 @@ def test_overrides_and_env_interpolation_apply(tmp_path: Path) -> None:
 @pytest.mark.parametrize("pipeline", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_pipelines_validate(pipeline: Path) -> None:
     proc = run_cli("validate", str(pipeline))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_bad_trainer_value_caught_before_any_call(tmp_path: Path) -> None:
+    path = _edit(lion_pipeline(tmp_path, URL), lambda d: d["stages"][1]["sft"].update(learning_rate="fast"))
+    _expect_error(run_cli("validate", str(path)), "SFTConfig.learning_rate must be a number", "stages.1.sft.learning_rate")
+
+
+def test_exponent_floats_are_numbers(tmp_path: Path) -> None:
+    path = lion_pipeline(tmp_path, URL)
+    path.write_text(path.read_text().replace("learning_rate: 0.001", "learning_rate: 1e-3"))
+    assert "learning_rate: 1e-3" in path.read_text()
+    proc = run_cli("validate", str(path))
     assert proc.returncode == 0, proc.stderr

@@ -46,3 +46,25 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "starting vLLM" not in proc.stderr
     assert run_json(out)["this_invocation"]["calls"] == 0
+
+
+def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
+    out = tmp_path / "run"
+    env = {"SYNTHKD_HOME": str(synthkd_home)}
+    small = ["--set", "stages.prompts.limit=24", "--set", "stages.heldout.limit=10", "--set", "stages.dpo.samples=3"]
+    proc = run_cli("run", str(REPO / "pipelines" / "dpo.yaml"), "--out", str(out), *small, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    its = run_json(out)["stages"]["dpo"]["iterations"]
+    assert [it["iteration"] for it in its] == [1, 2]
+    # On-policy order: iteration 1 samples from the SFT checkpoint, iteration 2 from iteration 1's DPO checkpoint.
+    assert its[0]["student_weights"] == str(out / "checkpoints" / "sft")
+    trained = [it for it in its if isinstance(it["dpo"], dict)]
+    assert trained, "no iteration mined any pair"
+    if isinstance(its[0]["dpo"], dict):
+        assert its[1]["student_weights"] == str(out / "checkpoints" / "dpo" / "iter1")
+        assert its[0]["heldout_vs_previous"]["n"] == 10
+    for it in trained:
+        assert it["pairs_mined"] == it["dpo"]["pairs"] == it["margins"]["count"] > 0
+        assert it["margins"]["min"] >= 1.0 and 0 <= it["dpo"]["reward_accuracy"] <= 1
+    pairs = load_from_disk(str(out / "datasets" / "dpo"))
+    assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from synthkd import yamlio
 from pydantic import ValidationError
 
 from synthkd.config.pipeline import PipelineConfig
@@ -93,7 +95,7 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r} has no '='", fix="write --set dotted.key=value")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = yamlio.load(raw) if raw.strip() else ""
     node: Any = data
     for part in parts[:-1]:
         nxt = _child(node, part, key)
@@ -163,7 +165,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings
         raise ConfigError(f"pipeline file not found: {path}", fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
     text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlio.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -206,7 +208,7 @@ def _fix_for(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "remove or rename it; `synthkd validate --help` and the README list the keys"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return "use one of the stage types: load, generate, sft, lion"
+        return "use one of the stage types: load, generate, sft, lion, dpo"
     if kind == "missing":
         return "add the key"
     return "change the value as the message says"

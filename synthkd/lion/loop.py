@@ -24,14 +24,15 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
-from synthkd.client.executor import run_calls
 from synthkd.config.stages import LionStage
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex
 from synthkd.runtime import Runtime, digest
 from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft
+from synthkd.dpo.mining import teacher_vs_student_pairs
 
 
 @dataclass
@@ -72,12 +73,7 @@ class LionRun:
         self.rt.state.save()
 
     async def _calls(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
-        client = await self.rt.client(endpoint)
-        step_meter = Meter()
-        with self.rt.reporter.step(label, len(calls), step_meter) as progress:
-            results = await run_calls(client, calls, step_meter, progress)
-        meter.merge(step_meter)
-        return results
+        return await self.rt.call_all(endpoint, label, calls, meter)
 
     def _models(self) -> dict[str, str]:
         return {role: self.rt.endpoint_identity(ep) for role, ep in
@@ -94,6 +90,7 @@ class LionRun:
             it_meter = Meter()
             checkpoint = await self.imitation(it, pools, previous, stats)
             judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
+            checkpoint = await self.dpo_phase(it, judged, checkpoint, stats)
             await self.generation(it, pools, judged, stats, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
@@ -193,13 +190,28 @@ class LionRun:
         self.rt.write_dataset(f"{self.cfg.name}.iter{it}.discrimination", rows, failed, fingerprint=fp, templates=self.templates,
                               models=self._models(), counts={"iteration": it, "hard": len(hard)},
                               description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
-        prefs = [{"id": r["id"], "prompt": [{"role": "user", "content": r["instruction"]}],
-                  "chosen": [{"role": "assistant", "content": r["teacher_answer"]}],
-                  "rejected": [{"role": "assistant", "content": r["student_answer"]}], "margin": r["gap"]} for r in hard]
+        prefs = teacher_vs_student_pairs(rows, self.cfg.tau)
         self.rt.write_dataset(f"{self.cfg.name}.iter{it}.preference", prefs, [], fingerprint=fp, templates=self.templates,
                               models=self._models(), counts={"iteration": it}, fmt="preference (prompt/chosen/rejected)",
                               description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
+
+    async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: dict[str, Any]) -> str | None:
+        """Optional: DPO on this iteration's teacher-over-student pairs (no extra teacher calls)."""
+        if self.cfg.dpo is None or checkpoint is None:
+            return checkpoint
+        pairs = teacher_vs_student_pairs(judged, self.cfg.tau)
+        stats["dpo_pairs"] = len(pairs)
+        if not pairs:
+            stats["dpo"] = "skipped: no pairs"
+            return checkpoint
+        fp = digest({"pairs": pairs, "base": checkpoint, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}-dpo"
+        if not checkpoint_done(out, fp):
+            self.rt.reporter.note(f"[lion] iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
+            await asyncio.to_thread(train_dpo, pairs, checkpoint, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+        stats["dpo"] = read_metrics(out)
+        return str(out)
 
     async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: dict[str, Any], meter: Meter) -> None:
         """Write N new instructions (hard:easy at the configured ratio), filter, answer, add to pools."""

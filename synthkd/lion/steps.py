@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import random
 import string
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from synthkd.client.endpoint import Call, Result
 from synthkd.config.endpoints import Sampling
-from synthkd.lion.schemas import RefereeScores
+from synthkd.judging import Judgement, judge, pairwise_calls
 from synthkd.prompts import Prompt
 from synthkd.rouge import RougeIndex
 
@@ -24,33 +23,8 @@ def answer_call(prompt: Prompt, instruction: str, sampling: Sampling) -> Call:
 
 
 def referee_calls(prompt: Prompt, instruction: str, teacher: str, student: str, sampling: Sampling) -> tuple[Call, Call]:
-    """The same judgement asked twice, teacher first and student first (position bias cancels)."""
-    first = prompt.render(instruction=instruction, answer_1=teacher, answer_2=student)
-    swapped = prompt.render(instruction=instruction, answer_1=student, answer_2=teacher)
-    return (
-        Call(messages=user(first), sampling=sampling, schema=RefereeScores),
-        Call(messages=user(swapped), sampling=sampling, schema=RefereeScores),
-    )
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """Averaged referee scores of one cache-pool instruction."""
-
-    teacher: float
-    student: float
-    raw: tuple[int, int, int, int]  # (teacher, student) teacher-first, then (teacher, student) swapped
-
-    @property
-    def gap(self) -> float:
-        return self.teacher - self.student
-
-
-def judge(teacher_first: RefereeScores, student_first: RefereeScores) -> Judgement:
-    """Average the two orders: teacher = (s1 of call 1 + s2 of call 2) / 2, student likewise."""
-    t1, s1 = teacher_first.score_assistant_1, teacher_first.score_assistant_2
-    s2, t2 = student_first.score_assistant_1, student_first.score_assistant_2
-    return Judgement(teacher=(t1 + t2) / 2, student=(s1 + s2) / 2, raw=(t1, s1, t2, s2))
+    """Lion's referee: teacher and student answers judged in both orders."""
+    return pairwise_calls(prompt, instruction, teacher, student, sampling)
 
 
 def is_hard(j: Judgement, tau: float) -> bool:

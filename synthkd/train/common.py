@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str)
             where=where,
             fix=f"use field names of trl.{config_class_name} (e.g. num_train_epochs, learning_rate, per_device_train_batch_size)",
         )
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for key, value in args.items():
+        default = fields[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)) and value is not None:
+            raise ConfigError(f"{config_class_name}.{key} must be a number, got {value!r}", where=f"{where}.{key}", fix="write a number, e.g. 2.0e-5")
+    # Build the config once, so bad values (a string learning rate, bf16 on a CPU) fail now, not after paid calls.
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config_class(output_dir=tmp, **{**OWN_DEFAULTS, **args})
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid {config_class_name}: {str(exc).splitlines()[0][:300]}", where=where, fix="fix that value") from None
 
 
 def load_for_training(base_model: str, seed: int) -> tuple[Any, Any]:
@@ -69,7 +81,12 @@ def scratch_dir(out_dir: Path) -> Path:
 
 
 def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metrics: dict[str, Any], fingerprint: str, merged_lora: bool) -> None:
-    """Save the trained model (LoRA merged into full weights) and move it into place atomically."""
+    """Save the trained model (LoRA merged into full weights) and move it into place atomically.
+
+    Under `accelerate launch` every process trains; only the main one writes the checkpoint.
+    """
+    if not trainer.is_world_process_zero():
+        return
     model = trainer.model
     if merged_lora:
         model = model.merge_and_unload()  # full weights: vLLM serves them like any model

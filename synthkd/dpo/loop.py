@@ -1,0 +1,152 @@
+"""On-policy DPO of the student, K iterations:
+
+    weights = starting student (an SFT checkpoint)
+    repeat K times:
+        serve the student from `weights`
+        mine pairs:  teacher_vs_student: teacher answer chosen, the student's own answer rejected,
+                     where the judge (both orders) prefers the teacher by >= margin;
+                     ranked_student_samples: k student samples, judged one by one, best vs worst
+                     where their scores differ by >= margin
+        DPO from `weights` on the pairs -> new checkpoint
+        held-out: the judge compares the new checkpoint with `weights` (both orders) -> win rate
+        weights = new checkpoint
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.config.stages import DPOStage
+from synthkd.dpo import mining
+from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
+from synthkd.lion.steps import answer_call
+from synthkd.runtime import Runtime, digest
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.dpo import train_dpo
+
+
+class DPORun:
+    """One `dpo` stage execution."""
+
+    def __init__(self, cfg: DPOStage, rt: Runtime, rows: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.rows = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in rows]
+        self.heldout = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in heldout]
+        p = rt.prompts
+        self.t_answer = p.get(cfg.templates.answer)
+        self.t_pair = p.get(cfg.templates.pairwise)
+        self.t_point = p.get(cfg.templates.pointwise)
+        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_pair, self.t_point)}
+
+    def _save_iteration(self, stats: dict[str, Any]) -> None:
+        entry = self.rt.state.stage(self.cfg.name)
+        kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
+        entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
+        self.rt.state.save()
+
+    async def run(self) -> dict[str, Any]:
+        meter = Meter()
+        weights = self.cfg.model or self.rt.current_weights(self.cfg.student)
+        assert weights is not None  # validate() requires a served student
+        all_pairs: list[dict[str, Any]] = []
+        for it in range(1, self.cfg.iterations + 1):
+            stats: dict[str, Any] = {"iteration": it, "student_weights": weights}
+            it_meter = Meter()
+            self.rt.serve_weights(self.cfg.student, weights)
+            pairs: list[dict[str, Any]] = []
+            if "teacher_vs_student" in self.cfg.sources:
+                pairs += await self.teacher_vs_student(it, it_meter)
+            if "ranked_student_samples" in self.cfg.sources:
+                pairs += await self.ranked(it, it_meter)
+            pairs = [{**p, "iteration": it} for p in pairs]
+            stats["pairs_mined"] = len(pairs)
+            stats["pairs_by_source"] = {s: sum(1 for p in pairs if p["source"] == s) for s in self.cfg.sources}
+            stats["margins"] = mining.margin_summary([p["margin"] for p in pairs])
+            fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], fingerprint=fp, templates=self.templates,
+                                  fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
+                                  description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
+            before = await self._student_answers(self.heldout, f"iter {it}: held-out answers (before)", it_meter)
+            new = await self.train(it, pairs, weights, fp, stats)
+            if self.heldout and new != weights:
+                self.rt.serve_weights(self.cfg.student, new)
+                after = await self._student_answers(self.heldout, f"iter {it}: held-out answers (after)", it_meter)
+                stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
+            stats["usage"] = it_meter.to_json()
+            meter.merge(it_meter)
+            self._save_iteration(stats)
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {stats.get('heldout_vs_previous')}")
+            all_pairs += pairs
+            weights = new
+        self.rt.serve_weights(self.cfg.student, weights)
+        self.rt.state.stage(self.cfg.name)["final_weights"] = weights
+        return {"rows": all_pairs, "failed": [], "meter": meter}
+
+    async def _student_answers(self, items: list[dict[str, Any]], label: str, meter: Meter) -> dict[str, str]:
+        calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items]
+        results = await self.rt.call_all(self.cfg.student, label, calls, meter)
+        return {x["id"]: r.text.strip() for x, r in zip(items, results) if r.ok and r.text}
+
+    async def teacher_vs_student(self, it: int, meter: Meter) -> list[dict[str, Any]]:
+        calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in self.rows]
+        teacher = await self.rt.call_all(self.cfg.teacher, f"iter {it}: teacher answers", calls, meter)
+        student = await self.rt.call_all(self.cfg.student, f"iter {it}: student answers", calls, meter)
+        items = [(x, t.text.strip(), s.text.strip()) for x, t, s in zip(self.rows, teacher, student) if t.ok and s.ok and t.text and s.text]
+        judged = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge teacher vs student",
+                                        pairwise_call_pairs(self.t_pair, [(x["instruction"], t, s) for x, t, s in items], self.cfg.judge_sampling), meter)
+        rows = []
+        for n, (x, t, s) in enumerate(items):
+            a, b = judged[2 * n], judged[2 * n + 1]
+            if a.ok and b.ok:
+                j = judge(a.parsed, b.parsed)
+                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.teacher, "student_score": j.student})
+        return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
+
+    async def ranked(self, it: int, meter: Meter) -> list[dict[str, Any]]:
+        k = self.cfg.samples
+        calls = []
+        for x in self.rows:
+            for i in range(k):
+                call = answer_call(self.t_answer, x["instruction"], self.cfg.sample_sampling)
+                call.sample = i
+                calls.append(call)
+        samples = await self.rt.call_all(self.cfg.student, f"iter {it}: student samples (k={k})", calls, meter)
+        texts = [r.text.strip() if r.ok and r.text else None for r in samples]
+        score_calls, where = [], []
+        for n, x in enumerate(self.rows):
+            for i in range(k):
+                text = texts[n * k + i]
+                if text:
+                    score_calls.append(pointwise_call(self.t_point, x["instruction"], text, self.cfg.judge_sampling))
+                    where.append((n, text))
+        scores = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge student samples", score_calls, meter)
+        groups: list[dict[str, Any]] = [{**x, "samples": []} for x in self.rows]
+        for (n, text), res in zip(where, scores):
+            if res.ok:
+                groups[n]["samples"].append((text, res.parsed.score))
+        return mining.ranked_pairs(groups, self.cfg.margin)
+
+    async def train(self, it: int, pairs: list[dict[str, Any]], weights: str, fp: str, stats: dict[str, Any]) -> str:
+        if not pairs:
+            stats["dpo"] = "skipped: no pairs"
+            return weights
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}"
+        if not checkpoint_done(out, fp):
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: DPO on {len(pairs)} pairs")
+            base = self.rt.servers.resolve_model_path(weights)
+            await asyncio.to_thread(train_dpo, pairs, base, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+        stats["dpo"] = read_metrics(out)
+        return str(out)
+
+    async def win_rate(self, it: int, before: dict[str, str], after: dict[str, str], meter: Meter) -> dict[str, Any]:
+        both = [x for x in self.heldout if x["id"] in before and x["id"] in after]
+        calls = pairwise_call_pairs(self.t_pair, [(x["instruction"], after[x["id"]], before[x["id"]]) for x in both], self.cfg.judge_sampling)
+        judged = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge new vs previous (held-out)", calls, meter)
+        gaps = []
+        for n in range(len(both)):
+            a, b = judged[2 * n], judged[2 * n + 1]
+            if a.ok and b.ok:
+                gaps.append(judge(a.parsed, b.parsed).gap)
+        return mining.win_tie_loss(gaps)

@@ -1,0 +1,75 @@
+"""LLM-as-judge building blocks shared by methods: pairwise judging in both orders, pointwise scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from synthkd.client.endpoint import Call
+from synthkd.config.endpoints import Sampling
+from synthkd.prompts import Prompt
+
+Score = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # an enum, so even a weak model can only emit 1..10
+
+
+class RefereeScores(BaseModel):
+    """A pairwise judge's two scores, for the answers in the order shown."""
+
+    model_config = ConfigDict(extra="forbid")
+    score_assistant_1: Score
+    score_assistant_2: Score
+
+
+class PointScore(BaseModel):
+    """A pointwise judge's score of one answer."""
+
+    model_config = ConfigDict(extra="forbid")
+    score: Score
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def pairwise_calls(prompt: Prompt, instruction: str, a: str, b: str, sampling: Sampling) -> tuple[Call, Call]:
+    """The same judgement asked twice, `a` first and `b` first (position bias cancels)."""
+    first = prompt.render(instruction=instruction, answer_1=a, answer_2=b)
+    swapped = prompt.render(instruction=instruction, answer_1=b, answer_2=a)
+    return (
+        Call(messages=_user(first), sampling=sampling, schema=RefereeScores),
+        Call(messages=_user(swapped), sampling=sampling, schema=RefereeScores),
+    )
+
+
+def pointwise_call(prompt: Prompt, instruction: str, answer: str, sampling: Sampling) -> Call:
+    return Call(messages=_user(prompt.render(instruction=instruction, answer=answer)), sampling=sampling, schema=PointScore)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Averaged scores of two answers judged in both orders (`teacher` is the first-named answer)."""
+
+    teacher: float
+    student: float
+    raw: tuple[int, int, int, int]  # (a, b) with a shown first, then (a, b) with b shown first
+
+    @property
+    def gap(self) -> float:
+        return self.teacher - self.student
+
+
+def judge(a_first: RefereeScores, b_first: RefereeScores) -> Judgement:
+    """Average the two orders: a = (s1 of call 1 + s2 of call 2) / 2, b likewise."""
+    a1, b1 = a_first.score_assistant_1, a_first.score_assistant_2
+    b2, a2 = b_first.score_assistant_1, b_first.score_assistant_2
+    return Judgement(teacher=(a1 + a2) / 2, student=(b1 + b2) / 2, raw=(a1, b1, a2, b2))
+
+
+def pairwise_call_pairs(prompt: Prompt, items: list[tuple[str, str, str]], sampling: Sampling) -> list[Call]:
+    """Flattened both-order calls for (instruction, a, b) items: results 2n and 2n+1 belong to item n."""
+    calls: list[Call] = []
+    for instruction, a, b in items:
+        calls.extend(pairwise_calls(prompt, instruction, a, b, sampling))
+    return calls

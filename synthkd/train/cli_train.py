@@ -1,0 +1,66 @@
+"""`synthkd train sft|dpo`: train from any dataset synthkd wrote (or any `datasets` directory or JSONL
+in TRL's formats) without a pipeline, with the same passthrough and checkpoint layout."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from synthkd import yamlio
+
+from synthkd.errors import ConfigError
+from synthkd.stages.load import read_records
+
+REQUIRED = {"sft": {"messages"}, "dpo": {"prompt", "chosen", "rejected"}}
+
+
+def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
+    """--set key=value pairs -> (trainer config kwargs, LoRA kwargs or None, seed)."""
+    trainer: dict[str, Any] = {}
+    lora: dict[str, Any] | None = None
+    seed = 0
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} has no '='", fix="write --set key=value, e.g. --set learning_rate=2e-5 or --set lora.r=16")
+        key, raw = item.split("=", 1)
+        value = yamlio.load(raw) if raw.strip() else ""
+        if key == "seed":
+            seed = int(value)
+        elif key.startswith("lora."):
+            lora = {**(lora or {}), key.removeprefix("lora."): value}
+        elif key == "lora" and value in (None, "null"):
+            lora = None
+        else:
+            trainer[key] = value
+    return trainer, lora, seed
+
+
+def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[str], tiny_home: Path) -> dict[str, Any]:
+    """Train and return the metrics; the checkpoint goes to `out` (servable by vLLM as it is)."""
+    if kind not in REQUIRED:
+        raise ConfigError(f"unknown training kind {kind!r}", fix="use `synthkd train sft` or `synthkd train dpo`")
+    rows = read_records(data, "--data")
+    if not rows:
+        raise ConfigError(f"{data} has no rows", where="--data", fix="point --data at a non-empty dataset")
+    missing = sorted(REQUIRED[kind] - set(rows[0]))
+    if missing:
+        raise ConfigError(
+            f"{data} has no column(s) {', '.join(missing)} (it has: {', '.join(sorted(rows[0]))})",
+            where="--data", fix=f"{kind} needs {', '.join(sorted(REQUIRED[kind]))} (TRL's {'conversational SFT' if kind == 'sft' else 'preference'} format)",
+        )
+    trainer_args, lora, seed = parse_sets(assignments)
+    if kind == "sft":
+        from synthkd.train.sft import check_sft_args as check, train_sft as train
+        extra = {"sft_args": trainer_args}
+    else:
+        from synthkd.train.dpo import check_dpo_args as check, train_dpo as train  # type: ignore[assignment]
+        extra = {"dpo_args": trainer_args}
+    check(trainer_args, "--set")
+    base = model
+    if model.startswith("tiny:"):
+        from synthkd.serve.tiny import tiny_model_dir
+
+        base = str(tiny_model_dir(tiny_home, Path.cwd(), model.split(":", 1)[1]))
+    fingerprint = hashlib.sha256(repr((kind, str(data.resolve()), model, sorted(trainer_args.items()), lora, seed, len(rows))).encode()).hexdigest()[:16]
+    return train(rows, base, out, lora=lora, seed=seed, fingerprint=fingerprint, **extra)
