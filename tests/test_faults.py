@@ -50,7 +50,7 @@ def test_permanent_failures_are_kept_with_reason(tmp_path: Path) -> None:
 def test_lion_survives_bad_structured_replies(tmp_path: Path) -> None:
     # Some prompts always get schema-violating or truncated replies; others once.
     faults = [
-        {"kind": "schema_violation", "rate": 0.1, "times": -1},
+        {"kind": "schema_violation", "rate": 0.25, "times": -1},
         {"kind": "truncate", "rate": 0.1, "times": 1},
         {"kind": "schema_violation", "rate": 0.2, "times": 1},
         *TRANSIENT[:3],
