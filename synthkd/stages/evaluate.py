@@ -1,0 +1,78 @@
+"""`eval`: the student against the teacher on a held-out set.
+
+The judge scores both answers in one call, twice with the order swapped (as Lion's referee), and
+the run reports the student's share of the teacher's total score (the Lion paper's "% of ChatGPT
+capability"), win/tie/loss counts, and exact-match accuracy where gold answers exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthkd.answers import answers_match, extract_final_answer
+from synthkd.client.accounting import Meter
+from synthkd.config.stages import EvalStage
+from synthkd.judging import judge, pairwise_call_pairs
+from synthkd.lion.steps import answer_call
+from synthkd.runtime import Runtime
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The numbers run.json reports, from scored rows (pure: tested on scripted judgements)."""
+    judged = [r for r in rows if r.get("student_score") is not None]
+    out: dict[str, Any] = {"n": len(rows), "judged": len(judged)}
+    if judged:
+        s_total = sum(r["student_score"] for r in judged)
+        t_total = sum(r["teacher_score"] for r in judged)
+        out.update({
+            "wins": sum(1 for r in judged if r["outcome"] == "win"),
+            "ties": sum(1 for r in judged if r["outcome"] == "tie"),
+            "losses": sum(1 for r in judged if r["outcome"] == "loss"),
+            "student_share_of_teacher": s_total / t_total if t_total else 0.0,
+            "mean_student_score": s_total / len(judged),
+            "mean_teacher_score": t_total / len(judged),
+        })
+    for who in ("student", "teacher"):
+        graded = [r[f"{who}_exact_match"] for r in rows if r.get(f"{who}_exact_match") is not None]
+        if graded:
+            key = "exact_match" if who == "student" else "teacher_exact_match"
+            out[key] = sum(graded) / len(graded)
+            out[f"{key}_n"] = len(graded)
+    return out
+
+
+def outcome(student: float, teacher: float) -> str:
+    return "win" if student > teacher else "loss" if student < teacher else "tie"
+
+
+async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """(scored rows, failed rows, summary)."""
+    t_answer = rt.prompts.get(cfg.templates.answer)
+    items = [{"id": str(r["id"]), "instruction": str(r[cfg.question_column]), "gold": r.get(cfg.gold_column) if cfg.gold_column else None} for r in rows]
+    calls = [answer_call(t_answer, x["instruction"], cfg.answer_sampling) for x in items]
+    student = await rt.call_all(cfg.student, f"{cfg.name}: student answers", calls, meter)
+    teacher = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher answers", calls, meter) if cfg.teacher else [None] * len(items)
+    out, failed = [], []
+    for x, s, t in zip(items, student, teacher):
+        if not s.ok or s.text is None or (t is not None and (not t.ok or t.text is None)):
+            bad = s if not s.ok else t
+            failed.append({**x, "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+            continue
+        row: dict[str, Any] = {**x, "student_answer": s.text.strip(), "teacher_answer": t.text.strip() if t else None}
+        if x["gold"] is not None:
+            row["student_exact_match"] = answers_match(extract_final_answer(row["student_answer"]), str(x["gold"]))
+            if t is not None:
+                row["teacher_exact_match"] = answers_match(extract_final_answer(row["teacher_answer"]), str(x["gold"]))
+        out.append(row)
+    if cfg.teacher:
+        judged = await rt.call_all(cfg.judge, f"{cfg.name}: judge student vs teacher", pairwise_call_pairs(
+            rt.prompts.get(cfg.templates.pairwise), [(r["instruction"], r["student_answer"], r["teacher_answer"]) for r in out], cfg.judge_sampling), meter)
+        for n, row in enumerate(out):
+            a, b = judged[2 * n], judged[2 * n + 1]
+            if a.ok and b.ok:
+                j = judge(a.parsed, b.parsed)  # student shown first in call 1, teacher first in call 2
+                row.update(student_score=j.teacher, teacher_score=j.student, outcome=outcome(j.teacher, j.student))
+            else:
+                bad = a if not a.ok else b
+                row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=bad.error)
+    return out, failed, summarize(out)

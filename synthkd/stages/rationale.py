@@ -1,0 +1,101 @@
+"""`rationale`: step-by-step rationales from the teacher, checked against answers.
+
+For each input the teacher writes k rationales, each with a final answer (structured output).
+With gold answers, rejection sampling keeps the rationales whose normalised answer matches the
+gold one; without, self-consistency keeps those of the majority answer. The kept rationales become
+SFT examples in one of two student formats:
+
+* inline: the student answers with the rationale, then "Therefore, the answer is X."
+* multitask (Hsieh et al., 2023, "Distilling Step-by-Step"): two examples per rationale, one asking
+  for the answer and one for the rationale, each marked by a task prefix.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from synthkd.answers import answers_match, majority, normalize_answer
+from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import Call
+from synthkd.config.stages import RationaleStage
+from synthkd.prompts import Prompt
+from synthkd.runtime import Runtime
+
+
+@lru_cache(maxsize=None)
+def rationale_model(max_chars: int) -> type[BaseModel]:
+    """{"rationale": str, "answer": str}, bounded so the structured-output engine must close them."""
+    return create_model(
+        "Rationale",
+        __config__=ConfigDict(extra="forbid"),
+        rationale=(str, Field(..., min_length=1, max_length=max_chars)),
+        answer=(str, Field(..., min_length=1, max_length=100)),
+    )
+
+
+def select(samples: list[dict[str, Any]], gold: str | None, self_consistency: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """(kept samples, the answer they support). Samples: dicts with `answer` (parsed replies only).
+
+    With gold: those whose answer matches it. Without: all, or with self-consistency those whose
+    normalised answer is the majority's.
+    """
+    if gold is not None:
+        return [s for s in samples if answers_match(s["answer"], gold)], normalize_answer(gold)
+    if not self_consistency:
+        return list(samples), None
+    winner, _ = majority([s["answer"] for s in samples])
+    return [s for s in samples if winner is not None and normalize_answer(s["answer"]) == winner], winner
+
+
+def student_examples(cfg: RationaleStage, inline: Prompt, question: str, rationale: str, answer: str) -> list[tuple[str, list[dict[str, str]]]]:
+    """(task, messages) training examples for one kept rationale, in the configured format."""
+    if cfg.format == "inline":
+        target = inline.render(rationale=rationale.strip(), answer=answer.strip())
+        return [("inline", [{"role": "user", "content": question}, {"role": "assistant", "content": target}])]
+    return [
+        ("answer", [{"role": "user", "content": cfg.answer_prefix + question}, {"role": "assistant", "content": answer.strip()}]),
+        ("rationale", [{"role": "user", "content": cfg.rationale_prefix + question}, {"role": "assistant", "content": rationale.strip()}]),
+    ]
+
+
+async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """(SFT rows, failed rows, summary, per-input rows)."""
+    prompt = rt.prompts.get(cfg.template)
+    inline = rt.prompts.get(cfg.inline_template)
+    schema = rationale_model(cfg.max_rationale_chars)
+    calls = []
+    for row in rows:
+        messages = [{"role": "user", "content": prompt.render(question=row[cfg.question_column])}]
+        calls.extend(Call(messages=messages, sampling=cfg.sampling, schema=schema, sample=k) for k in range(cfg.samples))
+    results = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher rationales (k={cfg.samples})", calls, meter)
+    out, failed, per_input = [], [], []
+    for i, row in enumerate(rows):
+        rid, question = str(row["id"]), str(row[cfg.question_column])
+        gold = str(row[cfg.gold_column]) if cfg.gold_column and row.get(cfg.gold_column) is not None else None
+        samples = []
+        for k, res in enumerate(results[i * cfg.samples : (i + 1) * cfg.samples]):
+            if res.ok and res.parsed is not None:
+                samples.append({"sample": k, "rationale": res.parsed.rationale, "answer": res.parsed.answer})
+            else:
+                failed.append({"id": rid, "sample": k, "reason": res.error, "detail": res.detail, "raw": res.text})
+        kept, supported = select(samples, gold, cfg.self_consistency)
+        for s in samples:
+            if s not in kept:
+                failed.append({"id": rid, "sample": s["sample"], "reason": "wrong_answer" if gold is not None else "minority_answer",
+                               "detail": f"answer {s['answer']!r}", "raw": s["rationale"]})
+        for s in kept:
+            for task, messages in student_examples(cfg, inline, question, s["rationale"], s["answer"]):
+                out.append({"id": f"{rid}:{s['sample']}:{task}", "input_id": rid, "task": task, "question": question, "gold": gold,
+                            "rationale": s["rationale"], "answer": s["answer"], "messages": messages})
+        per_input.append({"id": rid, "samples": cfg.samples, "parsed": len(samples), "kept": len(kept),
+                          "kept_fraction": len(kept) / cfg.samples, "answer": supported})
+    summary = {
+        "inputs": len(rows), "samples": len(rows) * cfg.samples, "kept": sum(p["kept"] for p in per_input),
+        "mean_kept_fraction": sum(p["kept_fraction"] for p in per_input) / len(per_input) if per_input else 0.0,
+        "inputs_with_none_kept": sum(1 for p in per_input if p["kept"] == 0),
+        "format": cfg.format, "training_examples": len(out), "gold": cfg.gold_column is not None,
+    }
+    return out, failed, summary, per_input
