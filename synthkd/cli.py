@@ -94,26 +94,24 @@ def run(
 
 
 def _run_async(coro: Any) -> Any:
-    """Run a coroutine; SIGTERM is handled like Ctrl-C so servers are stopped either way."""
+    """Run a coroutine. SIGINT and SIGTERM cancel it (so servers are stopped and run.json says
+    "interrupted") instead of raising KeyboardInterrupt inside whatever callback is running; a
+    second Ctrl-C falls back to Python's default and interrupts at once."""
     loop = asyncio.new_event_loop()
     task = loop.create_task(coro)
 
-    def cancel(*_: Any) -> None:
+    def cancel() -> None:
         task.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    try:
-        loop.add_signal_handler(signal.SIGTERM, cancel)
-    except (NotImplementedError, RuntimeError):
-        pass
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, cancel)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or no signal support: default handling applies
     try:
         return loop.run_until_complete(task)
-    except KeyboardInterrupt:
-        task.cancel()
-        try:
-            loop.run_until_complete(task)
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            pass
-        raise
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     finally:

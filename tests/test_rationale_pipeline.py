@@ -66,3 +66,21 @@ def test_rationale_decontaminate_eval_report(tmp_path: Path, synthkd_home: Path)
     html = (out / "report" / "index.html").read_text()
     assert "eval" in html and (out / "report" / "report.md").is_file()
     assert list((out / "report").glob("*.png"))
+
+
+def test_eval_on_its_own(tmp_path: Path, synthkd_home: Path) -> None:
+    with running_server() as server:
+        pipeline = _pipeline(tmp_path, server.base_url)
+        out = tmp_path / "eval-run"
+        proc = run_cli("eval", str(pipeline), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert server.stats()["chat_requests"] == 5 * 4  # student, teacher, judge twice: nothing else ran
+    stages = run_json(out)["stages"]
+    assert set(stages) == {"testset", "eval"}
+    assert stages["eval"]["eval"]["n"] == 5 and '"student_share_of_teacher"' in proc.stdout
+
+    spec = yaml.safe_load(pipeline.read_text())
+    spec["stages"][-1]["input"] = "clean"
+    pipeline.write_text(yaml.safe_dump(spec))
+    proc = run_cli("eval", str(pipeline), "--out", str(out))
+    assert proc.returncode == 2 and "not a load stage" in proc.stderr and "Traceback" not in proc.stderr
