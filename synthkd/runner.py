@@ -16,7 +16,9 @@ from synthkd.config.stages import (
     DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
 )
 from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.config.skd import SKDStage
 from synthkd.dpo.loop import DPORun
+from synthkd.skd.loop import SKDRun
 from synthkd.lion.loop import LionRun
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
@@ -76,6 +78,9 @@ def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
         names = [stage.templates.answer] + ([stage.templates.pairwise] if stage.teacher else [])
     elif isinstance(stage, RationaleStage):
         names = [stage.template, stage.inline_template]
+    elif isinstance(stage, SKDStage):
+        names = sorted({stage.heads.template, stage.critic.judge_template, stage.student_template,
+                        *(r.template for r in (stage.relations or {}).values())} | ({"skd/tail.jinja2"} if not stage.relations else set()))
     else:
         names = []
     return {n: rt.prompts.get(n).sha256 for n in names}
@@ -92,6 +97,8 @@ def _stage_endpoints(stage: Stage) -> list[str]:
         return [stage.student] + ([stage.teacher, stage.judge] if stage.teacher else [])
     if isinstance(stage, RationaleStage):
         return [stage.teacher]
+    if isinstance(stage, SKDStage):
+        return [stage.teacher, stage.judge] + ([stage.student] if stage.student else [])
     return []
 
 
@@ -132,6 +139,10 @@ async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outp
     if isinstance(stage, DecontaminateStage):
         kept, dropped, counts = decontaminate(stage, rows, outputs.get(stage.against, []))
         return kept, dropped, meter, {"decontamination": counts}
+    if isinstance(stage, SKDStage):
+        skd = SKDRun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
+        out = await skd.run()
+        return out["rows"], out["failed"], out["meter"], {"skd": out["summary"], "critic": out["summary"].get("critic", {})}
     if isinstance(stage, RationaleStage):
         sft_rows, failed, summary, per_input = await run_rationale(stage, rt, rows, meter)
         rt.write_dataset(f"{stage.name}.per_input", per_input, [], fingerprint=digest(per_input), fmt="records",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from synthkd.config.loader import LoadedPipeline
+from synthkd.config.skd import SKDStage
 from synthkd.config.stages import (
     DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
 )
@@ -147,11 +148,40 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
         _endpoint(loaded, plan, stage.teacher, _where(loaded, i, "teacher"))
         _templates(prompts, loaded, i, {"template": (stage.template, {"question"}), "inline_template": (stage.inline_template, {"rationale", "answer"})})
         return {"id", "input_id", "task", "question", "gold", "rationale", "answer", "messages"}
+    if isinstance(stage, SKDStage):
+        return _check_skd(loaded, prompts, plan, i, stage)
     raise ConfigError(f"unknown stage type {type(stage).__name__}")  # pragma: no cover
+
+
+def _check_skd(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: int, stage: SKDStage) -> set[str]:
+    from synthkd.skd.generation import DEFAULT_RELATIONS
+    from synthkd.skd.labels import read_labels
+
+    _require(_input(plan, stage.input, _where(loaded, i, "input")), {"head"}, _where(loaded, i, "input"), stage.input)
+    if stage.heldout:
+        _require(_input(plan, stage.heldout, _where(loaded, i, "heldout")), {"head"}, _where(loaded, i, "heldout"), stage.heldout)
+    for role in ("teacher", "judge", "student"):
+        if getattr(stage, role):
+            _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+    relations = {k: (v.template, v.phrase) for k, v in (stage.relations or {}).items()} or {k: ("skd/tail.jinja2", p) for k, p in DEFAULT_RELATIONS.items()}
+    for rel, (template, _) in relations.items():
+        where = _where(loaded, i, f"relations.{rel}.template")
+        prompts.get(template, where).check_context({"head", "relation", "phrase", "examples"}, where)
+    _templates(prompts, loaded, i, {"heads.template": (stage.heads.template, {"seeds", "next_number", "prefix"}),
+                                    "critic.judge_template": (stage.critic.judge_template, {"head", "relation", "phrase", "tail"}),
+                                    "student_template": (stage.student_template, {"head", "relation", "phrase"})})
+    if stage.critic.labels:
+        where = _where(loaded, i, "critic.labels")
+        unknown = sorted({r["relation"] for r in read_labels(loaded.resolve(stage.critic.labels), where)} - set(relations))
+        if unknown:
+            raise ConfigError(f"labels use relation(s) {', '.join(unknown)} that the schema does not declare", where=where,
+                              fix=f"declare them under relations:, or use {', '.join(relations)}")
+    check_sft_args(stage.sft, _where(loaded, i, "sft"))
+    return {"id", "head", "relation", "phrase", "tail", "critic_score", "messages"}
 
 
 def _templates(prompts: PromptLibrary, loaded: LoadedPipeline, i: int, specs: dict[str, tuple[str, set[str]]]) -> None:
     """Each template exists and reads only the variables its stage provides."""
     for key, (name, available) in specs.items():
-        where = _where(loaded, i, key if "." in key or key.endswith("template") else f"templates.{key}")
+        where = _where(loaded, i, key if "." in key or key.endswith("template") else f"templates.{key}")  # noqa: E501
         prompts.get(name, where).check_context(available, where)

@@ -68,3 +68,14 @@ def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: 
         assert it["margins"]["min"] >= 1.0 and 0 <= it["dpo"]["reward_accuracy"] <= 1
     pairs = load_from_disk(str(out / "datasets" / "dpo"))
     assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)
+
+
+def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("run", str(REPO / "pipelines" / "skd.yaml"), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = run_json(out)["stages"]["skd"]["skd"]
+    assert s["corpus"]["raw"] > 0 and s["critic"]["kind"] == "classifier"
+    assert set(s["acceptance"]) == {"teacher_unfiltered", "filtered_corpus", "student_heldout"}
+    assert s["acceptance"]["student_heldout"]["n"] == 20 * 7  # every held-out head x the seven default relations
+    assert (out / "checkpoints" / "skd" / "critic" / "model.safetensors").is_file()

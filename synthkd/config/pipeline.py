@@ -7,7 +7,10 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import EndpointConfig, Strict
+from synthkd.config.skd import SKDStage
 from synthkd.config.stages import Stage
+
+AnyStage = Stage | SKDStage  # every stage type a pipeline may use (discriminated by `type`)
 
 
 class PipelineConfig(Strict):
@@ -21,7 +24,7 @@ class PipelineConfig(Strict):
     )
     prompts_dir: str = Field("../prompts", description="Directory of jinja2 templates, relative to the pipeline file.")
     endpoints: dict[str, EndpointConfig] = Field(..., description="Named endpoints that stages refer to.")
-    stages: list[Annotated[Stage, Field(discriminator="type")]] = Field(..., min_length=1, description="Stages, run in order.")
+    stages: list[Annotated[AnyStage, Field(discriminator="type")]] = Field(..., min_length=1, description="Stages, run in order.")
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> "PipelineConfig":

@@ -1,0 +1,328 @@
+"""The SKD critic: a small sequence classifier that accepts or rejects (head, relation, tail) triples,
+and the choice of its acceptance threshold on a labelled validation sample.
+
+The pure part (precision/recall curve, threshold choice, NLI-style text, split) needs no torch; the
+training part imports torch and transformers only inside its functions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["pr_curve", "choose_threshold", "nli_text", "train_val_split", "train_classifier", "score_texts"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure part
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_scored(scores: Sequence[float], labels: Sequence[bool]) -> None:
+    if len(scores) != len(labels):
+        raise ValueError(f"scores and labels differ in length ({len(scores)} vs {len(labels)})")
+    if not scores:
+        raise ValueError("no scored items: a threshold needs at least one (score, label) pair")
+    for s in scores:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(s):
+            raise ValueError(f"scores must be real numbers, got {s!r}")
+
+
+def pr_curve(scores: Sequence[float], labels: Sequence[bool]) -> list[dict[str, Any]]:
+    """One point per distinct score t (keep items with score >= t), highest t first.
+
+    Each point is {"threshold", "precision", "recall", "kept", "tp"}. Precision of an empty selection
+    is 1.0 (it cannot arise here, each threshold keeps at least its own item); recall is 0.0 when there
+    are no positives at all.
+    """
+    _check_scored(scores, labels)
+    pairs = sorted(zip((float(s) for s in scores), (bool(x) for x in labels)), key=lambda p: -p[0])
+    positives = sum(1 for _, y in pairs if y)
+    points: list[dict[str, Any]] = []
+    kept = tp = 0
+    i = 0
+    while i < len(pairs):
+        t = pairs[i][0]
+        while i < len(pairs) and pairs[i][0] == t:  # all items tied at t enter together
+            kept += 1
+            tp += pairs[i][1]
+            i += 1
+        points.append({
+            "threshold": t,
+            "precision": tp / kept if kept else 1.0,
+            "recall": tp / positives if positives else 0.0,
+            "kept": kept,
+            "tp": tp,
+        })
+    return points
+
+
+def _check_target(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+    if not 0.0 < float(value) < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be strictly between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def choose_threshold(
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    target_recall: float | None = None,
+    target_precision: float | None = None,
+) -> dict[str, Any]:
+    """Pick an acceptance threshold on labelled scores for one target.
+
+    target_recall: the HIGHEST threshold whose recall >= target (the most precise selection that
+    meets the recall). target_precision: the LOWEST threshold whose precision >= target (the largest
+    selection that meets the precision). When no threshold meets the target, "met" is False and the
+    closest point is returned: for recall the one with the highest recall (lowest threshold), for
+    precision the one with the highest precision (the lowest threshold among ties).
+
+    Returns {"threshold", "precision", "recall", "kept_fraction", "met", "target"}.
+    """
+    if (target_recall is None) == (target_precision is None):
+        raise ValueError("give exactly one of target_recall or target_precision")
+    curve = pr_curve(scores, labels)
+    n = len(scores)
+    if target_recall is not None:
+        target = {"recall": _check_target("target_recall", target_recall)}
+        meeting = [p for p in curve if p["recall"] >= target["recall"]]
+        # Curve is in descending threshold order: the first meeting point has the highest threshold.
+        point, met = (meeting[0], True) if meeting else (max(curve, key=lambda p: (p["recall"], -p["threshold"])), False)
+    else:
+        target = {"precision": _check_target("target_precision", target_precision)}
+        meeting = [p for p in curve if p["precision"] >= target["precision"]]
+        point, met = (meeting[-1], True) if meeting else (max(curve, key=lambda p: (p["precision"], -p["threshold"])), False)
+    return {
+        "threshold": point["threshold"],
+        "precision": point["precision"],
+        "recall": point["recall"],
+        "kept_fraction": point["kept"] / n,
+        "met": met,
+        "target": target,
+    }
+
+
+def nli_text(head: str, relation_phrase: str, tail: str) -> tuple[str, str]:
+    """(premise, hypothesis) for the classifier: premise = head, hypothesis = "relation_phrase tail",
+    each stripped with runs of whitespace collapsed to single spaces."""
+    premise = " ".join(str(head).split())
+    hypothesis = " ".join(f"{relation_phrase} {tail}".split())
+    return premise, hypothesis
+
+
+def _split_indices(indices: list[int], val_fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
+    order = list(indices)
+    rng.shuffle(order)
+    n_val = round(len(order) * val_fraction)
+    if val_fraction > 0 and len(order) >= 2:
+        n_val = min(max(n_val, 1), len(order) - 1)  # at least one val item, at least one train item
+    return order[n_val:], order[:n_val]
+
+
+def train_val_split(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic (train, val) split; both keep the items' original order.
+
+    When every item is a dict with a boolean "label", each class is split separately (stratified),
+    and a class of two or more items puts at least one item in val (and keeps one in train).
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    rng = random.Random(seed)
+    stratified = bool(items) and all(isinstance(it, dict) and isinstance(it.get("label"), bool) for it in items)
+    groups: list[list[int]]
+    if stratified:
+        groups = [[i for i, it in enumerate(items) if it["label"] is cls] for cls in (False, True)]
+    else:
+        groups = [list(range(len(items)))]
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for group in groups:
+        tr, va = _split_indices(group, val_fraction, rng)
+        train_idx += tr
+        val_idx += va
+    return [items[i] for i in sorted(train_idx)], [items[i] for i in sorted(val_idx)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training part (torch / transformers imported lazily)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_items(items: list[dict], what: str) -> None:
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or not {"premise", "hypothesis", "label"} <= set(it):
+            raise ValueError(f"{what}[{i}] must be a dict with premise, hypothesis and label, got {it!r}")
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load/save progress bars and the expected "newly initialized head"
+    warning for the duration, restoring the caller's settings afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of {path} has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _encode(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int):
+    return tokenizer(
+        [p for p, _ in pairs], [h for _, h in pairs],
+        truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+    )
+
+
+def _accept_probs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int, device) -> list[float]:
+    import torch
+
+    model.eval()
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = _encode(tokenizer, pairs[start:start + batch_size], max_length).to(device)
+            logits = model(**batch).logits.float()
+            out.extend(torch.softmax(logits, dim=-1)[:, 1].tolist())
+    return out
+
+
+def train_classifier(
+    train: list[dict],
+    val: list[dict],
+    base_model: str,
+    out_dir: Path,
+    *,
+    epochs: int = 3,
+    learning_rate: float = 5e-4,
+    batch_size: int = 16,
+    max_length: int = 128,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune `base_model` with a fresh 2-way head on {"premise", "hypothesis", "label"} items.
+
+    A plain torch loop (AdamW, linear decay, seeded shuffling), on CUDA when present, else the CPU.
+    It reseeds torch's and `random`'s global generators with `seed`, so the head's initialisation and
+    the run are repeatable.
+    Model and tokenizer are written to out_dir via a sibling ".tmp" directory renamed into place.
+    Returns {"train_examples", "val_examples", "val_accuracy" (None without val items), "epochs",
+    "train_loss" (mean loss of the last epoch), "seconds"}.
+    """
+    if not train:
+        raise ValueError("train_classifier needs at least one training item")
+    if epochs < 1 or batch_size < 1 or max_length < 2:
+        raise ValueError(f"epochs, batch_size must be >= 1 and max_length >= 2 (got {epochs}, {batch_size}, {max_length})")
+    _check_items(train, "train")
+    _check_items(val, "val")
+    with _quiet_transformers():
+        return _train(train, val, str(base_model), Path(out_dir), epochs, learning_rate, batch_size, max_length, seed)
+
+
+def _train(
+    train: list[dict], val: list[dict], base_model: str, out_dir: Path,
+    epochs: int, learning_rate: float, batch_size: int, max_length: int, seed: int,
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    started = time.monotonic()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    random.seed(seed)
+    torch.manual_seed(seed)
+    tokenizer = _load_tokenizer(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=2, id2label={0: "reject", 1: "accept"}, label2id={"reject": 0, "accept": 1},
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+
+    pairs = [(it["premise"], it["hypothesis"]) for it in train]
+    targets = torch.tensor([1 if it["label"] else 0 for it in train], dtype=torch.long)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = steps_per_epoch * epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    generator = torch.Generator().manual_seed(seed)
+    last_epoch_loss = float("nan")
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator).tolist()
+        losses: list[float] = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = _encode(tokenizer, [pairs[i] for i in idx], max_length).to(device)
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits.float(), targets[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        last_epoch_loss = sum(losses) / len(losses)
+
+    val_accuracy: float | None = None
+    if val:
+        probs = _accept_probs(model, tokenizer, [(it["premise"], it["hypothesis"]) for it in val], 64, max_length, device)
+        val_accuracy = sum((p >= 0.5) == bool(it["label"]) for p, it in zip(probs, val)) / len(val)
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    model.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return {
+        "train_examples": len(train),
+        "val_examples": len(val),
+        "val_accuracy": val_accuracy,
+        "epochs": epochs,
+        "train_loss": last_epoch_loss,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def score_texts(model_dir: Path, pairs: list[tuple[str, str]], batch_size: int = 64, max_length: int = 128) -> list[float]:
+    """Probability of label 1 (accept) for each (premise, hypothesis), in input order."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not pairs:
+        return []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with _quiet_transformers():
+        tokenizer = _load_tokenizer(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+    return _accept_probs(model, tokenizer, list(pairs), batch_size, max_length, device)

@@ -1,0 +1,234 @@
+"""The SKD driver (West et al., NAACL 2022):
+
+    heads   = teacher continues numbered lists of k seed events, n samples per prompt; cleaned
+    tails   = for every (head, relation): relation prompt with few-shot examples, n samples; cleaned
+    labels  = a label file, or the judge labels a sample of triples
+    critic  = classifier fine-tuned on the labels (NLI framing), threshold chosen on validation
+              for a target recall or precision; or the judge itself (kind: llm)
+    corpus  = triples the critic accepts; the student is SFT'd on them
+    check   = on held-out heads, acceptance of the student's generations beside the teacher's
+              unfiltered corpus and the filtered corpus
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import Call
+from synthkd.config.skd import SKDStage
+from synthkd.errors import SynthkdError
+from synthkd.runtime import Runtime, digest
+from synthkd.skd import critic as critic_lib
+from synthkd.skd.generation import DEFAULT_RELATIONS, Completion, clean_heads, clean_tails, first_line, numbered_seeds
+from synthkd.skd.labels import read_labels
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.sft import train_sft
+
+
+class Verdict(BaseModel):
+    """The judge's label of one triple."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["accept", "reject"]
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+class SKDRun:
+    """One `skd` stage execution."""
+
+    def __init__(self, cfg: SKDStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.seeds = [str(r["head"]) for r in seeds]
+        self.heldout = [str(r["head"]) for r in heldout]
+        self.relations = {k: (v.phrase, v.template, v.examples) for k, v in (cfg.relations or {}).items()} or {
+            k: (phrase, "skd/tail.jinja2", []) for k, phrase in DEFAULT_RELATIONS.items()
+        }
+        self.summary: dict[str, Any] = {}
+
+    def _write(self, suffix: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None, **card: Any) -> None:
+        self.rt.write_dataset(f"{self.cfg.name}.{suffix}", rows, failed or [], fingerprint=digest(rows), **card)
+
+    async def run(self) -> dict[str, Any]:
+        meter = Meter()
+        heads = await self.generate_heads(meter)
+        raw = await self.generate_tails(heads, meter, self.cfg.teacher, self.cfg.tails.n, self.cfg.tails.sampling, "teacher tails")
+        self._write("raw", raw, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
+        if not raw:
+            self.summary["corpus"] = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
+            self.summary["note"] = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
+            return {"rows": [], "failed": [], "meter": meter, "summary": self.summary}
+        scored, threshold = await self.critique(raw, meter)
+        self._write("scored", scored, description="SKD: every triple with the critic's score.")
+        kept = [t for t in scored if t["critic_score"] >= threshold]
+        self._write("filtered", kept, description="SKD: triples the critic accepts, with their score.")
+        sft_rows = [self._sft_row(t) for t in kept]
+        checkpoint = await self.train_student(sft_rows)
+        self.summary["corpus"] = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
+        self.summary["acceptance"] = {
+            "teacher_unfiltered": _rate(scored, threshold),
+            "filtered_corpus": _rate(kept, threshold),
+        }
+        if checkpoint and self.heldout and self.cfg.student:
+            if self.rt.config.endpoints[self.cfg.student].served:
+                self.rt.serve_weights(self.cfg.student, checkpoint)
+            student = await self.generate_tails(self.heldout, meter, self.cfg.student, 1, self.cfg.eval_sampling, "student tails (held-out heads)", student_format=True)
+            student_scored = await self._score(student, threshold_meter=meter)
+            self._write("student_eval", student_scored, description="SKD: the student's tails on held-out heads, with critic scores.")
+            self.summary["acceptance"]["student_heldout"] = _rate(student_scored, threshold)
+        return {"rows": sft_rows, "failed": [], "meter": meter, "summary": self.summary}
+
+    # ---- generation -----------------------------------------------------------------
+    async def generate_heads(self, meter: Meter) -> list[str]:
+        h = self.cfg.heads
+        template = self.rt.prompts.get(h.template)
+        calls, shown = [], []
+        for p in range(h.prompts):
+            seeds = numbered_seeds(self.seeds, h.k, random.Random(digest([self.rt.config.seed, self.cfg.name, "heads", p])))
+            messages = _user(template.render(seeds=seeds, next_number=len(seeds) + 1, prefix=h.prefix))
+            for j in range(h.n):
+                calls.append(Call(messages=messages, sampling=h.sampling, sample=j, logprobs=True))
+                shown.append(p)
+        results = await self.rt.call_all(self.cfg.teacher, f"{self.cfg.name}: heads ({h.prompts} prompts x {h.n})", calls, meter)
+        completions = [Completion(_join(h.prefix, r.text or ""), r.ok and r.finish_reason == "stop", r.logprobs) for r in results]
+        heads, stats = clean_heads(completions, h.pattern, h.drop_lowest_logprob)
+        seeds_lower = {s.lower() for s in self.seeds}
+        heads = [x for x in heads if x.lower() not in seeds_lower]
+        if h.max_heads:
+            heads = heads[: h.max_heads]
+        self.summary["heads"] = {**stats, "kept_after_seed_overlap": len(heads)}
+        self._write("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], description="SKD: generated heads (events).")
+        return heads
+
+    async def generate_tails(self, heads: list[str], meter: Meter, endpoint: str, n: int, sampling: Any, label: str,
+                             student_format: bool = False) -> list[dict[str, Any]]:
+        calls, keys = [], []
+        student_prompt = self.rt.prompts.get(self.cfg.student_template)
+        for head in heads:
+            for rel, (phrase, template_name, examples) in self.relations.items():
+                if student_format:
+                    messages = _user(student_prompt.render(head=head, relation=rel, phrase=phrase))
+                else:
+                    messages = _user(self.rt.prompts.get(template_name).render(head=head, relation=rel, phrase=phrase, examples=examples))
+                for j in range(n):
+                    calls.append(Call(messages=messages, sampling=sampling, sample=j))
+                    keys.append((head, rel))
+        results = await self.rt.call_all(endpoint, f"{self.cfg.name}: {label}", calls, meter)
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for key, res in zip(keys, results):
+            grouped.setdefault(key, [])
+            if res.ok and res.text:
+                grouped[key].append(res.text)
+        triples = []
+        for (head, rel), texts in grouped.items():
+            # The student is judged on what it says, one reply per (head, relation), even if empty;
+            # the teacher's samples are cleaned as the paper does.
+            tails = [first_line(texts[0]) if texts else ""] if student_format else clean_tails(texts, self.cfg.tails.min_chars)
+            for tail in tails:
+                triples.append({"id": f"t{len(triples):06d}", "head": head, "relation": rel, "phrase": self.relations[rel][0], "tail": tail})
+        return triples
+
+    # ---- the critic -----------------------------------------------------------------
+    async def labels(self, triples: list[dict[str, Any]], meter: Meter) -> list[dict[str, Any]]:
+        c = self.cfg.critic
+        if c.labels:
+            return read_labels(self.rt.pipeline.resolve(c.labels), f"stages.{self.cfg.name}.critic.labels", {k: v[0] for k, v in self.relations.items()})
+        sample = random.Random(digest([self.rt.config.seed, self.cfg.name, "labels"])).sample(triples, min(c.label_sample, len(triples)))
+        verdicts = await self._judge(sample, meter, "judge labels a sample")
+        return [{**t, "label": v} for t, v in zip(sample, verdicts) if v is not None]
+
+    async def _judge(self, triples: list[dict[str, Any]], meter: Meter, label: str) -> list[bool | None]:
+        prompt = self.rt.prompts.get(self.cfg.critic.judge_template)
+        calls = [Call(messages=_user(prompt.render(head=t["head"], relation=t["relation"], phrase=t["phrase"], tail=t["tail"])),
+                      sampling=self.rt.config.endpoints[self.cfg.judge].sampling, schema=Verdict) for t in triples]
+        results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: {label}", calls, meter)
+        return [(r.parsed.verdict == "accept") if r.ok else None for r in results]
+
+    async def critique(self, raw: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], float]:
+        """Scored triples and the acceptance threshold; fills the critic part of the summary."""
+        c = self.cfg.critic
+        if c.kind == "llm":
+            verdicts = await self._judge(raw, meter, "judge scores every triple")
+            self.summary["critic"] = {"kind": "llm", "threshold": 0.5, "judged": sum(v is not None for v in verdicts)}
+            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(raw, verdicts)], 0.5
+        labelled = await self.labels(raw, meter)
+        items = [{**t, "label": bool(t["label"])} for t in labelled]
+        positives = sum(t["label"] for t in items)
+        if positives == 0 or positives == len(items):
+            raise SynthkdError(
+                f"the critic needs both accepted and rejected labels; got {positives} accept and {len(items) - positives} reject",
+                where=f"stages.{self.cfg.name}.critic",
+                fix="give a label file with both kinds, raise critic.label_sample, or use critic.kind: llm (paid replies are cached)",
+            )
+        train, val = critic_lib.train_val_split(items, c.val_fraction, self.rt.config.seed)
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "critic"
+        fp = digest({"train": train, "val": val, "model": c.model, "epochs": c.epochs, "lr": c.learning_rate, "seed": self.rt.config.seed})
+        as_nli = lambda rows: [{"premise": p, "hypothesis": h, "label": r["label"]} for r in rows for p, h in [critic_lib.nli_text(r["head"], r["phrase"], r["tail"])]]  # noqa: E731
+        if not checkpoint_done(out, fp):
+            base = self.rt.servers.resolve_model_path(c.model)
+            self.rt.reporter.note(f"[{self.cfg.name}] training the critic on {len(train)} labelled triples")
+            metrics = await asyncio.to_thread(critic_lib.train_classifier, as_nli(train), as_nli(val), base, out,
+                                              epochs=c.epochs, learning_rate=c.learning_rate, seed=self.rt.config.seed)
+            (out / "train_metrics.json").write_text(__import__("json").dumps(metrics))
+            (out / "synthkd_fingerprint.txt").write_text(fp)
+        val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in as_nli(val)])
+        chosen = critic_lib.choose_threshold(val_scores, [r["label"] for r in val], target_recall=c.target_recall, target_precision=c.target_precision)
+        curve = critic_lib.pr_curve(val_scores, [r["label"] for r in val])
+        self.summary["critic"] = {
+            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": read_metrics(out),
+            "threshold": chosen["threshold"], "chosen": chosen,
+            "pr_curve": {"precision": [p["precision"] for p in curve], "recall": [p["recall"] for p in curve],
+                         "threshold": chosen["threshold"], "chosen": {"precision": chosen["precision"], "recall": chosen["recall"]}},
+        }
+        return await self._score(raw, threshold_meter=meter), float(chosen["threshold"])
+
+    async def _score(self, triples: list[dict[str, Any]], threshold_meter: Meter) -> list[dict[str, Any]]:
+        if self.cfg.critic.kind == "llm":
+            verdicts = await self._judge(triples, threshold_meter, "judge scores triples")
+            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(triples, verdicts)]
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "critic"
+        present = [t for t in triples if t["tail"]]
+        pairs = [critic_lib.nli_text(t["head"], t["phrase"], t["tail"]) for t in present]
+        scores = iter(await asyncio.to_thread(critic_lib.score_texts, out, pairs) if pairs else [])
+        return [{**t, "critic_score": float(next(scores)) if t["tail"] else 0.0} for t in triples]  # an empty tail is rejected
+
+    # ---- the student ----------------------------------------------------------------
+    def _sft_row(self, t: dict[str, Any]) -> dict[str, Any]:
+        prompt = self.rt.prompts.get(self.cfg.student_template).render(head=t["head"], relation=t["relation"], phrase=t["phrase"])
+        return {**t, "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": t["tail"]}]}
+
+    async def train_student(self, rows: list[dict[str, Any]]) -> str | None:
+        if not rows:
+            self.summary["student"] = "skipped: the critic kept no triples"
+            return None
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "student"
+        fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "lora": self.cfg.lora, "seed": self.rt.config.seed})
+        if not checkpoint_done(out, fp):
+            base = self.rt.servers.resolve_model_path(self.cfg.student_model)
+            self.rt.reporter.note(f"[{self.cfg.name}] SFT of the student on {len(rows)} filtered triples")
+            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+        self.summary["student"] = read_metrics(out)
+        return str(out)
+
+
+def _join(prefix: str, completion: str) -> str:
+    """Put the prompt's prefix back in front of a completion that continues it."""
+    text = completion.lstrip()
+    if not prefix or text.startswith(prefix):
+        return text
+    return f"{prefix} {text}"
+
+
+def _rate(rows: list[dict[str, Any]], threshold: float) -> dict[str, float | int]:
+    """Share of triples the critic accepts, and their mean critic score."""
+    if not rows:
+        return {"n": 0, "accepted": 0.0, "mean_score": 0.0}
+    return {"n": len(rows), "accepted": sum(r["critic_score"] >= threshold for r in rows) / len(rows),
+            "mean_score": sum(r["critic_score"] for r in rows) / len(rows)}
