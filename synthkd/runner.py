@@ -16,7 +16,9 @@ from synthkd.config.stages import (
     DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
 )
 from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
+from synthkd.montessori.loop import MontessoriRun
 from synthkd.dpo.loop import DPORun
 from synthkd.skd.loop import SKDRun
 from synthkd.lion.loop import LionRun
@@ -78,6 +80,8 @@ def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
         names = [stage.templates.answer] + ([stage.templates.pairwise] if stage.teacher else [])
     elif isinstance(stage, RationaleStage):
         names = [stage.template, stage.inline_template]
+    elif isinstance(stage, MontessoriStage):
+        names = [stage.synthesis.template, "lion/answer.jinja2"] + (["dpo/score.jinja2"] if stage.signal == "judge" else [])
     elif isinstance(stage, SKDStage):
         names = sorted({stage.heads.template, stage.critic.judge_template, stage.student_template,
                         *(r.template for r in (stage.relations or {}).values())} | ({"skd/tail.jinja2"} if not stage.relations else set()))
@@ -99,6 +103,9 @@ def _stage_endpoints(stage: Stage) -> list[str]:
         return [stage.teacher]
     if isinstance(stage, SKDStage):
         return [stage.teacher, stage.judge] + ([stage.student] if stage.student else [])
+    if isinstance(stage, MontessoriStage):
+        extra = {"judge": [stage.judge], "icl_accuracy": [stage.student]}.get(stage.signal, [])
+        return [stage.teacher, stage.responder, *extra]
     return []
 
 
@@ -139,6 +146,10 @@ async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outp
     if isinstance(stage, DecontaminateStage):
         kept, dropped, counts = decontaminate(stage, rows, outputs.get(stage.against, []))
         return kept, dropped, meter, {"decontamination": counts}
+    if isinstance(stage, MontessoriStage):
+        run = MontessoriRun(stage, rt, rows, outputs.get(stage.reference, []), outputs.get(stage.icl_probe, []) if stage.icl_probe else [])
+        out = await run.run()
+        return out["rows"], out["failed"], out["meter"], {}
     if isinstance(stage, SKDStage):
         skd = SKDRun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
         out = await skd.run()
@@ -169,7 +180,7 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
             input_name = getattr(stage, "input", None)
-            upstream = [fps.get(input_name) if input_name else None] + [fps.get(getattr(stage, k, None) or "") for k in ("heldout", "against")]
+            upstream = [fps.get(input_name) if input_name else None] + [fps.get(getattr(stage, k, None) or "") for k in ("heldout", "against", "reference", "icl_probe")]
             fp = _stage_fingerprint(rt, stage, digest(upstream))
             fps[stage.name] = fp
             entry = state.stage(stage.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from synthkd.config.loader import LoadedPipeline
+from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
 from synthkd.config.stages import (
     DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
@@ -150,7 +151,30 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
         return {"id", "input_id", "task", "question", "gold", "rationale", "answer", "messages"}
     if isinstance(stage, SKDStage):
         return _check_skd(loaded, prompts, plan, i, stage)
+    if isinstance(stage, MontessoriStage):
+        return _check_montessori(loaded, prompts, plan, i, stage)
     raise ConfigError(f"unknown stage type {type(stage).__name__}")  # pragma: no cover
+
+
+def _check_montessori(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: int, stage: MontessoriStage) -> set[str]:
+    _require(_input(plan, stage.input, _where(loaded, i, "input")), {"instruction"}, _where(loaded, i, "input"), stage.input)
+    _require(_input(plan, stage.reference, _where(loaded, i, "reference")), {"instruction", "response"}, _where(loaded, i, "reference"), stage.reference)
+    roles = ["teacher", "responder"] + {"judge": ["judge"], "icl_accuracy": ["student"]}.get(stage.signal, [])
+    for role in roles:
+        _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+    if not loaded.config.endpoints[stage.teacher].served:
+        raise ConfigError(
+            f"Montessori trains the teacher with DPO, but endpoint {stage.teacher!r} is a hosted API whose weights synthkd cannot train",
+            where=_where(loaded, i, "teacher"), fix="point the teacher at a local open model: base_url: null and a serve: block",
+        )
+    if stage.signal == "icl_accuracy":
+        if not stage.icl_probe:
+            raise ConfigError("signal icl_accuracy needs a probe set", where=_where(loaded, i, "icl_probe"), fix="name a stage with question and answer columns")
+        _require(_input(plan, stage.icl_probe, _where(loaded, i, "icl_probe")), {"question", "answer"}, _where(loaded, i, "icl_probe"), stage.icl_probe)
+    _templates(prompts, loaded, i, {"synthesis.template": (stage.synthesis.template, {"examples"})})
+    check_dpo_args(stage.dpo, _where(loaded, i, "dpo"))
+    check_sft_args(stage.sft, _where(loaded, i, "sft"))
+    return {"id", "instruction", "messages", "iteration"}
 
 
 def _check_skd(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: int, stage: SKDStage) -> set[str]:

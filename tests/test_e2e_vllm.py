@@ -79,3 +79,24 @@ def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     assert set(s["acceptance"]) == {"teacher_unfiltered", "filtered_corpus", "student_heldout"}
     assert s["acceptance"]["student_heldout"]["n"] == 20 * 7  # every held-out head x the seven default relations
     assert (out / "checkpoints" / "skd" / "critic" / "model.safetensors").is_file()
+
+
+def test_montessori_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
+    out = tmp_path / "run"
+    small = ["--set", "stages.montessori.synthesis.prompts=5", "--set", "stages.montessori.final_prompts=4", "--set", "stages.montessori.warmup_size=16"]
+    proc = run_cli("run", str(REPO / "pipelines" / "montessori.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    its = run_json(out)["stages"]["montessori"]["iterations"]
+    assert [it["iteration"] for it in its] == [1, 2]
+    for it in its:
+        sig = it["signal"]
+        assert sig["kind"] == "influence" and sig["method"] == "exact" and sig["count"] == len(read_rows(out, f"montessori.iter{it['iteration']}.candidates"))
+        assert it["pairs"] == len(read_rows(out, f"montessori.iter{it['iteration']}.pairs"))
+        assert it["final_set"] == len(read_rows(out, f"montessori.iter{it['iteration']}.final"))
+    trained = [it for it in its if isinstance(it["teacher_dpo"], dict)]
+    assert trained, "no iteration produced preference pairs"
+    for it in trained:
+        assert it["teacher_dpo"]["reward_margin_before"] is not None and it["teacher_dpo"]["reward_margin"] is not None
+    # The tuned teacher was served for the next iteration's synthesis.
+    if isinstance(its[0]["teacher_dpo"], dict):
+        assert its[1]["teacher_weights"] == str(out / "checkpoints" / "montessori" / "teacher-iter1")

@@ -7,10 +7,11 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import EndpointConfig, Strict
+from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
 from synthkd.config.stages import Stage
 
-AnyStage = Stage | SKDStage  # every stage type a pipeline may use (discriminated by `type`)
+AnyStage = Stage | SKDStage | MontessoriStage  # every stage type a pipeline may use (discriminated by `type`)
 
 
 class PipelineConfig(Strict):

@@ -21,6 +21,7 @@ def train_dpo(
     lora: dict[str, Any] | None,
     seed: int,
     fingerprint: str,
+    evaluate_before: bool = False,
 ) -> dict[str, Any]:
     """DPO of `base_model` (also the frozen reference) on preference rows; save to out_dir.
 
@@ -35,6 +36,7 @@ def train_dpo(
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     config = DPOConfig(output_dir=str(tmp / "trainer"), seed=seed, **{**OWN_DEFAULTS, **dpo_args})
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
+    before = trainer.evaluate() if evaluate_before else None
     result = trainer.train()
     evaluation = trainer.evaluate()
     metrics = {
@@ -44,6 +46,9 @@ def train_dpo(
         "reward_accuracy": _metric(evaluation, "rewards/accuracies"),
         "reward_margin": _metric(evaluation, "rewards/margins"),
     }
+    if before is not None:  # measured with the policy still equal to the reference
+        metrics["reward_accuracy_before"] = _metric(before, "rewards/accuracies")
+        metrics["reward_margin_before"] = _metric(before, "rewards/margins")
     save_checkpoint(trainer, tokenizer, tmp, out_dir, metrics, fingerprint, merged_lora=lora is not None)
     return metrics
 

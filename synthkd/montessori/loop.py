@@ -1,0 +1,209 @@
+"""The Montessori-Instruct driver (Li, Yu and Xiong, ICLR 2025), K iterations of:
+
+    synthesis:  the teacher sees k example instructions per prompt (seeds; later 6 seeds + 2
+                generated) and writes n candidates; filters; the responder answers each
+    signal:     each candidate's local data influence on the warmed-up student (restore, one
+                step, reference loss: negative helps), or its first-order estimate; or a judge
+                score, or the student's in-context accuracy with it as the demonstration (ARTE)
+    pairs:      per prompt, helpful candidates chosen over harmful ones (the teacher's own outputs)
+    teacher:    DPO (LoRA by default, merged) toward the helpful outputs, served by vLLM
+    student:    the tuned teacher writes the final set; SFT of the student on it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import Call
+from synthkd.config.montessori import MontessoriStage
+from synthkd.judging import pointwise_call
+from synthkd.lion.schemas import new_instruction_model
+from synthkd.lion.steps import answer_call
+from synthkd.montessori import pairs as mp
+from synthkd.rouge import RougeIndex
+from synthkd.runtime import Runtime, digest
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.dpo import train_dpo
+from synthkd.train.sft import train_sft
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+class MontessoriRun:
+    """One `montessori` stage execution."""
+
+    def __init__(self, cfg: MontessoriStage, rt: Runtime, seeds: list[dict[str, Any]], reference: list[dict[str, Any]],
+                 probe: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.seeds = [str(r["instruction"]) for r in seeds]
+        self.reference = [{"messages": [{"role": "user", "content": str(r["instruction"])}, {"role": "assistant", "content": str(r["response"])}]} for r in reference]
+        self.probe = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in probe]
+        self.generated: list[str] = []
+        self.prompts: dict[str, list[dict[str, str]]] = {}
+
+    def _save_iteration(self, stats: dict[str, Any]) -> None:
+        entry = self.rt.state.stage(self.cfg.name)
+        kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
+        entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
+        self.rt.state.save()
+
+    async def run(self) -> dict[str, Any]:
+        meter = Meter()
+        teacher_weights = self.rt.current_weights(self.cfg.teacher)
+        final_rows: list[dict[str, Any]] = []
+        warmup = await self.warmup_set(meter)
+        for it in range(1, self.cfg.iterations + 1):
+            stats: dict[str, Any] = {"iteration": it, "teacher_weights": teacher_weights}
+            self.rt.serve_weights(self.cfg.teacher, teacher_weights)  # type: ignore[arg-type]
+            candidates = await self.synthesize(it, "probe", self.cfg.synthesis.prompts, meter, stats)
+            await self.signal(it, candidates, warmup, meter, stats)
+            pairs = mp.build_pairs(self.groups(candidates), self.cfg.max_pairs_per_prompt)
+            stats["pairs"] = len(pairs)
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates], [],
+                                  fingerprint=digest(candidates), fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], fingerprint=digest(pairs), fmt="preference (prompt/chosen/rejected)",
+                                  description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
+            teacher_weights = await self.tune_teacher(it, pairs, teacher_weights, stats)  # type: ignore[arg-type]
+            self.rt.serve_weights(self.cfg.teacher, teacher_weights)
+            final = await self.synthesize(it, "final", self.cfg.final_prompts, meter, stats)
+            stats["final_set"] = len(final)
+            final_rows = [{"id": c["id"], "instruction": c["instruction"], "messages": c["messages"], "iteration": it} for c in final]
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.final", final_rows, [], fingerprint=digest(final_rows), fmt="sft (messages)",
+                                  description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
+            stats["student_sft"] = await self.train_student(it, final_rows)
+            self._save_iteration(stats)
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
+        entry = self.rt.state.stage(self.cfg.name)
+        last = entry.get("iterations", [{}])[-1]
+        entry["influence"] = {"values": last.get("signal", {}).get("values", [])}
+        return {"rows": final_rows, "failed": [], "meter": meter}
+
+    async def warmup_set(self, meter: Meter) -> list[dict[str, Any]]:
+        seeds = self.seeds[: self.cfg.warmup_size]
+        results = await self.rt.call_all(self.cfg.responder, f"{self.cfg.name}: responder answers the warm-up set",
+                                         [answer_call(self.rt.prompts.get("lion/answer.jinja2"), s, self.cfg.answer_sampling) for s in seeds], meter)
+        return [{"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": r.text.strip()}]}
+                for s, r in zip(seeds, results) if r.ok and r.text and r.text.strip()]
+
+    async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: dict[str, Any]) -> list[dict[str, Any]]:
+        """Kept candidates with responder answers (the prompts are kept in self.prompts)."""
+        s = self.cfg.synthesis
+        template = self.rt.prompts.get(s.template)
+        schema = new_instruction_model(s.max_instruction_chars)
+        calls, owners, prompts = [], [], []
+        for p in range(n_prompts):
+            rng = random.Random(digest([self.rt.config.seed, self.cfg.name, it, phase, p]))
+            n_gen = s.k_generated if len(self.generated) >= s.k_generated else 0
+            examples = rng.sample(self.seeds, min(s.k - n_gen, len(self.seeds))) + (rng.sample(self.generated, n_gen) if n_gen else [])
+            messages = _user(template.render(examples=examples))
+            prompts.append(messages)
+            for j in range(s.n):
+                calls.append(Call(messages=messages, sampling=s.sampling, schema=schema, sample=j))
+                owners.append((p, j))
+        results = await self.rt.call_all(self.cfg.teacher, f"{self.cfg.name}: iter {it} {phase} synthesis", calls, meter)
+        index = RougeIndex(s.rouge_threshold, self.seeds + self.generated)
+        reasons: dict[str, int] = {}
+        kept = []
+        for (p, j), res in zip(owners, results):
+            text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
+            reason = (res.error if not res.ok else None) or mp.filter_reason(text, s.min_words, s.max_words, s.banned_words) or ("rouge_l" if index.too_similar(text or "") else None)
+            if reason:
+                reasons[reason] = reasons.get(reason, 0) + 1
+                continue
+            index.add(text or "")
+            kept.append({"id": f"it{it}-{phase}-p{p:04d}-s{j}", "prompt_id": f"it{it}-{phase}-p{p:04d}", "instruction": text, "raw": res.text})
+        answers = await self.rt.call_all(self.cfg.responder, f"{self.cfg.name}: iter {it} {phase} responder",
+                                         [answer_call(self.rt.prompts.get("lion/answer.jinja2"), c["instruction"], self.cfg.answer_sampling) for c in kept], meter)
+        answered = []
+        for c, a in zip(kept, answers):
+            if a.ok and a.text and a.text.strip():
+                answered.append({**c, "messages": [{"role": "user", "content": c["instruction"]}, {"role": "assistant", "content": a.text.strip()}]})
+        self.generated.extend(c["instruction"] for c in answered)
+        stats[f"{phase}_synthesis"] = {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons}
+        self.prompts = {f"it{it}-{phase}-p{p:04d}": m for p, m in enumerate(prompts)}
+        return answered
+
+    def groups(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Candidates grouped by the prompt that produced them, with the teacher's raw outputs."""
+        by_prompt: dict[str, list[dict[str, Any]]] = {}
+        for c in candidates:
+            by_prompt.setdefault(c["prompt_id"], []).append({"id": c["id"], "text": c["raw"], "utility": c["utility"]})
+        return [{"prompt_id": pid, "prompt": self.prompts[pid], "candidates": cs} for pid, cs in by_prompt.items()]
+
+    async def signal(self, it: int, candidates: list[dict[str, Any]], warmup: list[dict[str, Any]], meter: Meter, stats: dict[str, Any]) -> None:
+        """Set `signal` and `utility` (higher = better for the student) on each candidate."""
+        probe = candidates[: self.cfg.probe_size] if self.cfg.probe_size else candidates
+        if self.cfg.signal == "influence":
+            raw = await asyncio.to_thread(self._influence, [{"messages": c["messages"]} for c in probe], warmup)
+            utilities = [mp.utility_from_influence(v) for v in raw]
+        elif self.cfg.signal == "judge":
+            calls = [pointwise_call(self.rt.prompts.get("dpo/score.jinja2"), c["instruction"], c["messages"][1]["content"], self.cfg.answer_sampling) for c in probe]
+            results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: iter {it} judge", calls, meter)
+            raw = [float(r.parsed.score) if r.ok else 5.5 for r in results]
+            utilities = [mp.utility_from_judge(v) for v in raw]
+        else:
+            raw = await self._icl_accuracy(it, probe, meter)
+            baseline = raw.pop()
+            utilities = [mp.utility_from_icl(v, baseline) for v in raw]
+            stats["icl_baseline"] = baseline
+        for c, v, u in zip(probe, raw, utilities):
+            c["signal"], c["utility"] = v, u
+        for c in candidates[len(probe):]:
+            c["signal"], c["utility"] = None, 0.0  # not measured: neither chosen nor rejected
+        stats["signal"] = {"kind": self.cfg.signal, "method": self.cfg.influence if self.cfg.signal == "influence" else None, **mp.distribution(raw)}
+
+    def _influence(self, probe: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> list[float]:
+        from synthkd.montessori.influence import InfluenceModel
+
+        base = self.rt.servers.resolve_model_path(self.cfg.student_model)
+        model = InfluenceModel(base, learning_rate=self.cfg.influence_lr, optimizer=self.cfg.influence_optimizer, seed=self.rt.config.seed)
+        if warmup:
+            model.warmup(warmup, epochs=self.cfg.warmup_epochs)
+        if self.cfg.influence == "exact":
+            return model.exact(probe, self.reference)
+        return model.first_order(probe, self.reference)
+
+    async def _icl_accuracy(self, it: int, probe: list[dict[str, Any]], meter: Meter) -> list[float]:
+        """Accuracy on the probe questions with each candidate as the demonstration; last: none."""
+        from synthkd.answers import answers_match, extract_final_answer
+
+        demos: list[list[dict[str, str]]] = [c["messages"] for c in probe] + [[]]
+        calls = [Call(messages=demo + _user(q["question"]), sampling=self.cfg.answer_sampling) for demo in demos for q in self.probe]
+        results = await self.rt.call_all(self.cfg.student, f"{self.cfg.name}: iter {it} in-context accuracy", calls, meter)
+        n = len(self.probe)
+        out = []
+        for d in range(len(demos)):
+            chunk = results[d * n : (d + 1) * n]
+            out.append(sum(answers_match(extract_final_answer(r.text or ""), q["answer"]) for r, q in zip(chunk, self.probe)) / n if n else 0.0)
+        return out
+
+    async def tune_teacher(self, it: int, pairs: list[dict[str, Any]], weights: str, stats: dict[str, Any]) -> str:
+        if not pairs:
+            stats["teacher_dpo"] = "skipped: no pairs"
+            return weights
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"teacher-iter{it}"
+        fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
+        if not checkpoint_done(out, fp):
+            base = self.rt.servers.resolve_model_path(weights)
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: teacher DPO on {len(pairs)} pairs")
+            rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+            await asyncio.to_thread(train_dpo, rows, base, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed,
+                                    fingerprint=fp, evaluate_before=True)
+        stats["teacher_dpo"] = read_metrics(out)
+        return str(out)
+
+    async def train_student(self, it: int, rows: list[dict[str, Any]]) -> Any:
+        if not rows:
+            return "skipped: empty final set"
+        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"student-iter{it}"
+        fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "seed": self.rt.config.seed})
+        if not checkpoint_done(out, fp):
+            base = self.rt.servers.resolve_model_path(self.cfg.student_model)
+            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=None, seed=self.rt.config.seed, fingerprint=fp)
+        return read_metrics(out)
+
