@@ -10,6 +10,13 @@ items, wrong or corrupted replies to reference questions, neutral synthetic pair
 over all parameters, and `first_order` with a random projection. Prints the seconds of each (best
 of --repeats), the speed-up over exact, the Spearman rank correlation with exact, and whether the
 targets (>= 10x faster, rank correlation >= 0.8) are met.
+
+Per candidate, exact costs a forward and backward pass on it plus a forward pass over the whole
+reference set; first order costs about three forward passes on the candidate (one batched
+forward-mode pass) plus one backward pass over the reference set in all. So the speed-up grows
+with --reference: on this 0.46M-parameter student, about 5x at 16 references and 10x at 128.
+With a projection, drawing the k x d Gaussian matrix dominates on a CPU (~1.2 s per pass for
+k = 512), more than exact itself costs on so small a model.
 """
 
 from __future__ import annotations

@@ -57,10 +57,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def warm_model(home: Path, optimizer: str = "sgd", lr: float = 1e-3) -> InfluenceModel:
+def warm_model(home: Path, optimizer: str = "sgd", lr: float = 1e-3, warmup_lr: float = 0.05) -> InfluenceModel:
     base = tiny_model_dir(home, REPO, "student")
     model = InfluenceModel(str(base), learning_rate=lr, optimizer=optimizer, seed=0)
-    stats = model.warmup(WARMUP, epochs=25, batch_size=4, learning_rate=0.05)
+    stats = model.warmup(WARMUP, epochs=25, batch_size=4, learning_rate=warmup_lr)
     assert stats["steps"] == 25 * 5 and math.isfinite(stats["loss"])
     return model
 
@@ -136,11 +136,11 @@ def test_first_order_engines_projection_and_parameter_sets(synthkd_home: Path) -
 
 def test_adamw_restores_optimizer_state(synthkd_home: Path) -> None:
     """AdamW's moments from the warm-up are restored before every one-step update."""
-    model = warm_model(synthkd_home, optimizer="adamw", lr=1e-4)
+    model = warm_model(synthkd_home, optimizer="adamw", lr=1e-4, warmup_lr=1e-3)
     assert model.optimizer.state_dict()["state"]  # the warm-up left moments behind
     first = model.exact(CANDIDATES[:3], REFERENCE)
     assert model.exact(CANDIDATES[:3], REFERENCE) == first
-    assert all(math.isfinite(x) for x in first) and first[0] < 0
+    assert all(math.isfinite(x) for x in first) and len(set(first)) == len(first)
 
 
 def test_bad_arguments(synthkd_home: Path) -> None:
