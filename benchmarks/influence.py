@@ -1,20 +1,22 @@
 """Exact local data influence against its first-order estimate, on the tiny student.
 
     .venv/bin/python benchmarks/influence.py [--optimizer sgd] [--lr 1e-3] [--warmup-lr 0.05]
-        [--warmup-epochs 10] [--projection-dim 512] [--reference 16] [--repeats 3] [--engine auto]
-        [--threads 1] [--details]
+        [--warmup-epochs 10] [--projection-dim 512] [--reference 16,64,256] [--repeats 2]
+        [--engine auto] [--threads 1] [--details]
 
-Warms the tiny student up on generic pairs, then scores ~48 candidates (duplicates of reference
-items, wrong or corrupted replies to reference questions, neutral synthetic pairs) against a
-16-example reference set three ways: `exact` (restore, one step, reference loss), `first_order`
-over all parameters, and `first_order` with a random projection. Prints the seconds of each (best
-of --repeats), the speed-up over exact, the Spearman rank correlation with exact, and whether the
-targets (>= 10x faster, rank correlation >= 0.8) are met.
+Warms the tiny student up on generic pairs, then scores 48 candidates (duplicates of reference
+items, wrong or corrupted replies to reference questions, neutral synthetic pairs) against
+reference sets of each size in --reference: `exact` (restore, one step, reference loss) and
+`first_order` over all parameters, with a random projection, over the last layers and over the
+attention q/v weights. Prints, per size, the seconds of each (best of --repeats), the speed-up
+over exact, the Spearman rank correlation with exact, and whether the targets (>= 10x faster, rank
+correlation >= 0.8) are met; then the speed-ups side by side. 256 is the reference set size of
+the paper's code (eval_nums: 256, from AlpacaEval); 16 is the shipped demo's.
 
 Per candidate, exact costs a forward and backward pass on it plus a forward pass over the whole
 reference set; first order costs about three forward passes on the candidate (one batched
 forward-mode pass) plus one backward pass over the reference set in all. So the speed-up grows
-with --reference: on this 0.46M-parameter student, about 5x at 16 references and 10x at 128.
+with --reference: on this 0.46M-parameter student, about 5x at 16 references and 12x at 256.
 With a projection, drawing the k x d Gaussian matrix dominates on a CPU (~1.2 s per pass for
 k = 512), more than exact itself costs on so small a model.
 """
@@ -118,44 +120,22 @@ def timed(fn: Any, repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate of the one-step update (and the estimate)")
-    ap.add_argument("--warmup-lr", type=float, default=0.05)
-    ap.add_argument("--warmup-epochs", type=int, default=10)
-    ap.add_argument("--projection-dim", type=int, default=512)
-    ap.add_argument("--reference", type=int, default=16, help="reference set size (>= 16)")
-    ap.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
-    ap.add_argument("--engine", default="auto", choices=["auto", "jvp", "grad"])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: steadier timings on a shared machine, where spinning threads stall)")
-    ap.add_argument("--details", action="store_true", help="print every candidate's values")
-    args = ap.parse_args()
-
-    import torch
-
-    torch.set_num_threads(args.threads)
-
-    base = tiny_model_dir(Path.home() / ".cache" / "synthkd", REPO, "student")
-    warm, reference, cands, kinds = datasets(max(16, args.reference))
-    model = InfluenceModel(str(base), learning_rate=args.lr, optimizer=args.optimizer, seed=0)
-    w = model.warmup(warm, epochs=args.warmup_epochs, batch_size=8, learning_rate=args.warmup_lr)
-    print(f"model {base.name} ({torch.get_num_threads()} thread(s)); optimizer {args.optimizer}, lr {args.lr:g}; warm-up {w['steps']} steps at lr {args.warmup_lr:g}, "
-          f"loss {w['loss']:.3f}; reference loss {model.reference_loss(reference):.4f}")
+def measure(model: InfluenceModel, reference: list[dict[str, Any]], cands: list[dict[str, Any]], kinds: list[str],
+            args: argparse.Namespace) -> list[tuple[str, float, float]]:
+    """Print one table (exact and each first-order variant) for this reference set; return (name, speed-up, rho)."""
     # One untimed call each, so the timings leave out one-off costs (allocator, kernels' first use).
     model.exact(cands[:2], reference)
     model.first_order(cands[:2], reference, engine=args.engine)
     model.first_order(cands[:2], reference, projection_dim=args.projection_dim, engine=args.engine)
 
     t_exact, exact = timed(lambda: model.exact(cands, reference), args.repeats)
-    t_fo, fo = timed(lambda: model.first_order(cands, reference, params="all", engine=args.engine), args.repeats)
-    t_proj, proj = timed(lambda: model.first_order(cands, reference, params="all", projection_dim=args.projection_dim,
-                                                   engine=args.engine), args.repeats)
-    rows = [("first_order (all params)", t_fo, fo), (f"first_order (projection {args.projection_dim})", t_proj, proj)]
-    for params in ("last_layers", "lora"):
-        t, vals = timed(lambda params=params: model.first_order(cands, reference, params=params, engine=args.engine), args.repeats)
-        rows.append((f"first_order ({params})", t, vals))
+    rows = []
+    for name, params, dim in (("first_order (all params)", "all", None),
+                              (f"first_order (projection {args.projection_dim})", "all", args.projection_dim),
+                              ("first_order (last_layers)", "last_layers", None), ("first_order (lora)", "lora", None)):
+        t, vals = timed(lambda params=params, dim=dim: model.first_order(cands, reference, params=params, projection_dim=dim,
+                                                                          engine=args.engine), args.repeats)
+        rows.append((name, t, vals))
 
     if args.details:
         print(f"{'kind':<11} {'exact':>11} " + " ".join(f"{name.split('(')[1].rstrip(')')[:11]:>11}" for name, _, _ in rows))
@@ -163,14 +143,59 @@ def main() -> None:
             print(f"{kind:<11} {exact[i]:+.4e} " + " ".join(f"{vals[i]:+.4e}" for _, _, vals in rows))
     helpful = {k: sum(1 for e, kk in zip(exact, kinds) if kk == k and e < 0) for k in dict.fromkeys(kinds)}
     counts = {k: kinds.count(k) for k in helpful}
-    print(f"candidates: {len(cands)}; reference: {len(reference)}; exact says helpful (influence < 0): "
-          + ", ".join(f"{k} {helpful[k]}/{counts[k]}" for k in helpful))
+    print(f"\ncandidates: {len(cands)}; reference: {len(reference)} (reference loss {model.reference_loss(reference):.4f}); "
+          "exact says helpful (influence < 0): " + ", ".join(f"{k} {helpful[k]}/{counts[k]}" for k in helpful))
     print(f"{'method':<28} {'seconds':>8} {'speed-up':>9} {'spearman':>9}  targets (>= {TARGET_SPEEDUP:g}x, rho >= {TARGET_RHO})")
     print(f"{'exact':<28} {t_exact:>8.3f} {'1.0x':>9} {'1.000':>9}")
+    out = []
     for name, t, vals in rows:
         speedup, rho = t_exact / t, spearman(exact, vals)
         met = speedup >= TARGET_SPEEDUP and rho >= TARGET_RHO
         print(f"{name:<28} {t:>8.3f} {speedup:>8.1f}x {rho:>9.3f}  {'met' if met else 'NOT met'}")
+        out.append((name, speedup, rho))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate of the one-step update (and the estimate)")
+    ap.add_argument("--warmup-lr", type=float, default=0.05)
+    ap.add_argument("--warmup-epochs", type=int, default=10)
+    ap.add_argument("--projection-dim", type=int, default=512)
+    ap.add_argument("--reference", default="16,64,256",
+                    help="reference set sizes (comma-separated, each >= 16); the paper's default is 256")
+    ap.add_argument("--repeats", type=int, default=2, help="timings are the best of this many runs")
+    ap.add_argument("--engine", default="auto", choices=["auto", "jvp", "grad"])
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: steadier timings on a shared machine, where spinning threads stall)")
+    ap.add_argument("--details", action="store_true", help="print every candidate's values")
+    args = ap.parse_args()
+    try:
+        sizes = [max(16, int(x)) for x in str(args.reference).split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--reference must be comma-separated integers, got {args.reference!r}")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    base = tiny_model_dir(Path.home() / ".cache" / "synthkd", REPO, "student")
+    model = InfluenceModel(str(base), learning_rate=args.lr, optimizer=args.optimizer, seed=0)
+    warm, _, cands, kinds = datasets(16)
+    w = model.warmup(warm, epochs=args.warmup_epochs, batch_size=8, learning_rate=args.warmup_lr)
+    print(f"model {base.name} ({torch.get_num_threads()} thread(s)); optimizer {args.optimizer}, lr {args.lr:g}; "
+          f"warm-up {w['steps']} steps at lr {args.warmup_lr:g}, loss {w['loss']:.3f}")
+    summary = {}
+    for n in sizes:
+        _, reference, cands, kinds = datasets(n)
+        summary[n] = measure(model, reference, cands, kinds, args)
+    if len(sizes) > 1:
+        print("\nspeed-up over exact (Spearman) by reference set size:")
+        names = [name for name, _, _ in summary[sizes[0]]]
+        print(f"{'method':<28} " + " ".join(f"{n:>14}" for n in sizes))
+        for i, name in enumerate(names):
+            print(f"{name:<28} " + " ".join(f"{summary[n][i][1]:>6.1f}x ({summary[n][i][2]:.3f})" for n in sizes))
 
 
 if __name__ == "__main__":

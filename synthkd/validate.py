@@ -167,6 +167,11 @@ def _check_montessori(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan
             f"Montessori trains the teacher with DPO, but endpoint {stage.teacher!r} is a hosted API whose weights synthkd cannot train",
             where=_where(loaded, i, "teacher"), fix="point the teacher at a local open model: base_url: null and a serve: block",
         )
+    if stage.signal == "influence" and stage.influence == "exact":
+        for key, default in (("influence_params", "all"), ("influence_projection_dim", None)):
+            if getattr(stage, key) != default:
+                raise ConfigError(f"{key} only applies to influence: first_order, but influence is exact",
+                                  where=_where(loaded, i, key), fix=f"set influence: first_order, or remove {key}")
     if stage.signal == "icl_accuracy":
         if not stage.icl_probe:
             raise ConfigError("signal icl_accuracy needs a probe set", where=_where(loaded, i, "icl_probe"), fix="name a stage with question and answer columns")

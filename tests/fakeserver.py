@@ -13,6 +13,10 @@ the first matching rule wins.  Kinds and their extra fields:
 ``rate_limit`` (``retry_after``=0.2), ``server_error`` (``status``=500),
 ``drop``, ``hang`` (``hang_seconds``=3600), ``not_json``, ``schema_violation``,
 ``truncate``, ``delay`` (``seconds``=1.0).
+
+A *reply hook* (``--reply-hook module:function``) scripts replies for tests that need a model
+to behave in a known way: it is called as ``function(body, index)`` and returns the reply's
+content, or None to fall back to the generated reply. Faults apply to hooked replies as well.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import random
@@ -311,8 +316,9 @@ class FakeServer:
 
     def __init__(self, latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                  models: list[str] | None = None, log_path: str | None = None,
-                 log_sync: bool = False) -> None:
+                 log_sync: bool = False, reply_hook: str | None = None) -> None:
         self.latency = latency_ms / 1000
+        self.hook = _load_hook(reply_hook) if reply_hook else None
         self.faults = parse_plan(faults or [])
         self.models = list(models or [])
         self.log_sync = log_sync
@@ -483,7 +489,9 @@ class FakeServer:
     def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str) -> dict[str, Any]:
         choices, completion_tokens = [], 0
         for index in range(max(1, int(body.get("n") or 1))):
-            content, finish = _corrupt(*build_reply(body, index), fault, body)
+            scripted = self.hook(body, index) if self.hook else None
+            reply = (scripted, "stop") if scripted is not None else build_reply(body, index)
+            content, finish = _corrupt(*reply, fault, body)
             completion_tokens += len(content.split())
             choices.append({"index": index, "message": {"role": "assistant", "content": content},
                             "finish_reason": finish,
@@ -498,12 +506,19 @@ class FakeServer:
                           "total_tokens": prompt_tokens + completion_tokens}}
 
 
+def _load_hook(spec: str) -> Callable[[dict[str, Any], int], str | None]:
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"a reply hook is module:function, got {spec!r}")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
 # ------------------------------------------------------------------- CLI --
 async def _amain(args: argparse.Namespace) -> None:
     faults = json.loads(Path(args.faults_file).read_text()) if args.faults_file else \
         json.loads(args.faults or "[]")
     server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
-                        args.log, args.log_sync)
+                        args.log, args.log_sync, args.reply_hook)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -525,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults-file", help="path of a JSON fault plan")
     parser.add_argument("--log", help="append one JSON line per chat request here")
     parser.add_argument("--log-sync", action="store_true", help="flush log before answering")
+    parser.add_argument("--reply-hook", help="module:function scripting replies (see the module doc)")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -585,13 +601,14 @@ def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> int:
 @contextlib.contextmanager
 def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                    models: list[str] | None = None, log_path: str | Path | None = None,
-                   log_sync: bool = False) -> Iterator[ServerHandle]:
+                   log_sync: bool = False, reply_hook: str | None = None) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
     cmd += ["--models", ",".join(models)] if models else []
     cmd += ["--log", str(log_path)] if log_path else []
     cmd += ["--log-sync"] if log_sync else []
+    cmd += ["--reply-hook", reply_hook] if reply_hook else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

@@ -100,3 +100,74 @@ def test_montessori_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -
     # The tuned teacher was served for the next iteration's synthesis.
     if isinstance(its[0]["teacher_dpo"], dict):
         assert its[1]["teacher_weights"] == str(out / "checkpoints" / "montessori" / "teacher-iter1")
+
+
+@pytest.mark.parametrize("signal", ["judge", "icl_accuracy"])
+def test_montessori_judge_and_icl_signals(signal: str, tmp_path: Path, synthkd_home: Path) -> None:
+    """The two other preference signals, end to end: the tiny teacher is served by vLLM and tuned with
+    DPO; the responder, judge and student are scripted (tests/scripted_models.py), so every
+    candidate's signal, the ICL baseline, the calls made and the pairs are known in advance."""
+    import json as _json
+
+    import yaml
+
+    from tests import scripted_models as sm
+    from tests.fakeserver import running_server
+
+    n_probe = 6
+    log = tmp_path / "server.jsonl"
+    with running_server(log_path=log, reply_hook="tests.scripted_models:reply") as server:
+        data = yaml.safe_load((REPO / "pipelines" / "montessori.yaml").read_text())
+        data["prompts_dir"] = str(REPO / "prompts")
+        for name in ("responder", "judge", "student"):
+            data["endpoints"][name] = {"base_url": server.base_url, "model": name, "concurrency": 16}
+        stages = data["stages"]
+        for st in stages[:2]:
+            st["path"] = str((REPO / "pipelines" / st["path"]).resolve())
+        stages.insert(2, {"name": "probe", "type": "load", "path": str(sm.ARITHMETIC), "limit": n_probe})
+        m = stages[-1]
+        m.update(signal=signal, iterations=1, warmup_size=8, final_prompts=3, max_pairs_per_prompt=4)
+        m["synthesis"]["prompts"] = 6
+        if signal == "icl_accuracy":
+            m["icl_probe"] = "probe"
+        path = tmp_path / "montessori.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        out = tmp_path / "run"
+        proc = run_cli("run", str(path), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        requests = [e["model"] for e in server.log_entries()]
+
+    it = run_json(out)["stages"]["montessori"]["iterations"][0]
+    cands = read_rows(out, "montessori.iter1.candidates")
+    assert cands and it["signal"]["kind"] == signal and it["signal"]["count"] == len(cands)
+    if signal == "judge":
+        expected = {c["instruction"]: float(sm.judge_score(c["instruction"])) for c in cands}
+        utility = {i: s - 5.5 for i, s in expected.items()}
+        assert requests.count("judge") == len(cands)  # one pointwise score per candidate
+    else:
+        questions = list(sm.gold_answers())[:n_probe]
+        baseline = sum(sm.baseline_correct(q) for q in questions) / n_probe
+        assert 0 < baseline < 1 and it["icl_baseline"] == pytest.approx(baseline)
+        expected = {c["instruction"]: sum(sm.student_correct(q, c["instruction"]) for q in questions) / n_probe for c in cands}
+        utility = {i: a - baseline for i, a in expected.items()}
+        # Each candidate as the demonstration, plus no demonstration, on every probe question.
+        assert requests.count("student") == (len(cands) + 1) * n_probe
+    for c in cands:
+        assert c["signal"] == pytest.approx(expected[c["instruction"]]) and c["utility"] == pytest.approx(utility[c["instruction"]])
+
+    # Pairs: per generation prompt, every helpful x harmful combination up to the cap, in the teacher's own words.
+    by_prompt: dict[str, list[float]] = {}
+    for c in cands:
+        by_prompt.setdefault(c["prompt_id"], []).append(utility[c["instruction"]])
+    n_pairs = sum(min(4, sum(u > 0 for u in us) * sum(u < 0 for u in us)) for us in by_prompt.values())
+    pairs = read_rows(out, "montessori.iter1.pairs")
+    assert it["pairs"] == len(pairs) == n_pairs
+    for p in pairs:
+        chosen = _json.loads(p["chosen"][0]["content"], strict=False)["instruction"].strip()
+        rejected = _json.loads(p["rejected"][0]["content"], strict=False)["instruction"].strip()
+        assert utility[chosen] > 0 > utility[rejected]
+    if n_pairs:
+        assert isinstance(it["teacher_dpo"], dict) and it["teacher_dpo"]["reward_margin"] is not None
+    else:
+        assert it["teacher_dpo"] == "skipped: no pairs"
+    assert it["final_set"] == len(read_rows(out, "montessori.iter1.final")) > 0

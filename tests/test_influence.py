@@ -149,3 +149,24 @@ def test_bad_arguments(synthkd_home: Path) -> None:
         InfluenceModel(base, optimizer="lion")
     with pytest.raises(ValueError):
         InfluenceModel(base, learning_rate=0)
+
+
+def test_stage_passes_first_order_options(synthkd_home: Path) -> None:
+    """influence_params / influence_projection_dim / warmup_lr in a montessori stage reach the estimate."""
+    from types import SimpleNamespace
+
+    from synthkd.config.montessori import MontessoriStage
+    from synthkd.montessori.loop import MontessoriRun
+
+    base = str(tiny_model_dir(synthkd_home, REPO, "student"))
+    cfg = MontessoriStage(name="m", type="montessori", input="seeds", reference="ref", student_model=base, influence="first_order",
+                          influence_params="lora", influence_projection_dim=64, influence_lr=1e-3, warmup_lr=0.05, warmup_epochs=3)
+    rt = SimpleNamespace(servers=SimpleNamespace(resolve_model_path=lambda p: p), config=SimpleNamespace(seed=0))
+    ref_rows = [{"instruction": r["messages"][0]["content"], "response": r["messages"][1]["content"]} for r in REFERENCE]
+    run = MontessoriRun(cfg, rt, [], ref_rows, [])  # type: ignore[arg-type]
+    got = run._influence(CANDIDATES, WARMUP)
+
+    model = InfluenceModel(base, learning_rate=1e-3, seed=0)
+    model.warmup(WARMUP, epochs=3, learning_rate=0.05)
+    assert got == pytest.approx(model.first_order(CANDIDATES, REFERENCE, params="lora", projection_dim=64), rel=1e-5)
+    assert got != pytest.approx(model.first_order(CANDIDATES, REFERENCE), rel=1e-3)  # not the default all-parameter estimate

@@ -40,3 +40,10 @@ def test_hosted_teacher_is_a_validate_time_error() -> None:
     assert "hosted API whose weights synthkd cannot train" in proc.stderr and "stages.2.teacher" in proc.stderr
     proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", "stages.montessori.signal=icl_accuracy")
     assert proc.returncode == 2 and "signal icl_accuracy needs a probe set" in proc.stderr
+    # First-order options with exact influence are a mistake the user should hear about.
+    proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", "stages.montessori.influence_params=lora")
+    assert proc.returncode == 2 and "influence_params only applies to influence: first_order" in proc.stderr
+    assert "stages.2.influence_params" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", "stages.montessori.influence=first_order",
+                   "--set", "stages.montessori.influence_params=last_layers", "--set", "stages.montessori.influence_projection_dim=256")
+    assert proc.returncode == 0, proc.stderr

@@ -49,6 +49,12 @@ class MontessoriStage(StageBase):
     influence: Literal["exact", "first_order"] = Field("exact", description="exact: restore, one step, reference loss; first_order: gradient dot product.")
     influence_lr: float = Field(1e-3, gt=0, description="Learning rate of the one-step update (and of the first-order estimate).")
     influence_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="Optimizer of the warm-up and the one step.")
+    influence_params: Literal["all", "last_layers", "lora"] = Field(
+        "all", description="first_order: parameters whose gradients are dotted: all, last_layers (last decoder layer, final norm, "
+                           "output embedding) or lora (attention q/v weights, what a default LoRA adapter sees).")
+    influence_projection_dim: int | None = Field(
+        None, ge=1, description="first_order: project gradients to this many dimensions with a seeded Gaussian sketch (TRAK/LESS); null: no projection.")
+    warmup_lr: float | None = Field(None, gt=0, description="Learning rate of the warm-up run (default: influence_lr).")
     probe_size: int | None = Field(None, ge=1, description="Measure at most this many candidates (default: all).")
     max_pairs_per_prompt: int = Field(4, ge=1, description="Cap on chosen x rejected combinations per generation prompt.")
     dpo: dict[str, Any] = Field(default_factory=lambda: {"beta": 0.1, "learning_rate": 1e-6, "num_train_epochs": 1},

@@ -155,7 +155,12 @@ class MontessoriRun:
             c["signal"], c["utility"] = v, u
         for c in candidates[len(probe):]:
             c["signal"], c["utility"] = None, 0.0  # not measured: neither chosen nor rejected
-        stats["signal"] = {"kind": self.cfg.signal, "method": self.cfg.influence if self.cfg.signal == "influence" else None, **mp.distribution(raw)}
+        method: dict[str, Any] = {"method": None}
+        if self.cfg.signal == "influence":
+            method = {"method": self.cfg.influence}
+            if self.cfg.influence == "first_order":
+                method.update(params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
+        stats["signal"] = {"kind": self.cfg.signal, **method, **mp.distribution(raw)}
 
     def _influence(self, probe: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> list[float]:
         from synthkd.montessori.influence import InfluenceModel
@@ -163,10 +168,10 @@ class MontessoriRun:
         base = self.rt.servers.resolve_model_path(self.cfg.student_model)
         model = InfluenceModel(base, learning_rate=self.cfg.influence_lr, optimizer=self.cfg.influence_optimizer, seed=self.rt.config.seed)
         if warmup:
-            model.warmup(warmup, epochs=self.cfg.warmup_epochs)
+            model.warmup(warmup, epochs=self.cfg.warmup_epochs, learning_rate=self.cfg.warmup_lr)
         if self.cfg.influence == "exact":
             return model.exact(probe, self.reference)
-        return model.first_order(probe, self.reference)
+        return model.first_order(probe, self.reference, params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
 
     async def _icl_accuracy(self, it: int, probe: list[dict[str, Any]], meter: Meter) -> list[float]:
         """Accuracy on the probe questions with each candidate as the demonstration; last: none."""
