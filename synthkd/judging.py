@@ -49,22 +49,23 @@ def pointwise_call(prompt: Prompt, instruction: str, answer: str, sampling: Samp
 
 @dataclass(frozen=True)
 class Judgement:
-    """Averaged scores of two answers judged in both orders (`teacher` is the first-named answer)."""
+    """Averaged scores of two answers a and b judged in both orders (a is the one passed first to `judge`)."""
 
-    teacher: float
-    student: float
+    a: float
+    b: float
     raw: tuple[int, int, int, int]  # (a, b) with a shown first, then (a, b) with b shown first
 
     @property
     def gap(self) -> float:
-        return self.teacher - self.student
+        """a's score minus b's: positive when a is preferred."""
+        return self.a - self.b
 
 
 def judge(a_first: RefereeScores, b_first: RefereeScores) -> Judgement:
     """Average the two orders: a = (s1 of call 1 + s2 of call 2) / 2, b likewise."""
     a1, b1 = a_first.score_assistant_1, a_first.score_assistant_2
     b2, a2 = b_first.score_assistant_1, b_first.score_assistant_2
-    return Judgement(teacher=(a1 + a2) / 2, student=(b1 + b2) / 2, raw=(a1, b1, a2, b2))
+    return Judgement(a=(a1 + a2) / 2, b=(b1 + b2) / 2, raw=(a1, b1, a2, b2))
 
 
 def pairwise_call_pairs(prompt: Prompt, items: list[tuple[str, str, str]], sampling: Sampling) -> list[Call]:

@@ -49,6 +49,17 @@ class RunState:
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(name, {})
 
+    def save_iteration(self, stage: str, stats: dict[str, Any]) -> None:
+        """Record one iteration's stats (keyed by stats["iteration"], replacing an earlier record) and save.
+
+        Iterative stages (Lion, DPO, Montessori) call this at the end of each iteration, so run.json
+        shows finished iterations while a run goes on, and a resumed run overwrites rather than repeats.
+        """
+        entry = self.stage(stage)
+        kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
+        entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
+        self.save()
+
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         tmp = self.path.with_suffix(".json.tmp")

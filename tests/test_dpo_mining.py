@@ -15,7 +15,7 @@ def test_teacher_vs_student_pairs_from_both_order_judgements() -> None:
     for pid, (tf, sf) in scripted.items():
         j = judge(tf, sf)
         rows.append({"id": pid, "instruction": f"q{pid}", "teacher_answer": f"T{pid}", "student_answer": f"S{pid}",
-                     "teacher_score": j.teacher, "student_score": j.student})
+                     "teacher_score": j.a, "student_score": j.b})
     pairs = teacher_vs_student_pairs(rows, margin=1.5)
     assert [(p["id"], p["margin"]) for p in pairs] == [("a:tvs", 4.0), ("c:tvs", 1.5)]
     assert pairs[0]["prompt"] == [{"role": "user", "content": "qa"}]

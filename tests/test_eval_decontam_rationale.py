@@ -1,7 +1,6 @@
 """Evaluation arithmetic on scripted judge replies, decontamination on crafted overlaps, rationale
 rejection sampling and the student formats."""
 
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,7 @@ def _scored(student_first: tuple[int, int], teacher_first: tuple[int, int], **ex
     # Call 1 shows the student first, call 2 the teacher first (as run_eval does).
     j = judge(RefereeScores(score_assistant_1=student_first[0], score_assistant_2=student_first[1]),
               RefereeScores(score_assistant_1=teacher_first[0], score_assistant_2=teacher_first[1]))
-    return {"student_score": j.teacher, "teacher_score": j.student, "outcome": outcome(j.teacher, j.student), **extra}
+    return {"student_score": j.a, "teacher_score": j.b, "outcome": outcome(j.a, j.b), **extra}
 
 
 def test_eval_arithmetic_on_scripted_judgements() -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from synthkd.errors import ConfigError
-from synthkd.report import _plots_for_stage, write_report
+from synthkd.report import write_report
+from synthkd.report.plots import _plots_for_stage
 
 EVIL = "<script>alert(1)</script>"
 STAGE_NAMES = ["seeds", "lion", "dpo", "final eval"]

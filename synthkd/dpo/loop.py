@@ -40,12 +40,6 @@ class DPORun:
         self.t_point = p.get(cfg.templates.pointwise)
         self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_pair, self.t_point)}
 
-    def _save_iteration(self, stats: dict[str, Any]) -> None:
-        entry = self.rt.state.stage(self.cfg.name)
-        kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
-        entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
-        self.rt.state.save()
-
     async def run(self) -> dict[str, Any]:
         meter = Meter()
         weights = self.cfg.model or self.rt.current_weights(self.cfg.student)
@@ -76,7 +70,7 @@ class DPORun:
                 stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self._save_iteration(stats)
+            self.rt.state.save_iteration(self.cfg.name, stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {stats.get('heldout_vs_previous')}")
             all_pairs += pairs
             weights = new
@@ -101,7 +95,7 @@ class DPORun:
             a, b = judged[2 * n], judged[2 * n + 1]
             if a.ok and b.ok:
                 j = judge(a.parsed, b.parsed)
-                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.teacher, "student_score": j.student})
+                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
         return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
 
     async def ranked(self, it: int, meter: Meter) -> list[dict[str, Any]]:

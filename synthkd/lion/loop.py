@@ -66,12 +66,6 @@ class LionRun:
     def _rng(self, *parts: Any) -> random.Random:
         return random.Random(digest([self.rt.config.seed, self.cfg.name, *parts]))
 
-    def _save_iteration(self, it: int, stats: dict[str, Any]) -> None:
-        entry = self.rt.state.stage(self.cfg.name)
-        iterations = [s for s in entry.get("iterations", []) if s.get("iteration") != it]
-        entry["iterations"] = sorted(iterations + [stats], key=lambda s: s["iteration"])
-        self.rt.state.save()
-
     async def _calls(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
         return await self.rt.call_all(endpoint, label, calls, meter)
 
@@ -94,7 +88,7 @@ class LionRun:
             await self.generation(it, pools, judged, stats, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self._save_iteration(it, stats)
+            self.rt.state.save_iteration(self.cfg.name, stats)
             self.rt.reporter.note(
                 f"[lion] iteration {it}: hard {stats['hard_fraction']:.2f}, teacher {stats['mean_teacher_score']:.2f}, "
                 f"student {stats['mean_student_score']:.2f}, new {stats['new_instructions']}, pools {len(pools.train)}/{len(pools.cache)}"
@@ -176,7 +170,7 @@ class LionRun:
                 "id": item["id"], "origin": item["origin"], "instruction": item["instruction"],
                 "teacher_answer": pools.answers[item["id"]], "student_answer": student_answer,
                 "scores_teacher_first": [j.raw[0], j.raw[1]], "scores_student_first": [j.raw[3], j.raw[2]],
-                "teacher_score": j.teacher, "student_score": j.student, "gap": j.gap, "hard": steps.is_hard(j, self.cfg.tau),
+                "teacher_score": j.a, "student_score": j.b, "gap": j.gap, "hard": steps.is_hard(j, self.cfg.tau),
             })
         hard = [r for r in rows if r["hard"]]
         stats.update({

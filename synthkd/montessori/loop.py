@@ -46,12 +46,6 @@ class MontessoriRun:
         self.generated: list[str] = []
         self.prompts: dict[str, list[dict[str, str]]] = {}
 
-    def _save_iteration(self, stats: dict[str, Any]) -> None:
-        entry = self.rt.state.stage(self.cfg.name)
-        kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
-        entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
-        self.rt.state.save()
-
     async def run(self) -> dict[str, Any]:
         meter = Meter()
         teacher_weights = self.rt.current_weights(self.cfg.teacher)
@@ -76,7 +70,7 @@ class MontessoriRun:
             self.rt.write_dataset(f"{self.cfg.name}.iter{it}.final", final_rows, [], fingerprint=digest(final_rows), fmt="sft (messages)",
                                   description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
             stats["student_sft"] = await self.train_student(it, final_rows)
-            self._save_iteration(stats)
+            self.rt.state.save_iteration(self.cfg.name, stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
         entry = self.rt.state.stage(self.cfg.name)
         last = entry.get("iterations", [{}])[-1]

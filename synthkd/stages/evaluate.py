@@ -71,7 +71,7 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
             a, b = judged[2 * n], judged[2 * n + 1]
             if a.ok and b.ok:
                 j = judge(a.parsed, b.parsed)  # student shown first in call 1, teacher first in call 2
-                row.update(student_score=j.teacher, teacher_score=j.student, outcome=outcome(j.teacher, j.student))
+                row.update(student_score=j.a, teacher_score=j.b, outcome=outcome(j.a, j.b))
             else:
                 bad = a if not a.ok else b
                 row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=bad.error)

@@ -1,0 +1,202 @@
+"""The report's plots: one or more matplotlib PNGs per stage, chosen by the stage's type."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter  # noqa: E402
+
+from synthkd.report.tables import _d, _fmt, _list, _num, _slug  # noqa: E402
+
+FIG_SIZE = (6.0, 3.2)
+DPI = 100
+IMG_W, IMG_H = round(FIG_SIZE[0] * DPI), round(FIG_SIZE[1] * DPI)
+WTL_COLORS = ("#4c9a2a", "#9e9e9e", "#c0392b")
+
+Plot = tuple[str, str]  # (PNG file name inside the report directory, caption)
+Plotter = Callable[[str, dict[str, Any], Path, str], list[Plot]]
+
+
+@contextmanager
+def _figure(path: Path, ncols: int = 1) -> Iterator[tuple[Any, Any]]:
+    """Yield (fig, axes); save to path on success; always close the figure."""
+    with plt.rc_context({"text.parse_math": False, "font.size": 9}):
+        fig, axes = plt.subplots(1, ncols, figsize=FIG_SIZE, dpi=DPI, layout="constrained")
+        try:
+            yield fig, axes
+            fig.savefig(path, dpi=DPI)
+        finally:
+            plt.close(fig)
+
+
+def _iters(stage: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(iteration number, iteration dict) pairs; the position stands in for a missing number."""
+    its = [it for it in _list(stage.get("iterations")) if isinstance(it, dict)]
+    return [(int(n) if (n := _num(it.get("iteration"))) is not None else i, it) for i, it in enumerate(its, 1)]
+
+
+def _series(iters: list[tuple[int, dict[str, Any]]], key: str, sub: str | None = None) -> tuple[list[int], list[float]]:
+    """(iterations, values) for the iterations where `key` (inside `sub`, if given) is a number."""
+    pts = [(x, _num(_d(it.get(sub)).get(key) if sub else it.get(key))) for x, it in iters]
+    return [x for x, y in pts if y is not None], [y for _, y in pts if y is not None]
+
+
+def _label(ax: Any, title: str, xlabel: str, ylabel: str, iters: list[int] | None = None) -> None:
+    """Title and axis labels; with `iters`, an x axis of whole iteration numbers covering all of them."""
+    ax.set(title=title if len(title) <= 60 else title[:59] + "…", xlabel=xlabel, ylabel=ylabel)
+    if iters:
+        ax.set_xlim(min(iters) - 0.5, max(iters) + 0.5)
+        ticks = sorted(set(iters))
+        ax.xaxis.set_major_locator(FixedLocator(ticks) if len(ticks) <= 12 else MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _plot_lion(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """Lion: hard fraction, and mean teacher vs student referee score, per iteration."""
+    iters, plots = _iters(stage), []
+    xs, ys = _series(iters, "hard_fraction")
+    if xs:
+        with _figure(out / f"{slug}-hard_fraction.png") as (_, ax):
+            ax.plot(xs, ys, marker="o")
+            ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+            _label(ax, f"{name}: hard fraction", "iteration", "hard fraction", [x for x, _ in iters])
+        plots.append((f"{slug}-hard_fraction.png", f"Stage {name}: share of judged instructions the "
+                      "student answered clearly worse than the teacher (hard), per iteration."))
+    teacher, student = _series(iters, "mean_teacher_score"), _series(iters, "mean_student_score")
+    if teacher[0] or student[0]:
+        with _figure(out / f"{slug}-scores.png") as (_, ax):
+            ax.plot(*teacher, marker="o", label="teacher")
+            ax.plot(*student, marker="s", label="student")
+            ax.legend()
+            _label(ax, f"{name}: mean referee score", "iteration", "mean score", [x for x, _ in iters])
+        plots.append((f"{slug}-scores.png", f"Stage {name}: mean referee score of teacher and "
+                      "student answers, per iteration."))
+    return plots
+
+
+def _plot_dpo_training(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """DPO: pairs mined and the trained reward margin per iteration (two panels)."""
+    iters = _iters(stage)
+    (xp, yp), (xm, ym) = _series(iters, "pairs_mined"), _series(iters, "reward_margin", sub="dpo")
+    if not (xp or xm):
+        return []
+    skipped = [(x, str(it["dpo"])) for x, it in iters if isinstance(it.get("dpo"), str)]
+    with _figure(out / f"{slug}-pairs_margin.png", ncols=2) as (fig, (left, right)):
+        left.bar_label(left.bar(xp, yp, color="#3b75af"), fmt="%g")
+        left.margins(y=0.12)
+        _label(left, "pairs mined", "iteration", "pairs", [x for x, _ in iters])
+        right.plot(xm, ym, marker="o", color="#e07b39")
+        for x, _ in skipped:  # no training that iteration: say so where its point would be
+            right.text(x, 0.5, "not trained", transform=right.get_xaxis_transform(), ha="center", color="#777")
+        if not (xm or skipped):
+            right.text(0.5, 0.5, "no DPO results", transform=right.transAxes, ha="center", color="#777")
+        _label(right, "DPO reward margin", "iteration", "reward margin", [x for x, _ in iters])
+        fig.suptitle(name[:60])
+    cap = f"Stage {name}: preference pairs mined and DPO reward margin after training, per iteration."
+    notes = "; ".join(f"iteration {x}: {why}" for x, why in skipped)
+    return [(f"{slug}-pairs_margin.png", cap + (f" Not trained: {notes}." if notes else ""))]
+
+
+def _plot_dpo_heldout(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """DPO: held-out wins/ties/losses against the previous iteration, stacked per iteration."""
+    pts = [(x, _d(it.get("heldout_vs_previous"))) for x, it in _iters(stage)]
+    pts = [(x, h) for x, h in pts if any(_num(h.get(k)) is not None for k in ("wins", "ties", "losses"))]
+    if not pts:
+        return []
+    xs = [x for x, _ in pts]
+    with _figure(out / f"{slug}-heldout.png") as (_, ax):
+        bottom = [0.0] * len(pts)
+        for key, color in zip(("wins", "ties", "losses"), WTL_COLORS):
+            vals = [_num(h.get(key)) or 0.0 for _, h in pts]
+            ax.bar(xs, vals, bottom=bottom, color=color, label=key)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _label(ax, f"{name}: held-out vs previous iteration", "iteration", "prompts", xs)
+    rates = ", ".join(f"{x}: {_num(h.get('win_rate')):.0%}" for x, h in pts if _num(h.get("win_rate")) is not None)
+    cap = f"Stage {name}: each iteration's student against the previous one on held-out prompts."
+    return [(f"{slug}-heldout.png", cap + (f" Win rate by iteration: {rates}." if rates else ""))]
+
+
+def _plot_eval(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """Any stage with an `eval` block: the student's wins/ties/losses against the teacher."""
+    ev = _d(stage.get("eval"))
+    counts = [_num(ev.get(k)) for k in ("wins", "ties", "losses")]
+    if all(c is None for c in counts):
+        return []
+    with _figure(out / f"{slug}-eval.png") as (_, ax):
+        ax.bar_label(ax.bar(["wins", "ties", "losses"], [c or 0.0 for c in counts], color=WTL_COLORS), fmt="%g")
+        ax.margins(y=0.12)
+        _label(ax, f"{name}: student vs teacher", "outcome for the student", "prompts")
+    cap = f"Stage {name}: student vs teacher on {_fmt(ev.get('n'))} eval prompts " \
+          f"(wins / ties / losses: {' / '.join(_fmt(c) for c in counts)})."
+    if (share := _num(ev.get("student_share_of_teacher"))) is not None:
+        cap += f" Student's score is {share:.1%} of the teacher's"
+        cap += f" (mean {_fmt(ev.get('mean_student_score'), '.4g')} vs {_fmt(ev.get('mean_teacher_score'), '.4g')})."
+    if (em := _num(ev.get("exact_match"))) is not None:
+        cap += f" Exact match {em:.1%} on {_fmt(ev.get('exact_match_n'))} prompts."
+    return [(f"{slug}-eval.png", cap)]
+
+
+def _plot_pr_curve(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """SKD: the critic's precision-recall curve with the chosen operating point."""
+    pr = _d(_d(stage.get("critic")).get("pr_curve"))
+    pts = [(r, p) for r, p in zip(map(_num, _list(pr.get("recall"))), map(_num, _list(pr.get("precision"))))
+           if r is not None and p is not None]
+    if not pts:
+        return []
+    chosen = _d(pr.get("chosen"))
+    cr, cp = _num(chosen.get("recall")), _num(chosen.get("precision"))
+    with _figure(out / f"{slug}-pr_curve.png") as (_, ax):
+        ax.plot([r for r, _ in pts], [p for _, p in pts], marker=".")
+        if cr is not None and cp is not None:
+            ax.scatter([cr], [cp], color="#c0392b", zorder=3, label=f"threshold {_fmt(pr.get('threshold'), '.4g')}")
+            ax.legend()
+        ax.set(xlim=(0, 1.05), ylim=(0, 1.05))
+        _label(ax, f"{name}: critic precision-recall", "recall", "precision")
+    cap = f"Stage {name}: precision-recall curve of the critic."
+    if cr is not None and cp is not None:
+        cap += f" Chosen threshold {_fmt(pr.get('threshold'), '.4g')}: precision {cp:.2f}, recall {cr:.2f}."
+    return [(f"{slug}-pr_curve.png", cap)]
+
+
+def _plot_influence(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """Montessori: histogram of per-example influence scores."""
+    vals = [v for v in map(_num, _list(_d(stage.get("influence")).get("values"))) if v is not None]
+    if not vals:
+        return []
+    with _figure(out / f"{slug}-influence.png") as (_, ax):
+        ax.hist(vals, bins=max(5, min(40, round(math.sqrt(len(vals))))), color="#3b75af")
+        ax.axvline(0, color="black", linewidth=0.8)
+        _label(ax, f"{name}: influence", "influence score", "examples")
+    neg = sum(v < 0 for v in vals)
+    return [(f"{slug}-influence.png", f"Stage {name}: distribution of per-example influence scores "
+             f"({len(vals)} examples, {neg} negative).")]
+
+
+# Plotters per stage `type`; add new stage types here. `_plot_eval` runs for every stage.
+_TYPE_PLOTS: dict[str, list[Plotter]] = {
+    "lion": [_plot_lion],
+    "dpo": [_plot_dpo_training, _plot_dpo_heldout],
+    "skd": [_plot_pr_curve],
+    "montessori": [_plot_influence],
+}
+
+
+def _plots_for_stage(name: str, stage: dict[str, Any], out_dir: Path) -> list[Plot]:
+    """Draw one stage's plots into out_dir; (file name, caption) for each PNG written.
+
+    Dispatches on the stage's `type` through `_TYPE_PLOTS`; any stage with an `eval` block also
+    gets the win/tie/loss bars. A plotter whose data is absent draws nothing.
+    """
+    plotters = [*_TYPE_PLOTS.get(str(stage.get("type", "")), []), _plot_eval]
+    slug = _slug(name)
+    return [plot for plotter in plotters for plot in plotter(name, stage, out_dir, slug)]
