@@ -135,12 +135,21 @@ def test_rerun_replaces_plots_and_minimal_run(tmp_path: Path) -> None:
 def test_hook_draws_skd_and_montessori_plots(tmp_path: Path) -> None:
     skd = {"type": "skd", "critic": {"pr_curve": {"precision": [1.0, 0.9, 0.7, 0.5], "recall": [0.1, 0.4, 0.7, 1.0],
                                                   "threshold": 0.6, "chosen": {"precision": 0.9, "recall": 0.4}}}}
-    mont = {"type": "montessori", "influence": {"values": [0.01 * (i - 40) for i in range(100)]}}
+    mont = {"type": "montessori", "iterations": [
+        {"iteration": 1, "signal": {"kind": "influence", "values": [0.01 * (i - 40) for i in range(100)]}},
+        {"iteration": 2, "signal": {"kind": "influence", "values": [0.01 * (i - 70) for i in range(100)]}}]}
     plots = _plots_for_stage("skd critic", skd, tmp_path) + _plots_for_stage("mont", mont, tmp_path)
-    assert [fn.rsplit("-", 1)[1] for fn, _ in plots] == ["pr_curve.png", "influence.png"]
+    assert [fn.rsplit("-", 1)[1] for fn, _ in plots] == ["pr_curve.png", "signal.png"]
     assert all((tmp_path / fn).stat().st_size > 0 for fn, _ in plots)
-    assert "threshold 0.6" in plots[0][1] and "100 examples, 40 negative" in plots[1][1]
+    assert "threshold 0.6" in plots[0][1]
+    assert "iteration 1: 100 candidates, 40 helpful; iteration 2: 100 candidates, 70 helpful" in plots[1][1]
+    # Judge scores help above the scale's midpoint; ICL accuracy above the no-demonstration baseline.
+    judge = {"type": "montessori", "iterations": [{"iteration": 1, "signal": {"kind": "judge", "values": [3, 6, 8, 5, 10]}}]}
+    assert "5 candidates, 3 helpful" in _plots_for_stage("j", judge, tmp_path)[0][1]
+    icl = {"type": "montessori", "iterations": [{"iteration": 1, "icl_baseline": 0.5, "signal": {"kind": "icl_accuracy", "values": [0.0, 0.5, 1.0, 1.0]}}]}
+    assert "4 candidates, 2 helpful" in _plots_for_stage("i", icl, tmp_path)[0][1]
     assert _plots_for_stage("bare", {"type": "skd"}, tmp_path) == []
+    assert _plots_for_stage("bare", {"type": "montessori", "iterations": [{"iteration": 1, "signal": "skipped"}]}, tmp_path) == []
 
 
 @pytest.mark.parametrize("content", [None, "{not json", "[1, 2]"])

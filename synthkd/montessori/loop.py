@@ -72,9 +72,6 @@ class MontessoriRun:
             stats["student_sft"] = await self.train_student(it, final_rows)
             self.rt.state.save_iteration(self.cfg.name, stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
-        entry = self.rt.state.stage(self.cfg.name)
-        last = entry.get("iterations", [{}])[-1]
-        entry["influence"] = {"values": last.get("signal", {}).get("values", [])}
         return {"rows": final_rows, "failed": [], "meter": meter}
 
     async def warmup_set(self, meter: Meter) -> list[dict[str, Any]]:

@@ -168,18 +168,49 @@ def _plot_pr_curve(name: str, stage: dict[str, Any], out: Path, slug: str) -> li
     return [(f"{slug}-pr_curve.png", cap)]
 
 
-def _plot_influence(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
-    """Montessori: histogram of per-example influence scores."""
-    vals = [v for v in map(_num, _list(_d(stage.get("influence")).get("values"))) if v is not None]
-    if not vals:
+# What a Montessori signal's values mean, and which side of `midpoint` helps the student.
+_SIGNAL_AXES = {
+    "influence": ("influence (reference loss after - before)", 0.0, "negative helps"),
+    "judge": ("judge score (1-10)", 5.5, "above 5.5 counts as helpful"),
+    "icl_accuracy": ("in-context accuracy with the candidate as demonstration", None, "compared with no demonstration"),
+}
+
+
+def _plot_signal(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """Montessori: histogram of each iteration's per-candidate signal (influence, judge score or ICL accuracy)."""
+    series = []
+    for n, it in _iters(stage):
+        sig = _d(it.get("signal"))
+        vals = [v for v in map(_num, _list(sig.get("values"))) if v is not None]
+        if vals:
+            series.append((n, str(sig.get("kind") or "influence"), vals, _num(it.get("icl_baseline"))))
+    if not series:
         return []
-    with _figure(out / f"{slug}-influence.png") as (_, ax):
-        ax.hist(vals, bins=max(5, min(40, round(math.sqrt(len(vals))))), color="#3b75af")
-        ax.axvline(0, color="black", linewidth=0.8)
-        _label(ax, f"{name}: influence", "influence score", "examples")
-    neg = sum(v < 0 for v in vals)
-    return [(f"{slug}-influence.png", f"Stage {name}: distribution of per-example influence scores "
-             f"({len(vals)} examples, {neg} negative).")]
+    kind = series[-1][1]
+    xlabel, midpoint, meaning = _SIGNAL_AXES.get(kind, (kind, None, ""))
+    all_vals = [v for _, _, vals, _ in series for v in vals]
+    bins = max(5, min(40, round(math.sqrt(len(all_vals)))))
+    lo, hi = min(all_vals), max(all_vals)
+    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)] if hi > lo else bins
+    with _figure(out / f"{slug}-signal.png") as (_, ax):
+        for n, _, vals, _ in series:
+            ax.hist(vals, bins=edges, alpha=0.6 if len(series) > 1 else 1.0, label=f"iteration {n}")
+        line = midpoint if midpoint is not None else series[-1][3]
+        if line is not None:
+            ax.axvline(line, color="black", linewidth=0.8)
+        if len(series) > 1:
+            ax.legend()
+        _label(ax, f"{name}: {kind} per candidate", xlabel, "candidates")
+    parts = []
+    for n, _, vals, base in series:
+        ref = midpoint if midpoint is not None else base
+        if ref is None:
+            parts.append(f"iteration {n}: {len(vals)} candidates")
+            continue
+        better = sum(v < ref for v in vals) if kind == "influence" else sum(v > ref for v in vals)
+        parts.append(f"iteration {n}: {len(vals)} candidates, {better} helpful")
+    where = f" ({meaning})" if meaning else ""
+    return [(f"{slug}-signal.png", f"Stage {name}: per-candidate {kind}{where}; " + "; ".join(parts) + ".")]
 
 
 # Plotters per stage `type`; add new stage types here. `_plot_eval` runs for every stage.
@@ -187,7 +218,7 @@ _TYPE_PLOTS: dict[str, list[Plotter]] = {
     "lion": [_plot_lion],
     "dpo": [_plot_dpo_training, _plot_dpo_heldout],
     "skd": [_plot_pr_curve],
-    "montessori": [_plot_influence],
+    "montessori": [_plot_signal],
 }
 
 
