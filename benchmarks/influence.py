@@ -11,7 +11,9 @@ reference sets of each size in --reference: `exact` (restore, one step, referenc
 attention q/v weights. Prints, per size, the seconds of each (best of --repeats), the speed-up
 over exact, the Spearman rank correlation with exact, and whether the targets (>= 10x faster, rank
 correlation >= 0.8) are met; then the speed-ups side by side. 256 is the reference set size of
-the paper's code (eval_nums: 256, from AlpacaEval); 16 is the shipped demo's.
+the paper's code (eval_nums: 256, from AlpacaEval); 16 is the shipped demo's. With --candidates,
+scores a run's own candidates (e.g. RUN/datasets/montessori.iter1.candidates) against
+--reference-file instead, from the same warm-up.
 
 Per candidate, exact costs a forward and backward pass on it plus a forward pass over the whole
 reference set; first order costs about three forward passes on the candidate (one batched
@@ -24,6 +26,7 @@ k = 512), more than exact itself costs on so small a model.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -111,6 +114,16 @@ def datasets(n_reference: int = 16) -> tuple[list[dict[str, Any]], list[dict[str
     return warm, reference, cands, kinds
 
 
+def own_data(candidates: Path, reference: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """(reference, candidates, kinds) from a run's candidates and a reference JSONL."""
+    path = candidates / "data.jsonl" if candidates.is_dir() else candidates
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cands = [{"messages": r["messages"]} for r in rows if r.get("messages")]
+    refs = [json.loads(line) for line in reference.read_text().splitlines() if line.strip()]
+    ref = [ex(r["instruction"], r["response"]) for r in refs]
+    return ref, cands, ["candidate"] * len(cands)
+
+
 def timed(fn: Any, repeats: int) -> tuple[float, Any]:
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -170,6 +183,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: steadier timings on a shared machine, where spinning threads stall)")
     ap.add_argument("--details", action="store_true", help="print every candidate's values")
+    ap.add_argument("--candidates", type=Path,
+                    help="score these candidates instead (a run's datasets/<stage>.iter<k>.candidates directory or its "
+                         "data.jsonl, rows with `messages`) against --reference-file")
+    ap.add_argument("--reference-file", type=Path, default=REPO / "data" / "montessori" / "reference.jsonl",
+                    help="with --candidates: JSONL of instruction/response pairs (default: the demo's reference set)")
     args = ap.parse_args()
     try:
         sizes = [max(16, int(x)) for x in str(args.reference).split(",") if x.strip()]
@@ -186,6 +204,9 @@ def main() -> None:
     w = model.warmup(warm, epochs=args.warmup_epochs, batch_size=8, learning_rate=args.warmup_lr)
     print(f"model {base.name} ({torch.get_num_threads()} thread(s)); optimizer {args.optimizer}, lr {args.lr:g}; "
           f"warm-up {w['steps']} steps at lr {args.warmup_lr:g}, loss {w['loss']:.3f}")
+    if args.candidates:
+        measure(model, *own_data(args.candidates, args.reference_file), args)
+        return
     summary = {}
     for n in sizes:
         _, reference, cands, kinds = datasets(n)
