@@ -168,8 +168,8 @@ def _check_montessori(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan
             where=_where(loaded, i, "teacher"), fix="point the teacher at a local open model: base_url: null and a serve: block",
         )
     if stage.signal == "influence" and stage.influence == "exact":
-        for key, default in (("influence_params", "all"), ("influence_projection_dim", None)):
-            if getattr(stage, key) != default:
+        for key in ("influence_params", "influence_projection_dim"):
+            if key in stage.model_fields_set:
                 raise ConfigError(f"{key} only applies to influence: first_order, but influence is exact",
                                   where=_where(loaded, i, key), fix=f"set influence: first_order, or remove {key}")
     if stage.signal == "icl_accuracy":

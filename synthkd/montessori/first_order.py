@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 Example = dict[str, Any]
-Encoded = tuple[list[int], list[int]]
 
 PARAM_SETS = ("all", "lora", "last_layers")
 ENGINES = ("auto", "jvp", "grad")

@@ -190,11 +190,11 @@ def _plot_signal(name: str, stage: dict[str, Any], out: Path, slug: str) -> list
     xlabel, midpoint, meaning = _SIGNAL_AXES.get(kind, (kind, None, ""))
     all_vals = [v for _, _, vals, _ in series for v in vals]
     bins = max(5, min(40, round(math.sqrt(len(all_vals)))))
-    lo, hi = min(all_vals), max(all_vals)
-    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)] if hi > lo else bins
+    span = (min(all_vals), max(all_vals))  # one set of bins for every iteration, so they compare
     with _figure(out / f"{slug}-signal.png") as (_, ax):
         for n, _, vals, _ in series:
-            ax.hist(vals, bins=edges, alpha=0.6 if len(series) > 1 else 1.0, label=f"iteration {n}")
+            ax.hist(vals, bins=bins, range=span if span[1] > span[0] else None, alpha=0.6 if len(series) > 1 else 1.0,
+                    label=f"iteration {n}")
         line = midpoint if midpoint is not None else series[-1][3]
         if line is not None:
             ax.axvline(line, color="black", linewidth=0.8)
