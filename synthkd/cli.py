@@ -89,6 +89,12 @@ def run(
         now = state.get("this_invocation", {})
         calls, hits, cost = now.get("calls", 0), now.get("cache_hits", 0), now.get("cost_usd", 0.0)
         reporter.note(f"synthkd: done in {time.monotonic() - t0:.0f}s: {calls} calls, {hits} cache hits, ${cost:.4f}. Outputs: {run_dir}/datasets/, report: {run_dir}/run.json")
+        from synthkd.scoring.heldout import heldout_table
+
+        for name, stage in state.get("stages", {}).items():
+            table = heldout_table(stage)
+            if table:
+                typer.echo(f"\nheld-out, stage {name} (95% bootstrap intervals over prompts):\n{table}")
 
     _guard(body)
 
@@ -126,6 +132,8 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         path = run_dir / "run.json"
         if not path.is_file():
             raise _usage_error(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
+        from synthkd.scoring.heldout import heldout_lines
+
         state = json.loads(path.read_text())
         typer.echo(f"{state['pipeline']}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
         for name, s in state["stages"].items():
@@ -135,9 +143,11 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
             )
             for it in s.get("iterations", []):
                 typer.echo(
-                    f"    iter {it['iteration']}: pools {it['train_pool']}/{it['cache_pool']}  hard {it.get('hard_fraction', 0):.2f}  "
+                    f"    iter {it['iteration']}: pools {it.get('train_pool', '-')}/{it.get('cache_pool', '-')}  hard {it.get('hard_fraction', 0):.2f}  "
                     f"teacher {it.get('mean_teacher_score', 0):.2f}  student {it.get('mean_student_score', 0):.2f}  new {it.get('new_instructions', 0)}"
                 )
+            for line in heldout_lines(s):
+                typer.echo(f"    {line}")
 
     _guard(body)
 

@@ -25,6 +25,7 @@ from synthkd.lion.loop import LionRun
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
 from synthkd.runtime import Runtime, digest
+from synthkd.scoring.code_judge import is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.decontaminate import decontaminate
 from synthkd.stages.evaluate import run_eval
@@ -94,11 +95,11 @@ def _stage_endpoints(stage: Stage) -> list[str]:
     if isinstance(stage, GenerateStage):
         return [stage.endpoint]
     if isinstance(stage, LionStage):
-        return [stage.teacher, stage.referee, stage.student]
+        return _endpoints_only([stage.teacher, stage.referee, stage.student])
     if isinstance(stage, DPOStage):
-        return [stage.teacher, stage.judge, stage.student]
+        return _endpoints_only([stage.teacher, stage.judge, stage.student])
     if isinstance(stage, EvalStage):
-        return [stage.student] + ([stage.teacher, stage.judge] if stage.teacher else [])
+        return _endpoints_only([stage.student] + ([stage.teacher, stage.judge] if stage.teacher else []))
     if isinstance(stage, RationaleStage):
         return [stage.teacher]
     if isinstance(stage, SKDStage):
@@ -107,6 +108,11 @@ def _stage_endpoints(stage: Stage) -> list[str]:
         extra = {"judge": [stage.judge], "icl_accuracy": [stage.student]}.get(stage.signal, [])
         return [stage.teacher, stage.responder, *extra]
     return []
+
+
+def _endpoints_only(names: list[str]) -> list[str]:
+    """Endpoint names, without judges that are code (`code:rouge_l`, ...)."""
+    return [n for n in names if not is_code_judge(n)]
 
 
 def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
@@ -133,7 +139,7 @@ async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outp
     if isinstance(stage, SFTStage):
         return rows, [], meter, await run_sft(stage, rt, rows)
     if isinstance(stage, LionStage):
-        lion = LionRun(stage, rt, rows)
+        lion = LionRun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
         out = await lion.run()
         return out["rows"], out["failed"], out["meter"], {}
     if isinstance(stage, DPOStage):

@@ -12,6 +12,8 @@ from synthkd.config.stages import (
 )
 from synthkd.errors import ConfigError
 from synthkd.prompts import PromptLibrary
+from synthkd.models import check_model_spec
+from synthkd.scoring.code_judge import CODE_JUDGES, code_judge_kind, is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.load import columns_of
 from synthkd.train.dpo import check_dpo_args
@@ -40,6 +42,7 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
     plan = Plan()
     for i, stage in enumerate(cfg.stages):
         plan.columns[stage.name] = _check_stage(loaded, prompts, plan, i, stage)
+    _models(loaded, plan)
     if check_keys:
         for name in sorted(plan.endpoints_used):
             env = cfg.endpoints[name].api_key_env
@@ -50,6 +53,29 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
                     fix=f"export {env}=... before running",
                 )
     return plan
+
+
+def _judge(loaded: LoadedPipeline, plan: Plan, name: str, where: str) -> None:
+    """A judge is an endpoint or a judge that is code (`code:rouge_l`, `code:exact_match`)."""
+    if is_code_judge(name):
+        if code_judge_kind(name) not in CODE_JUDGES:
+            raise ConfigError(f"unknown code judge {name!r}", where=where,
+                              fix=f"use one of: {', '.join('code:' + k for k in CODE_JUDGES)}, or an endpoint name")
+        return
+    _endpoint(loaded, plan, name, where)
+
+
+def _models(loaded: LoadedPipeline, plan: Plan) -> None:
+    """Every model string a run will load parses, and its file or package is there (before any call)."""
+    for name in sorted(plan.endpoints_used):
+        serve = loaded.config.endpoints[name].serve
+        if serve is not None and loaded.config.endpoints[name].served:
+            check_model_spec(serve.model_path, f"{loaded.path}: endpoints.{name}.serve.model_path")
+    for i, stage in enumerate(loaded.config.stages):
+        for key in ("model", "student_model"):
+            value = getattr(stage, key, None)
+            if isinstance(value, str):
+                check_model_spec(value, _where(loaded, i, key))
 
 
 def _endpoint(loaded: LoadedPipeline, plan: Plan, name: str, where: str) -> None:
@@ -100,8 +126,11 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
     if isinstance(stage, LionStage):
         cols = _input(plan, stage.input, _where(loaded, i, "input"))
         _require(cols, {"instruction"}, _where(loaded, i, "input"), stage.input)
-        for role in ("teacher", "referee", "student"):
+        for role in ("teacher", "student"):
             _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        _judge(loaded, plan, stage.referee, _where(loaded, i, "referee"))
+        if stage.heldout:
+            _require(_input(plan, stage.heldout, _where(loaded, i, "heldout")), {"instruction"}, _where(loaded, i, "heldout"), stage.heldout)
         fixed = {"answer": {"instruction"}, "referee": {"instruction", "answer_1", "answer_2"},
                  "generate_hard": {"seed_instruction"}, "generate_easy": {"seed_instruction"}}
         for key, available in fixed.items():
@@ -116,8 +145,12 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
         _require(cols, {"instruction"}, _where(loaded, i, "input"), stage.input)
         if stage.heldout:
             _require(_input(plan, stage.heldout, _where(loaded, i, "heldout")), {"instruction"}, _where(loaded, i, "heldout"), stage.heldout)
-        for role in ("teacher", "judge", "student"):
+        for role in ("teacher", "student"):
             _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        _judge(loaded, plan, stage.judge, _where(loaded, i, "judge"))
+        if is_code_judge(stage.judge) and "ranked_student_samples" in stage.sources:
+            raise ConfigError("ranked_student_samples needs an LLM judge (it scores each sample alone; a code judge needs the teacher's answer)",
+                              where=_where(loaded, i, "judge"), fix="use sources: [teacher_vs_student], or an endpoint as judge")
         if not loaded.config.endpoints[stage.student].served:
             raise ConfigError(
                 f"the dpo stage's student endpoint {stage.student!r} is remote; on-policy DPO samples from each new checkpoint",
@@ -132,9 +165,11 @@ def _check_stage(loaded: LoadedPipeline, prompts: PromptLibrary, plan: Plan, i: 
     if isinstance(stage, EvalStage):
         cols = _input(plan, stage.input, _where(loaded, i, "input"))
         _require(cols, {stage.question_column} | ({stage.gold_column} if stage.gold_column else set()), _where(loaded, i, "input"), stage.input)
-        for role in ("student", "teacher", "judge"):
+        for role in ("student", "teacher"):
             if getattr(stage, role):
                 _endpoint(loaded, plan, getattr(stage, role), _where(loaded, i, role))
+        if stage.teacher:
+            _judge(loaded, plan, stage.judge, _where(loaded, i, "judge"))
         _templates(prompts, loaded, i, {"answer": (stage.templates.answer, {"instruction"})}
                    | ({"pairwise": (stage.templates.pairwise, {"instruction", "answer_1", "answer_2"})} if stage.teacher else {}))
         return {"id", "instruction", "gold", "student_answer", "teacher_answer", "student_score", "teacher_score", "outcome"}

@@ -1,4 +1,4 @@
-"""End to end, as shipped: pipelines/lion.yaml with real vLLM on the CPU serving tiny models and
+"""End to end, as shipped: pipelines/lion_tiny.yaml with real vLLM on the CPU serving tiny models and
 real TRL SFT, two Lion iterations (smaller N). Slow: skip locally with `-m "not slow"`."""
 
 from pathlib import Path
@@ -16,7 +16,7 @@ SMALL = ["--set", "stages.seeds.limit=40", "--set", "stages.lion.new_per_iterati
 def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     env = {"SYNTHKD_HOME": str(synthkd_home)}
-    proc = run_cli("run", str(REPO / "pipelines" / "lion.yaml"), "--out", str(out), *SMALL, env=env, timeout=900)
+    proc = run_cli("run", str(REPO / "pipelines" / "lion_tiny.yaml"), "--out", str(out), *SMALL, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = run_json(out)
     assert state["status"] == "done"
@@ -42,7 +42,7 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     assert (out / "logs").is_dir() and not list((out / "logs").glob("*.tmp"))
 
     # A finished run reruns with zero endpoint calls and starts no server.
-    proc = run_cli("run", str(REPO / "pipelines" / "lion.yaml"), "--out", str(out), *SMALL, env=env, timeout=300)
+    proc = run_cli("run", str(REPO / "pipelines" / "lion_tiny.yaml"), "--out", str(out), *SMALL, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "starting vLLM" not in proc.stderr
     assert run_json(out)["this_invocation"]["calls"] == 0
@@ -171,3 +171,34 @@ def test_montessori_judge_and_icl_signals(signal: str, tmp_path: Path, synthkd_h
     else:
         assert it["teacher_dpo"] == "skipped: no pairs"
     assert it["final_set"] == len(read_rows(out, "montessori.iter1.final")) > 0
+
+
+def test_seeded_long_prompts_do_not_kill_the_cpu_engine(synthkd_home: Path) -> None:
+    """Regression: 64 seeded requests with long prompts in flight made vLLM-CPU split prefills, and a
+    seeded request with a split prefill kills the engine (every reply a 500). synthkd's server stays up."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from synthkd.config.endpoints import EndpointConfig
+    from synthkd.serve.vllm_server import ServerManager
+    from synthkd.settings import Settings
+
+    manager = ServerManager(Settings.from_environ({"SYNTHKD_HOME": str(synthkd_home)}), synthkd_home / "logs", REPO)
+    cfg = EndpointConfig(model="m", serve={"model_path": "tiny:teacher", "max_model_len": 1024})
+    server = manager.ensure("m", cfg, ["m"])
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+
+        async def one(i: int) -> str | None:
+            r = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"word{i} " * 150}],
+                                                     max_tokens=8, temperature=1.0, seed=i)
+            return r.choices[0].message.content
+
+        async def many() -> list[str | None]:
+            return await asyncio.gather(*[one(i) for i in range(64)])
+
+        assert len(asyncio.run(many())) == 64
+        assert server.death() is None
+    finally:
+        manager.stop_all()

@@ -26,10 +26,13 @@ class Meter:
 
     def add_reply(self, endpoint: str, prompt_tokens: int, completion_tokens: int, cost: float, cached: bool) -> None:
         """Count one reply; cached replies cost nothing now (they were paid for earlier)."""
-        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
+                                                    "cached_completion_tokens": 0})
         if cached:
             self.cache_hits += 1
             ep["cache_hits"] += 1
+            # What the hits stood for: a method compared per teacher call counts them as its own work.
+            ep["cached_completion_tokens"] = ep.get("cached_completion_tokens", 0) + completion_tokens
             return
         self.calls += 1
         self.prompt_tokens += prompt_tokens

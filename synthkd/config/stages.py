@@ -68,11 +68,24 @@ class LionStage(StageBase):
     type: Literal["lion"]
     input: str = Field(..., description="Stage with the seed instructions (column `instruction`).")
     teacher: str = Field("teacher", description="Endpoint answering instructions and writing new ones.")
-    referee: str = Field("referee", description="Endpoint scoring teacher vs student answers.")
+    referee: str = Field(
+        "referee",
+        description="Endpoint scoring teacher vs student answers (1-10, both orders), or a judge that is code: "
+        "code:rouge_l (teacher 10, student ROUGE-L F1 / 10 against the teacher's answer) or code:exact_match "
+        "(gold match, 10 or 0, where a seed has `gold`; else ROUGE-L).",
+    )
     student: str = Field("student", description="Endpoint serving the student; restarted on each new checkpoint.")
     student_model: str | None = Field(None, description="Student base weights; default: the student endpoint's serve.model_path.")
     iterations: int = Field(3, ge=1, description="K adversarial iterations (paper: 3).")
-    tau: float = Field(1.0, description="Hard if teacher score - student score >= tau (paper: 1.0).")
+    tau: float = Field(1.0, description="Hard if teacher score - student score >= tau (paper: 1.0). With code:rouge_l: hard when ROUGE-L < 100 - 10 tau.")
+    heldout: str | None = Field(
+        None,
+        description="Stage with held-out instructions (optional `gold`): judge-free evaluation of the base student and of "
+        "the student after every iteration (ROUGE-L against the teacher, NLL of the teacher's answers, gold accuracy).",
+    )
+    heldout_sampling: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Held-out answers (greedy, as MiniLLM/DistiLLM)."
+    )
     new_per_iteration: int = Field(6000, ge=0, description="New instructions per iteration, N (paper: 6000).")
     hard_fraction: float = Field(0.5, ge=0, le=1, description="Share of N from hard seeds (paper: 1:1, i.e. 0.5).")
     rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop new instructions with ROUGE-L above this vs the pools (paper: 0.7).")
@@ -116,7 +129,7 @@ class DPOStage(StageBase):
     heldout: str | None = Field(None, description="Stage with held-out instructions for the win rate against the previous checkpoint.")
     student: str = Field("student", description="Endpoint serving the student (must be served by synthkd to sample from checkpoints).")
     teacher: str = Field("teacher", description="Endpoint whose answers are `chosen` in teacher_vs_student pairs.")
-    judge: str = Field("judge", description="Endpoint scoring answers.")
+    judge: str = Field("judge", description="Endpoint scoring answers, or a judge that is code (code:rouge_l, code:exact_match; teacher_vs_student only).")
     model: str | None = Field(None, description="Starting weights; default: what the student endpoint serves now (e.g. after an sft stage with serve_as).")
     sources: list[Literal["teacher_vs_student", "ranked_student_samples"]] = Field(
         default_factory=lambda: ["teacher_vs_student"], min_length=1,
@@ -128,6 +141,7 @@ class DPOStage(StageBase):
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024), description="Teacher and student answers.")
     sample_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0, max_tokens=1024), description="Student samples for ranking.")
     judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Judge calls.")
+    heldout_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Held-out answers when the judge is code (greedy).")
     templates: DPOTemplates = Field(default_factory=DPOTemplates, description="Prompt files.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.DPOConfig (beta, learning_rate, ...).")
     lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
@@ -149,7 +163,8 @@ class EvalStage(StageBase):
     gold_column: str | None = Field(None, description="Column with gold final answers: adds exact-match accuracy.")
     student: str = Field("student", description="Endpoint of the student (served from its newest checkpoint, or remote).")
     teacher: str | None = Field("teacher", description="Endpoint of the teacher; null: no judged comparison, exact match only.")
-    judge: str = Field("judge", description="Endpoint of the judge.")
+    judge: str = Field("judge", description="Endpoint of the judge, or a judge that is code: code:rouge_l, code:exact_match.")
+    nll: bool = Field(True, description="Also report the NLL of the teacher's answers under the student and the teacher (served, local weights).")
     templates: EvalTemplates = Field(default_factory=EvalTemplates, description="Prompt files.")
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=1024), description="Student and teacher answers.")
     judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Judge calls.")

@@ -23,6 +23,8 @@ from synthkd.dpo import mining
 from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
 from synthkd.lion.steps import answer_call
 from synthkd.runtime import Runtime, digest
+from synthkd.scoring.code_judge import code_judgement, is_code_judge
+from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
 
@@ -32,13 +34,18 @@ class DPORun:
 
     def __init__(self, cfg: DPOStage, rt: Runtime, rows: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
         self.cfg, self.rt = cfg, rt
-        self.rows = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in rows]
+        self.rows = [{"id": str(r["id"]), "instruction": r["instruction"], **({"gold": str(r["gold"])} if r.get("gold") not in (None, "") else {})} for r in rows]
         self.heldout = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in heldout]
+        heldout_rows = heldout
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
         self.t_pair = p.get(cfg.templates.pairwise)
         self.t_point = p.get(cfg.templates.pointwise)
         self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_pair, self.t_point)}
+        self.code_judge = is_code_judge(cfg.judge)
+        # With a judge that is code, held-out progress is judge-free (ROUGE-L, NLL, gold) instead of an LLM win rate.
+        self.evaluator = (HeldoutEvaluator(rt, heldout_items(heldout_rows), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
+                                           sampling=cfg.heldout_sampling) if self.code_judge and heldout else None)
 
     async def run(self) -> dict[str, Any]:
         meter = Meter()
@@ -62,16 +69,22 @@ class DPORun:
             self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], fingerprint=fp, templates=self.templates,
                                   fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
                                   description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
-            before = await self._student_answers(self.heldout, f"iter {it}: held-out answers (before)", it_meter)
+            if self.evaluator is not None and it == 1:
+                self.rt.state.stage(self.cfg.name)["heldout_teacher"] = await self.evaluator.teacher_reference(it_meter)
+                self.rt.state.stage(self.cfg.name)["heldout_base"] = await self.evaluator.evaluate("held-out (before DPO)", it_meter)
+            before = await self._student_answers(self.heldout, f"iter {it}: held-out answers (before)", it_meter) if self.evaluator is None else {}
             new = await self.train(it, pairs, weights, fp, stats)
-            if self.heldout and new != weights:
+            if self.evaluator is not None:
+                self.rt.serve_weights(self.cfg.student, new)
+                stats["heldout"] = await self.evaluator.evaluate(f"iter {it}: held-out", it_meter)
+            elif self.heldout and new != weights:
                 self.rt.serve_weights(self.cfg.student, new)
                 after = await self._student_answers(self.heldout, f"iter {it}: held-out answers (after)", it_meter)
                 stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
             self.rt.state.save_iteration(self.cfg.name, stats)
-            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {stats.get('heldout_vs_previous')}")
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {brief(stats['heldout']) if 'heldout' in stats else stats.get('heldout_vs_previous')}")
             all_pairs += pairs
             weights = new
         self.rt.serve_weights(self.cfg.student, weights)
@@ -88,6 +101,12 @@ class DPORun:
         teacher = await self.rt.call_all(self.cfg.teacher, f"iter {it}: teacher answers", calls, meter)
         student = await self.rt.call_all(self.cfg.student, f"iter {it}: student answers", calls, meter)
         items = [(x, t.text.strip(), s.text.strip()) for x, t, s in zip(self.rows, teacher, student) if t.ok and s.ok and t.text and s.text]
+        if self.code_judge:
+            rows = []
+            for x, t, s in items:
+                j = code_judgement(self.cfg.judge, t, s, x.get("gold"))
+                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
+            return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
         judged = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge teacher vs student",
                                         pairwise_call_pairs(self.t_pair, [(x["instruction"], t, s) for x, t, s in items], self.cfg.judge_sampling), meter)
         rows = []

@@ -33,6 +33,9 @@ from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft
 from synthkd.dpo.mining import teacher_vs_student_pairs
+from synthkd.judging import Judgement
+from synthkd.scoring.code_judge import code_judgement, is_code_judge
+from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 
 
 @dataclass
@@ -48,9 +51,11 @@ class Pools:
 class LionRun:
     """One Lion stage execution."""
 
-    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]]) -> None:
+    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None) -> None:
         self.cfg, self.rt = cfg, rt
-        self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed"} for s in seeds]
+        # `gold` rides along where a seed has it, for the code:exact_match referee.
+        self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
+                       **({"gold": str(s["gold"])} if s.get("gold") not in (None, "") else {})} for s in seeds]
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
         self.t_referee = p.get(cfg.templates.referee)
@@ -61,6 +66,9 @@ class LionRun:
         self.base_student = cfg.student_model or (student_cfg.serve.model_path if student_cfg.serve else None)
         self.stats: list[dict[str, Any]] = []
         self.total = Meter()
+        self.eval_meter = Meter()
+        self.heldout = (HeldoutEvaluator(rt, heldout_items(heldout), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
+                                         sampling=cfg.heldout_sampling) if heldout else None)
 
     # ---- helpers --------------------------------------------------------------------
     def _rng(self, *parts: Any) -> random.Random:
@@ -70,8 +78,26 @@ class LionRun:
         return await self.rt.call_all(endpoint, label, calls, meter)
 
     def _models(self) -> dict[str, str]:
-        return {role: self.rt.endpoint_identity(ep) for role, ep in
-                (("teacher", self.cfg.teacher), ("referee", self.cfg.referee), ("student", self.cfg.student))}
+        roles = (("teacher", self.cfg.teacher), ("student", self.cfg.student)) + (() if is_code_judge(self.cfg.referee) else (("referee", self.cfg.referee),))
+        return {role: self.rt.endpoint_identity(ep) for role, ep in roles} | ({"referee": self.cfg.referee} if is_code_judge(self.cfg.referee) else {})
+
+    async def evaluate_heldout(self, it: int) -> dict[str, Any] | None:
+        """Judge-free held-out figures of what the student serves now (iteration 0: the base student).
+
+        Its calls are counted apart (`heldout_usage` in run.json), so the stage's own counts are what
+        the method spent on making training data: the number a per-teacher-call comparison needs.
+        """
+        if self.heldout is None or not self.rt.config.endpoints[self.cfg.student].served:
+            return None
+        meter = self.eval_meter
+        if not self.heldout.reference:
+            self.teacher_heldout = await self.heldout.teacher_reference(meter)
+            self.rt.state.stage(self.cfg.name)["heldout_teacher"] = self.teacher_heldout
+        figures = await self.heldout.evaluate(f"iter {it}: held-out", meter)
+        self.rt.reporter.note(f"[lion] held-out after iteration {it}{' (base student)' if it == 0 else ''}: {brief(figures)}"
+                              f"  | teacher: {brief(self.teacher_heldout)}")
+        self.rt.state.stage(self.cfg.name)["heldout_usage"] = meter.to_json()
+        return figures
 
     # ---- the loop ---------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
@@ -79,6 +105,13 @@ class LionRun:
         meter = Meter()
         await self.teacher_answers(pools, pools.train, meter, "start: teacher answers the seeds")
         previous = self.base_student
+        if self.heldout is not None and self.base_student is not None:
+            if self.rt.config.endpoints[self.cfg.student].served:
+                self.rt.serve_weights(self.cfg.student, self.base_student)
+            base = await self.evaluate_heldout(0)
+            if base is not None:
+                self.rt.state.stage(self.cfg.name)["heldout_base"] = base
+                self.rt.state.save()
         for it in range(1, self.cfg.iterations + 1):
             stats: dict[str, Any] = {"iteration": it, "train_pool": len(pools.train), "cache_pool": len(pools.cache)}
             it_meter = Meter()
@@ -86,6 +119,10 @@ class LionRun:
             judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
             checkpoint = await self.dpo_phase(it, judged, checkpoint, stats)
             await self.generation(it, pools, judged, stats, it_meter)
+            if self.heldout is not None and checkpoint is not None:
+                if self.rt.config.endpoints[self.cfg.student].served:
+                    self.rt.serve_weights(self.cfg.student, checkpoint)  # the DPO checkpoint when there is one
+                stats["heldout"] = await self.evaluate_heldout(it)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
             self.rt.state.save_iteration(self.cfg.name, stats)
@@ -154,18 +191,11 @@ class LionRun:
                 judged_items.append((item, res.text.strip()))
             else:
                 failed.append({**item, "step": "student_answer", "reason": res.error, "detail": res.detail, "raw": res.text})
-        calls: list[Call] = []
-        for item, student_answer in judged_items:
-            calls.extend(steps.referee_calls(self.t_referee, item["instruction"], pools.answers[item["id"]], student_answer, self.cfg.referee_sampling))
-        r_results = await self._calls(self.cfg.referee, f"iter {it}: referee, both orders", calls, meter)
+        judgements = await self.referee(it, pools, judged_items, failed, meter)
         rows: list[dict[str, Any]] = []
-        for n, (item, student_answer) in enumerate(judged_items):
-            a, b = r_results[2 * n], r_results[2 * n + 1]
-            if not (a.ok and b.ok):
-                bad = a if not a.ok else b
-                failed.append({**item, "step": "referee", "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+        for (item, student_answer), j in zip(judged_items, judgements):
+            if j is None:
                 continue
-            j = steps.judge(a.parsed, b.parsed)
             rows.append({
                 "id": item["id"], "origin": item["origin"], "instruction": item["instruction"],
                 "teacher_answer": pools.answers[item["id"]], "student_answer": student_answer,
@@ -189,6 +219,26 @@ class LionRun:
                               models=self._models(), counts={"iteration": it}, fmt="preference (prompt/chosen/rejected)",
                               description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
+
+    async def referee(self, it: int, pools: Pools, judged_items: list[tuple[dict[str, Any], str]], failed: list[dict[str, Any]],
+                      meter: Meter) -> list[Judgement | None]:
+        """One judgement per (item, student answer): the code judge, or the referee endpoint in both orders."""
+        if is_code_judge(self.cfg.referee):
+            return [code_judgement(self.cfg.referee, pools.answers[item["id"]], answer, item.get("gold")) for item, answer in judged_items]
+        calls: list[Call] = []
+        for item, student_answer in judged_items:
+            calls.extend(steps.referee_calls(self.t_referee, item["instruction"], pools.answers[item["id"]], student_answer, self.cfg.referee_sampling))
+        r_results = await self._calls(self.cfg.referee, f"iter {it}: referee, both orders", calls, meter)
+        out: list[Judgement | None] = []
+        for n, (item, _) in enumerate(judged_items):
+            a, b = r_results[2 * n], r_results[2 * n + 1]
+            if not (a.ok and b.ok):
+                bad = a if not a.ok else b
+                failed.append({**item, "step": "referee", "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+                out.append(None)
+            else:
+                out.append(steps.judge(a.parsed, b.parsed))
+        return out
 
     async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: dict[str, Any]) -> str | None:
         """Optional: DPO on this iteration's teacher-over-student pairs (no extra teacher calls)."""

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter  # noqa: E402
 
+from synthkd.scoring.heldout import heldout_curve  # noqa: E402
 from synthkd.report.tables import _d, _fmt, _list, _num, _slug  # noqa: E402
 
 FIG_SIZE = (6.0, 3.2)
@@ -213,6 +214,33 @@ def _plot_signal(name: str, stage: dict[str, Any], out: Path, slug: str) -> list
     return [(f"{slug}-signal.png", f"Stage {name}: per-candidate {kind}{where}; " + "; ".join(parts) + ".")]
 
 
+def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+    """Judge-free held-out curve: ROUGE-L against the teacher and NLL of the teacher's answers, base to last
+    iteration, with 95% bootstrap intervals and the teacher as a dashed line."""
+    points = heldout_curve(stage)
+    students = [(label, fig) for label, fig in points if label != "teacher"]
+    if len(students) < 1:
+        return []
+    teacher = dict(points).get("teacher", {})
+    with _figure(out / f"{slug}-heldout_curve.png", ncols=2) as (fig, axes):
+        for ax, key, title in zip(axes, ("rouge_l", "nll"), ("ROUGE-L vs teacher (higher is better)", "NLL of teacher answers (lower is better)")):
+            xs = [i for i, (_, f) in enumerate(students) if isinstance(f.get(key), dict)]
+            ys = [students[i][1][key]["mean"] for i in xs]
+            lo = [ys[j] - students[i][1][key]["ci_low"] for j, i in enumerate(xs)]
+            hi = [students[i][1][key]["ci_high"] - ys[j] for j, i in enumerate(xs)]
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label="student")
+            if isinstance(teacher.get(key), dict):
+                ax.axhline(teacher[key]["mean"], linestyle="--", color="#777", label="teacher")
+            ax.set_xticks(range(len(students)), [label.replace("iteration ", "it ") for label, _ in students], fontsize=7)
+            ax.set(title=title)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(name[:60])
+    return [(f"{slug}-heldout_curve.png", f"Stage {name}: judge-free held-out evaluation of the student (95% bootstrap "
+             "intervals over prompts) against the teacher.")]
+
+
 # Plotters per stage `type`; add new stage types here. `_plot_eval` runs for every stage.
 _TYPE_PLOTS: dict[str, list[Plotter]] = {
     "lion": [_plot_lion],
@@ -228,6 +256,6 @@ def _plots_for_stage(name: str, stage: dict[str, Any], out_dir: Path) -> list[Pl
     Dispatches on the stage's `type` through `_TYPE_PLOTS`; any stage with an `eval` block also
     gets the win/tie/loss bars. A plotter whose data is absent draws nothing.
     """
-    plotters = [*_TYPE_PLOTS.get(str(stage.get("type", "")), []), _plot_eval]
+    plotters = [*_TYPE_PLOTS.get(str(stage.get("type", "")), []), _plot_eval, _plot_heldout_curve]
     slug = _slug(name)
     return [plot for plotter in plotters for plot in plotter(name, stage, out_dir, slug)]

@@ -8,11 +8,11 @@ they exercise every code path (serving, structured outputs, training) but write 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import shutil
 from pathlib import Path
+
+from synthkd.models.store import build_once
 
 _BUILDER_VERSION = "3"
 _SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -43,17 +43,7 @@ def _digest(repo_root: Path, name: str) -> str:
 def tiny_model_dir(home: Path, repo_root: Path, name: str) -> Path:
     """Path of tiny model `name`, built on first use (safe against concurrent builders)."""
     target = home / "tiny" / f"{name}-{_digest(repo_root, name)}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").is_file():
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            _build(tmp, repo_root, name)
-            tmp.rename(target)
-    return target
+    return build_once(target, lambda tmp: _build(tmp, repo_root, name))
 
 
 def _training_text(repo_root: Path) -> list[str]:

@@ -7,6 +7,7 @@ capability"), win/tie/loss counts, and exact-match accuracy where gold answers e
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from synthkd.answers import answers_match, extract_final_answer
@@ -15,6 +16,10 @@ from synthkd.config.stages import EvalStage
 from synthkd.judging import judge, pairwise_call_pairs
 from synthkd.lion.steps import answer_call
 from synthkd.runtime import Runtime
+from synthkd.scoring.code_judge import code_judgement, is_code_judge
+from synthkd.scoring.heldout import heldout_items, score_answers
+from synthkd.scoring.metrics import summary as metric_summary
+from synthkd.scoring.nll import cached_answer_nll
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -53,6 +58,7 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
     student = await rt.call_all(cfg.student, f"{cfg.name}: student answers", calls, meter)
     teacher = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher answers", calls, meter) if cfg.teacher else [None] * len(items)
     out, failed = [], []
+    extra: dict[str, Any] = {}
     for x, s, t in zip(items, student, teacher):
         if not s.ok or s.text is None or (t is not None and (not t.ok or t.text is None)):
             bad = s if not s.ok else t
@@ -65,6 +71,12 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
                 row["teacher_exact_match"] = answers_match(extract_final_answer(row["teacher_answer"]), str(x["gold"]))
         out.append(row)
     if cfg.teacher:
+        await _judge_free(cfg, rt, out, extra)
+    if cfg.teacher and is_code_judge(cfg.judge):
+        for row in out:
+            j = code_judgement(cfg.judge, row["teacher_answer"], row["student_answer"], row.get("gold"))
+            row.update(student_score=j.b, teacher_score=j.a, outcome=outcome(j.b, j.a))
+    elif cfg.teacher:
         judged = await rt.call_all(cfg.judge, f"{cfg.name}: judge student vs teacher", pairwise_call_pairs(
             rt.prompts.get(cfg.templates.pairwise), [(r["instruction"], r["student_answer"], r["teacher_answer"]) for r in out], cfg.judge_sampling), meter)
         for n, row in enumerate(out):
@@ -75,4 +87,23 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
             else:
                 bad = a if not a.ok else b
                 row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=bad.error)
-    return out, failed, summarize(out)
+    return out, failed, {**summarize(out), **extra}
+
+
+async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """ROUGE-L against the teacher, gold accuracy and (local weights) NLL of the teacher's answers, with intervals."""
+    items = heldout_items(rows, "instruction", "gold")
+    student = {r["id"]: r["student_answer"] for r in rows}
+    teacher = {r["id"]: r["teacher_answer"] for r in rows}
+    scored, extra["student"] = score_answers(items, student, teacher)
+    _, extra["teacher"] = score_answers(items, teacher, teacher)
+    for r, sc in zip(rows, scored):
+        r["rouge_l"] = sc["rouge_l"]
+    if not cfg.nll:
+        return
+    pairs = [(r["instruction"], r["teacher_answer"]) for r in rows]
+    for who, endpoint in (("student", cfg.student), ("teacher", cfg.teacher)):
+        weights = rt.current_weights(endpoint) if endpoint and rt.config.endpoints[endpoint].served else None
+        if weights and pairs:
+            values = await asyncio.to_thread(cached_answer_nll, rt.servers.resolve_model_path(weights), pairs, rt.settings.home / "nll")
+            extra[who]["nll"] = metric_summary(values)

@@ -56,11 +56,9 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
     else:
         from synthkd.train.dpo import check_dpo_args as check, train_dpo as train  # type: ignore[assignment]
         extra = {"dpo_args": trainer_args}
-    check(trainer_args, "--set")
-    base = model
-    if model.startswith("tiny:"):
-        from synthkd.serve.tiny import tiny_model_dir
+    from synthkd.models import resolve_model
 
-        base = str(tiny_model_dir(tiny_home, Path.cwd(), model.split(":", 1)[1]))
+    base = resolve_model(model, tiny_home, Path.cwd(), where="--model")
+    check(trainer_args, "--set")
     fingerprint = hashlib.sha256(repr((kind, str(data.resolve()), model, sorted(trainer_args.items()), lora, seed, len(rows))).encode()).hexdigest()[:16]
     return train(rows, base, out, lora=lora, seed=seed, fingerprint=fingerprint, **extra)

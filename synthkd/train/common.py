@@ -19,7 +19,19 @@ from synthkd.errors import ConfigError
 FINGERPRINT_FILE = "synthkd_fingerprint.txt"
 
 # Defaults synthkd sets for its own bookkeeping; anything in the YAML block wins.
-OWN_DEFAULTS: dict[str, Any] = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
+_BOOKKEEPING: dict[str, Any] = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
+
+
+def own_defaults() -> dict[str, Any]:
+    """synthkd's defaults for a trainer config; on a machine without a GPU also bf16 off, which TRL
+    otherwise turns on and then refuses ("Your setup doesn't support bf16/gpu")."""
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    return dict(_BOOKKEEPING) if gpu else {**_BOOKKEEPING, "bf16": False}
 
 
 def checkpoint_done(out_dir: Path, fingerprint: str) -> bool:
@@ -50,7 +62,7 @@ def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str)
     # Build the config once, so bad values (a string learning rate, bf16 on a CPU) fail now, not after paid calls.
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            config_class(output_dir=tmp, **{**OWN_DEFAULTS, **args})
+            config_class(output_dir=tmp, **{**own_defaults(), **args})
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid {config_class_name}: {str(exc).splitlines()[0][:300]}", where=where, fix="fix that value") from None
 

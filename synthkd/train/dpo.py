@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synthkd.train.common import OWN_DEFAULTS, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 
 
 def check_dpo_args(args: dict[str, Any], where: str) -> None:
@@ -32,9 +32,10 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     tmp = scratch_dir(out_dir)
+    seed = int(dpo_args.get("seed", seed))  # a `seed:` in the YAML block wins over the pipeline's
     model, tokenizer = load_for_training(base_model, seed)
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    config = DPOConfig(output_dir=str(tmp / "trainer"), seed=seed, **{**OWN_DEFAULTS, **dpo_args})
+    config = DPOConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **dpo_args, "seed": seed})
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     before = trainer.evaluate() if evaluate_before else None
     result = trainer.train()

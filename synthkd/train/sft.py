@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synthkd.train.common import OWN_DEFAULTS, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 
 __all__ = ["train_sft", "check_sft_args"]
 
@@ -29,9 +29,10 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     tmp = scratch_dir(out_dir)
+    seed = int(sft_args.get("seed", seed))  # a `seed:` in the YAML block wins over the pipeline's
     model, tokenizer = load_for_training(base_model, seed)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
-    config = SFTConfig(output_dir=str(tmp / "trainer"), seed=seed, **{**OWN_DEFAULTS, **sft_args})
+    config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed})
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     result = trainer.train()
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "examples": len(rows)}

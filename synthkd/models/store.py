@@ -1,0 +1,57 @@
+"""Content-addressed model directories under SYNTHKD_HOME/models, built once, atomically."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+FINGERPRINT_FILE = "synthkd_fingerprint.txt"  # read by serve.fingerprint() and train.common
+MODEL_CARD_FILE = "synthkd_model.json"  # how synthkd made these weights (source, kept layers, parameters)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, built by `build(tmp_dir)` on first use; concurrent callers wait for one builder."""
+    if (target / FINGERPRINT_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / FINGERPRINT_FILE).is_file():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)  # a half-written directory from a crash
+            build(tmp)
+            tmp.rename(target)
+    return target
+
+
+def write_marker(out: Path, fingerprint: str, card: dict[str, Any]) -> None:
+    """Write the model card and, last, the fingerprint (its presence means the directory is whole)."""
+    (out / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
+    (out / FINGERPRINT_FILE).write_text(fingerprint)
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """The model card synthkd wrote beside weights it made, or {}."""
+    card = Path(path) / MODEL_CARD_FILE
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def weights_fingerprint(path: str) -> str:
+    """Identity of a set of weights: the fingerprint file synthkd wrote beside them, else names and sizes."""
+    import hashlib
+
+    p = Path(path)
+    marker = p / FINGERPRINT_FILE
+    if marker.is_file():
+        return hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p.iterdir()):
+            if f.is_file():
+                h.update(f"{f.name}:{f.stat().st_size}".encode())
+        return h.hexdigest()[:16]
+    return hashlib.sha256(path.encode()).hexdigest()[:16]  # a hub name

