@@ -66,6 +66,11 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
     # Three SFT steps already pull the student's NLL of the teacher's answers down.
     assert after["nll"]["mean"] < base["nll"]["mean"] - 1.0
     assert stage["iterations"][0]["sft"]["steps"] == 3
+    # Every held-out evaluation is a dataset too: the student's answer beside the teacher's, per prompt.
+    for it in (0, 1):
+        rows = read_rows(out, f"lion.heldout.iter{it}")
+        assert len(rows) == 10 and all(0 <= r["rouge_l"] <= 100 and r["reference"] for r in rows)
+        assert len(load_from_disk(str(out / "datasets" / f"lion.heldout.iter{it}"))) == 10
     # The code referee: scores 0-10, hard exactly when the gap reaches tau (5.0).
     judged = read_rows(out, "lion.iter1.discrimination")
     assert judged and all(0 <= r["teacher_score"] <= 10 and 0 <= r["student_score"] <= 10 for r in judged)

@@ -70,6 +70,24 @@ def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: 
     assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)
 
 
+def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_home: Path) -> None:
+    """judge: code:rouge_l mines teacher-over-student pairs without judge calls and evaluates judge-free."""
+    out = tmp_path / "run"
+    small = ["--set", "stages.prompts.limit=12", "--set", "stages.heldout.limit=6", "--set", "stages.dpo.iterations=1",
+             "--set", "stages.dpo.judge=code:rouge_l", "--set", "stages.dpo.sources=[teacher_vs_student]"]
+    proc = run_cli("run", str(REPO / "pipelines" / "dpo.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = run_json(out)["stages"]["dpo"]
+    assert "judge" not in stage["by_endpoint"]  # no call went to the judge endpoint
+    assert stage["heldout_base"]["n"] == 6 and stage["iterations"][0]["heldout"]["n"] == 6
+    assert "rouge_l" in stage["heldout_teacher"] and "held-out, stage dpo" in proc.stdout
+    from synthkd.scoring.metrics import rouge_l_f1
+
+    for pair in read_rows(out, "dpo"):
+        rouge = rouge_l_f1(pair["rejected"][0]["content"], pair["chosen"][0]["content"])
+        assert abs(pair["margin"] - (10 - rouge / 10)) < 1e-9 and pair["margin"] >= 1.0
+
+
 def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "pipelines" / "skd.yaml"), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)

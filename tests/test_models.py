@@ -35,3 +35,24 @@ def test_train_cli_reports_missing_gguf(tmp_path: Path) -> None:
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
     _expect_error(run_cli("train", "sft", "--data", str(data), "--model", str(tmp_path / "m.gguf"), "--out", str(tmp_path / "o")),
                   "--model", "m.gguf does not exist")
+
+
+def test_depth_pruning_keeps_the_chosen_layers(synthkd_home: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from synthkd.models import resolve_model
+
+    source = Path(resolve_model("tiny:teacher", synthkd_home, REPO))
+    pruned = Path(resolve_model("tiny:teacher?layers=0,2,3", synthkd_home, REPO))
+    assert resolve_model("tiny:teacher?layers=0,2,3", synthkd_home, REPO) == str(pruned)  # cached, deterministic
+    card = json.loads((pruned / "synthkd_model.json").read_text())
+    assert card["layers_kept"] == [0, 2, 3] and card["layers_total"] == 4 and card["parameters"] < card["parameters_source"]
+    s, p = load_file(source / "model.safetensors"), load_file(pruned / "model.safetensors")
+    for new, old in enumerate((0, 2, 3)):
+        assert torch.equal(p[f"model.layers.{new}.self_attn.q_proj.weight"], s[f"model.layers.{old}.self_attn.q_proj.weight"])
+    assert "model.layers.3.self_attn.q_proj.weight" not in p
+    with pytest.raises(ConfigError):
+        resolve_model("tiny:teacher?layers=9", synthkd_home, REPO)

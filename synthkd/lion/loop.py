@@ -94,6 +94,10 @@ class LionRun:
             self.teacher_heldout = await self.heldout.teacher_reference(meter)
             self.rt.state.stage(self.cfg.name)["heldout_teacher"] = self.teacher_heldout
         figures = await self.heldout.evaluate(f"iter {it}: held-out", meter)
+        rows = self.heldout.last_rows
+        self.rt.write_dataset(f"{self.cfg.name}.heldout.iter{it}", rows, [], fingerprint=digest(rows), models=self._models(),
+                              counts={"iteration": it}, description=f"Lion: held-out answers of the {'base student' if it == 0 else f'student after iteration {it}'} "
+                              "beside the teacher's (reference), with ROUGE-L and gold match per prompt.")
         self.rt.reporter.note(f"[lion] held-out after iteration {it}{' (base student)' if it == 0 else ''}: {brief(figures)}"
                               f"  | teacher: {brief(self.teacher_heldout)}")
         self.rt.state.stage(self.cfg.name)["heldout_usage"] = meter.to_json()

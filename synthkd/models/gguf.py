@@ -12,7 +12,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from synthkd.models.store import build_once, write_marker
+from synthkd.models.store import build_once, save_weights, write_marker
 
 CONVERTER_VERSION = "1"
 
@@ -50,14 +50,7 @@ def _convert(path: Path, out: Path, sha: str) -> None:
     config = AutoConfig.for_model(**config_dict)
     config.architectures = [type(loaded).__name__]
     model = type(loaded)(config)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    # Tied embeddings: the LM head may be absent from the state dict; anything else missing is a bug.
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise RuntimeError(f"GGUF conversion of {path}: missing {missing}, unexpected {unexpected}")
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    out.mkdir(parents=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    save_weights(model, loaded.state_dict(), out, f"GGUF conversion of {path}")
     tokenizer.save_pretrained(str(out))
     write_marker(out, f"gguf:{sha}:v{CONVERTER_VERSION}", {"source": str(path), "sha256": sha, "kind": "gguf",
                                                             "parameters": sum(p.numel() for p in model.parameters())})

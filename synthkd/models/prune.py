@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from synthkd.errors import ConfigError
-from synthkd.models.store import build_once, read_card, weights_fingerprint, write_marker
+from synthkd.models.store import build_once, read_card, save_weights, weights_fingerprint, write_marker
 
 PRUNER_VERSION = "1"
 _LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..*)$")
@@ -82,13 +82,7 @@ def _prune(source_dir: Path, keep: tuple[int, ...], out: Path, source_fp: str) -
         config.layer_types = [config.layer_types[i] for i in keep]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise RuntimeError(f"pruning {source_dir}: missing {missing}, unexpected {unexpected}")
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    out.mkdir(parents=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    save_weights(model, state, out, f"pruning {source_dir}")
     for name in _TOKENIZER_FILES:
         if (source_dir / name).is_file():
             shutil.copy2(source_dir / name, out / name)

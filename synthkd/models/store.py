@@ -28,6 +28,18 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
+def save_weights(model: Any, state: dict[str, Any], out: Path, what: str) -> None:
+    """Load `state` into a freshly built `model`, check every key matched, tie embeddings, save to `out`."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied embeddings: the LM head may be absent from the state dict; anything else missing is a bug.
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"{what}: missing {missing}, unexpected {unexpected}")
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+    out.mkdir(parents=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+
+
 def write_marker(out: Path, fingerprint: str, card: dict[str, Any]) -> None:
     """Write the model card and, last, the fingerprint (its presence means the directory is whole)."""
     (out / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))

@@ -223,7 +223,7 @@ def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) 
         return []
     teacher = dict(points).get("teacher", {})
     with _figure(out / f"{slug}-heldout_curve.png", ncols=2) as (fig, axes):
-        for ax, key, title in zip(axes, ("rouge_l", "nll"), ("ROUGE-L vs teacher (higher is better)", "NLL of teacher answers (lower is better)")):
+        for ax, key, title in zip(axes, ("rouge_l", "nll"), ("ROUGE-L vs teacher (higher: better)", "NLL of teacher answers (lower: better)")):
             xs = [i for i, (_, f) in enumerate(students) if isinstance(f.get(key), dict)]
             ys = [students[i][1][key]["mean"] for i in xs]
             lo = [ys[j] - students[i][1][key]["ci_low"] for j, i in enumerate(xs)]
@@ -233,7 +233,7 @@ def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) 
             if isinstance(teacher.get(key), dict):
                 ax.axhline(teacher[key]["mean"], linestyle="--", color="#777", label="teacher")
             ax.set_xticks(range(len(students)), [label.replace("iteration ", "it ") for label, _ in students], fontsize=7)
-            ax.set(title=title)
+            ax.set_title(title, fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(name[:60])

@@ -60,6 +60,7 @@ class HeldoutEvaluator:
         self.rt, self.items = rt, list(items)
         self.teacher, self.student, self.template, self.sampling, self.nll = teacher, student, template, sampling, nll
         self.reference: dict[str, str] = {}
+        self.last_rows: list[dict[str, Any]] = []  # per-prompt rows of the latest evaluate(), for a dataset
 
     async def _answers(self, endpoint: str, label: str, meter: Meter) -> dict[str, str]:
         calls = [answer_call(self.template, x.instruction, self.sampling) for x in self.items]
@@ -88,6 +89,7 @@ class HeldoutEvaluator:
             out["nll"] = await self._nll(weights)
         out["weights"] = self.rt.current_weights(self.student)
         out["examples"] = rows[:3]
+        self.last_rows = rows
         return out
 
     def _local_weights(self, endpoint: str) -> str | None:
