@@ -64,3 +64,13 @@ def test_model_specs_and_layer_choice() -> None:
             parse_model_spec(bad, where="serve.model_path")
     assert evenly_spaced(30, 10) == (0, 3, 6, 10, 13, 16, 19, 23, 26, 29)
     assert evenly_spaced(30, 2) == (0, 29) and evenly_spaced(5, 5) == (0, 1, 2, 3, 4) and evenly_spaced(30, 1) == (0,)
+
+
+def test_completion_only_examples_split_the_last_turn() -> None:
+    from synthkd.train.sft import training_examples
+
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    assert training_examples(rows, False) == [{"messages": rows[0]["messages"]}]
+    assert training_examples(rows, True) == [{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}]
+    with pytest.raises(ValueError):
+        training_examples([{"messages": [{"role": "user", "content": "q"}]}], True)

@@ -14,6 +14,22 @@ def check_sft_args(args: dict[str, Any], where: str) -> None:
     check_trainer_args("SFTConfig", args, where)
 
 
+def training_examples(rows: list[dict[str, Any]], completion_only: bool) -> list[dict[str, Any]]:
+    """TRL examples from `messages` rows. With `completion_only_loss: true` in the sft block, each
+    conversation becomes TRL's prompt/completion form (all turns but the last / the last assistant
+    turn), so the loss falls on the answer only, as MiniLLM and DistiLLM train; TRL applies
+    completion_only_loss to that form and ignores it for plain `messages`."""
+    if not completion_only:
+        return [{"messages": r["messages"]} for r in rows]
+    out = []
+    for r in rows:
+        messages = r["messages"]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("completion_only_loss needs conversations that end with an assistant turn")
+        out.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return out
+
+
 def train_sft(
     rows: list[dict[str, Any]],
     base_model: str,
@@ -31,7 +47,7 @@ def train_sft(
     tmp = scratch_dir(out_dir)
     seed = int(sft_args.get("seed", seed))  # a `seed:` in the YAML block wins over the pipeline's
     model, tokenizer = load_for_training(base_model, seed)
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    dataset = Dataset.from_list(training_examples(rows, bool(sft_args.get("completion_only_loss"))))
     config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed})
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     result = trainer.train()
