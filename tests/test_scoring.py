@@ -74,3 +74,9 @@ def test_completion_only_examples_split_the_last_turn() -> None:
     assert training_examples(rows, True) == [{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}]}]
     with pytest.raises(ValueError):
         training_examples([{"messages": [{"role": "user", "content": "q"}]}], True)
+
+
+def test_empty_answers_score_zero_instead_of_vanishing() -> None:
+    items = [HeldoutItem("1", "q1", "paris"), HeldoutItem("2", "q2")]
+    rows, out = score_answers(items, {"1": "", "2": "x y"}, {"1": "Paris.", "2": "x y"})
+    assert out["n"] == 2 and out["rouge_l"]["mean"] == 50.0 and out["gold_accuracy"]["mean"] == 0.0

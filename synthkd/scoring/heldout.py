@@ -65,11 +65,13 @@ class HeldoutEvaluator:
     async def _answers(self, endpoint: str, label: str, meter: Meter) -> dict[str, str]:
         calls = [answer_call(self.template, x.instruction, self.sampling) for x in self.items]
         results = await self.rt.call_all(endpoint, label, calls, meter)
-        return {x.id: r.text.strip() for x, r in zip(self.items, results) if r.ok and r.text and r.text.strip()}
+        # An empty answer is an answer (it scores 0); only failed calls are left out.
+        return {x.id: (r.text or "").strip() for x, r in zip(self.items, results) if r.ok}
 
     async def teacher_reference(self, meter: Meter, label: str = "held-out: teacher answers") -> dict[str, Any]:
         """The teacher's answers (the reference) and the teacher's own figures: the ceiling."""
-        self.reference = await self._answers(self.teacher, label, meter)
+        # Prompts the teacher left empty have no reference and are not scored.
+        self.reference = {k: v for k, v in (await self._answers(self.teacher, label, meter)).items() if v}
         _, out = score_answers(self.items, self.reference, self.reference)
         out["answered"] = len(self.reference)
         weights = self._local_weights(self.teacher)
