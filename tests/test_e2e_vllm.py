@@ -74,12 +74,15 @@ def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_hom
     """judge: code:rouge_l mines teacher-over-student pairs without judge calls and evaluates judge-free."""
     out = tmp_path / "run"
     small = ["--set", "stages.prompts.limit=12", "--set", "stages.heldout.limit=6", "--set", "stages.dpo.iterations=1",
-             "--set", "stages.dpo.judge=code:rouge_l", "--set", "stages.dpo.sources=[teacher_vs_student]"]
+             "--set", "stages.dpo.judge=code:rouge_l", "--set", "stages.dpo.sources=[teacher_vs_student]",
+             # a random tiny teacher answers greedily with whitespace; sampled, it writes text to score against
+             "--set", "stages.dpo.heldout_sampling.temperature=1.0", "--set", "stages.dpo.heldout_sampling.seed=3"]
     proc = run_cli("run", str(REPO / "pipelines" / "dpo.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stage = run_json(out)["stages"]["dpo"]
     assert "judge" not in stage["by_endpoint"]  # no call went to the judge endpoint
-    assert stage["heldout_base"]["n"] == 6 and stage["iterations"][0]["heldout"]["n"] == 6
+    scored = stage["heldout_teacher"]["n"]  # prompts with a non-empty teacher reference
+    assert 0 < scored <= 6 and stage["heldout_base"]["n"] == stage["iterations"][0]["heldout"]["n"] == scored
     assert "rouge_l" in stage["heldout_teacher"] and "held-out, stage dpo" in proc.stdout
     from synthkd.scoring.metrics import rouge_l_f1
 
