@@ -132,21 +132,22 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         path = run_dir / "run.json"
         if not path.is_file():
             raise _usage_error(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
+        from synthkd.records import read_stage_stats
         from synthkd.scoring.heldout import heldout_lines
 
-        state = json.loads(path.read_text())
-        typer.echo(f"{state['pipeline']}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
-        for name, s in state["stages"].items():
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise _usage_error(f"{path} cannot be read: {exc}", fix="pass a directory written by `synthkd run`") from None
+        typer.echo(f"{state.get('pipeline', '?')}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
+        for name, entry in (state.get("stages") or {}).items():
+            s = read_stage_stats(entry)
+            count = lambda v: "-" if v is None else v  # noqa: E731
             typer.echo(
-                f"  {name:<28} {s.get('status', '?'):<10} in {s.get('records_in', '-'):>6}  out {s.get('records_out', '-'):>6}  "
-                f"failed {s.get('failed', '-'):>4}  calls {s.get('calls', 0):>6}  hits {s.get('cache_hits', 0):>6}  ${s.get('cost_usd', 0):.4f}"
+                f"  {name:<28} {s.status or '?':<10} in {count(s.records_in):>6}  out {count(s.records_out):>6}  "
+                f"failed {count(s.failed):>4}  calls {s.calls:>6}  hits {s.cache_hits:>6}  ${s.cost_usd:.4f}"
             )
-            for it in s.get("iterations", []):
-                typer.echo(
-                    f"    iter {it['iteration']}: pools {it.get('train_pool', '-')}/{it.get('cache_pool', '-')}  hard {it.get('hard_fraction', 0):.2f}  "
-                    f"teacher {it.get('mean_teacher_score', 0):.2f}  student {it.get('mean_student_score', 0):.2f}  new {it.get('new_instructions', 0)}"
-                )
-            for line in heldout_lines(s):
+            for line in s.lines() + heldout_lines(s.model_dump(exclude_none=True)):
                 typer.echo(f"    {line}")
 
     _guard(body)

@@ -48,8 +48,13 @@ def is_done(run_dir: Path, stage: str, fingerprint: str) -> bool:
         return False
 
 
-def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], card: CardInfo, fingerprint: str) -> Path:
-    """Write a stage's output atomically (temporary directory, then rename)."""
+def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], card: CardInfo, fingerprint: str,
+                 columns: list[str] | None = None) -> Path:
+    """Write a stage's output atomically (temporary directory, then rename).
+
+    An empty output is still a dataset that `load_from_disk` opens: zero rows with its declared
+    `columns` (or one `id` column when none are known), never a directory without an arrow file.
+    """
     import datasets  # heavy import: only when writing
     from datasets import Dataset
 
@@ -59,7 +64,10 @@ def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: 
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    (Dataset.from_list(rows) if rows else Dataset.from_dict({})).save_to_disk(str(tmp))
+    if rows:
+        Dataset.from_list(rows).save_to_disk(str(tmp))
+    else:  # datasets writes no shard for zero rows unless asked for one, and load_from_disk then fails
+        _empty(columns).save_to_disk(str(tmp), num_shards=1)
     _write_jsonl(tmp / "data.jsonl", rows)
     _write_jsonl(tmp / "failed.jsonl", failed)
     card.counts = {"rows": len(rows), "failed": len(failed), **card.counts}
@@ -69,6 +77,14 @@ def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: 
         shutil.rmtree(final)
     tmp.rename(final)
     return final
+
+
+def _empty(columns: list[str] | None) -> Any:
+    """A zero-row dataset with these columns (strings: the type of an empty column is unknown)."""
+    from datasets import Dataset, Features, Value
+
+    names = list(columns or []) or ["id"]
+    return Dataset.from_dict({c: [] for c in names}, features=Features({c: Value("string") for c in names}))
 
 
 def load_output(run_dir: Path, stage: str) -> list[dict[str, Any]]:

@@ -12,27 +12,13 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import (
-    DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage, Stage,
-)
 from synthkd.errors import BudgetExceeded, EndpointError
-from synthkd.config.montessori import MontessoriStage
-from synthkd.config.skd import SKDStage
-from synthkd.montessori.loop import MontessoriRun
-from synthkd.dpo.loop import DPORun
-from synthkd.skd.loop import SKDRun
-from synthkd.lion.loop import LionRun
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
 from synthkd.runtime import Runtime, digest
 from synthkd.scoring.code_judge import is_code_judge
 from synthkd.settings import Settings
-from synthkd.stages.decontaminate import decontaminate
-from synthkd.stages.evaluate import run_eval
-from synthkd.stages.generate import run_generate
-from synthkd.stages.rationale import run_rationale
-from synthkd.stages.load import load_rows
-from synthkd.stages.sft import run_sft
+from synthkd.stages.base import RunInputs, StageImpl, StageResult
 from synthkd.validate import Plan, validate_pipeline
 
 
@@ -57,7 +43,8 @@ def preflight(rt: Runtime, plan: Plan) -> None:
             if exc.code in (401, 403):
                 raise EndpointError(
                     f"endpoint {name!r} rejected the API key ({exc.code})", where=f"endpoints.{name}",
-                    fix=f"check the key in ${cfg.api_key_env}",
+                    fix=f"check the key in ${cfg.api_key_env}" if cfg.api_key_env else
+                    f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
                 ) from None
             # Other statuses (some providers have no /models): the endpoint is reachable.
         except (urllib.error.URLError, OSError) as exc:
@@ -68,104 +55,23 @@ def preflight(rt: Runtime, plan: Plan) -> None:
             ) from None
 
 
-def _stage_templates(rt: Runtime, stage: Stage) -> dict[str, str]:
+def _endpoints(impl: StageImpl[Any]) -> list[str]:
+    """Endpoints a stage calls (judges that are code call none)."""
+    return [u.endpoint for u in impl.uses() if u.endpoint and not is_code_judge(u.endpoint)]
+
+
+def _templates(rt: Runtime, impl: StageImpl[Any]) -> dict[str, str]:
     """Template name -> hash, for the templates a stage renders."""
-    if isinstance(stage, GenerateStage):
-        names = [stage.template] + ([stage.system_template] if stage.system_template else [])
-    elif isinstance(stage, LionStage):
-        t = stage.templates
-        names = [t.answer, t.referee, t.generate_hard, t.generate_easy]
-    elif isinstance(stage, DPOStage):
-        names = [stage.templates.answer, stage.templates.pairwise, stage.templates.pointwise]
-    elif isinstance(stage, EvalStage):
-        names = [stage.templates.answer] + ([stage.templates.pairwise] if stage.teacher else [])
-    elif isinstance(stage, RationaleStage):
-        names = [stage.template, stage.inline_template]
-    elif isinstance(stage, MontessoriStage):
-        names = [stage.synthesis.template, "lion/answer.jinja2"] + (["dpo/score.jinja2"] if stage.signal == "judge" else [])
-    elif isinstance(stage, SKDStage):
-        names = sorted({stage.heads.template, stage.critic.judge_template, stage.student_template,
-                        *(r.template for r in (stage.relations or {}).values())} | ({"skd/tail.jinja2"} if not stage.relations else set()))
-    else:
-        names = []
-    return {n: rt.prompts.get(n).sha256 for n in names}
+    return {t.name: rt.prompts.get(t.name).sha256 for t in impl.templates()}
 
 
-def _stage_endpoints(stage: Stage) -> list[str]:
-    if isinstance(stage, GenerateStage):
-        return [stage.endpoint]
-    if isinstance(stage, LionStage):
-        return _endpoints_only([stage.teacher, stage.referee, stage.student])
-    if isinstance(stage, DPOStage):
-        return _endpoints_only([stage.teacher, stage.judge, stage.student])
-    if isinstance(stage, EvalStage):
-        return _endpoints_only([stage.student] + ([stage.teacher, stage.judge] if stage.teacher else []))
-    if isinstance(stage, RationaleStage):
-        return [stage.teacher]
-    if isinstance(stage, SKDStage):
-        return [stage.teacher, stage.judge] + ([stage.student] if stage.student else [])
-    if isinstance(stage, MontessoriStage):
-        extra = {"judge": [stage.judge], "icl_accuracy": [stage.student]}.get(stage.signal, [])
-        return [stage.teacher, stage.responder, *extra]
-    return []
-
-
-def _endpoints_only(names: list[str]) -> list[str]:
-    """Endpoint names, without judges that are code (`code:rouge_l`, ...)."""
-    return [n for n in names if not is_code_judge(n)]
-
-
-def _stage_fingerprint(rt: Runtime, stage: Stage, input_fp: str | None) -> str:
-    templates = _stage_templates(rt, stage)
-    endpoints = _stage_endpoints(stage)
-    if isinstance(stage, LoadStage):
-        path = rt.pipeline.resolve(stage.path)
-        source = digest([str(path), path.stat().st_size, path.stat().st_mtime_ns]) if path.is_file() else str(path)
-    else:
-        source = None
+def _fingerprint(rt: Runtime, impl: StageImpl[Any], upstream: dict[str, str | None]) -> str:
+    """What a stage's output depends on: its config, inputs, templates, endpoints' weights, seed, source data."""
     return digest({
-        "stage": stage.model_dump(), "input": input_fp, "templates": templates, "source": source,
-        "endpoints": {e: rt.endpoint_identity(e) for e in endpoints}, "seed": rt.config.seed,
+        "stage": impl.cfg.model_dump(), "input": upstream, "templates": _templates(rt, impl),
+        "source": impl.source_identity(rt.pipeline),
+        "endpoints": {e: rt.endpoint_identity(e) for e in _endpoints(impl)}, "seed": rt.config.seed,
     })
-
-
-async def _run_stage(rt: Runtime, stage: Stage, rows: list[dict[str, Any]], outputs: dict[str, list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Meter, dict[str, Any]]:
-    meter = Meter()
-    if isinstance(stage, LoadStage):
-        return load_rows(stage, rt.pipeline.resolve(stage.path), f"stages.{stage.name}.path"), [], meter, {}
-    if isinstance(stage, GenerateStage):
-        kept, failed = await run_generate(stage, rt, rows, meter)
-        return kept, failed, meter, {}
-    if isinstance(stage, SFTStage):
-        return rows, [], meter, await run_sft(stage, rt, rows)
-    if isinstance(stage, LionStage):
-        lion = LionRun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
-        out = await lion.run()
-        return out["rows"], out["failed"], out["meter"], {}
-    if isinstance(stage, DPOStage):
-        dpo = DPORun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
-        out = await dpo.run()
-        return out["rows"], out["failed"], out["meter"], {}
-    if isinstance(stage, EvalStage):
-        scored, failed, summary = await run_eval(stage, rt, rows, meter)
-        return scored, failed, meter, {"eval": summary}
-    if isinstance(stage, DecontaminateStage):
-        kept, dropped, counts = decontaminate(stage, rows, outputs.get(stage.against, []))
-        return kept, dropped, meter, {"decontamination": counts}
-    if isinstance(stage, MontessoriStage):
-        run = MontessoriRun(stage, rt, rows, outputs.get(stage.reference, []), outputs.get(stage.icl_probe, []) if stage.icl_probe else [])
-        out = await run.run()
-        return out["rows"], out["failed"], out["meter"], {}
-    if isinstance(stage, SKDStage):
-        skd = SKDRun(stage, rt, rows, outputs.get(stage.heldout, []) if stage.heldout else [])
-        out = await skd.run()
-        return out["rows"], out["failed"], out["meter"], {"skd": out["summary"], "critic": out["summary"].get("critic", {})}
-    if isinstance(stage, RationaleStage):
-        sft_rows, failed, summary, per_input = await run_rationale(stage, rt, rows, meter)
-        rt.write_dataset(f"{stage.name}.per_input", per_input, [], fingerprint=digest(per_input), fmt="records",
-                         description=f"Stage {stage.name}: rationales kept per input (rejection sampling / self-consistency).")
-        return sft_rows, failed, meter, {"rationale": summary}
-    raise AssertionError(type(stage))
 
 
 async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter,
@@ -185,32 +91,36 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
         fps: dict[str, str] = {}
         invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
-            input_name = getattr(stage, "input", None)
-            upstream = [fps.get(input_name) if input_name else None] + [fps.get(getattr(stage, k, None) or "") for k in ("heldout", "against", "reference", "icl_probe")]
-            fp = _stage_fingerprint(rt, stage, digest(upstream))
+            impl = stage.implementation()
+            reads = [r for r in impl.reads() if r.stage]
+            fp = _fingerprint(rt, impl, {r.key: fps.get(r.stage or "") for r in reads})
             fps[stage.name] = fp
             entry = state.stage(stage.name)
             if is_done(run_dir, stage.name, fp):
                 rows[stage.name] = load_output(run_dir, stage.name)
                 reporter.note(f"[{stage.name}] done earlier: {len(rows[stage.name])} rows (skipped)")
                 entry["status"] = "done"
-                _reapply_serving(rt, stage)
+                # What the stage moved onto new weights stays moved, so later stages see the same weights.
+                for endpoint, moved in dict(entry.get("weights") or {}).items():
+                    rt.serve_weights(endpoint, moved)
                 continue
-            entry["status"] = "running"
+            entry = state.data["stages"][stage.name] = {"status": "running", "type": stage.type}  # this run's record, afresh
             state.save()
-            inputs = rows.get(input_name, []) if input_name else []
+            inputs = {r.key: rows.get(r.stage or "", []) for r in reads}
             started = time.monotonic()
-            out, failed, meter, extra = await _run_stage(rt, stage, inputs, rows)
-            extra["elapsed_s"] = round(time.monotonic() - started, 3)
-            rt.write_dataset(stage.name, out, failed, fingerprint=fp, models=_stage_models(rt, stage), fmt=_fmt(out),
-                             templates=_stage_templates(rt, stage),
-                             counts={"records_in": len(inputs)}, description=f"Output of stage {stage.name} ({stage.type}).")
-            rows[stage.name] = out
-            invocation.merge(meter)
+            result = await impl.run(RunInputs(rt, inputs))
+            for endpoint, moved in result.moves.items():
+                rt.serve_weights(endpoint, moved)
+            entry["weights"] = dict(result.moves)  # saved before the output is marked done: a rerun re-applies it
+            state.save()
+            records_in = len(inputs.get(impl.input_key() or "", []))
+            _write_outputs(rt, impl, result, fp, inputs)
+            rows[stage.name] = result.rows
+            invocation.merge(result.meter)
             state.data["this_invocation"] = invocation.to_json()
-            rt.record_meter(stage.name, meter, status="done", type=stage.type, records_in=len(inputs), records_out=len(out),
-                            failed=len(failed), **extra)
-            reporter.note(f"[{stage.name}] {len(out)} rows, {len(failed)} failed, {meter.calls} calls, {meter.cache_hits} cache hits, ${meter.cost:.4f}")
+            _record(rt, impl, result, records_in, round(time.monotonic() - started, 3))
+            meter = result.meter
+            reporter.note(f"[{stage.name}] {len(result.rows)} rows, {len(result.failed)} failed, {meter.calls} calls, {meter.cache_hits} cache hits, ${meter.cost:.4f}")
         state.data["status"] = "done"
         state.data["this_invocation"] = invocation.to_json()
     except BudgetExceeded:
@@ -229,25 +139,31 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
     return json.loads((run_dir / "run.json").read_text())
 
 
-def _reapply_serving(rt: Runtime, stage: Stage) -> None:
-    """A skipped stage that moved an endpoint onto new weights still does so, so later stages see them."""
-    if isinstance(stage, SFTStage) and stage.serve_as and (rt.run_dir / "checkpoints" / stage.name).is_dir():
-        rt.serve_weights(stage.serve_as, str(rt.run_dir / "checkpoints" / stage.name))
-    elif isinstance(stage, DPOStage):
-        final = rt.state.stage(stage.name).get("final_weights")
-        if final:
-            rt.serve_weights(stage.student, final)
+def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: str, inputs: dict[str, list[dict[str, Any]]]) -> None:
+    """The stage's main dataset (rows checked against its row type) and the extra ones it returned."""
+    name = impl.name
+    passthrough = None if impl.row_type is not None else {k for r in inputs.get("input", [])[:100] for k in r}
+    rt.write_dataset(name, result.rows, result.failed, row_type=impl.row_type, columns=passthrough, fingerprint=fp,
+                     models=_models(rt, impl), fmt=impl.fmt, templates=_templates(rt, impl),
+                     counts={"records_in": len(inputs.get(impl.input_key() or "", []))},
+                     description=f"Output of stage {name} ({impl.cfg.type}).")
+    for extra in result.datasets:
+        rt.write_dataset(f"{name}.{extra.suffix}", extra.rows, extra.failed, row_type=extra.row_type,
+                         fingerprint=digest(extra.rows), description=extra.description)
 
 
-def _fmt(rows: list[dict[str, Any]]) -> str:
-    if rows and "messages" in rows[0]:
-        return "sft (messages)"
-    if rows and {"prompt", "chosen", "rejected"} <= rows[0].keys():
-        return "preference (prompt/chosen/rejected)"
-    return "records"
+def _record(rt: Runtime, impl: StageImpl[Any], result: StageResult, records_in: int, elapsed_s: float) -> None:
+    """The stage's run.json entry, validated against its stats type before it is written."""
+    entry = rt.state.stage(impl.name)
+    entry.update(result.meter.to_json())
+    if result.stats is not None:
+        entry.update(result.stats.model_dump(exclude_none=True, exclude_unset=True))
+    entry.update(status="done", type=impl.cfg.type, records_in=records_in, records_out=len(result.rows),
+                 failed=len(result.failed), elapsed_s=elapsed_s, weights=dict(result.moves))
+    impl.stats_type.strict(entry)
+    rt.state.save()
 
 
-def _stage_models(rt: Runtime, stage: Stage) -> dict[str, str]:
-    if isinstance(stage, SFTStage):
-        return {"base": stage.model}
-    return {e: rt.endpoint_identity(e) for e in _stage_endpoints(stage)}
+def _models(rt: Runtime, impl: StageImpl[Any]) -> dict[str, str]:
+    """What the dataset card names as the models behind a stage's data."""
+    return {**{m.key: m.spec for m in impl.models()}, **{e: rt.endpoint_identity(e) for e in _endpoints(impl)}}

@@ -22,6 +22,7 @@ from synthkd.outputs import CardInfo, write_output
 from synthkd.progress import Reporter
 from synthkd.prompts import PromptLibrary
 from synthkd.serve.vllm_server import ServerManager, fingerprint
+from synthkd.records import Iteration, Record, check_failed
 from synthkd.settings import Settings
 
 
@@ -49,12 +50,13 @@ class RunState:
     def stage(self, name: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(name, {})
 
-    def save_iteration(self, stage: str, stats: dict[str, Any]) -> None:
-        """Record one iteration's stats (keyed by stats["iteration"], replacing an earlier record) and save.
+    def save_iteration(self, stage: str, iteration: Iteration) -> None:
+        """Record one iteration's stats (keyed by its number, replacing an earlier record) and save.
 
         Iterative stages (Lion, DPO, Montessori) call this at the end of each iteration, so run.json
         shows finished iterations while a run goes on, and a resumed run overwrites rather than repeats.
         """
+        stats = iteration.model_dump(exclude_none=True)
         entry = self.stage(stage)
         kept = [s for s in entry.get("iterations", []) if s.get("iteration") != stats["iteration"]]
         entry["iterations"] = sorted(kept + [stats], key=lambda s: s["iteration"])
@@ -161,20 +163,21 @@ class Runtime:
         return f"{cfg.model}@{cfg.base_url}"
 
     # ---- outputs ----------------------------------------------------------------------
-    def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, fingerprint: str,
-                      templates: dict[str, str] | None = None, models: dict[str, str] | None = None,
-                      counts: dict[str, Any] | None = None, fmt: str = "records", description: str = "") -> Path:
+    def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,
+                      fingerprint: str, columns: set[str] | None = None, templates: dict[str, str] | None = None,
+                      models: dict[str, str] | None = None, counts: dict[str, Any] | None = None, fmt: str = "records",
+                      description: str = "") -> Path:
+        """Write RUN_DIR/datasets/<name>/. Rows are checked against `row_type` (None: a stage passing its
+        input's columns through, which then names them in `columns` so an empty dataset keeps them)."""
+        if row_type is not None:
+            row_type.check_rows(rows, name)
+            columns = row_type.columns()
+        check_failed(failed, name)
         card = CardInfo(
             pipeline_name=self.config.name, pipeline_yaml=self.pipeline.yaml_text, stage=name, description=description,
             models=models or {}, templates=templates or {}, counts=dict(counts or {}), fmt=fmt,
         )
-        return write_output(self.run_dir, name, rows, failed, card, fingerprint)
-
-    def record_meter(self, stage: str, meter: Meter, **extra: Any) -> None:
-        entry = self.state.stage(stage)
-        entry.update(meter.to_json())
-        entry.update(extra)
-        self.state.save()
+        return write_output(self.run_dir, name, rows, failed, card, fingerprint, columns=sorted(columns or ()))
 
     async def aclose(self) -> None:
         for client in self._clients.values():

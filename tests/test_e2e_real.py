@@ -9,7 +9,7 @@ from datasets import load_from_disk
 
 from tests.conftest import REPO, read_rows, run_cli, run_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_torch]
 
 TEACHER = "smollm2-135m-instruct"
 
@@ -48,6 +48,8 @@ def test_gguf_import_and_depth_pruning(synthkd_home: Path) -> None:
     assert (student / "chat_template.jinja").is_file() or "chat_template" in json.loads((student / "tokenizer_config.json").read_text())
 
 
+@pytest.mark.needs_vllm
+@pytest.mark.needs_trl
 def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     small = ["--set", "stages.seeds.limit=12", "--set", "stages.heldout.limit=10", "--set", "stages.lion.iterations=1",

@@ -8,11 +8,12 @@ from datasets import load_from_disk
 
 from tests.conftest import REPO, read_rows, run_cli, run_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_vllm, pytest.mark.needs_torch]
 
 SMALL = ["--set", "stages.seeds.limit=40", "--set", "stages.lion.new_per_iteration=16", "--set", "stages.lion.iterations=2"]
 
 
+@pytest.mark.needs_trl
 def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     env = {"SYNTHKD_HOME": str(synthkd_home)}
@@ -48,6 +49,7 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     assert run_json(out)["this_invocation"]["calls"] == 0
 
 
+@pytest.mark.needs_trl
 def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     env = {"SYNTHKD_HOME": str(synthkd_home)}
@@ -70,6 +72,7 @@ def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: 
     assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)
 
 
+@pytest.mark.needs_trl
 def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_home: Path) -> None:
     """judge: code:rouge_l mines teacher-over-student pairs without judge calls and evaluates judge-free."""
     out = tmp_path / "run"
@@ -91,6 +94,7 @@ def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_hom
         assert abs(pair["margin"] - (10 - rouge / 10)) < 1e-9 and pair["margin"] >= 1.0
 
 
+@pytest.mark.needs_trl
 def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli("run", str(REPO / "pipelines" / "skd.yaml"), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
@@ -102,6 +106,7 @@ def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     assert (out / "checkpoints" / "skd" / "critic" / "model.safetensors").is_file()
 
 
+@pytest.mark.needs_trl
 def test_montessori_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     small = ["--set", "stages.montessori.synthesis.prompts=5", "--set", "stages.montessori.final_prompts=4", "--set", "stages.montessori.warmup_size=16"]
@@ -123,6 +128,7 @@ def test_montessori_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -
         assert its[1]["teacher_weights"] == str(out / "checkpoints" / "montessori" / "teacher-iter1")
 
 
+@pytest.mark.needs_trl
 @pytest.mark.parametrize("signal", ["judge", "icl_accuracy"])
 def test_montessori_judge_and_icl_signals(signal: str, tmp_path: Path, synthkd_home: Path) -> None:
     """The two other preference signals, end to end: the tiny teacher is served by vLLM and tuned with

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import generate_pipeline, lion_pipeline, read_rows, run_cli, run_json
 from tests.fakeserver import running_server
 
@@ -47,6 +49,7 @@ def test_permanent_failures_are_kept_with_reason(tmp_path: Path) -> None:
     assert run_json(out)["stages"]["answers"]["failures"] == {"gave_up:500": len(failed)}
 
 
+@pytest.mark.needs_trl  # validate checks the lion stage's `sft:` block against TRL
 def test_lion_survives_bad_structured_replies(tmp_path: Path) -> None:
     # Some prompts always get schema-violating or truncated replies; others once.
     faults = [
@@ -68,3 +71,26 @@ def test_lion_survives_bad_structured_replies(tmp_path: Path) -> None:
     assert len(judged) + len(failed) == iterations[0]["cache_pool"] - len(read_rows(out, "lion", failed=True))
     assert failed and all(f["reason"] in {"schema_violation", "truncated"} and f["raw"] is not None for f in failed)
     assert len({r["id"] for r in judged}) == len(judged)
+
+
+def test_retry_resends_extra_body(tmp_path: Path) -> None:
+    # The first attempt of every prompt is rate-limited; the retry must send the same body,
+    # extra_body fields included (e.g. vLLM's guided decoding or chat_template_kwargs).
+    import yaml
+
+    with running_server(faults=[{"kind": "rate_limit", "rate": 1.0, "times": 1, "retry_after": 0.01}],
+                        log_path=tmp_path / "server.jsonl", log_sync=True) as server:
+        pipeline = generate_pipeline(tmp_path, server.base_url, n=3)
+        data = yaml.safe_load(pipeline.read_text())
+        data["stages"][1]["sampling"]["extra_body"] = {"top_k": 5}
+        pipeline.write_text(yaml.safe_dump(data, sort_keys=False))
+        out = tmp_path / "run"
+        proc = run_cli("run", str(pipeline), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        entries = server.log_entries()
+    assert len(read_rows(out, "answers")) == 3
+    bodies: dict[str, set[str]] = {}
+    for entry in entries:
+        bodies.setdefault(entry["prompt_key"], set()).add(entry["body_key"])
+    assert len(bodies) == 3 and len(entries) == 6
+    assert all(len(keys) == 1 for keys in bodies.values()), "a retry sent a different body"

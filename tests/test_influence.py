@@ -49,7 +49,11 @@ CANDIDATES = [
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    import torch
+    try:
+        import torch
+    except ImportError:  # the tests that need torch are skipped (needs_torch); spearman needs none
+        yield
+        return
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -78,6 +82,7 @@ def test_spearman_known_values() -> None:
         spearman([1, 2], [1, 2, 3])
 
 
+@pytest.mark.needs_torch
 def test_encode_masks_prompt_and_truncates(synthkd_home: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -94,6 +99,7 @@ def test_encode_masks_prompt_and_truncates(synthkd_home: Path) -> None:
         encode_example(tok, {"messages": [{"role": "user", "content": "no reply"}]}, 256)
 
 
+@pytest.mark.needs_torch
 def test_exact_and_first_order_signs(synthkd_home: Path) -> None:
     model = warm_model(synthkd_home)
     before = model.reference_loss(REFERENCE)
@@ -109,6 +115,7 @@ def test_exact_and_first_order_signs(synthkd_home: Path) -> None:
     assert spearman(exact, first) >= 0.8
 
 
+@pytest.mark.needs_torch
 def test_first_order_engines_projection_and_parameter_sets(synthkd_home: Path) -> None:
     model = warm_model(synthkd_home)
     jvp = model.first_order(CANDIDATES, REFERENCE, engine="jvp", batch_size=2)
@@ -134,6 +141,7 @@ def test_first_order_engines_projection_and_parameter_sets(synthkd_home: Path) -
         model.first_order(CANDIDATES, REFERENCE, params="everything")
 
 
+@pytest.mark.needs_torch
 def test_adamw_restores_optimizer_state(synthkd_home: Path) -> None:
     """AdamW's moments from the warm-up are restored before every one-step update."""
     model = warm_model(synthkd_home, optimizer="adamw", lr=1e-4, warmup_lr=1e-3)
@@ -143,6 +151,7 @@ def test_adamw_restores_optimizer_state(synthkd_home: Path) -> None:
     assert all(math.isfinite(x) for x in first) and len(set(first)) == len(first)
 
 
+@pytest.mark.needs_torch
 def test_bad_arguments(synthkd_home: Path) -> None:
     base = str(tiny_model_dir(synthkd_home, REPO, "student"))
     with pytest.raises(ValueError):
@@ -151,6 +160,7 @@ def test_bad_arguments(synthkd_home: Path) -> None:
         InfluenceModel(base, learning_rate=0)
 
 
+@pytest.mark.needs_torch
 def test_stage_passes_first_order_options(synthkd_home: Path) -> None:
     """influence_params / influence_projection_dim / warmup_lr in a montessori stage reach the estimate."""
     from types import SimpleNamespace

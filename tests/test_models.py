@@ -19,6 +19,7 @@ def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPat
     assert "endpoints.student.serve.model_path" in msg and "pip install --no-deps synthkd-no-such-dist==9.9" in msg
 
 
+@pytest.mark.needs_trl  # lion.yaml's `sft:` block is checked against TRL first
 def test_validate_rejects_missing_gguf_and_bad_layers(tmp_path: Path) -> None:
     pipeline = str(REPO / "pipelines" / "lion.yaml")
     _expect_error(run_cli("validate", pipeline, "--set", f"endpoints.teacher.serve.model_path={tmp_path}/none.gguf"),
@@ -30,6 +31,7 @@ def test_validate_rejects_missing_gguf_and_bad_layers(tmp_path: Path) -> None:
                   "stages.2.student_model", "not a local model")
 
 
+@pytest.mark.needs_trl  # without TRL, `synthkd train` stops at that first
 def test_train_cli_reports_missing_gguf(tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
@@ -37,6 +39,7 @@ def test_train_cli_reports_missing_gguf(tmp_path: Path) -> None:
                   "--model", "m.gguf does not exist")
 
 
+@pytest.mark.needs_torch
 def test_depth_pruning_keeps_the_chosen_layers(synthkd_home: Path) -> None:
     import json
 

@@ -1,5 +1,7 @@
 """Montessori pair construction on crafted influence scores (exact pairs), and the filters."""
 
+import pytest
+
 from synthkd.montessori.pairs import build_pairs, distribution, filter_reason, utility_from_influence
 
 
@@ -44,6 +46,12 @@ def test_hosted_teacher_is_a_validate_time_error() -> None:
     proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", "stages.montessori.influence_params=lora")
     assert proc.returncode == 2 and "influence_params only applies to influence: first_order" in proc.stderr
     assert "stages.2.influence_params" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.needs_trl  # validating the stage's `dpo:`/`sft:` blocks needs TRL
+def test_first_order_options_validate() -> None:
+    from tests.conftest import REPO, run_cli
+
     proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", "stages.montessori.influence=first_order",
                    "--set", "stages.montessori.influence_params=last_layers", "--set", "stages.montessori.influence_projection_dim=256")
     assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,7 @@ server (teacher, judge and student remote) with a real TRL SFT of a tiny student
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, read_rows, remote_endpoint, run_cli, run_json
@@ -38,6 +39,8 @@ def _pipeline(tmp: Path, base_url: str) -> Path:
     return path
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_rationale_decontaminate_eval_report(tmp_path: Path, synthkd_home: Path) -> None:
     with running_server() as server:
         pipeline = _pipeline(tmp_path, server.base_url)

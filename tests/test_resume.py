@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, generate_pipeline, lion_pipeline, read_rows, run_cli, run_json
 from tests.fakeserver import running_server
 
@@ -62,6 +64,7 @@ def test_kill9_mid_stage_then_resume(tmp_path: Path) -> None:
     assert read_rows(killed, "answers") == read_rows(clean, "answers")
 
 
+@pytest.mark.needs_trl  # validate checks the lion stage's `sft:` block against TRL
 def test_kill9_mid_lion_then_resume(tmp_path: Path) -> None:
     with running_server(latency_ms=20) as server:
         pipeline = lion_pipeline(tmp_path, server.base_url, n_seeds=16)

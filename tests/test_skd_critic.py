@@ -198,6 +198,7 @@ def labelled_triples(n: int = 320, seed: int = 11) -> list[dict]:
     return items
 
 
+@pytest.mark.needs_torch
 def test_tiny_critic_raises_precision(synthkd_home: Path, tmp_path: Path) -> None:
     from synthkd.serve.tiny import tiny_model_dir
 

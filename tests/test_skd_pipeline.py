@@ -40,6 +40,8 @@ def _write(tmp: Path, spec: dict) -> Path:
     return path
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_skd_end_to_end(tmp_path: Path, synthkd_home: Path) -> None:
     with running_server() as server:
         path = _write(tmp_path, _spec(tmp_path, server.base_url))
@@ -71,6 +73,8 @@ def test_skd_end_to_end(tmp_path: Path, synthkd_home: Path) -> None:
     assert len(sft) == len(kept) and sft[0]["messages"][1]["content"] == kept[0]["tail"]
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_skd_with_label_file(tmp_path: Path, synthkd_home: Path) -> None:
     labels = tmp_path / "labels.jsonl"
     rows = [{"head": f"PersonX does thing {i}", "relation": "xWant", "tail": ("to rest" if i % 2 else "purple the the"), "label": "accept" if i % 2 else "reject"} for i in range(40)]
@@ -107,6 +111,8 @@ def test_skd_bad_input(tmp_path: Path, edit, message: str) -> None:
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_skd_llm_critic(tmp_path: Path, synthkd_home: Path) -> None:
     spec = _spec(tmp_path, "")
     with running_server() as server:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from datasets import load_from_disk
 
 from tests.conftest import lion_pipeline, read_rows, run_cli, run_json
@@ -14,6 +15,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_train_sft_then_dpo_with_lora(tmp_path: Path, synthkd_home: Path) -> None:
     env = {"SYNTHKD_HOME": str(synthkd_home)}
     sft = _write_jsonl(tmp_path / "sft.jsonl", [
@@ -43,6 +46,7 @@ def test_train_sft_then_dpo_with_lora(tmp_path: Path, synthkd_home: Path) -> Non
     assert not (tmp_path / "dpo_ckpt" / "adapter_config.json").exists()
 
 
+@pytest.mark.needs_trl  # its second half checks an SFTConfig key
 def test_train_rejects_wrong_format(tmp_path: Path) -> None:
     sft = _write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
     proc = run_cli("train", "dpo", "--data", str(sft), "--model", "tiny:student", "--out", str(tmp_path / "x"))
@@ -52,6 +56,8 @@ def test_train_rejects_wrong_format(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown SFTConfig key(s): epochs" in proc.stderr
 
 
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
 def test_lion_dpo_phase_uses_discrimination_pairs(tmp_path: Path, synthkd_home: Path) -> None:
     dpo = {"num_train_epochs": 1, "per_device_train_batch_size": 4, "max_length": 128, "bf16": False, "beta": 0.1}
     with running_server() as server:

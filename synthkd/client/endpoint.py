@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import httpx
 import openai
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -206,11 +205,7 @@ class EndpointClient:
                         meter.retries += 1
                     return await self._send_once(kwargs)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-            self._fatal = EndpointError(
-                f"endpoint {self.name!r} refused the request ({exc.status_code}): {_short(exc)}",
-                where=f"endpoints.{self.name}",
-                fix=f"check base_url, model and the API key variable {self.config.api_key_env or '(none set)'}",
-            )
+            self._fatal = _refused(self.name, self.config, exc)
             raise self._fatal from None
         except openai.BadRequestError as exc:
             raise _RowFailure("bad_request", _short(exc)) from None
@@ -234,16 +229,15 @@ class EndpointClient:
         transform and response models saves about a third of its CPU per request, which is the
         bottleneck at hundreds of requests per second on a small machine.
         """
-        extra = kwargs.pop("extra_body", None)
-        body = {**kwargs, **extra} if extra else kwargs
-        response = await self._client.post("/chat/completions", body=body, cast_to=httpx.Response)
+        extra = kwargs.get("extra_body")
+        # extra_body's fields go into the body itself; kwargs stays as it is for a retry.
+        body = {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
+        # cast_to=bytes: the reply body as it came (no response model); status errors still raise.
+        content = await self._client.post("/chat/completions", body=body, cast_to=bytes)
         try:
-            data = json.loads(response.content)
+            data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RetryableReplyError(f"reply body is not JSON: {exc}") from None
-        finally:
-            if extra:
-                kwargs["extra_body"] = extra
         if not isinstance(data, dict) or not data.get("choices"):
             raise RetryableReplyError("reply has no choices")
         return data
@@ -265,6 +259,23 @@ class _RowFailure(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
         self.reason, self.detail = reason, detail
+
+
+def _refused(name: str, config: EndpointConfig, exc: openai.APIStatusError) -> EndpointError:
+    """The run-stopping error for a 401/403/404, with the fix that fits how the endpoint is set up."""
+    what = f"endpoint {name!r} refused the request ({exc.status_code}): {_short(exc)}"
+    if exc.status_code == 404:
+        return EndpointError(what, where=f"endpoints.{name}",
+                             fix=f"check base_url and model ({config.model!r}): the server must serve that model at that URL")
+    if config.api_key_env is None:
+        return EndpointError(
+            f"{what}; the endpoint sends no API key (it has no api_key_env)",
+            where=f"endpoints.{name}",
+            fix="set `api_key_env:` on the endpoint to the name of the environment variable holding the key "
+            "(e.g. api_key_env: OPENAI_API_KEY) and export that variable",
+        )
+    return EndpointError(what, where=f"endpoints.{name}.api_key_env",
+                         fix=f"check that ${config.api_key_env} holds a valid key for this base_url and model")
 
 
 def _kind(exc: BaseException) -> str:

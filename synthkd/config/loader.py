@@ -157,13 +157,36 @@ def _locate(loc: tuple[Any, ...], data: dict[str, Any], lines: dict[tuple[str, .
     return f"{path}:{line}: {dotted}" if line else f"{path}: {dotted}"
 
 
+def _read_text(path: Path) -> str:
+    """The pipeline file's text; ConfigError if it is missing, a directory, unreadable or not UTF-8."""
+    if path.is_dir():
+        raise ConfigError("the path is a directory, not a pipeline file", where=str(path),
+                          fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
+    if not path.exists():
+        raise ConfigError(f"pipeline file not found: {path}", fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
+    if not path.is_file():  # a FIFO or device: reading it could block
+        raise ConfigError("the path is not a regular file (a pipe or device?)", where=str(path), fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline file: {exc.strerror or type(exc).__name__}", where=str(path),
+                          fix="make it readable (e.g. chmod u+r) or pass another path") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            f"the pipeline file is not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} is invalid{utf16}",
+            where=str(path),
+            fix="save the file as UTF-8 (in an editor: save with encoding UTF-8; or iconv -f <encoding> -t UTF-8)",
+        ) from None
+
+
 def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings: Settings | None = None) -> LoadedPipeline:
     """Read, interpolate, override and validate a pipeline file. Raises ConfigError on bad input."""
     settings = settings or Settings.from_environ()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"pipeline file not found: {path}", fix="pass the path of a YAML file, e.g. pipelines/lion.yaml")
-    text = path.read_text()
+    text = _read_text(path)
     try:
         raw = yamlio.load(text)
     except yaml.YAMLError as exc:
@@ -208,7 +231,9 @@ def _fix_for(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "remove or rename it; `synthkd validate --help` and the README list the keys"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        return "use one of the stage types: load, generate, sft, lion, dpo"
+        from synthkd.config.pipeline import stage_types
+
+        return f"use one of the stage types: {', '.join(stage_types())}"
     if kind == "missing":
         return "add the key"
     return "change the value as the message says"

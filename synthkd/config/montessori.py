@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
+
+if TYPE_CHECKING:
+    from synthkd.stages.base import StageImpl
 
 
 class MontessoriSynthesis(Strict):
@@ -32,6 +35,13 @@ class MontessoriStage(StageBase):
     synthetic data that helps the student most, then let it write the student's training set."""
 
     type: Literal["montessori"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.montessori.stage import MontessoriImpl
+
+        return MontessoriImpl
+
     input: str = Field(..., description="Stage with seed instructions (column `instruction`).")
     reference: str = Field(..., description="Stage with the reference set: held-out `instruction` and strong `response` pairs.")
     icl_probe: str | None = Field(None, description="Stage with `question`/`answer` pairs for signal icl_accuracy.")
@@ -40,6 +50,8 @@ class MontessoriStage(StageBase):
     judge: str = Field("judge", description="Endpoint for signal judge.")
     student: str = Field("student", description="Endpoint serving the student base weights (signal icl_accuracy).")
     student_model: str = Field("tiny:student", description="Student base weights (influence and the final SFT).")
+    answer_template: str = Field("lion/answer.jinja2", description="How the responder is asked to answer an instruction (variable: instruction).")
+    judge_template: str = Field("dpo/score.jinja2", description="Signal judge: score one answer 1-10 (variables: instruction, answer).")
     iterations: int = Field(2, ge=1, description="K iterations (paper: 2).")
     synthesis: MontessoriSynthesis = Field(default_factory=MontessoriSynthesis, description="Candidate generation.")
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=512), description="Responder answers.")

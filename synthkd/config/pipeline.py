@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 from pydantic import Field, model_validator
 
@@ -11,7 +11,15 @@ from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
 from synthkd.config.stages import Stage
 
-AnyStage = Stage | SKDStage | MontessoriStage  # every stage type a pipeline may use (discriminated by `type`)
+# Every stage type a pipeline may use, discriminated by `type`. This union is the one list of stage
+# types: a new type adds its config class here, and everything else (validate, the runner, status,
+# the report, error messages) finds it through `stage_types()` and the config's implementation.
+AnyStage = Stage | SKDStage | MontessoriStage
+
+
+def stage_types() -> dict[str, Any]:
+    """`type` value -> config class, for every member of `AnyStage`."""
+    return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(AnyStage)}
 
 
 class PipelineConfig(Strict):

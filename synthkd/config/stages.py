@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
+
+if TYPE_CHECKING:
+    from synthkd.stages.base import StageImpl
 
 
 class StageBase(Strict):
@@ -14,11 +17,27 @@ class StageBase(Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique stage name; its datasets go to RUN_DIR/datasets/<name>/.")
 
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        """The stage type's implementation (imported lazily: configs load without the heavy modules)."""
+        raise NotImplementedError(cls.__name__)
+
+    def implementation(self) -> "StageImpl[Any]":
+        """This stage's implementation, bound to this config."""
+        return self.implementation_class()(self)
+
 
 class LoadStage(StageBase):
     """Read records from JSONL, JSON, parquet or a `datasets` directory."""
 
     type: Literal["load"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.load import LoadImpl
+
+        return LoadImpl
+
     path: str = Field(..., description="File or directory, relative to the pipeline file.")
     columns: dict[str, str] = Field(default_factory=dict, description="Rename columns: {source: target}.")
     id_column: str | None = Field(None, description="Column holding a stable record id (default: row number).")
@@ -29,6 +48,13 @@ class GenerateStage(StageBase):
     """Render a template for each input record, call an endpoint, store the reply in a column."""
 
     type: Literal["generate"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.generate import GenerateImpl
+
+        return GenerateImpl
+
     input: str = Field(..., description="Name of an earlier stage whose records this stage reads.")
     endpoint: str = Field(..., description="Endpoint name from `endpoints:`.")
     template: str = Field(..., description="Jinja2 template of the user message, relative to prompts_dir.")
@@ -46,6 +72,13 @@ class SFTStage(StageBase):
     """TRL SFT of a model on an earlier stage's `messages` column."""
 
     type: Literal["sft"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.sft import SFTImpl
+
+        return SFTImpl
+
     input: str = Field(..., description="Earlier stage with a `messages` column.")
     model: str = Field(..., description="Base weights: local directory, hub name, or tiny:NAME.")
     sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
@@ -66,6 +99,13 @@ class LionStage(StageBase):
     """Lion (Jiang et al., EMNLP 2023): imitation, discrimination and generation, K times."""
 
     type: Literal["lion"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.lion.stage import LionImpl
+
+        return LionImpl
+
     input: str = Field(..., description="Stage with the seed instructions (column `instruction`).")
     teacher: str = Field("teacher", description="Endpoint answering instructions and writing new ones.")
     referee: str = Field(
@@ -125,6 +165,13 @@ class DPOStage(StageBase):
     """On-policy preference distillation of the student with TRL DPO, K iterations."""
 
     type: Literal["dpo"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.dpo.stage import DPOImpl
+
+        return DPOImpl
+
     input: str = Field(..., description="Stage with the training instructions (column `instruction`).")
     heldout: str | None = Field(None, description="Stage with held-out instructions for the win rate against the previous checkpoint.")
     student: str = Field("student", description="Endpoint serving the student (must be served by synthkd to sample from checkpoints).")
@@ -158,6 +205,13 @@ class EvalStage(StageBase):
     """Student against teacher on a held-out set: judge in both orders, and exact match where gold exists."""
 
     type: Literal["eval"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.evaluate import EvalImpl
+
+        return EvalImpl
+
     input: str = Field(..., description="Stage with the held-out set.")
     question_column: str = Field("instruction", description="Column with the instruction or question.")
     gold_column: str | None = Field(None, description="Column with gold final answers: adds exact-match accuracy.")
@@ -174,6 +228,13 @@ class DecontaminateStage(StageBase):
     """Drop records that share a long n-gram with an evaluation set."""
 
     type: Literal["decontaminate"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.decontaminate import DecontaminateImpl
+
+        return DecontaminateImpl
+
     input: str = Field(..., description="Stage whose records are filtered.")
     column: str = Field("instruction", description="Column checked for overlap.")
     against: str = Field(..., description="Stage holding the evaluation set.")
@@ -185,6 +246,13 @@ class RationaleStage(StageBase):
     """Teacher rationales with final answers, rejection-sampled against gold (or self-consistent)."""
 
     type: Literal["rationale"]
+
+    @classmethod
+    def implementation_class(cls) -> "type[StageImpl[Any]]":
+        from synthkd.stages.rationale import RationaleImpl
+
+        return RationaleImpl
+
     input: str = Field(..., description="Stage with the task inputs.")
     question_column: str = Field("question", description="Column with the task input.")
     gold_column: str | None = Field("answer", description="Column with gold final answers; null when there are none.")

@@ -27,6 +27,10 @@ from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
+from synthkd.client.endpoint import Result
+from synthkd.dpo.stage import DPOIteration
+from synthkd.records import PreferencePair
+from synthkd.stages.base import StageResult, checkpoint_dir
 
 
 class DPORun:
@@ -46,8 +50,15 @@ class DPORun:
         # With a judge that is code, held-out progress is judge-free (ROUGE-L, NLL, gold) instead of an LLM win rate.
         self.evaluator = (HeldoutEvaluator(rt, heldout_items(heldout_rows), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
                                            sampling=cfg.heldout_sampling) if self.code_judge and heldout else None)
+        self.failed: list[dict[str, Any]] = []  # rows whose calls failed, with the step and the reason
 
-    async def run(self) -> dict[str, Any]:
+    def _fail(self, it: int, step: str, row: dict[str, Any], res: Result | None, **extra: Any) -> None:
+        """Keep a row whose call failed (failures are data: they reach failed.jsonl, never vanish)."""
+        reason = (res.error if res is not None else None) or "empty"
+        self.failed.append({**row, **extra, "iteration": it, "step": step, "reason": reason,
+                            "detail": res.detail if res is not None else None, "raw": res.text if res is not None else None})
+
+    async def run(self) -> StageResult:
         meter = Meter()
         weights = self.cfg.model or self.rt.current_weights(self.cfg.student)
         assert weights is not None  # validate() requires a served student
@@ -65,8 +76,9 @@ class DPORun:
             stats["pairs_mined"] = len(pairs)
             stats["pairs_by_source"] = {s: sum(1 for p in pairs if p["source"] == s) for s in self.cfg.sources}
             stats["margins"] = mining.margin_summary([p["margin"] for p in pairs])
+            stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
             fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], fingerprint=fp, templates=self.templates,
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair, fingerprint=fp, templates=self.templates,
                                   fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
                                   description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
             if self.evaluator is not None and it == 1:
@@ -83,13 +95,12 @@ class DPORun:
                 stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self.rt.state.save_iteration(self.cfg.name, stats)
+            self.rt.state.save_iteration(self.cfg.name, DPOIteration.strict(stats))
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {brief(stats['heldout']) if 'heldout' in stats else stats.get('heldout_vs_previous')}")
             all_pairs += pairs
             weights = new
-        self.rt.serve_weights(self.cfg.student, weights)
         self.rt.state.stage(self.cfg.name)["final_weights"] = weights
-        return {"rows": all_pairs, "failed": [], "meter": meter}
+        return StageResult(rows=all_pairs, failed=self.failed, meter=meter, moves={self.cfg.student: weights})
 
     async def _student_answers(self, items: list[dict[str, Any]], label: str, meter: Meter) -> dict[str, str]:
         calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items]
@@ -100,7 +111,12 @@ class DPORun:
         calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in self.rows]
         teacher = await self.rt.call_all(self.cfg.teacher, f"iter {it}: teacher answers", calls, meter)
         student = await self.rt.call_all(self.cfg.student, f"iter {it}: student answers", calls, meter)
-        items = [(x, t.text.strip(), s.text.strip()) for x, t, s in zip(self.rows, teacher, student) if t.ok and s.ok and t.text and s.text]
+        items = []
+        for x, t, s in zip(self.rows, teacher, student):
+            if t.ok and s.ok and t.text and s.text:
+                items.append((x, t.text.strip(), s.text.strip()))
+            else:
+                self._fail(it, "teacher_answer" if not (t.ok and t.text) else "student_answer", x, t if not (t.ok and t.text) else s)
         if self.code_judge:
             rows = []
             for x, t, s in items:
@@ -115,6 +131,8 @@ class DPORun:
             if a.ok and b.ok:
                 j = judge(a.parsed, b.parsed)
                 rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
+            else:
+                self._fail(it, "judge", x, a if not a.ok else b, teacher_answer=t, student_answer=s)
         return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
 
     async def ranked(self, it: int, meter: Meter) -> list[dict[str, Any]]:
@@ -127,6 +145,9 @@ class DPORun:
                 calls.append(call)
         samples = await self.rt.call_all(self.cfg.student, f"iter {it}: student samples (k={k})", calls, meter)
         texts = [r.text.strip() if r.ok and r.text else None for r in samples]
+        for n, r in enumerate(samples):
+            if texts[n] is None:
+                self._fail(it, "student_sample", self.rows[n // k], r, sample=n % k)
         score_calls, where = [], []
         for n, x in enumerate(self.rows):
             for i in range(k):
@@ -139,13 +160,15 @@ class DPORun:
         for (n, text), res in zip(where, scores):
             if res.ok:
                 groups[n]["samples"].append((text, res.parsed.score))
+            else:
+                self._fail(it, "judge_sample", self.rows[n], res, student_answer=text)
         return mining.ranked_pairs(groups, self.cfg.margin)
 
     async def train(self, it: int, pairs: list[dict[str, Any]], weights: str, fp: str, stats: dict[str, Any]) -> str:
         if not pairs:
             stats["dpo"] = "skipped: no pairs"
             return weights
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}"
+        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}")
         if not checkpoint_done(out, fp):
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: DPO on {len(pairs)} pairs")
             base = self.rt.servers.resolve_model_path(weights)

@@ -36,6 +36,9 @@ from synthkd.dpo.mining import teacher_vs_student_pairs
 from synthkd.judging import Judgement
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
+from synthkd.records import HeldoutRow, PreferencePair
+from synthkd.lion.stage import DiscriminationRow, GeneratedRow, LionIteration, LionRow
+from synthkd.stages.base import StageResult, checkpoint_dir
 
 
 @dataclass
@@ -95,7 +98,7 @@ class LionRun:
             self.rt.state.stage(self.cfg.name)["heldout_teacher"] = self.teacher_heldout
         figures = await self.heldout.evaluate(f"iter {it}: held-out", meter)
         rows = self.heldout.last_rows
-        self.rt.write_dataset(f"{self.cfg.name}.heldout.iter{it}", rows, [], fingerprint=digest(rows), models=self._models(),
+        self.rt.write_dataset(f"{self.cfg.name}.heldout.iter{it}", rows, [], row_type=HeldoutRow, fingerprint=digest(rows), models=self._models(),
                               counts={"iteration": it}, description=f"Lion: held-out answers of the {'base student' if it == 0 else f'student after iteration {it}'} "
                               "beside the teacher's (reference), with ROUGE-L and gold match per prompt.")
         self.rt.reporter.note(f"[lion] held-out after iteration {it}{' (base student)' if it == 0 else ''}: {brief(figures)}"
@@ -104,7 +107,7 @@ class LionRun:
         return figures
 
     # ---- the loop ---------------------------------------------------------------------
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> StageResult:
         pools = Pools(train=list(self.seeds), cache=list(self.seeds))
         meter = Meter()
         await self.teacher_answers(pools, pools.train, meter, "start: teacher answers the seeds")
@@ -116,6 +119,7 @@ class LionRun:
             if base is not None:
                 self.rt.state.stage(self.cfg.name)["heldout_base"] = base
                 self.rt.state.save()
+        final_weights: str | None = None
         for it in range(1, self.cfg.iterations + 1):
             stats: dict[str, Any] = {"iteration": it, "train_pool": len(pools.train), "cache_pool": len(pools.cache)}
             it_meter = Meter()
@@ -129,16 +133,19 @@ class LionRun:
                 stats["heldout"] = await self.evaluate_heldout(it)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self.rt.state.save_iteration(self.cfg.name, stats)
+            self.rt.state.save_iteration(self.cfg.name, LionIteration.strict(stats))
             self.rt.reporter.note(
                 f"[lion] iteration {it}: hard {stats['hard_fraction']:.2f}, teacher {stats['mean_teacher_score']:.2f}, "
                 f"student {stats['mean_student_score']:.2f}, new {stats['new_instructions']}, pools {len(pools.train)}/{len(pools.cache)}"
             )
             self.stats.append(stats)
             previous = checkpoint if not self.cfg.retrain_from_base else self.base_student
+            final_weights = checkpoint
         final = self._training_rows(pools, pools.train)
         self.total = meter
-        return {"rows": final, "failed": list(pools.answer_failures.values()), "meter": meter}
+        # The student endpoint stays on the last checkpoint, so a later stage (eval) sees the trained student.
+        moves = {self.cfg.student: final_weights} if final_weights and self.rt.config.endpoints[self.cfg.student].served else {}
+        return StageResult(rows=final, failed=list(pools.answer_failures.values()), meter=meter, moves=moves)
 
     async def teacher_answers(self, pools: Pools, items: list[dict[str, Any]], meter: Meter, label: str) -> None:
         """Teacher answers for every item without one (cached calls cost nothing on a rerun)."""
@@ -165,13 +172,13 @@ class LionRun:
         fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
                      "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it})
         name = f"{self.cfg.name}.iter{it}.train_pool"
-        self.rt.write_dataset(name, rows, [], fingerprint=fp, templates=self.templates, models=self._models(),
+        self.rt.write_dataset(name, rows, [], row_type=LionRow, fingerprint=fp, templates=self.templates, models=self._models(),
                               counts={"iteration": it}, fmt="sft (messages)", description=f"Lion iteration {it}: the train pool with teacher answers.")
         stats["sft_examples"] = len(rows)
         if self.base_student is None:
             stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
             return None
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}"
+        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}")
         base = self.rt.servers.resolve_model_path(previous or self.base_student)
         if checkpoint_done(out, fp):
             self.rt.reporter.note(f"[lion] iteration {it}: imitation checkpoint already trained ({out})")
@@ -215,11 +222,11 @@ class LionRun:
             "discrimination_failures": len(failed),
         })
         fp = digest({"rows": rows, "failed": failed})
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.discrimination", rows, failed, fingerprint=fp, templates=self.templates,
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp, templates=self.templates,
                               models=self._models(), counts={"iteration": it, "hard": len(hard)},
                               description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
         prefs = teacher_vs_student_pairs(rows, self.cfg.tau)
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.preference", prefs, [], fingerprint=fp, templates=self.templates,
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.preference", prefs, [], row_type=PreferencePair, fingerprint=fp, templates=self.templates,
                               models=self._models(), counts={"iteration": it}, fmt="preference (prompt/chosen/rejected)",
                               description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
@@ -254,7 +261,7 @@ class LionRun:
             stats["dpo"] = "skipped: no pairs"
             return checkpoint
         fp = digest({"pairs": pairs, "base": checkpoint, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"iter{it}-dpo"
+        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}-dpo")
         if not checkpoint_done(out, fp):
             self.rt.reporter.note(f"[lion] iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
             await asyncio.to_thread(train_dpo, pairs, checkpoint, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
@@ -302,7 +309,7 @@ class LionRun:
         pools.cache.extend(answered)
         stats.update({"new_instructions": len(answered), "generation_rejected": reasons})
         out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", out_rows, rejected, fingerprint=digest(out_rows), templates=self.templates,
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", out_rows, rejected, row_type=GeneratedRow, fingerprint=digest(out_rows), templates=self.templates,
                               models=self._models(), counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
                               fmt="sft (messages)", description=f"Lion iteration {it}: new instructions (hard and easy) with teacher answers.")
 

@@ -28,6 +28,9 @@ from synthkd.runtime import Runtime, digest
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft
+from synthkd.client.endpoint import Result
+from synthkd.montessori.stage import CandidateRow, MontessoriIteration, MontessoriRow, TeacherPair
+from synthkd.stages.base import StageResult, checkpoint_dir
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -45,11 +48,21 @@ class MontessoriRun:
         self.probe = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in probe]
         self.generated: list[str] = []
         self.prompts: dict[str, list[dict[str, str]]] = {}
+        self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
 
-    async def run(self) -> dict[str, Any]:
+    @property
+    def t_answer(self) -> Any:
+        """The responder's prompt (looked up when used: the influence tests build a run without prompts)."""
+        return self.rt.prompts.get(self.cfg.answer_template)
+
+    def _fail(self, it: int, step: str, row: dict[str, Any], res: Result) -> None:
+        self.failed.append({**row, "iteration": it, "step": step, "reason": res.error or "empty", "detail": res.detail, "raw": res.text})
+
+    async def run(self) -> StageResult:
         meter = Meter()
         teacher_weights = self.rt.current_weights(self.cfg.teacher)
         final_rows: list[dict[str, Any]] = []
+        student_checkpoint: str | None = None
         warmup = await self.warmup_set(meter)
         for it in range(1, self.cfg.iterations + 1):
             stats: dict[str, Any] = {"iteration": it, "teacher_weights": teacher_weights}
@@ -58,26 +71,35 @@ class MontessoriRun:
             await self.signal(it, candidates, warmup, meter, stats)
             pairs = mp.build_pairs(self.groups(candidates), self.cfg.max_pairs_per_prompt)
             stats["pairs"] = len(pairs)
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates], [],
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates],
+                                  [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow,
                                   fingerprint=digest(candidates), fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], fingerprint=digest(pairs), fmt="preference (prompt/chosen/rejected)",
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], row_type=TeacherPair, fingerprint=digest(pairs), fmt="preference (prompt/chosen/rejected)",
                                   description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
             teacher_weights = await self.tune_teacher(it, pairs, teacher_weights, stats)  # type: ignore[arg-type]
             self.rt.serve_weights(self.cfg.teacher, teacher_weights)
             final = await self.synthesize(it, "final", self.cfg.final_prompts, meter, stats)
             stats["final_set"] = len(final)
             final_rows = [{"id": c["id"], "instruction": c["instruction"], "messages": c["messages"], "iteration": it} for c in final]
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.final", final_rows, [], fingerprint=digest(final_rows), fmt="sft (messages)",
+            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.final", final_rows, [], row_type=MontessoriRow, fingerprint=digest(final_rows), fmt="sft (messages)",
                                   description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
-            stats["student_sft"] = await self.train_student(it, final_rows)
-            self.rt.state.save_iteration(self.cfg.name, stats)
+            stats["student_sft"], student_checkpoint = await self.train_student(it, final_rows)
+            stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
+            self.rt.state.save_iteration(self.cfg.name, MontessoriIteration.strict(stats))
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
-        return {"rows": final_rows, "failed": [], "meter": meter}
+        # The teacher stays on its tuned weights; a served student endpoint moves onto the trained student.
+        moves = {self.cfg.teacher: teacher_weights}
+        if student_checkpoint and self.rt.config.endpoints[self.cfg.student].served:
+            moves[self.cfg.student] = student_checkpoint
+        return StageResult(rows=final_rows, failed=self.failed, meter=meter, moves=moves)
 
     async def warmup_set(self, meter: Meter) -> list[dict[str, Any]]:
         seeds = self.seeds[: self.cfg.warmup_size]
         results = await self.rt.call_all(self.cfg.responder, f"{self.cfg.name}: responder answers the warm-up set",
-                                         [answer_call(self.rt.prompts.get("lion/answer.jinja2"), s, self.cfg.answer_sampling) for s in seeds], meter)
+                                         [answer_call(self.t_answer, s, self.cfg.answer_sampling) for s in seeds], meter)
+        for s, r in zip(seeds, results):
+            if not (r.ok and r.text and r.text.strip()):
+                self._fail(0, "warmup_answer", {"instruction": s}, r)
         return [{"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": r.text.strip()}]}
                 for s, r in zip(seeds, results) if r.ok and r.text and r.text.strip()]
 
@@ -105,14 +127,18 @@ class MontessoriRun:
             reason = (res.error if not res.ok else None) or mp.filter_reason(text, s.min_words, s.max_words, s.banned_words) or ("rouge_l" if index.too_similar(text or "") else None)
             if reason:
                 reasons[reason] = reasons.get(reason, 0) + 1
+                if not res.ok:
+                    self._fail(it, f"{phase}_synthesis", {"prompt_id": f"it{it}-{phase}-p{p:04d}", "sample": j}, res)
                 continue
             index.add(text or "")
             kept.append({"id": f"it{it}-{phase}-p{p:04d}-s{j}", "prompt_id": f"it{it}-{phase}-p{p:04d}", "instruction": text, "raw": res.text})
         answers = await self.rt.call_all(self.cfg.responder, f"{self.cfg.name}: iter {it} {phase} responder",
-                                         [answer_call(self.rt.prompts.get("lion/answer.jinja2"), c["instruction"], self.cfg.answer_sampling) for c in kept], meter)
+                                         [answer_call(self.t_answer, c["instruction"], self.cfg.answer_sampling) for c in kept], meter)
         answered = []
         for c, a in zip(kept, answers):
-            if a.ok and a.text and a.text.strip():
+            if not (a.ok and a.text and a.text.strip()):
+                self._fail(it, f"{phase}_responder", {k: v for k, v in c.items() if k != "raw"}, a)
+            else:
                 answered.append({**c, "messages": [{"role": "user", "content": c["instruction"]}, {"role": "assistant", "content": a.text.strip()}]})
         self.generated.extend(c["instruction"] for c in answered)
         stats[f"{phase}_synthesis"] = {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons}
@@ -133,10 +159,14 @@ class MontessoriRun:
             raw = await asyncio.to_thread(self._influence, [{"messages": c["messages"]} for c in probe], warmup)
             utilities = [mp.utility_from_influence(v) for v in raw]
         elif self.cfg.signal == "judge":
-            calls = [pointwise_call(self.rt.prompts.get("dpo/score.jinja2"), c["instruction"], c["messages"][1]["content"], self.cfg.answer_sampling) for c in probe]
+            calls = [pointwise_call(self.rt.prompts.get(self.cfg.judge_template), c["instruction"], c["messages"][1]["content"], self.cfg.answer_sampling) for c in probe]
             results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: iter {it} judge", calls, meter)
-            raw = [float(r.parsed.score) if r.ok else 5.5 for r in results]
-            utilities = [mp.utility_from_judge(v) for v in raw]
+            for c, r in zip(probe, results):
+                if not r.ok:
+                    self._fail(it, "judge", {"id": c["id"], "prompt_id": c["prompt_id"], "instruction": c["instruction"]}, r)
+            # A failed judge call leaves its candidate unmeasured (neither chosen nor rejected), not scored mid-scale.
+            raw = [float(r.parsed.score) if r.ok else None for r in results]
+            utilities = [mp.utility_from_judge(v) if v is not None else 0.0 for v in raw]
         else:
             raw = await self._icl_accuracy(it, probe, meter)
             baseline = raw.pop()
@@ -151,7 +181,7 @@ class MontessoriRun:
             method = {"method": self.cfg.influence}
             if self.cfg.influence == "first_order":
                 method.update(params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
-        stats["signal"] = {"kind": self.cfg.signal, **method, **mp.distribution(raw)}
+        stats["signal"] = {"kind": self.cfg.signal, **method, **mp.distribution([v for v in raw if v is not None])}
 
     def _influence(self, probe: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> list[float]:
         from synthkd.montessori.influence import InfluenceModel
@@ -182,7 +212,7 @@ class MontessoriRun:
         if not pairs:
             stats["teacher_dpo"] = "skipped: no pairs"
             return weights
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"teacher-iter{it}"
+        out = checkpoint_dir(self.rt, self.cfg.name, f"teacher-iter{it}")
         fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
         if not checkpoint_done(out, fp):
             base = self.rt.servers.resolve_model_path(weights)
@@ -193,13 +223,14 @@ class MontessoriRun:
         stats["teacher_dpo"] = read_metrics(out)
         return str(out)
 
-    async def train_student(self, it: int, rows: list[dict[str, Any]]) -> Any:
+    async def train_student(self, it: int, rows: list[dict[str, Any]]) -> tuple[Any, str | None]:
+        """(metrics, checkpoint) of the student's SFT on the final set."""
         if not rows:
-            return "skipped: empty final set"
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / f"student-iter{it}"
+            return "skipped: empty final set", None
+        out = checkpoint_dir(self.rt, self.cfg.name, f"student-iter{it}")
         fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "seed": self.rt.config.seed})
         if not checkpoint_done(out, fp):
             base = self.rt.servers.resolve_model_path(self.cfg.student_model)
             await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=None, seed=self.rt.config.seed, fingerprint=fp)
-        return read_metrics(out)
+        return read_metrics(out), str(out)
 

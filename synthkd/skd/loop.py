@@ -19,15 +19,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from synthkd.client.accounting import Meter
-from synthkd.client.endpoint import Call
+from synthkd.client.endpoint import Call, Result
 from synthkd.config.skd import SKDStage
 from synthkd.errors import SynthkdError
 from synthkd.runtime import Runtime, digest
 from synthkd.skd import critic as critic_lib
-from synthkd.skd.generation import DEFAULT_RELATIONS, Completion, clean_heads, clean_tails, first_line, numbered_seeds
+from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.sft import train_sft
+from synthkd.records import Record
+from synthkd.skd.stage import HeadRow, ScoredTriple, SKDStats, SKDSummary, Triple, relations_of
+from synthkd.stages.base import StageResult, checkpoint_dir
 
 
 class Verdict(BaseModel):
@@ -48,27 +51,39 @@ class SKDRun:
         self.cfg, self.rt = cfg, rt
         self.seeds = [str(r["head"]) for r in seeds]
         self.heldout = [str(r["head"]) for r in heldout]
-        self.relations = {k: (v.phrase, v.template, v.examples) for k, v in (cfg.relations or {}).items()} or {
-            k: (phrase, "skd/tail.jinja2", []) for k, phrase in DEFAULT_RELATIONS.items()
-        }
+        self.relations = relations_of(cfg)
         self.summary: dict[str, Any] = {}
+        self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
 
-    def _write(self, suffix: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None, **card: Any) -> None:
-        self.rt.write_dataset(f"{self.cfg.name}.{suffix}", rows, failed or [], fingerprint=digest(rows), **card)
+    def _write(self, suffix: str, rows: list[dict[str, Any]], row_type: type[Record], failed: list[dict[str, Any]] | None = None, **card: Any) -> None:
+        self.rt.write_dataset(f"{self.cfg.name}.{suffix}", rows, failed or [], row_type=row_type, fingerprint=digest(rows), **card)
 
-    async def run(self) -> dict[str, Any]:
+    def _fail(self, step: str, row: dict[str, Any], res: Result | None) -> None:
+        """Keep what a failed call was for, with the reason (never scored as if the judge had said no)."""
+        self.failed.append({**row, "step": step, "reason": (res.error if res is not None else None) or "failed",
+                            "detail": res.detail if res is not None else None, "raw": res.text if res is not None else None})
+
+    def _result(self, rows: list[dict[str, Any]], meter: Meter, checkpoint: str | None = None) -> StageResult:
+        steps = [f["step"] for f in self.failed]
+        if steps:
+            self.summary["failed_calls"] = {s: steps.count(s) for s in sorted(set(steps))}
+        summary = SKDSummary.strict(self.summary)
+        moves = {self.cfg.student: checkpoint} if checkpoint and self.cfg.student and self.rt.config.endpoints[self.cfg.student].served else {}
+        return StageResult(rows=rows, failed=self.failed, meter=meter, stats=SKDStats(skd=summary, critic=summary.critic or {}), moves=moves)
+
+    async def run(self) -> StageResult:
         meter = Meter()
         heads = await self.generate_heads(meter)
         raw = await self.generate_tails(heads, meter, self.cfg.teacher, self.cfg.tails.n, self.cfg.tails.sampling, "teacher tails")
-        self._write("raw", raw, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
+        self._write("raw", raw, Triple, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
         if not raw:
             self.summary["corpus"] = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
             self.summary["note"] = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
-            return {"rows": [], "failed": [], "meter": meter, "summary": self.summary}
+            return self._result([], meter)
         scored, threshold = await self.critique(raw, meter)
-        self._write("scored", scored, description="SKD: every triple with the critic's score.")
+        self._write("scored", scored, ScoredTriple, description="SKD: every triple with the critic's score.")
         kept = [t for t in scored if t["critic_score"] >= threshold]
-        self._write("filtered", kept, description="SKD: triples the critic accepts, with their score.")
+        self._write("filtered", kept, ScoredTriple, description="SKD: triples the critic accepts, with their score.")
         sft_rows = [self._sft_row(t) for t in kept]
         checkpoint = await self.train_student(sft_rows)
         self.summary["corpus"] = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
@@ -81,9 +96,9 @@ class SKDRun:
                 self.rt.serve_weights(self.cfg.student, checkpoint)
             student = await self.generate_tails(self.heldout, meter, self.cfg.student, 1, self.cfg.eval_sampling, "student tails (held-out heads)", student_format=True)
             student_scored = await self._score(student, threshold_meter=meter)
-            self._write("student_eval", student_scored, description="SKD: the student's tails on held-out heads, with critic scores.")
+            self._write("student_eval", student_scored, ScoredTriple, description="SKD: the student's tails on held-out heads, with critic scores.")
             self.summary["acceptance"]["student_heldout"] = _rate(student_scored, threshold)
-        return {"rows": sft_rows, "failed": [], "meter": meter, "summary": self.summary}
+        return self._result(sft_rows, meter, checkpoint)
 
     # ---- generation -----------------------------------------------------------------
     async def generate_heads(self, meter: Meter) -> list[str]:
@@ -97,6 +112,9 @@ class SKDRun:
                 calls.append(Call(messages=messages, sampling=h.sampling, sample=j, logprobs=True))
                 shown.append(p)
         results = await self.rt.call_all(self.cfg.teacher, f"{self.cfg.name}: heads ({h.prompts} prompts x {h.n})", calls, meter)
+        for p, r in zip(shown, results):
+            if not r.ok:
+                self._fail("head", {"prompt": p}, r)
         completions = [Completion(_join(h.prefix, r.text or ""), r.ok and r.finish_reason == "stop", r.logprobs) for r in results]
         heads, stats = clean_heads(completions, h.pattern, h.drop_lowest_logprob)
         seeds_lower = {s.lower() for s in self.seeds}
@@ -104,7 +122,7 @@ class SKDRun:
         if h.max_heads:
             heads = heads[: h.max_heads]
         self.summary["heads"] = {**stats, "kept_after_seed_overlap": len(heads)}
-        self._write("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], description="SKD: generated heads (events).")
+        self._write("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], HeadRow, description="SKD: generated heads (events).")
         return heads
 
     async def generate_tails(self, heads: list[str], meter: Meter, endpoint: str, n: int, sampling: Any, label: str,
@@ -126,6 +144,8 @@ class SKDRun:
             grouped.setdefault(key, [])
             if res.ok and res.text:
                 grouped[key].append(res.text)
+            elif not res.ok:
+                self._fail("student_tail" if student_format else "tail", {"head": key[0], "relation": key[1]}, res)
         triples = []
         for (head, rel), texts in grouped.items():
             # The student is judged on what it says, one reply per (head, relation), even if empty;
@@ -141,23 +161,28 @@ class SKDRun:
         if c.labels:
             return read_labels(self.rt.pipeline.resolve(c.labels), f"stages.{self.cfg.name}.critic.labels", {k: v[0] for k, v in self.relations.items()})
         sample = random.Random(digest([self.rt.config.seed, self.cfg.name, "labels"])).sample(triples, min(c.label_sample, len(triples)))
-        verdicts = await self._judge(sample, meter, "judge labels a sample")
+        verdicts = await self._judge(sample, meter, "judge labels a sample", "label")
         return [{**t, "label": v} for t, v in zip(sample, verdicts) if v is not None]
 
-    async def _judge(self, triples: list[dict[str, Any]], meter: Meter, label: str) -> list[bool | None]:
+    async def _judge(self, triples: list[dict[str, Any]], meter: Meter, label: str, step: str) -> list[bool | None]:
+        """The judge's accept/reject per triple; None (and a failed row) where its call failed."""
         prompt = self.rt.prompts.get(self.cfg.critic.judge_template)
         calls = [Call(messages=_user(prompt.render(head=t["head"], relation=t["relation"], phrase=t["phrase"], tail=t["tail"])),
                       sampling=self.rt.config.endpoints[self.cfg.judge].sampling, schema=Verdict) for t in triples]
         results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: {label}", calls, meter)
+        for t, r in zip(triples, results):
+            if not r.ok:
+                self._fail(step, t, r)
         return [(r.parsed.verdict == "accept") if r.ok else None for r in results]
 
     async def critique(self, raw: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], float]:
         """Scored triples and the acceptance threshold; fills the critic part of the summary."""
         c = self.cfg.critic
         if c.kind == "llm":
-            verdicts = await self._judge(raw, meter, "judge scores every triple")
+            verdicts = await self._judge(raw, meter, "judge scores every triple", "critic")
             self.summary["critic"] = {"kind": "llm", "threshold": 0.5, "judged": sum(v is not None for v in verdicts)}
-            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(raw, verdicts)], 0.5
+            # A triple whose judge call failed is not scored (it is in failed.jsonl), rather than read as a rejection.
+            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(raw, verdicts) if v is not None], 0.5
         labelled = await self.labels(raw, meter)
         items = [{**t, "label": bool(t["label"])} for t in labelled]
         positives = sum(t["label"] for t in items)
@@ -168,7 +193,7 @@ class SKDRun:
                 fix="give a label file with both kinds, raise critic.label_sample, or use critic.kind: llm (paid replies are cached)",
             )
         train, val = critic_lib.train_val_split(items, c.val_fraction, self.rt.config.seed)
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "critic"
+        out = checkpoint_dir(self.rt, self.cfg.name, "critic")
         fp = digest({"train": train, "val": val, "model": c.model, "epochs": c.epochs, "lr": c.learning_rate, "seed": self.rt.config.seed})
         as_nli = lambda rows: [{"premise": p, "hypothesis": h, "label": r["label"]} for r in rows for p, h in [critic_lib.nli_text(r["head"], r["phrase"], r["tail"])]]  # noqa: E731
         if not checkpoint_done(out, fp):
@@ -191,9 +216,9 @@ class SKDRun:
 
     async def _score(self, triples: list[dict[str, Any]], threshold_meter: Meter) -> list[dict[str, Any]]:
         if self.cfg.critic.kind == "llm":
-            verdicts = await self._judge(triples, threshold_meter, "judge scores triples")
-            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(triples, verdicts)]
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "critic"
+            verdicts = await self._judge(triples, threshold_meter, "judge scores triples", "critic_student")
+            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(triples, verdicts) if v is not None]
+        out = checkpoint_dir(self.rt, self.cfg.name, "critic")
         present = [t for t in triples if t["tail"]]
         pairs = [critic_lib.nli_text(t["head"], t["phrase"], t["tail"]) for t in present]
         scores = iter(await asyncio.to_thread(critic_lib.score_texts, out, pairs) if pairs else [])
@@ -208,7 +233,7 @@ class SKDRun:
         if not rows:
             self.summary["student"] = "skipped: the critic kept no triples"
             return None
-        out = self.rt.run_dir / "checkpoints" / self.cfg.name / "student"
+        out = checkpoint_dir(self.rt, self.cfg.name, "student")
         fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "lora": self.cfg.lora, "seed": self.rt.config.seed})
         if not checkpoint_done(out, fp):
             base = self.rt.servers.resolve_model_path(self.cfg.student_model)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from synthkd.config.stages import DecontaminateStage
+from synthkd.records import StageStats, Stats
 from synthkd.rouge import tokenize
+from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult
 
 
 def ngrams(text: str, n: int) -> Iterator[tuple[str, ...]]:
@@ -28,3 +30,33 @@ def decontaminate(cfg: DecontaminateStage, rows: list[dict[str, Any]], reference
         else:
             dropped.append({**row, "reason": "contaminated", "detail": " ".join(hit)})
     return kept, dropped, {"dropped": len(dropped), "kept": len(kept), "ngram": cfg.ngram, "reference_size": len(reference)}
+
+
+class DecontaminationCounts(Stats):
+    """What a decontaminate stage dropped and kept."""
+
+    dropped: int = 0
+    kept: int = 0
+    ngram: int = 0
+    reference_size: int = 0
+
+
+class DecontaminateStats(StageStats):
+    """run.json entry of a decontaminate stage."""
+
+    decontamination: DecontaminationCounts | None = None
+    detail_blocks = ("decontamination",)
+
+
+class DecontaminateImpl(StageImpl[DecontaminateStage]):
+    """Passes its input's rows through, less the contaminated ones (which go to failed.jsonl)."""
+
+    stats_type = DecontaminateStats
+
+    def reads(self) -> list[Reads]:
+        return [Reads("input", self.cfg.input, frozenset({self.cfg.column}), "column"),
+                Reads("against", self.cfg.against, frozenset({self.cfg.against_column}), "against_column")]
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        kept, dropped, counts = decontaminate(self.cfg, inp.get("input"), inp.get("against"))
+        return StageResult(rows=kept, failed=dropped, stats=DecontaminateStats(decontamination=DecontaminationCounts(**counts)))

@@ -15,7 +15,9 @@ from synthkd.client.accounting import Meter
 from synthkd.config.stages import EvalStage
 from synthkd.judging import judge, pairwise_call_pairs
 from synthkd.lion.steps import answer_call
+from synthkd.records import Record, StageStats, Stats
 from synthkd.runtime import Runtime
+from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import heldout_items, score_answers
 from synthkd.scoring.metrics import summary as metric_summary
@@ -107,3 +109,72 @@ async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], e
         if weights and pairs:
             values = await asyncio.to_thread(cached_answer_nll, rt.servers.resolve_model_path(weights), pairs, rt.settings.home / "nll")
             extra[who]["nll"] = metric_summary(values)
+
+
+class EvalRow(Record):
+    """One held-out prompt: both answers, their judge scores and exact match where gold exists."""
+
+    id: str
+    instruction: str
+    gold: Any = None
+    student_answer: str
+    teacher_answer: str | None = None
+    student_exact_match: bool | None = None
+    teacher_exact_match: bool | None = None
+    rouge_l: float | None = None
+    student_score: float | None = None
+    teacher_score: float | None = None
+    outcome: str | None = None
+    judge_failure: str | None = None  # the judge's call failed: the scores are missing, the answers are kept
+
+
+class EvalSummary(Stats):
+    """The eval stage's figures (see `summarize`), plus judge-free figures of student and teacher."""
+
+    n: int = 0
+    judged: int = 0
+    wins: int | None = None
+    ties: int | None = None
+    losses: int | None = None
+    student_share_of_teacher: float | None = None
+    mean_student_score: float | None = None
+    mean_teacher_score: float | None = None
+    exact_match: float | None = None
+    exact_match_n: int | None = None
+    teacher_exact_match: float | None = None
+    teacher_exact_match_n: int | None = None
+    student: dict[str, Any] | None = None  # ROUGE-L, NLL, gold accuracy with intervals
+    teacher: dict[str, Any] | None = None
+
+
+class EvalStats(StageStats):
+    """run.json entry of an eval stage."""
+
+    eval: EvalSummary | None = None
+    detail_blocks = ("eval",)
+
+
+class EvalImpl(StageImpl[EvalStage]):
+    """Student (and teacher) answer every held-out prompt; judged, or scored by code."""
+
+    row_type = EvalRow
+    stats_type = EvalStats
+
+    def reads(self) -> list[Reads]:
+        cfg = self.cfg
+        return [Reads("input", cfg.input, frozenset({cfg.question_column} | ({cfg.gold_column} if cfg.gold_column else set())))]
+
+    def uses(self) -> list[Uses]:
+        cfg = self.cfg
+        return [Uses("student", cfg.student), Uses("teacher", cfg.teacher), Uses("judge", cfg.judge if cfg.teacher else None, judge=True)]
+
+    def templates(self) -> list[TemplateUse]:
+        t = self.cfg.templates
+        return [TemplateUse("templates.answer", t.answer, frozenset({"instruction"}))] + (
+            [TemplateUse("templates.pairwise", t.pairwise, frozenset({"instruction", "answer_1", "answer_2"}))] if self.cfg.teacher else [])
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        result = StageResult(rows=[])
+        result.rows, result.failed, summary = await run_eval(self.cfg, inp.rt, inp.get("input"), result.meter)
+        result.stats = EvalStats(eval=EvalSummary.strict(summary))
+        return result

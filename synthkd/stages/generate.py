@@ -10,6 +10,7 @@ from synthkd.client.executor import run_calls
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import GenerateStage
 from synthkd.runtime import Runtime
+from synthkd.stages.base import CheckContext, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 
 
 def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Call]]:
@@ -45,3 +46,26 @@ async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any
                 out["messages"] = call.messages + [{"role": "assistant", "content": res.text}]
             kept.append(out)
     return kept, failed
+
+
+class GenerateImpl(StageImpl[GenerateStage]):
+    """One call per input record (and sample); the reply joins the record's columns."""
+
+    def reads(self) -> list[Reads]:
+        return [Reads("input", self.cfg.input)]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("endpoint", self.cfg.endpoint)]
+
+    def templates(self) -> list[TemplateUse]:
+        names = {"template": self.cfg.template, "system_template": self.cfg.system_template}
+        return [TemplateUse(key, name, None) for key, name in names.items() if name]
+
+    def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
+        cfg = self.cfg
+        return inputs["input"] | {cfg.output_column, "truncated"} | ({"messages"} if cfg.sft_format else set()) | ({"sample"} if cfg.samples > 1 else set())
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        result = StageResult(rows=[])
+        result.rows, result.failed = await run_generate(self.cfg, inp.rt, inp.get("input"), result.meter)
+        return result

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthkd.config.loader import LoadedPipeline
 from synthkd.config.stages import LoadStage
 from synthkd.errors import ConfigError
+from synthkd.runtime import digest
+from synthkd.stages.base import CheckContext, RunInputs, StageImpl, StageResult
 
 
 def read_records(path: Path, where: str) -> list[dict[str, Any]]:
@@ -56,3 +59,17 @@ def columns_of(cfg: LoadStage, path: Path, where: str) -> set[str]:
     """Columns the stage will produce, read from the data itself (no network)."""
     rows = load_rows(cfg, path, where)
     return set().union(*(r.keys() for r in rows[:50])) if rows else {"id"}
+
+
+class LoadImpl(StageImpl[LoadStage]):
+    """Reads a file; its rows keep the file's columns (renamed as configured) plus `id`."""
+
+    def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
+        return columns_of(self.cfg, ctx.loaded.resolve(self.cfg.path), ctx.where("path"))
+
+    def source_identity(self, loaded: LoadedPipeline) -> str:
+        path = loaded.resolve(self.cfg.path)
+        return digest([str(path), path.stat().st_size, path.stat().st_mtime_ns]) if path.is_file() else str(path)
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        return StageResult(rows=load_rows(self.cfg, inp.rt.pipeline.resolve(self.cfg.path), f"stages.{self.cfg.name}.path"))

@@ -22,7 +22,9 @@ from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.config.stages import RationaleStage
 from synthkd.prompts import Prompt
+from synthkd.records import Messages, Record, StageStats, Stats
 from synthkd.runtime import Runtime
+from synthkd.stages.base import ExtraDataset, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 
 
 @lru_cache(maxsize=None)
@@ -99,3 +101,74 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
         "format": cfg.format, "training_examples": len(out), "gold": cfg.gold_column is not None,
     }
     return out, failed, summary, per_input
+
+
+class RationaleRow(Record):
+    """One student training example made from one kept rationale."""
+
+    id: str
+    input_id: str
+    task: str
+    question: str
+    gold: str | None = None
+    rationale: str
+    answer: str
+    messages: Messages
+
+
+class PerInputRow(Record):
+    """How many of an input's k rationales were kept, and the answer they support."""
+
+    id: str
+    samples: int
+    parsed: int
+    kept: int
+    kept_fraction: float
+    answer: str | None = None
+
+
+class RationaleSummary(Stats):
+    """The rationale stage's figures."""
+
+    inputs: int = 0
+    samples: int = 0
+    kept: int = 0
+    mean_kept_fraction: float = 0.0
+    inputs_with_none_kept: int = 0
+    format: str | None = None
+    training_examples: int = 0
+    gold: bool | None = None
+
+
+class RationaleStats(StageStats):
+    """run.json entry of a rationale stage."""
+
+    rationale: RationaleSummary | None = None
+    detail_blocks = ("rationale",)
+
+
+class RationaleImpl(StageImpl[RationaleStage]):
+    """k rationales per input; the kept ones become SFT rows; per-input counts beside them."""
+
+    row_type = RationaleRow
+    stats_type = RationaleStats
+    fmt = "sft (messages)"
+
+    def reads(self) -> list[Reads]:
+        cfg = self.cfg
+        return [Reads("input", cfg.input, frozenset({cfg.question_column} | ({cfg.gold_column} if cfg.gold_column else set())))]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("teacher", self.cfg.teacher)]
+
+    def templates(self) -> list[TemplateUse]:
+        return [TemplateUse("template", self.cfg.template, frozenset({"question"})),
+                TemplateUse("inline_template", self.cfg.inline_template, frozenset({"rationale", "answer"}))]
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        result = StageResult(rows=[])
+        result.rows, result.failed, summary, per_input = await run_rationale(self.cfg, inp.rt, inp.get("input"), result.meter)
+        result.stats = RationaleStats(rationale=RationaleSummary.strict(summary))
+        result.datasets.append(ExtraDataset("per_input", per_input, PerInputRow,
+                                            f"Stage {self.cfg.name}: rationales kept per input (rejection sampling / self-consistency)."))
+        return result

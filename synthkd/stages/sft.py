@@ -3,25 +3,62 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from synthkd.config.stages import SFTStage
-from synthkd.runtime import Runtime, digest
+from synthkd.records import StageStats
+from synthkd.runtime import digest
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses, checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.sft import train_sft
+from synthkd.train.sft import check_sft_args, train_sft
 
 
-async def run_sft(cfg: SFTStage, rt: Runtime, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Train (unless the same checkpoint exists) and return its metrics and path."""
-    if not rows:
-        rt.reporter.note(f"[{cfg.name}] no training examples: SFT skipped, {cfg.serve_as or 'no endpoint'} keeps its weights")
-        return {"skipped": "no training examples"}
-    fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed})
-    out = rt.run_dir / "checkpoints" / cfg.name
-    if not checkpoint_done(out, fp):
-        base = rt.servers.resolve_model_path(cfg.model)
-        rt.reporter.note(f"[{cfg.name}] SFT of {cfg.model} on {len(rows)} examples")
-        await asyncio.to_thread(train_sft, rows, base, out, sft_args=cfg.sft, lora=cfg.lora, seed=rt.config.seed, fingerprint=fp)
-    if cfg.serve_as:
-        rt.serve_weights(cfg.serve_as, str(out))
-    return {"checkpoint": str(out), **read_metrics(out)}
+class SFTStats(StageStats):
+    """run.json entry of an sft stage."""
+
+    checkpoint: str | None = None
+    train_loss: float | None = None
+    steps: int | None = None
+    examples: int | None = None
+    skipped: str | None = None
+
+    def lines(self) -> list[str]:
+        if self.skipped:
+            return [f"skipped: {self.skipped}"]
+        return [f"{self.steps} steps on {self.examples} examples, train loss {self.train_loss:.4f}: {self.checkpoint}"] if self.steps is not None else []
+
+
+class SFTImpl(StageImpl[SFTStage]):
+    """Trains; its rows are its input's, passed through (so a later stage can read them too)."""
+
+    stats_type = SFTStats
+    fmt = "sft (messages)"
+
+    def reads(self) -> list[Reads]:
+        return [Reads("input", self.cfg.input, frozenset({"messages"}))]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("serve_as", self.cfg.serve_as)]
+
+    def models(self) -> list[ModelUse]:
+        return [ModelUse("model", self.cfg.model)]
+
+    def moves(self) -> list[str]:
+        return [self.cfg.serve_as] if self.cfg.serve_as else []
+
+    def check(self, ctx: CheckContext) -> None:
+        check_sft_args(self.cfg.sft, ctx.where("sft"))
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        """Train (unless the same checkpoint exists); the endpoint in `serve_as` moves onto it."""
+        cfg, rt, rows = self.cfg, inp.rt, inp.get("input")
+        if not rows:
+            rt.reporter.note(f"[{cfg.name}] no training examples: SFT skipped, {cfg.serve_as or 'no endpoint'} keeps its weights")
+            return StageResult(rows=rows, stats=SFTStats(skipped="no training examples"))
+        fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed})
+        out = checkpoint_dir(rt, cfg.name)
+        if not checkpoint_done(out, fp):
+            base = rt.servers.resolve_model_path(cfg.model)
+            rt.reporter.note(f"[{cfg.name}] SFT of {cfg.model} on {len(rows)} examples")
+            await asyncio.to_thread(train_sft, rows, base, out, sft_args=cfg.sft, lora=cfg.lora, seed=rt.config.seed, fingerprint=fp)
+        return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **read_metrics(out)),
+                           moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

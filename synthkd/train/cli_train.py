@@ -58,7 +58,7 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
         extra = {"dpo_args": trainer_args}
     from synthkd.models import resolve_model
 
+    check(trainer_args, "--set")  # first: a bad --set (or no TRL) fails before a model is built or converted
     base = resolve_model(model, tiny_home, Path.cwd(), where="--model")
-    check(trainer_args, "--set")
     fingerprint = hashlib.sha256(repr((kind, str(data.resolve()), model, sorted(trainer_args.items()), lora, seed, len(rows))).encode()).hexdigest()[:16]
     return train(rows, base, out, lora=lora, seed=seed, fingerprint=fingerprint, **extra)

@@ -43,8 +43,14 @@ def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str)
     """Fail before any call if a `sft:`/`dpo:` block names a key the TRL config does not have."""
     try:
         import trl
-    except ImportError:  # training extras not installed: checked again when training starts
-        return
+    except ImportError:  # training extras not installed: training would fail after paid calls
+        block = "dpo" if config_class_name.startswith("DPO") else "sft"
+        needed_by = f"`synthkd train {block}`" if where.startswith("--") else f"training with this `{block}:` block"
+        raise ConfigError(
+            f"TRL (needed by {needed_by}) is not installed",
+            where=where,
+            fix="pip install -e '.[train]' (on a CPU-only machine: make setup)",
+        ) from None
     config_class = getattr(trl, config_class_name)
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(args) - known)

@@ -1,0 +1,77 @@
+"""The `dpo` stage type: on-policy preference distillation of the student (the loop is in `loop.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthkd.config.stages import DPOStage
+from synthkd.errors import ConfigError
+from synthkd.records import Iteration, Metrics, PreferencePair, StageStats
+from synthkd.scoring.code_judge import is_code_judge
+from synthkd.scoring.heldout import brief
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.train.dpo import check_dpo_args
+
+
+class DPOIteration(Iteration):
+    """One on-policy iteration's figures."""
+
+    student_weights: str | None = None
+    pairs_mined: int = 0
+    pairs_by_source: dict[str, int] = {}
+    margins: dict[str, Any] = {}
+    dpo: Metrics | str | None = None
+    heldout_vs_previous: dict[str, Any] | None = None  # LLM judge: new checkpoint vs the previous one
+    failed: int = 0  # rows whose calls failed this iteration (in failed.jsonl)
+
+    def line(self) -> str:
+        dpo = self.dpo if isinstance(self.dpo, str) else f"reward margin {self.dpo.get('reward_margin', float('nan')):.3f}" if self.dpo else "-"
+        held = f"  held-out {brief(self.heldout)}" if self.heldout else (
+            f"  vs previous: win rate {self.heldout_vs_previous.get('win_rate', 0):.2f}" if self.heldout_vs_previous else "")
+        return f"iter {self.iteration}: pairs {self.pairs_mined}  dpo {dpo}  failed {self.failed}{held}"
+
+
+class DPOStats(StageStats):
+    """run.json entry of a dpo stage."""
+
+    iterations: list[DPOIteration] = []  # type: ignore[assignment]
+    final_weights: str | None = None
+
+
+class DPOImpl(StageImpl[DPOStage]):
+    """K iterations: mine pairs from the student's own answers, DPO, move the student onto the result."""
+
+    row_type = PreferencePair
+    stats_type = DPOStats
+    fmt = "preference (prompt/chosen/rejected)"
+
+    def reads(self) -> list[Reads]:
+        need = frozenset({"instruction"})
+        return [Reads("input", self.cfg.input, need), Reads("heldout", self.cfg.heldout, need)]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("teacher", self.cfg.teacher), Uses("judge", self.cfg.judge, judge=True),
+                Uses("student", self.cfg.student, served_because="on-policy DPO samples the student from each new checkpoint")]
+
+    def templates(self) -> list[TemplateUse]:
+        t = self.cfg.templates
+        return [TemplateUse("templates.answer", t.answer, frozenset({"instruction"})),
+                TemplateUse("templates.pairwise", t.pairwise, frozenset({"instruction", "answer_1", "answer_2"})),
+                TemplateUse("templates.pointwise", t.pointwise, frozenset({"instruction", "answer"}))]
+
+    def models(self) -> list[ModelUse]:
+        return [ModelUse("model", self.cfg.model)] if self.cfg.model else []
+
+    def moves(self) -> list[str]:
+        return [self.cfg.student]
+
+    def check(self, ctx: CheckContext) -> None:
+        if is_code_judge(self.cfg.judge) and "ranked_student_samples" in self.cfg.sources:
+            raise ConfigError("ranked_student_samples needs an LLM judge (it scores each sample alone; a code judge needs the teacher's answer)",
+                              where=ctx.where("judge"), fix="use sources: [teacher_vs_student], or an endpoint as judge")
+        check_dpo_args(self.cfg.dpo, ctx.where("dpo"))
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        from synthkd.dpo.loop import DPORun
+
+        return await DPORun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()

@@ -1,0 +1,122 @@
+"""The `lion` stage type: what it reads, uses and writes, and its run (the loop is in `loop.py`)."""
+
+from __future__ import annotations
+
+from synthkd.config.stages import LionStage
+from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.train.dpo import check_dpo_args
+from synthkd.train.sft import check_sft_args
+
+
+class LionRow(Record):
+    """A training example of the student: an instruction (seed or generated) with the teacher's answer."""
+
+    id: str
+    origin: str  # "seed", or "iter<k>-hard" / "iter<k>-easy" for generated instructions
+    instruction: str
+    messages: Messages
+
+
+class DiscriminationRow(Record):
+    """The referee's verdict on teacher vs student for one cache-pool instruction."""
+
+    id: str
+    origin: str
+    instruction: str
+    teacher_answer: str
+    student_answer: str
+    scores_teacher_first: list[float]
+    scores_student_first: list[float]
+    teacher_score: float
+    student_score: float
+    gap: float
+    hard: bool
+
+
+class GeneratedRow(Record):
+    """A new instruction written from a hard or easy seed, with the teacher's answer."""
+
+    id: str
+    kind: str  # hard | easy
+    seed_id: str
+    seed_instruction: str
+    instruction: str
+    origin: str
+    teacher_answer: str
+    messages: Messages
+
+
+class LionIteration(Iteration):
+    """One adversarial iteration's figures."""
+
+    train_pool: int = 0
+    cache_pool: int = 0
+    sft_examples: int | None = None
+    sft: Metrics | str | None = None
+    checkpoint: str | None = None
+    judged: int = 0
+    hard: int = 0
+    easy: int = 0
+    hard_fraction: float = 0.0
+    mean_teacher_score: float = 0.0
+    mean_student_score: float = 0.0
+    discrimination_failures: int = 0
+    dpo_pairs: int | None = None
+    dpo: Metrics | str | None = None
+    new_hard: int = 0
+    seeds_hard: int = 0
+    new_easy: int = 0
+    seeds_easy: int = 0
+    new_instructions: int = 0
+    generation_rejected: dict[str, int] = {}
+
+    def line(self) -> str:
+        return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  hard {self.hard_fraction:.2f}  "
+                f"teacher {self.mean_teacher_score:.2f}  student {self.mean_student_score:.2f}  new {self.new_instructions}")
+
+
+class LionStats(StageStats):
+    """run.json entry of a lion stage."""
+
+    iterations: list[LionIteration] = []  # type: ignore[assignment]
+
+
+class LionImpl(StageImpl[LionStage]):
+    """Lion (Jiang et al., EMNLP 2023): imitation, discrimination and generation, K times."""
+
+    row_type = LionRow
+    stats_type = LionStats
+    fmt = "sft (messages)"
+
+    def reads(self) -> list[Reads]:
+        need = frozenset({"instruction"})
+        return [Reads("input", self.cfg.input, need), Reads("heldout", self.cfg.heldout, need)]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("teacher", self.cfg.teacher), Uses("student", self.cfg.student), Uses("referee", self.cfg.referee, judge=True)]
+
+    def templates(self) -> list[TemplateUse]:
+        t = self.cfg.templates
+        seed = frozenset({"seed_instruction"})
+        return [TemplateUse("templates.answer", t.answer, frozenset({"instruction"})),
+                TemplateUse("templates.referee", t.referee, frozenset({"instruction", "answer_1", "answer_2"})),
+                TemplateUse("templates.generate_hard", t.generate_hard, seed),
+                TemplateUse("templates.generate_easy", t.generate_easy, seed)]
+
+    def models(self) -> list[ModelUse]:
+        return [ModelUse("student_model", self.cfg.student_model)] if self.cfg.student_model else []
+
+    def moves(self) -> list[str]:
+        return [self.cfg.student]
+
+    def check(self, ctx: CheckContext) -> None:
+        check_sft_args(self.cfg.sft, ctx.where("sft"))
+        if self.cfg.dpo is not None:
+            check_dpo_args(self.cfg.dpo, ctx.where("dpo"))
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        from synthkd.lion.loop import LionRun
+
+        return await LionRun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()
+

@@ -1,0 +1,118 @@
+"""The `montessori` stage type: Montessori-Instruct (the loop is in `loop.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthkd.config.montessori import MontessoriStage
+from synthkd.errors import ConfigError
+from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.train.dpo import check_dpo_args
+from synthkd.train.sft import check_sft_args
+
+
+class MontessoriRow(Record):
+    """A training example of the student, written by the tuned teacher and answered by the responder."""
+
+    id: str
+    instruction: str
+    messages: Messages
+    iteration: int
+
+
+class CandidateRow(Record):
+    """A candidate instruction with the responder's answer and its measured signal."""
+
+    id: str
+    prompt_id: str
+    instruction: str
+    messages: Messages
+    signal: float | None = None  # None: not measured (beyond probe_size, or its judge call failed)
+    utility: float
+
+
+class TeacherPair(Record):
+    """A teacher DPO pair: for one generation prompt, a helpful output chosen over a harmful one."""
+
+    id: str
+    prompt_id: str
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    utility_gap: float
+
+
+class MontessoriIteration(Iteration):
+    """One iteration's figures."""
+
+    teacher_weights: str | None = None
+    probe_synthesis: dict[str, Any] | None = None
+    final_synthesis: dict[str, Any] | None = None
+    signal: dict[str, Any] | None = None
+    icl_baseline: float | None = None
+    pairs: int = 0
+    teacher_dpo: Metrics | str | None = None
+    final_set: int = 0
+    student_sft: Metrics | str | None = None
+    failed: int = 0
+
+    def line(self) -> str:
+        kind = (self.signal or {}).get("kind", "signal")
+        return f"iter {self.iteration}: {kind}, {self.pairs} teacher pairs, final set {self.final_set}, failed {self.failed}"
+
+
+class MontessoriStats(StageStats):
+    """run.json entry of a montessori stage."""
+
+    iterations: list[MontessoriIteration] = []  # type: ignore[assignment]
+
+
+class MontessoriImpl(StageImpl[MontessoriStage]):
+    """Tune the teacher toward what helps the student; the tuned teacher writes the student's set."""
+
+    row_type = MontessoriRow
+    stats_type = MontessoriStats
+    fmt = "sft (messages)"
+
+    def reads(self) -> list[Reads]:
+        cfg = self.cfg
+        return [Reads("input", cfg.input, frozenset({"instruction"})),
+                Reads("reference", cfg.reference, frozenset({"instruction", "response"})),
+                Reads("icl_probe", cfg.icl_probe if cfg.signal == "icl_accuracy" else None, frozenset({"question", "answer"}))]
+
+    def uses(self) -> list[Uses]:
+        cfg = self.cfg
+        return [Uses("teacher", cfg.teacher, served_because="Montessori trains the teacher with DPO"),
+                Uses("responder", cfg.responder),
+                Uses("judge", cfg.judge if cfg.signal == "judge" else None),
+                Uses("student", cfg.student if cfg.signal == "icl_accuracy" else None)]
+
+    def templates(self) -> list[TemplateUse]:
+        cfg = self.cfg
+        return [TemplateUse("synthesis.template", cfg.synthesis.template, frozenset({"examples"})),
+                TemplateUse("answer_template", cfg.answer_template, frozenset({"instruction"}))] + (
+            [TemplateUse("judge_template", cfg.judge_template, frozenset({"instruction", "answer"}))] if cfg.signal == "judge" else [])
+
+    def models(self) -> list[ModelUse]:
+        return [ModelUse("student_model", self.cfg.student_model)]
+
+    def moves(self) -> list[str]:
+        return [self.cfg.teacher, self.cfg.student]
+
+    def check(self, ctx: CheckContext) -> None:
+        cfg = self.cfg
+        if cfg.signal == "influence" and cfg.influence == "exact":
+            for key in ("influence_params", "influence_projection_dim"):
+                if key in cfg.model_fields_set:
+                    raise ConfigError(f"{key} only applies to influence: first_order, but influence is exact",
+                                      where=ctx.where(key), fix=f"set influence: first_order, or remove {key}")
+        if cfg.signal == "icl_accuracy" and not cfg.icl_probe:
+            raise ConfigError("signal icl_accuracy needs a probe set", where=ctx.where("icl_probe"), fix="name a stage with question and answer columns")
+        check_dpo_args(cfg.dpo, ctx.where("dpo"))
+        check_sft_args(cfg.sft, ctx.where("sft"))
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        from synthkd.montessori.loop import MontessoriRun
+
+        return await MontessoriRun(self.cfg, inp.rt, inp.get("input"), inp.get("reference"), inp.get("icl_probe")).run()

@@ -1,0 +1,172 @@
+"""Typed records: the rows stages write and the stats run.json holds, each declared once.
+
+A `Record` is the row type of a dataset: its fields are the dataset's columns, `validate` derives
+from them what a later stage can read, and every row is checked against it when written, so the
+declaration cannot drift from what is on disk. A `Stats` model is a block of run.json: the runner
+and the method loops write it, and `status`, the report and `synthkd run`'s closing table read it
+with the same model (reading tolerates missing keys and old files; writing rejects unknown ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from synthkd.errors import SynthkdError
+
+Messages = list[dict[str, str]]
+Metrics = dict[str, Any]  # TRL's metrics, or a sentence saying why a training step was skipped
+
+
+class Record(BaseModel):
+    """Base of every row type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def columns(cls) -> set[str]:
+        """The dataset's columns."""
+        return set(cls.model_fields)
+
+    @classmethod
+    def check_rows(cls, rows: list[dict[str, Any]], dataset: str) -> None:
+        """Every row matches this type (a stage that writes another shape is a bug, found by the tests)."""
+        for i, row in enumerate(rows):
+            try:
+                cls.model_validate(row)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise SynthkdError(
+                    f"internal error: row {i} of dataset {dataset!r} does not match its row type {cls.__name__} "
+                    f"({'.'.join(map(str, err['loc']))}: {err['msg']})",
+                    fix="please report this; every paid reply is cached, so rerunning after a fix costs nothing",
+                ) from None
+
+
+def check_failed(rows: list[dict[str, Any]], dataset: str) -> None:
+    """Failed rows keep whatever they had, plus the reason they failed: never a failed row without one."""
+    for i, row in enumerate(rows):
+        if not row.get("reason"):
+            raise SynthkdError(f"internal error: failed row {i} of dataset {dataset!r} has no reason",
+                               fix="please report this; every paid reply is cached")
+
+
+class Stats(BaseModel):
+    """Base of every run.json block. Reading ignores keys it does not know (older runs)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def strict(cls, data: dict[str, Any]) -> Self:
+        """Validate what is about to be written: an unknown key is a bug, not data."""
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise SynthkdError(f"internal error: {cls.__name__} has no field(s) {', '.join(unknown)}",
+                               fix="please report this; every paid reply is cached")
+        return cls.model_validate(data)
+
+
+class Iteration(Stats):
+    """One iteration of an iterative stage."""
+
+    iteration: int = 0
+    heldout: dict[str, Any] | None = None  # judge-free held-out figures after this iteration
+    usage: dict[str, Any] | None = None
+
+    def line(self) -> str:
+        """What `synthkd status` prints for the iteration."""
+        return f"iter {self.iteration}"
+
+
+class StageStats(Stats):
+    """The run.json entry of one stage: what every stage has. Stage types extend it."""
+
+    status: str | None = None
+    type: str | None = None
+    records_in: int | None = None
+    records_out: int | None = None
+    failed: int | None = None
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    failures: dict[str, int] = Field(default_factory=dict)
+    by_endpoint: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    elapsed_s: float | None = None
+    weights: dict[str, str] = Field(default_factory=dict, description="Endpoints this stage moved onto new weights, and onto which.")
+    iterations: list[Iteration] = Field(default_factory=list)
+    heldout_base: dict[str, Any] | None = None
+    heldout_teacher: dict[str, Any] | None = None
+    heldout_usage: dict[str, Any] | None = None
+
+    # Result blocks the report lists as key=value rows (a stage type names its own).
+    detail_blocks: ClassVar[tuple[str, ...]] = ()
+
+    def lines(self) -> list[str]:
+        """What `synthkd status` prints under the stage's row."""
+        return [it.line() for it in self.iterations]
+
+    def details(self) -> list[tuple[str, dict[str, Any]]]:
+        """(block name, values) for the report's "Stage results" table."""
+        out = []
+        for key in self.detail_blocks:
+            value = getattr(self, key, None)
+            block = value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
+            if isinstance(block, dict) and block:
+                out.append((key, block))
+        return out
+
+
+# ---- row types shared by several stage types --------------------------------------------
+class SFTRow(Record):
+    """A training example in TRL's conversational format, with its id."""
+
+    id: str
+    messages: Messages
+
+
+class PreferencePair(Record):
+    """A TRL conversational preference row (prompt/chosen/rejected) with its provenance."""
+
+    id: str
+    source: str
+    margin: float
+    instruction: str
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    iteration: int | None = None
+
+
+class HeldoutRow(Record):
+    """One held-out prompt: the student's answer beside the reference (the teacher's), scored."""
+
+    id: str
+    instruction: str
+    answer: str
+    reference: str
+    rouge_l: float
+    gold: str | None = None
+    gold_correct: bool | None = None
+
+
+def stats_type_of(stage_type: str | None) -> type[StageStats]:
+    """The stats model of a stage type (from run.json's `type`), found through the configs' union."""
+    from synthkd.config.pipeline import stage_types
+
+    cls = stage_types().get(stage_type or "")
+    return cls.implementation_class().stats_type if cls is not None else StageStats
+
+
+def read_stage_stats(entry: Any) -> StageStats:
+    """A run.json stage entry as its typed model; a malformed entry reads as an empty one."""
+    if not isinstance(entry, dict):
+        return StageStats()
+    model = stats_type_of(entry.get("type") if isinstance(entry.get("type"), str) else None)
+    try:
+        return model.model_validate(entry)
+    except ValidationError:
+        return StageStats.model_validate({k: v for k, v in entry.items() if k in ("status", "type")})

@@ -1,0 +1,122 @@
+"""The `skd` stage type: symbolic knowledge distillation (the loop is in `loop.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthkd.config.skd import SKDStage
+from synthkd.errors import ConfigError
+from synthkd.records import Messages, Metrics, Record, StageStats, Stats
+from synthkd.skd.generation import DEFAULT_RELATIONS
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.train.sft import check_sft_args
+
+
+class HeadRow(Record):
+    """A generated head (event)."""
+
+    id: str
+    head: str
+
+
+class Triple(Record):
+    """One edge of the knowledge graph: head, relation (and its English phrase), tail."""
+
+    id: str
+    head: str
+    relation: str
+    phrase: str
+    tail: str
+
+
+class ScoredTriple(Triple):
+    """A triple with the critic's score (accepted when >= the chosen threshold)."""
+
+    critic_score: float
+
+
+class SKDRow(ScoredTriple):
+    """A triple the critic accepts, as a student training example."""
+
+    messages: Messages
+
+
+class SKDSummary(Stats):
+    """What the SKD stage measured: heads, corpus sizes, the critic, acceptance rates, the student."""
+
+    heads: dict[str, Any] | None = None
+    corpus: dict[str, Any] | None = None
+    critic: dict[str, Any] | None = None
+    acceptance: dict[str, Any] | None = None
+    student: Metrics | str | None = None
+    failed_calls: dict[str, int] | None = None
+    note: str | None = None
+
+
+class SKDStats(StageStats):
+    """run.json entry of an skd stage."""
+
+    skd: SKDSummary | None = None
+    critic: dict[str, Any] | None = None  # the same as skd.critic, at the top for the report's PR curve
+
+    def lines(self) -> list[str]:
+        corpus = (self.skd.corpus if self.skd else None) or {}
+        acc = (self.skd.acceptance if self.skd else None) or {}
+        parts = [f"corpus {corpus.get('raw', '-')} -> {corpus.get('filtered', '-')}"]
+        parts += [f"{k} acceptance {v.get('accepted', 0):.2f}" for k, v in acc.items() if isinstance(v, dict)]
+        return ["  ".join(parts)]
+
+
+def relations_of(cfg: SKDStage) -> dict[str, tuple[str, str, list[dict[str, str]]]]:
+    """relation -> (phrase, template, few-shot examples): the configured schema, or the default seven."""
+    return {k: (v.phrase, v.template, v.examples) for k, v in (cfg.relations or {}).items()} or {
+        k: (phrase, "skd/tail.jinja2", []) for k, phrase in DEFAULT_RELATIONS.items()
+    }
+
+
+class SKDImpl(StageImpl[SKDStage]):
+    """Teacher writes heads and tails; a critic filters; the student learns the accepted triples."""
+
+    row_type = SKDRow
+    stats_type = SKDStats
+    fmt = "sft (messages)"
+
+    def reads(self) -> list[Reads]:
+        need = frozenset({"head"})
+        return [Reads("input", self.cfg.input, need), Reads("heldout", self.cfg.heldout, need)]
+
+    def uses(self) -> list[Uses]:
+        return [Uses("teacher", self.cfg.teacher), Uses("judge", self.cfg.judge), Uses("student", self.cfg.student)]
+
+    def templates(self) -> list[TemplateUse]:
+        cfg = self.cfg
+        tails = [TemplateUse(f"relations.{rel}.template", template, frozenset({"head", "relation", "phrase", "examples"}))
+                 for rel, (_, template, _) in relations_of(cfg).items()]
+        return tails + [
+            TemplateUse("heads.template", cfg.heads.template, frozenset({"seeds", "next_number", "prefix"})),
+            TemplateUse("critic.judge_template", cfg.critic.judge_template, frozenset({"head", "relation", "phrase", "tail"})),
+            TemplateUse("student_template", cfg.student_template, frozenset({"head", "relation", "phrase"})),
+        ]
+
+    def models(self) -> list[ModelUse]:
+        return [ModelUse("student_model", self.cfg.student_model), ModelUse("critic.model", self.cfg.critic.model)]
+
+    def moves(self) -> list[str]:
+        return [self.cfg.student] if self.cfg.student else []
+
+    def check(self, ctx: CheckContext) -> None:
+        from synthkd.skd.labels import read_labels
+
+        if self.cfg.critic.labels:
+            where = ctx.where("critic.labels")
+            relations = relations_of(self.cfg)
+            unknown = sorted({r["relation"] for r in read_labels(ctx.loaded.resolve(self.cfg.critic.labels), where)} - set(relations))
+            if unknown:
+                raise ConfigError(f"labels use relation(s) {', '.join(unknown)} that the schema does not declare", where=where,
+                                  fix=f"declare them under relations:, or use {', '.join(relations)}")
+        check_sft_args(self.cfg.sft, ctx.where("sft"))
+
+    async def run(self, inp: RunInputs) -> StageResult:
+        from synthkd.skd.loop import SKDRun
+
+        return await SKDRun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()

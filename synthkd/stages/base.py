@@ -1,0 +1,183 @@
+"""The one contract every stage type implements.
+
+A stage type is two things, declared once each:
+
+* its pydantic config (in `synthkd/config/`), a member of the `AnyStage` union, whose
+  `implementation()` returns
+* one `StageImpl` subclass (next to the method's code), which declares what the stage reads, which
+  endpoints and templates it uses, what rows it writes, which endpoints it moves onto new weights,
+  and has one `run` that returns one `StageResult`.
+
+The runner, `validate`, fingerprints, `status` and the report read these declarations; none of them
+keeps its own list of stage types (as datatrove has one `PipelineStep.run`, and TRL one
+Config + Trainer pair per method).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from synthkd.client.accounting import Meter
+from synthkd.records import Record, StageStats
+
+if TYPE_CHECKING:
+    from synthkd.config.loader import LoadedPipeline
+    from synthkd.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Reads:
+    """An earlier stage's rows this stage reads, named by a config key (`input`, `heldout`, ...)."""
+
+    key: str
+    stage: str | None  # None: an optional input left unset
+    columns: frozenset[str] = frozenset()  # columns it needs
+    columns_key: str | None = None  # the config key a missing column is reported at (default: `key`)
+
+
+@dataclass(frozen=True)
+class Uses:
+    """An endpoint a stage calls, named by a config key (`teacher`, `judge`, ...)."""
+
+    key: str
+    endpoint: str | None  # None: an optional role left unset
+    judge: bool = False  # may also be a judge that is code (`code:rouge_l`), which calls nothing
+    served_because: str | None = None  # set when the endpoint must be served by synthkd: why
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """A jinja2 template a stage renders, named by a config key, with the variables it provides."""
+
+    key: str  # dotted config key, for error messages (`templates.answer`, `synthesis.template`)
+    name: str  # file under prompts_dir
+    provides: frozenset[str] | None  # None: the columns of the stage's `input`
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """A model string (`tiny:NAME`, a directory, `x.gguf?layers=10`) a stage loads itself."""
+
+    key: str
+    spec: str
+
+
+@dataclass
+class ExtraDataset:
+    """A dataset a stage writes beside its main output, at the end of its run."""
+
+    suffix: str  # written as RUN_DIR/datasets/<stage>.<suffix>/
+    rows: list[dict[str, Any]]
+    row_type: type[Record]
+    description: str
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    """What one run of a stage produced: the one shape every stage type returns."""
+
+    rows: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = field(default_factory=list)  # each with `reason` (and `detail`, `raw`)
+    meter: Meter = field(default_factory=Meter)
+    stats: StageStats | None = None  # typed, written into run.json's entry for the stage
+    datasets: list[ExtraDataset] = field(default_factory=list)
+    moves: dict[str, str] = field(default_factory=dict)  # endpoint -> weights it serves from now on
+
+
+@dataclass
+class RunInputs:
+    """What the runner hands a stage's `run`: the runtime and the rows of each stage it reads."""
+
+    rt: "Runtime"
+    rows: dict[str, list[dict[str, Any]]]  # Reads.key -> rows
+
+    def get(self, key: str) -> list[dict[str, Any]]:
+        """The rows read under `key`; [] for an optional input left unset."""
+        return self.rows.get(key, [])
+
+
+@dataclass
+class CheckContext:
+    """What a stage's own `check` may look at during `validate` (no network)."""
+
+    loaded: "LoadedPipeline"
+    index: int
+
+    def where(self, key: str) -> str:
+        """'file: stages.N.key', the place an error message points at."""
+        return f"{self.loaded.path}: stages.{self.index}.{key}"
+
+    def served(self, endpoint: str) -> bool:
+        return self.loaded.config.endpoints[endpoint].served
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class StageImpl(Generic[C]):
+    """Base of every stage type's implementation. Subclasses set `row_type` and override what applies.
+
+    `row_type` is the type of the main output's rows: its fields are the columns the stage writes,
+    and every row is checked against it when written. A stage that passes its input's columns
+    through (load, generate, sft, decontaminate) sets `row_type = None` and says in
+    `output_columns` which columns it adds.
+    """
+
+    row_type: ClassVar[type[Record] | None] = None
+    stats_type: ClassVar[type[StageStats]] = StageStats
+    fmt: ClassVar[str] = "records"  # how the dataset card describes the main output
+
+    def __init__(self, cfg: C) -> None:
+        self.cfg = cfg
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.cfg, "name"))
+
+    # ---- declarations (read by validate, fingerprints, the runner) -------------------
+    def reads(self) -> list[Reads]:
+        return []
+
+    def uses(self) -> list[Uses]:
+        return []
+
+    def templates(self) -> list[TemplateUse]:
+        return []
+
+    def models(self) -> list[ModelUse]:
+        return []
+
+    def moves(self) -> list[str]:
+        """Endpoints this stage may move onto new weights (its result's `moves` says onto which)."""
+        return []
+
+    def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
+        """Columns of the main output, given the columns of what it reads (keyed as in `reads`)."""
+        if self.row_type is None:
+            return set(inputs.get("input", set()))
+        return self.row_type.columns()
+
+    def check(self, ctx: CheckContext) -> None:
+        """Stage-specific validation beyond the declarations (trainer arguments, combinations)."""
+
+    def source_identity(self, loaded: "LoadedPipeline") -> Any:
+        """What outside the run a stage's output depends on (a load stage's file), for its fingerprint."""
+        return None
+
+    def input_key(self) -> str | None:
+        """The key of the rows counted as `records_in` (the stage's `input`, where it has one)."""
+        return "input" if any(r.key == "input" for r in self.reads()) else None
+
+    # ---- the work ------------------------------------------------------------------
+    async def run(self, inp: RunInputs) -> StageResult:
+        raise NotImplementedError
+
+
+def checkpoint_dir(rt: "Runtime", *parts: str) -> Path:
+    """RUN_DIR/checkpoints/<parts...>: where every stage type keeps the weights it trains."""
+    return rt.run_dir.joinpath("checkpoints", *parts)
