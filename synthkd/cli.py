@@ -81,6 +81,7 @@ def run(
         settings = Settings.from_environ()
         loaded = load_pipeline(pipeline, set_ or [], settings)
         run_dir = out or default_run_dir(loaded)
+        _check_run_dir(run_dir)
         reporter = Reporter()
         t0 = time.monotonic()
         reporter.note(f"synthkd: running {loaded.config.name} into {run_dir}")
@@ -250,6 +251,7 @@ def eval_(
         settings = Settings.from_environ()
         loaded, stage_name, student = eval_only(load_pipeline(pipeline, set_ or [], settings), stage)
         run_dir = out or Path("runs") / f"{loaded.config.name}-eval"
+        _check_run_dir(run_dir)
         weights = {student: model} if model else None
         _run_async(run_pipeline(loaded, run_dir, settings, Reporter(), weights=weights))
         summary = json.loads((run_dir / "run.json").read_text())["stages"][stage_name].get("eval", {})
@@ -268,6 +270,13 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         typer.echo(f"report: {html}  (markdown: {md})")
 
     _guard(body)
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """The run directory is a directory (or can become one), before anything is started or paid for."""
+    blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise _usage_error(f"--out {run_dir} cannot be a run directory: {blocker} is a file", fix="pass a directory path (new or from an earlier run)")
 
 
 def _usage_error(what: str, fix: str) -> SynthkdError:

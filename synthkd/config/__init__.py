@@ -2,10 +2,10 @@
 
 from synthkd.config.endpoints import EndpointConfig, Prices, Sampling, ServeConfig
 from synthkd.config.loader import LoadedPipeline, load_pipeline
-from synthkd.config.pipeline import PipelineConfig
-from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage, Stage
+from synthkd.config.pipeline import AnyStage, PipelineConfig, stage_types
+from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage
 
 __all__ = [
     "EndpointConfig", "Prices", "Sampling", "ServeConfig", "LoadedPipeline", "load_pipeline",
-    "PipelineConfig", "GenerateStage", "LionStage", "LoadStage", "SFTStage", "Stage",
+    "PipelineConfig", "AnyStage", "stage_types", "GenerateStage", "LionStage", "LoadStage", "SFTStage",
 ]

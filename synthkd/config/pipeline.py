@@ -7,14 +7,18 @@ from typing import Annotated, Any, get_args
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import EndpointConfig, Strict
+from synthkd.config.dedup import DedupStage
 from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
-from synthkd.config.stages import Stage
+from synthkd.config.stages import (
+    DecontaminateStage, DPOStage, EvalStage, GenerateStage, LionStage, LoadStage, RationaleStage, SFTStage,
+)
 
 # Every stage type a pipeline may use, discriminated by `type`. This union is the one list of stage
 # types: a new type adds its config class here, and everything else (validate, the runner, status,
 # the report, error messages) finds it through `stage_types()` and the config's implementation.
-AnyStage = Stage | SKDStage | MontessoriStage
+AnyStage = (LoadStage | GenerateStage | SFTStage | LionStage | DPOStage | EvalStage | DecontaminateStage | RationaleStage
+            | SKDStage | MontessoriStage | DedupStage)
 
 
 def stage_types() -> dict[str, Any]:

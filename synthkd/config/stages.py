@@ -269,5 +269,3 @@ class RationaleStage(StageBase):
     rationale_prefix: str = Field("[rationale] ", description="Task prefix of the rationale example (multitask).")
     max_rationale_chars: int = Field(2000, ge=20, description="Upper bound on a rationale (schema maxLength).")
 
-
-Stage = LoadStage | GenerateStage | SFTStage | LionStage | DPOStage | EvalStage | DecontaminateStage | RationaleStage

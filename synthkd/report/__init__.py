@@ -4,9 +4,9 @@
 URLs); the markdown twin has the same tables; plots are PNGs beside both, referenced by relative
 path. Every run.json key but "stages" is optional.
 
-Modules: `tables` (run.json read defensively into rows of text), `plots` (matplotlib PNGs per stage
-type; new stage types add plotters to `plots._TYPE_PLOTS`), `render` (the blocks of the page, as
-HTML and as markdown).
+Modules: `tables` (run.json read defensively into rows of text; each stage type's stats model names
+its result blocks), `plots` (matplotlib PNGs, each drawn where a stage recorded its data), `render`
+(the blocks of the page, as HTML and as markdown).
 """
 
 from synthkd.report.render import write_report

@@ -241,21 +241,13 @@ def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) 
              "intervals over prompts) against the teacher.")]
 
 
-# Plotters per stage `type`; add new stage types here. `_plot_eval` runs for every stage.
-_TYPE_PLOTS: dict[str, list[Plotter]] = {
-    "lion": [_plot_lion],
-    "dpo": [_plot_dpo_training, _plot_dpo_heldout],
-    "skd": [_plot_pr_curve],
-    "montessori": [_plot_signal],
-}
+# Every plotter runs for every stage and draws only where the stage's run.json entry has its data
+# (iterations with a hard fraction, a critic's PR curve, a signal distribution, ...): plots follow
+# what a stage recorded, so no list of stage types is kept here.
+_PLOTTERS: list[Plotter] = [_plot_lion, _plot_dpo_training, _plot_dpo_heldout, _plot_pr_curve, _plot_signal, _plot_eval, _plot_heldout_curve]
 
 
 def _plots_for_stage(name: str, stage: dict[str, Any], out_dir: Path) -> list[Plot]:
-    """Draw one stage's plots into out_dir; (file name, caption) for each PNG written.
-
-    Dispatches on the stage's `type` through `_TYPE_PLOTS`; any stage with an `eval` block also
-    gets the win/tie/loss bars. A plotter whose data is absent draws nothing.
-    """
-    plotters = [*_TYPE_PLOTS.get(str(stage.get("type", "")), []), _plot_eval, _plot_heldout_curve]
+    """Draw one stage's plots into out_dir; (file name, caption) for each PNG written."""
     slug = _slug(name)
-    return [plot for plotter in plotters for plot in plotter(name, stage, out_dir, slug)]
+    return [plot for plotter in _PLOTTERS for plot in plotter(name, stage, out_dir, slug)]

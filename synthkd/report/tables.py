@@ -112,11 +112,11 @@ def _endpoint_rows(stages: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
 
 
 def _detail_rows(stages: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
-    """The eval, decontamination and rationale blocks as key=value lists."""
+    """The result blocks each stage type names (eval, decontamination, rationale, ...) as key=value lists."""
+    from synthkd.records import read_stage_stats
+
     rows = []
     for name, s in stages:
-        for key in ("eval", "decontamination", "rationale"):
-            block = _d(s.get(key))
-            if block:
-                rows.append([name, key, ", ".join(f"{k}={_fmt(v, '.4g')}" for k, v in block.items())])
+        for key, block in read_stage_stats(s).details():
+            rows.append([name, key, ", ".join(f"{k}={_fmt(v, '.4g')}" for k, v in block.items())])
     return rows

@@ -89,7 +89,9 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
             else:
                 bad = a if not a.ok else b
                 row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=bad.error)
-    return out, failed, {**summarize(out), **extra}
+    weights = {f"{who}_weights": rt.current_weights(ep) for who, ep in (("student", cfg.student), ("teacher", cfg.teacher))
+               if ep and rt.config.endpoints[ep].served}
+    return out, failed, {**summarize(out), **extra, **weights}
 
 
 async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
@@ -143,6 +145,8 @@ class EvalSummary(Stats):
     exact_match_n: int | None = None
     teacher_exact_match: float | None = None
     teacher_exact_match_n: int | None = None
+    student_weights: str | None = None  # the checkpoint a served student answered from
+    teacher_weights: str | None = None
     student: dict[str, Any] | None = None  # ROUGE-L, NLL, gold accuracy with intervals
     teacher: dict[str, Any] | None = None
 
