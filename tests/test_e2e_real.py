@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from tests.conftest import REPO, read_rows, run_cli, run_json
+from tests.conftest import REPO, check_run_outputs, read_rows, run_cli, run_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_torch]
 
@@ -83,3 +83,4 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
     # status prints the held-out curve
     status = run_cli("status", str(out))
     assert status.returncode == 0 and "held-out base student" in status.stdout and "held-out teacher" in status.stdout
+    check_run_outputs(out)

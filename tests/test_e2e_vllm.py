@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from tests.conftest import REPO, read_rows, run_cli, run_json
+from tests.conftest import REPO, check_run_outputs, read_rows, run_cli, run_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_vllm, pytest.mark.needs_torch]
 
@@ -41,6 +41,7 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     judged = read_rows(out, "lion.iter1.discrimination")
     assert all(1 <= s <= 10 for r in judged for s in r["scores_teacher_first"] + r["scores_student_first"])
     assert (out / "logs").is_dir() and not list((out / "logs").glob("*.tmp"))
+    check_run_outputs(out)
 
     # A finished run reruns with zero endpoint calls and starts no server.
     proc = run_cli("run", str(REPO / "pipelines" / "lion_tiny.yaml"), "--out", str(out), *SMALL, env=env, timeout=300)
@@ -70,6 +71,8 @@ def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: 
         assert it["margins"]["min"] >= 1.0 and 0 <= it["dpo"]["reward_accuracy"] <= 1
     pairs = load_from_disk(str(out / "datasets" / "dpo"))
     assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)
+    check_run_outputs(out)  # status once stopped on a DPO run (KeyError: 'train_pool')
+    assert "iter 1: pairs" in run_cli("status", str(out)).stdout
 
 
 @pytest.mark.needs_trl
@@ -92,6 +95,7 @@ def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_hom
     for pair in read_rows(out, "dpo"):
         rouge = rouge_l_f1(pair["rejected"][0]["content"], pair["chosen"][0]["content"])
         assert abs(pair["margin"] - (10 - rouge / 10)) < 1e-9 and pair["margin"] >= 1.0
+    check_run_outputs(out)
 
 
 @pytest.mark.needs_trl
@@ -104,6 +108,7 @@ def test_skd_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None:
     assert set(s["acceptance"]) == {"teacher_unfiltered", "filtered_corpus", "student_heldout"}
     assert s["acceptance"]["student_heldout"]["n"] == 20 * 7  # every held-out head x the seven default relations
     assert (out / "checkpoints" / "skd" / "critic" / "model.safetensors").is_file()
+    check_run_outputs(out)
 
 
 @pytest.mark.needs_trl
@@ -126,6 +131,7 @@ def test_montessori_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -
     # The tuned teacher was served for the next iteration's synthesis.
     if isinstance(its[0]["teacher_dpo"], dict):
         assert its[1]["teacher_weights"] == str(out / "checkpoints" / "montessori" / "teacher-iter1")
+    check_run_outputs(out)
 
 
 @pytest.mark.needs_trl

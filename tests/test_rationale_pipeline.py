@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_rows, remote_endpoint, run_cli, run_json
+from tests.conftest import REPO, check_run_outputs, read_rows, remote_endpoint, run_cli, run_json
 from tests.fakeserver import running_server
 
 
@@ -63,6 +63,7 @@ def test_rationale_decontaminate_eval_report(tmp_path: Path, synthkd_home: Path)
     assert e["n"] == 5 and e["wins"] + e["ties"] + e["losses"] == e["judged"] == 5
     assert e["exact_match_n"] == 5 and 0 <= e["exact_match"] <= 1
     assert 0 < e["student_share_of_teacher"]
+    check_run_outputs(out)
 
     proc = run_cli("report", str(out))
     assert proc.returncode == 0, proc.stderr

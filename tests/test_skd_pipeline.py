@@ -8,7 +8,7 @@ import pytest
 import yaml
 from datasets import load_from_disk
 
-from tests.conftest import REPO, read_rows, remote_endpoint, run_cli, run_json
+from tests.conftest import REPO, check_run_outputs, read_rows, remote_endpoint, run_cli, run_json
 from tests.fakeserver import running_server
 
 URL = "http://127.0.0.1:9/v1"  # nothing listens here: a test that reaches the network fails
@@ -71,6 +71,7 @@ def test_skd_end_to_end(tmp_path: Path, synthkd_home: Path) -> None:
     assert acc["student_heldout"]["n"] == 5 * 2
     sft = load_from_disk(str(out / "datasets" / "skd"))
     assert len(sft) == len(kept) and sft[0]["messages"][1]["content"] == kept[0]["tail"]
+    check_run_outputs(out)
 
 
 @pytest.mark.needs_torch
