@@ -127,3 +127,28 @@ def test_skd_failed_judge_calls_reach_failed_jsonl_instead_of_scoring_zero(tmp_p
     s = run_json(out)["stages"]["skd"]
     assert s["failed"] == len(failed) and s["skd"]["failed_calls"]["critic"] == len(critic_failed)
     check_run_outputs(out)
+
+
+@pytest.mark.needs_trl
+@pytest.mark.parametrize("pipeline", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
+def test_every_shipped_pipeline_validates(pipeline: str) -> None:
+    proc = run_cli("validate", str(REPO / "pipelines" / pipeline))
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
+
+
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
+def test_rationale_pipeline_as_shipped_against_the_test_server(tmp_path: Path, synthkd_home: Path) -> None:
+    """pipelines/rationale.yaml with every endpoint on the test server (the other shipped pipelines train
+    served models, so their runs are in the slow tier): status, report and every dataset check out."""
+    out = tmp_path / "run"
+    with running_server() as server:
+        remote = [arg for n in ("teacher", "judge", "student")
+                  for arg in ("--set", f"endpoints.{n}.base_url={server.base_url}", "--set", f"endpoints.{n}.serve=null")]
+        proc = run_cli("run", str(REPO / "pipelines" / "rationale.yaml"), "--out", str(out), *remote,
+                       "--set", "stages.tasks.limit=24", "--set", "stages.testset.limit=8", env={"SYNTHKD_HOME": str(synthkd_home)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = check_run_outputs(out)
+    assert counts["eval"] == 8 and counts["rationales.per_input"] == counts["clean_tasks"]
+    stages = run_json(out)["stages"]
+    assert [s["type"] for s in stages.values()] == ["load", "load", "decontaminate", "rationale", "sft", "eval"]

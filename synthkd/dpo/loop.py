@@ -30,7 +30,7 @@ from synthkd.train.dpo import train_dpo
 from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
 from synthkd.records import PreferencePair
-from synthkd.stages.base import StageResult, checkpoint_dir
+from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
 class DPORun:
@@ -54,9 +54,7 @@ class DPORun:
 
     def _fail(self, it: int, step: str, row: dict[str, Any], res: Result | None, **extra: Any) -> None:
         """Keep a row whose call failed (failures are data: they reach failed.jsonl, never vanish)."""
-        reason = (res.error if res is not None else None) or "empty"
-        self.failed.append({**row, **extra, "iteration": it, "step": step, "reason": reason,
-                            "detail": res.detail if res is not None else None, "raw": res.text if res is not None else None})
+        self.failed.append(failed_row(row, res, step, iteration=it, **extra))
 
     async def run(self) -> StageResult:
         meter = Meter()

@@ -38,7 +38,7 @@ from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.records import HeldoutRow, PreferencePair
 from synthkd.lion.stage import DiscriminationRow, GeneratedRow, LionIteration, LionRow
-from synthkd.stages.base import StageResult, checkpoint_dir
+from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
 @dataclass
@@ -157,7 +157,7 @@ class LionRun:
                 pools.answers[item["id"]] = res.text.strip()
                 pools.answer_failures.pop(item["id"], None)
             else:
-                pools.answer_failures[item["id"]] = {**item, "reason": res.error or "empty", "detail": res.detail, "raw": res.text}
+                pools.answer_failures[item["id"]] = failed_row(item, res, "teacher_answer")
 
     def _training_rows(self, pools: Pools, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -201,7 +201,7 @@ class LionRun:
             if res.ok and res.text is not None:
                 judged_items.append((item, res.text.strip()))
             else:
-                failed.append({**item, "step": "student_answer", "reason": res.error, "detail": res.detail, "raw": res.text})
+                failed.append(failed_row(item, res, "student_answer"))
         judgements = await self.referee(it, pools, judged_items, failed, meter)
         rows: list[dict[str, Any]] = []
         for (item, student_answer), j in zip(judged_items, judgements):
@@ -245,7 +245,7 @@ class LionRun:
             a, b = r_results[2 * n], r_results[2 * n + 1]
             if not (a.ok and b.ok):
                 bad = a if not a.ok else b
-                failed.append({**item, "step": "referee", "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+                failed.append(failed_row(item, bad, "referee"))
                 out.append(None)
             else:
                 out.append(steps.judge(a.parsed, b.parsed))

@@ -30,7 +30,7 @@ from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft
 from synthkd.client.endpoint import Result
 from synthkd.montessori.stage import CandidateRow, MontessoriIteration, MontessoriRow, TeacherPair
-from synthkd.stages.base import StageResult, checkpoint_dir
+from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -56,7 +56,7 @@ class MontessoriRun:
         return self.rt.prompts.get(self.cfg.answer_template)
 
     def _fail(self, it: int, step: str, row: dict[str, Any], res: Result) -> None:
-        self.failed.append({**row, "iteration": it, "step": step, "reason": res.error or "empty", "detail": res.detail, "raw": res.text})
+        self.failed.append(failed_row(row, res, step, iteration=it))
 
     async def run(self) -> StageResult:
         meter = Meter()

@@ -30,7 +30,7 @@ from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.sft import train_sft
 from synthkd.records import Record
 from synthkd.skd.stage import HeadRow, ScoredTriple, SKDStats, SKDSummary, Triple, relations_of
-from synthkd.stages.base import StageResult, checkpoint_dir
+from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
 class Verdict(BaseModel):
@@ -60,8 +60,7 @@ class SKDRun:
 
     def _fail(self, step: str, row: dict[str, Any], res: Result | None) -> None:
         """Keep what a failed call was for, with the reason (never scored as if the judge had said no)."""
-        self.failed.append({**row, "step": step, "reason": (res.error if res is not None else None) or "failed",
-                            "detail": res.detail if res is not None else None, "raw": res.text if res is not None else None})
+        self.failed.append(failed_row(row, res, step))
 
     def _result(self, rows: list[dict[str, Any]], meter: Meter, checkpoint: str | None = None) -> StageResult:
         steps = [f["step"] for f in self.failed]

@@ -181,3 +181,12 @@ class StageImpl(Generic[C]):
 def checkpoint_dir(rt: "Runtime", *parts: str) -> Path:
     """RUN_DIR/checkpoints/<parts...>: where every stage type keeps the weights it trains."""
     return rt.run_dir.joinpath("checkpoints", *parts)
+
+
+def failed_row(row: dict[str, Any], res: Any, step: str, **extra: Any) -> dict[str, Any]:
+    """A row whose call failed, as it goes to failed.jsonl: what it was for, the step, and why.
+
+    `res` is the call's `Result` (its error, detail and raw reply are kept); failures are data.
+    """
+    return {**row, **extra, "step": step, "reason": getattr(res, "error", None) or "empty",
+            "detail": getattr(res, "detail", None), "raw": getattr(res, "text", None)}
