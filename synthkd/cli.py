@@ -90,10 +90,11 @@ def run(
         now = state.get("this_invocation", {})
         calls, hits, cost = now.get("calls", 0), now.get("cache_hits", 0), now.get("cost_usd", 0.0)
         reporter.note(f"synthkd: done in {time.monotonic() - t0:.0f}s: {calls} calls, {hits} cache hits, ${cost:.4f}. Outputs: {run_dir}/datasets/, report: {run_dir}/run.json")
+        from synthkd.records import read_stage_stats
         from synthkd.scoring.heldout import heldout_table
 
         for name, stage in state.get("stages", {}).items():
-            table = heldout_table(stage)
+            table = heldout_table(read_stage_stats(stage).model_dump(exclude_none=True))
             if table:
                 typer.echo(f"\nheld-out, stage {name} (95% bootstrap intervals over prompts):\n{table}")
 
@@ -216,6 +217,8 @@ def train(
     model: str = typer.Option(..., "--model", help="Base weights: directory, hub name, or tiny:NAME."),
     out: Path = typer.Option(..., "--out", help="Checkpoint directory (same layout as pipeline checkpoints)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="SFTConfig/DPOConfig field: --set learning_rate=2e-5; LoRA: --set lora.r=16; --set seed=1."),
+    processes: int = typer.Option(1, "--processes", help="Training processes; more than 1 runs under `accelerate launch` (DDP; gloo on a CPU). Log: OUT.train.log."),
+    accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config file passed to `accelerate launch --config_file` as is (FSDP, DeepSpeed)."),
 ) -> None:
     """Train the student from any dataset synthkd wrote, without a pipeline (TRL SFT or DPO)."""
     from synthkd.settings import Settings
@@ -224,7 +227,7 @@ def train(
     _quiet_libraries()
 
     def body() -> None:
-        metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home)
+        metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home, processes, accelerate_config)
         typer.echo(f"trained {kind} checkpoint at {out}: {json.dumps(metrics)}")
 
     _guard(body)

@@ -33,26 +33,36 @@ def preflight(rt: Runtime, plan: Plan) -> None:
         if cfg.served:
             continue
         key = rt.api_key(name)
-        request = urllib.request.Request(f"{cfg.base_url.rstrip('/')}/models")  # type: ignore[union-attr]
-        if key:
-            request.add_header("Authorization", f"Bearer {key}")
-        try:
-            with urllib.request.urlopen(request, timeout=min(cfg.timeout_s, 15)):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                raise EndpointError(
-                    f"endpoint {name!r} rejected the API key ({exc.code})", where=f"endpoints.{name}",
-                    fix=f"check the key in ${cfg.api_key_env}" if cfg.api_key_env else
-                    f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
-                ) from None
-            # Other statuses (some providers have no /models): the endpoint is reachable.
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        reachable = []
+        for url in cfg.base_urls:
+            try:
+                _probe(url, key, min(cfg.timeout_s, 15))
+                reachable.append(url)
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise EndpointError(
+                        f"endpoint {name!r} rejected the API key ({exc.code})", where=f"endpoints.{name}",
+                        fix=f"check the key in ${cfg.api_key_env}" if cfg.api_key_env else
+                        f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
+                    ) from None
+                reachable.append(url)  # other statuses (some providers have no /models): the server answers
+            except (urllib.error.URLError, OSError) as exc:
+                last = f"{url}: {getattr(exc, 'reason', exc)}"
+        # One replica down is not a reason to stop: the client takes it out. None up is.
+        if not reachable:
             raise EndpointError(
-                f"endpoint {name!r} is unreachable at {cfg.base_url}: {reason}", where=f"endpoints.{name}.base_url",
+                f"endpoint {name!r} is unreachable at {last}", where=f"endpoints.{name}.base_url",
                 fix="start the server or fix base_url (--set endpoints.%s.base_url=URL)" % name,
-            ) from None
+            )
+
+
+def _probe(url: str, key: str | None, timeout: float) -> None:
+    """GET <url>/models (no tokens spent); raises what urllib raises."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/models")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(request, timeout=timeout):
+        pass
 
 
 def _endpoints(impl: StageImpl[Any]) -> list[str]:

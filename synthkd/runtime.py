@@ -124,7 +124,7 @@ class Runtime:
         if not cfg.served:
             if endpoint not in self._clients:
                 self._clients[endpoint] = EndpointClient(
-                    endpoint, cfg, base_url=cfg.base_url or "", api_key=self.api_key(endpoint),
+                    endpoint, cfg, base_url=cfg.base_urls, api_key=self.api_key(endpoint),
                     cache=self.cache, budget=self.budget, model_identity=cfg.model,
                 )
             return self._clients[endpoint]
@@ -160,7 +160,7 @@ class Runtime:
         if cfg.served:
             path = self._overrides.get(endpoint) or cfg.serve.model_path  # type: ignore[union-attr]
             return f"{cfg.model}@{path}"
-        return f"{cfg.model}@{cfg.base_url}"
+        return f"{cfg.model}@{cfg.base_urls[0]}"
 
     # ---- outputs ----------------------------------------------------------------------
     def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,

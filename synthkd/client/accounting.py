@@ -43,6 +43,13 @@ class Meter:
         ep["completion_tokens"] += completion_tokens
         ep["cost"] += cost
 
+    def add_replica_call(self, endpoint: str, url: str) -> None:
+        """Count a call one replica of an endpoint answered (run.json: `replica_calls <url>` per endpoint)."""
+        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
+                                                    "cached_completion_tokens": 0})
+        key = f"replica_calls {url}"
+        ep[key] = ep.get(key, 0) + 1
+
     def merge(self, other: "Meter") -> None:
         """Fold another meter's counts into this one."""
         self.calls += other.calls

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.ratelimit import RateLimiter
+from synthkd.client.replicas import ReplicaPool
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
@@ -66,40 +67,40 @@ class EndpointClient:
         name: str,
         config: EndpointConfig,
         *,
-        base_url: str,
+        base_url: str | list[str],
         api_key: str | None,
         cache: RequestCache,
         budget: Budget,
         model_identity: str | None = None,
-        alive: Callable[[], str | None] | None = None,
+        alive: Callable[[], str | None] | list[Callable[[], str | None] | None] | None = None,
+        on_replica_death: Callable[[int, str], None] | None = None,
     ) -> None:
         self.name = name
         self.config = config
-        self.base_url = base_url
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_url = urls[0]
         self.cache = cache
         self.budget = budget
         # The cache key names the weights, not just the served name: a student restarted on a new
         # checkpoint keeps its served name but must not be answered from the old weights' cache.
-        self.model_identity = model_identity or f"{config.model}@{base_url}"
+        # Replicas serve the same model, so the first URL names them all (adding one reuses the cache).
+        self.model_identity = model_identity or f"{config.model}@{urls[0]}"
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._limiter = RateLimiter(config.rpm, config.tpm)
         self._fatal: SynthkdError | None = None
-        # For servers synthkd runs: returns None while the process lives, else why it died. A dead
-        # server is not retried for minutes: the run stops at once with the server's log.
-        self._alive = alive
         self._merged: dict[int, tuple[Sampling, Sampling, dict[str, Any]]] = {}
-        http_client = openai.DefaultAioHttpClient() if config.transport == "aiohttp" else None
-        # max_retries=0: tenacity below is the one retry layer.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",
-            max_retries=0,
-            timeout=config.timeout_s,
-            http_client=http_client,
-        )
+        # For servers synthkd runs, `alive` returns None while the process lives, else why it died. A
+        # dead server is not retried for minutes: the run stops at once with the server's log, unless
+        # the endpoint has other replicas (then it is taken out and restarted: `on_replica_death`).
+        checks = alive if isinstance(alive, list) else [alive] * len(urls)
+        self.pool = ReplicaPool.connect(config, urls, api_key, checks, on_replica_death)
+
+    @property
+    def urls(self) -> list[str]:
+        return self.pool.urls
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self.pool.aclose()
 
     # ---- request identity -------------------------------------------------------------
     def _sampling(self, call_sampling: Sampling) -> tuple[Sampling, dict[str, Any]]:
@@ -186,7 +187,7 @@ class EndpointClient:
         try:
             try:
                 # Fast path: most requests succeed at once and need no retry machinery.
-                return await self._send_once(kwargs)
+                return await self._send_once(kwargs, meter)
             except Exception as exc:
                 if not is_retryable(exc) or self.config.max_retries == 0 or self._dead():
                     raise
@@ -203,7 +204,7 @@ class EndpointClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         meter.retries += 1
-                    return await self._send_once(kwargs)
+                    return await self._send_once(kwargs, meter)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
             self._fatal = _refused(self.name, self.config, exc)
             raise self._fatal from None
@@ -220,9 +221,9 @@ class EndpointClient:
         raise AssertionError("unreachable")
 
     def _dead(self) -> str | None:
-        return self._alive() if self._alive is not None else None
+        return self.pool.all_dead()
 
-    async def _send_once(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _send_once(self, kwargs: dict[str, Any], meter: Meter) -> dict[str, Any]:
         """POST /chat/completions through the openai client (its documented custom-request API).
 
         The client still does the HTTP, auth and status-code errors; skipping its typed request
@@ -233,7 +234,18 @@ class EndpointClient:
         # extra_body's fields go into the body itself; kwargs stays as it is for a retry.
         body = {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
         # cast_to=bytes: the reply body as it came (no response model); status errors still raise.
-        content = await self._client.post("/chat/completions", body=body, cast_to=bytes)
+        replica = self.pool.pick()
+        replica.outstanding += 1
+        try:
+            content = await replica.client.post("/chat/completions", body=body, cast_to=bytes)
+        except Exception as exc:
+            self.pool.failed(replica, exc)
+            raise
+        finally:
+            replica.outstanding -= 1
+        self.pool.succeeded(replica)
+        if len(self.pool.replicas) > 1:
+            meter.add_replica_call(self.name, replica.url)
         try:
             data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

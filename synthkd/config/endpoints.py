@@ -69,10 +69,11 @@ class ServeConfig(Strict):
 class EndpointConfig(Strict):
     """A named model endpoint: hosted OpenAI-compatible API, or served by synthkd with vLLM."""
 
-    base_url: str | None = Field(
+    base_url: str | list[str] | None = Field(
         None,
-        description="OpenAI-compatible base URL (e.g. https://api.openai.com/v1). When set, this endpoint is "
-        "remote and `serve` is not used; leave it null to have synthkd serve the model.",
+        description="OpenAI-compatible base URL (e.g. https://api.openai.com/v1), or a list of several servers of the "
+        "same model (replicas: calls go to the least loaded; one that stops answering is taken out and its calls retried "
+        "on the others). When set, this endpoint is remote and `serve` is not used; null: synthkd serves the model.",
     )
     model: str = Field(..., description="Model name sent with each request (the served name for local models).")
     api_key_env: str | None = Field(
@@ -97,9 +98,18 @@ class EndpointConfig(Strict):
     def _remote_or_served(self) -> "EndpointConfig":
         if self.base_url is None and self.serve is None:
             raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
+        if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) != len(self.base_url)):
+            raise ValueError("a list of base URLs must name at least one server, each once")
         return self
 
     @property
     def served(self) -> bool:
         """True when synthkd starts this endpoint's server itself."""
         return self.base_url is None
+
+    @property
+    def base_urls(self) -> list[str]:
+        """The remote endpoint's servers (one, or several replicas); [] for a served endpoint."""
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from synthkd.records import read_stage_stats
 from synthkd.report.plots import IMG_H, IMG_W, _plots_for_stage
 from synthkd.report.tables import (STAGE_COLS, _detail_rows, _endpoint_rows, _failure_rows, _header_rows, _load,
                                    _stage_rows)
@@ -16,7 +17,9 @@ Block = tuple[Any, ...]  # ("h2"|"h3"|"p", text) | ("table", headers, rows) | ("
 
 def _blocks(data: dict[str, Any], out_dir: Path) -> list[Block]:
     """The report as a neutral list of blocks, rendered to both HTML and markdown."""
-    stages = [(str(k), v) for k, v in data["stages"].items() if isinstance(v, dict)]
+    # Each entry is read through its stage type's stats model (the one the runner wrote it with), so
+    # tables and plots see typed values; what a model does not know is left out.
+    stages = [(str(k), read_stage_stats(v).model_dump(exclude_none=True)) for k, v in data["stages"].items() if isinstance(v, dict)]
     ep_rows, details = _endpoint_rows(stages), _detail_rows(stages)
     blocks: list[Block] = [
         ("h2", "Run"), ("table", ["field", "value"], _header_rows(data)),

@@ -36,8 +36,12 @@ def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], dict[str, Any] |
     return trainer, lora, seed
 
 
-def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[str], tiny_home: Path) -> dict[str, Any]:
-    """Train and return the metrics; the checkpoint goes to `out` (servable by vLLM as it is)."""
+def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[str], tiny_home: Path,
+              processes: int = 1, accelerate_config: Path | None = None) -> dict[str, Any]:
+    """Train and return the metrics; the checkpoint goes to `out` (servable by vLLM as it is).
+
+    processes > 1 or an accelerate config: training runs under `accelerate launch` (log: OUT.train.log).
+    """
     if kind not in REQUIRED:
         raise ConfigError(f"unknown training kind {kind!r}", fix="use `synthkd train sft` or `synthkd train dpo`")
     rows = read_records(data, "--data")
@@ -49,16 +53,22 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
             f"{data} has no column(s) {', '.join(missing)} (it has: {', '.join(sorted(rows[0]))})",
             where="--data", fix=f"{kind} needs {', '.join(sorted(REQUIRED[kind]))} (TRL's {'conversational SFT' if kind == 'sft' else 'preference'} format)",
         )
+    if processes < 1:
+        raise ConfigError(f"--processes {processes} is not a number of processes", where="--processes", fix="pass 1 or more")
+    if accelerate_config is not None and not accelerate_config.is_file():
+        raise ConfigError(f"accelerate config {accelerate_config} does not exist", where="--accelerate-config",
+                          fix="pass an accelerate config file (e.g. written by `accelerate config`)")
     trainer_args, lora, seed = parse_sets(assignments)
     if kind == "sft":
-        from synthkd.train.sft import check_sft_args as check, train_sft as train
-        extra = {"sft_args": trainer_args}
+        from synthkd.train.sft import check_sft_args as check
     else:
-        from synthkd.train.dpo import check_dpo_args as check, train_dpo as train  # type: ignore[assignment]
-        extra = {"dpo_args": trainer_args}
+        from synthkd.train.dpo import check_dpo_args as check  # type: ignore[assignment]
     from synthkd.models import resolve_model
+    from synthkd.train.launch import Job, train
 
     check(trainer_args, "--set")  # first: a bad --set (or no TRL) fails before a model is built or converted
     base = resolve_model(model, tiny_home, Path.cwd(), where="--model")
+    # The process count and accelerate config are not in the fingerprint: how training runs, not what it trains.
     fingerprint = hashlib.sha256(repr((kind, str(data.resolve()), model, sorted(trainer_args.items()), lora, seed, len(rows))).encode()).hexdigest()[:16]
-    return train(rows, base, out, lora=lora, seed=seed, fingerprint=fingerprint, **extra)
+    return train(Job(kind, rows, base, out, trainer_args, lora, seed, fingerprint, processes=processes,
+                     accelerate_config=accelerate_config.resolve() if accelerate_config else None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -93,30 +94,70 @@ def lora_config(lora: dict[str, Any] | None) -> Any:
 
 
 def scratch_dir(out_dir: Path) -> Path:
+    """OUT.tmp, emptied: where a checkpoint is written before it is moved into place. Under
+    `accelerate launch` only the main process (RANK 0; torchrun sets RANK) empties it."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if is_main_rank():
+        shutil.rmtree(tmp, ignore_errors=True)
     return tmp
+
+
+def is_main_rank() -> bool:
+    """Whether this process is the main one (always, outside `accelerate launch` / torchrun)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metrics: dict[str, Any], fingerprint: str, merged_lora: bool) -> None:
     """Save the trained model (LoRA merged into full weights) and move it into place atomically.
 
-    Under `accelerate launch` every process trains; only the main one writes the checkpoint.
+    Under `accelerate launch` every process trains; only the main one writes the checkpoint, and
+    every process waits until it is written (so none exits, and tears the group down, before that).
+    The layout is the same for one process and for N.
     """
-    if not trainer.is_world_process_zero():
-        return
-    model = trainer.model
-    if merged_lora:
-        model = model.merge_and_unload()  # full weights: vLLM serves them like any model
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    (tmp / "train_metrics.json").write_text(json.dumps(metrics))
-    (tmp / FINGERPRINT_FILE).write_text(fingerprint)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out_dir)
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    state_dict = _gathered_state_dict(trainer)  # FSDP / DeepSpeed: a collective, so every process calls it
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(trainer.model)  # the model itself, outside any DDP wrapper
+        if merged_lora and state_dict is not None:
+            model, state_dict = _merged_from_gathered(model, state_dict), None
+        elif merged_lora:
+            model = model.merge_and_unload()  # full weights: vLLM serves them like any model
+        model.save_pretrained(str(tmp), safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {}))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        (tmp / "train_metrics.json").write_text(json.dumps(metrics))
+        (tmp / FINGERPRINT_FILE).write_text(fingerprint)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out_dir)
+    accelerator.wait_for_everyone()
+
+
+def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """The full weights gathered from every process where the model is sharded (FSDP, DeepSpeed);
+    None where the main process holds the whole model (one process, DDP)."""
+    from accelerate.utils import DistributedType
+
+    if trainer.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return None
+    # FSDP needs state_dict_type FULL_STATE_DICT, ZeRO-3 stage3_gather_16bit_weights_on_model_save
+    # in the accelerate config; accelerate raises and says so otherwise.
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def _merged_from_gathered(model: Any, state_dict: dict[str, Any]) -> Any:
+    """LoRA merged into full weights, from the gathered weights of a sharded PEFT model (which cannot
+    merge in place): the PEFT model is rebuilt on the main process from its base and merged there."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    peft_config = model.peft_config["default"]
+    base = AutoModelForCausalLM.from_pretrained(peft_config.base_model_name_or_path, dtype="auto")
+    fresh = get_peft_model(base, peft_config)
+    fresh.load_state_dict(state_dict, strict=False)
+    return fresh.merge_and_unload()
 
 
 def read_metrics(out_dir: Path) -> dict[str, Any]:

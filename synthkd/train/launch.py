@@ -1,0 +1,208 @@
+"""Run SFT or DPO training in this process, or across N processes under `accelerate launch`.
+
+One process and no accelerate config: `train_sft` / `train_dpo` run here, as they always have.
+Otherwise the rows and a job spec go to OUT.launch/ (beside the checkpoint, like OUT.tmp), and
+
+    python -m accelerate.commands.launch [--num_processes N ...] [--config_file FILE] -m synthkd.train.worker OUT.launch/job.json
+
+runs as a subprocess synthkd supervises: its output goes to a log file, it is killed with its
+process group on Ctrl-C or error (and, through PR_SET_PDEATHSIG, when synthkd itself dies), and a
+non-zero exit is an error with the end of the log. Every process trains (DDP, or FSDP / DeepSpeed
+from the config file); only the main one writes the checkpoint, in the same layout and with the
+same fingerprint as one process would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthkd.errors import SynthkdError
+from synthkd.train.common import read_metrics
+
+# The columns training reads, per kind; only these go to the job's rows file.
+COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: what `train_sft` / `train_dpo` take, plus how many processes run it."""
+
+    kind: str  # sft | dpo
+    rows: list[dict[str, Any]]
+    base_model: str
+    out_dir: Path
+    trainer_args: dict[str, Any]
+    lora: dict[str, Any] | None
+    seed: int
+    fingerprint: str
+    evaluate_before: bool = False  # dpo only
+    processes: int = 1
+    accelerate_config: Path | None = None
+    log_path: Path | None = None  # default: OUT.train.log beside the checkpoint
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.accelerate_config is not None
+
+
+def train(job: Job) -> dict[str, Any]:
+    """Train (blocking) and return the metrics. Ctrl-C kills the training processes."""
+    if not job.distributed:
+        return _in_process(job)
+    process, log_path, job_dir = _start(job)
+    try:
+        process.wait()
+    finally:
+        _stop(process)
+    return _finish(job, process, log_path, job_dir)
+
+
+async def train_async(job: Job) -> dict[str, Any]:
+    """Train without blocking the event loop; cancelling (Ctrl-C in a pipeline) kills the training processes.
+
+    The subprocess is started from the event loop's thread, not a worker thread, since
+    PR_SET_PDEATHSIG fires when the thread that started a child ends.
+    """
+    if not job.distributed:
+        return await asyncio.to_thread(_in_process, job)
+    process, log_path, job_dir = _start(job)
+    try:
+        while process.poll() is None:
+            await asyncio.sleep(0.5)
+    finally:
+        _stop(process)
+    return _finish(job, process, log_path, job_dir)
+
+
+def _in_process(job: Job) -> dict[str, Any]:
+    if job.kind == "sft":
+        from synthkd.train.sft import train_sft
+
+        return train_sft(job.rows, job.base_model, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint)
+    from synthkd.train.dpo import train_dpo
+
+    return train_dpo(job.rows, job.base_model, job.out_dir, dpo_args=job.trainer_args, lora=job.lora, seed=job.seed,
+                     fingerprint=job.fingerprint, evaluate_before=job.evaluate_before)
+
+
+def job_dir(out_dir: Path) -> Path:
+    """OUT.launch/: the job spec and rows of a multi-process run (kept after a failure, removed after success)."""
+    return out_dir.with_name(out_dir.name + ".launch")
+
+
+def write_job(job: Job) -> Path:
+    """Rows (JSONL) and the job spec (JSON) into OUT.launch/; returns the spec's path."""
+    directory = job_dir(job.out_dir)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    rows_path = directory / "rows.jsonl"
+    with rows_path.open("w") as f:
+        for row in job.rows:
+            f.write(json.dumps({k: row[k] for k in COLUMNS[job.kind]}, ensure_ascii=False, default=str) + "\n")
+    base = Path(job.base_model)
+    spec = {
+        "kind": job.kind,
+        "rows": str(rows_path.resolve()),
+        "base_model": str(base.resolve()) if base.exists() else job.base_model,  # a local directory, or a hub name
+        "out_dir": str(job.out_dir.resolve()),
+        "trainer_args": job.trainer_args,
+        "lora": job.lora,
+        "seed": job.seed,
+        "fingerprint": job.fingerprint,
+        "evaluate_before": job.evaluate_before,
+    }
+    path = directory / "job.json"
+    path.write_text(json.dumps(spec, indent=2, default=str))
+    return path
+
+
+def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dict[str, str]]:
+    """The `accelerate launch` command line and its environment."""
+    from synthkd.serve.vllm_server import _free_port
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = dict(os.environ)
+    if job.accelerate_config is None or job.processes > 1:
+        cmd += ["--num_processes", str(job.processes)]  # with a config file and processes 1, its num_processes holds
+    if job.accelerate_config is None:
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+        # --multi_gpu is accelerate's torchrun launcher, also on a CPU: `--cpu` would take its
+        # single-process launcher (one process, or mpirun with a hostfile). On a CPU-only machine
+        # ACCELERATE_USE_CPU makes each process join a gloo group (accelerate's MULTI_CPU).
+        if job.processes > 1:
+            cmd += ["--multi_gpu"]
+    else:
+        cmd += ["--config_file", str(job.accelerate_config)]  # as is: FSDP, DeepSpeed, mixed precision, ports
+    if not gpu:
+        env["ACCELERATE_USE_CPU"] = "true"
+        if "OMP_NUM_THREADS" not in env:  # share the cores out; torchrun's default is 1 thread a process
+            threads = max(1, len(os.sched_getaffinity(0)) // max(1, job.processes))
+            cmd += ["--num_cpu_threads_per_process", str(threads)]
+    cmd += ["-m", "synthkd.train.worker", str(spec_path)]
+    # The workers import this same synthkd, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return cmd, env
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def _start(job: Job) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    from synthkd.serve.vllm_server import _die_with_parent
+
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise SynthkdError("accelerate (needed to train on more than one process) is not installed",
+                           fix="pip install -e '.[train]' (on a CPU-only machine: make setup)") from None
+    spec_path = write_job(job)
+    cmd, env = launch_command(job, spec_path, _gpu_visible())
+    log_path = job.log_path or job.out_dir.with_name(job.out_dir.name + ".train.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} synthkd: {' '.join(cmd)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+    return process, log_path, spec_path.parent
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the launcher and every training process it started (one process group), if still running."""
+    from synthkd.serve.vllm_server import _terminate
+
+    _terminate(process)
+
+
+def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, directory: Path) -> dict[str, Any]:
+    from synthkd.serve.vllm_server import _tail
+
+    if process.returncode != 0:
+        raise SynthkdError(
+            f"{job.kind} training on {job.processes} process(es) under accelerate exited with code {process.returncode}; "
+            f"end of {log_path}:\n{_tail(log_path, 30)}",
+            fix=f"read the full log at {log_path} (the job is in {directory})",
+        )
+    metrics = read_metrics(job.out_dir)
+    if not metrics:
+        raise SynthkdError(f"{job.kind} training under accelerate wrote no checkpoint at {job.out_dir}", fix=f"read the log at {log_path}")
+    shutil.rmtree(directory, ignore_errors=True)
+    return metrics
