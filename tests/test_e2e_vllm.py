@@ -19,6 +19,7 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     env = {"SYNTHKD_HOME": str(synthkd_home)}
     proc = run_cli("run", str(REPO / "pipelines" / "lion_tiny.yaml"), "--out", str(out), *SMALL, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "starting vLLM" in proc.stderr
     state = run_json(out)
     assert state["status"] == "done"
     iterations = state["stages"]["lion"]["iterations"]

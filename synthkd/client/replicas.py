@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import openai
 
@@ -44,6 +44,7 @@ class ReplicaPool:
 
     replicas: list[Replica] = field(default_factory=list)
     on_death: Callable[[int, str], None] | None = None  # served replicas: ask for a restart
+    _retired: list[openai.AsyncOpenAI] = field(default_factory=list)
 
     @classmethod
     def connect(cls, config: EndpointConfig, urls: list[str], api_key: str | None,
@@ -85,11 +86,11 @@ class ReplicaPool:
         if replica.failures_in_a_row >= OUT_AFTER and len(self.replicas) > 1:
             replica.out_until = time.monotonic() + COOLDOWN_S
 
-    def restored(self, index: int, url: str, client: openai.AsyncOpenAI, alive: Callable[[], str | None] | None) -> Replica:
-        """A restarted replica rejoins the rotation (its counts carry on)."""
-        old = self.replicas[index]
-        self.replicas[index] = Replica(url, client, alive, calls=old.calls)
-        return old
+    def reconnect(self, config: EndpointConfig, api_key: str | None, index: int, url: str, alive: Callable[[], str | None] | None) -> None:
+        """A restarted replica rejoins the rotation at its new URL (the old client closes when idle)."""
+        fresh = ReplicaPool.connect(config, [url], api_key, [alive]).replicas[0]
+        self._retired.append(self.replicas[index].client)
+        self.replicas[index] = fresh
 
     def all_dead(self) -> str | None:
         """Why the endpoint cannot answer at all: every replica's process is gone; else None."""
@@ -115,10 +116,6 @@ class ReplicaPool:
             self.on_death(index, died)
         return True
 
-    def counts(self) -> dict[str, Any]:
-        """Calls answered per replica, for run.json."""
-        return {r.url: r.calls for r in self.replicas}
-
     async def aclose(self) -> None:
-        for r in self.replicas:
-            await r.client.close()
+        for client in [r.client for r in self.replicas] + self._retired:
+            await client.close()

@@ -64,6 +64,24 @@ class ServeConfig(Strict):
     )
     extra_args: list[str] = Field(default_factory=list, description="More vLLM server arguments, as they are.")
     startup_timeout_s: float = Field(600, gt=0, description="How long to wait for /health before giving up.")
+    replicas: int = Field(
+        1, ge=1, description="Servers of this model behind the endpoint name; calls go to the least loaded. With a Ray "
+        "cluster (pipeline `ray:` or RAY_ADDRESS) each runs on a cluster node, else all run on this machine.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per replica (vLLM --tensor-parallel-size); on a Ray cluster each replica's actor holds that many GPUs.")
+    command: list[str] | None = Field(
+        None, description="Run this OpenAI-compatible server command instead of vLLM (e.g. SGLang, llama.cpp's server), "
+        "with {host}, {port}, {model} (the resolved model path) and {name} (the served name) filled in; it must answer "
+        "GET /health with 200 once ready.")
+
+
+class RayConfig(Strict):
+    """Place served replicas on a Ray cluster."""
+
+    address: str = Field(
+        "auto", description="What ray.init takes: 'auto' (the cluster this machine belongs to, or RAY_ADDRESS), "
+        "'host:port' of a head node, 'ray://host:10001' (Ray Client), or 'local' (start a cluster on this machine).")
+    num_cpus_per_replica: float = Field(1.0, ge=0, description="CPUs each replica's actor holds.")
 
 
 class EndpointConfig(Strict):

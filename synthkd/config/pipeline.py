@@ -6,7 +6,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import Field, model_validator
 
-from synthkd.config.endpoints import EndpointConfig, Strict
+from synthkd.config.endpoints import EndpointConfig, RayConfig, Strict
 from synthkd.config.dedup import DedupStage
 from synthkd.config.montessori import MontessoriStage
 from synthkd.config.skd import SKDStage
@@ -37,6 +37,8 @@ class PipelineConfig(Strict):
     )
     prompts_dir: str = Field("../prompts", description="Directory of jinja2 templates, relative to the pipeline file.")
     endpoints: dict[str, EndpointConfig] = Field(..., description="Named endpoints that stages refer to.")
+    ray: RayConfig | None = Field(
+        None, description="Run served replicas on a Ray cluster (also when RAY_ADDRESS is set); null: on this machine.")
     stages: list[Annotated[AnyStage, Field(discriminator="type")]] = Field(..., min_length=1, description="Stages, run in order.")
 
     @model_validator(mode="after")

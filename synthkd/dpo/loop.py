@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from synthkd.client.accounting import Meter
@@ -26,7 +25,7 @@ from synthkd.runtime import Runtime, digest
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.dpo import train_dpo
+from synthkd.train.launch import Job, train_async
 from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
 from synthkd.records import PreferencePair
@@ -170,7 +169,11 @@ class DPORun:
         if not checkpoint_done(out, fp):
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: DPO on {len(pairs)} pairs")
             base = self.rt.servers.resolve_model_path(weights)
-            await asyncio.to_thread(train_dpo, pairs, base, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+            # processes / accelerate_config are not in `fp`: 1 process keeps earlier runs' fingerprints, and a
+            # checkpoint trained on N processes is reused on M (how training runs, not what it trains on).
+            await train_async(Job("dpo", pairs, base, out, self.cfg.dpo, self.cfg.lora, self.rt.config.seed, fp, processes=self.cfg.processes,
+                                  accelerate_config=self.rt.pipeline.resolve(self.cfg.accelerate_config) if self.cfg.accelerate_config else None,
+                                  log_path=self.rt.run_dir / "logs" / f"train-{self.cfg.name}-iter{it}.log"))
         stats["dpo"] = read_metrics(out)
         return str(out)
 

@@ -11,6 +11,7 @@ from synthkd.scoring.code_judge import is_code_judge
 from synthkd.scoring.heldout import brief
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.train.dpo import check_dpo_args
+from synthkd.train.launch import check_accelerate_config
 
 
 class DPOIteration(Iteration):
@@ -70,6 +71,7 @@ class DPOImpl(StageImpl[DPOStage]):
             raise ConfigError("ranked_student_samples needs an LLM judge (it scores each sample alone; a code judge needs the teacher's answer)",
                               where=ctx.where("judge"), fix="use sources: [teacher_vs_student], or an endpoint as judge")
         check_dpo_args(self.cfg.dpo, ctx.where("dpo"))
+        check_accelerate_config(self.cfg.accelerate_config, ctx)
 
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.dpo.loop import DPORun

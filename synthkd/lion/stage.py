@@ -111,6 +111,9 @@ class LionImpl(StageImpl[LionStage]):
         return [self.cfg.student]
 
     def check(self, ctx: CheckContext) -> None:
+        # The student trains only where there are weights to train: student_model, or a served student.
+        if self.cfg.student_model is None and not ctx.served(self.cfg.student):
+            return
         check_sft_args(self.cfg.sft, ctx.where("sft"))
         if self.cfg.dpo is not None:
             check_dpo_args(self.cfg.dpo, ctx.where("dpo"))

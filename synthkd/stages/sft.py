@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from synthkd.config.stages import SFTStage
 from synthkd.records import StageStats
 from synthkd.runtime import digest
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses, checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.sft import check_sft_args, train_sft
+from synthkd.train.launch import Job, check_accelerate_config, train_async
+from synthkd.train.sft import check_sft_args
 
 
 class SFTStats(StageStats):
@@ -47,6 +46,7 @@ class SFTImpl(StageImpl[SFTStage]):
 
     def check(self, ctx: CheckContext) -> None:
         check_sft_args(self.cfg.sft, ctx.where("sft"))
+        check_accelerate_config(self.cfg.accelerate_config, ctx)
 
     async def run(self, inp: RunInputs) -> StageResult:
         """Train (unless the same checkpoint exists); the endpoint in `serve_as` moves onto it."""
@@ -54,11 +54,15 @@ class SFTImpl(StageImpl[SFTStage]):
         if not rows:
             rt.reporter.note(f"[{cfg.name}] no training examples: SFT skipped, {cfg.serve_as or 'no endpoint'} keeps its weights")
             return StageResult(rows=rows, stats=SFTStats(skipped="no training examples"))
+        # processes / accelerate_config are left out: 1 process keeps the fingerprints of earlier runs, and a
+        # checkpoint trained on N processes is reused on M (how training runs, not what it trains on).
         fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed})
         out = checkpoint_dir(rt, cfg.name)
         if not checkpoint_done(out, fp):
             base = rt.servers.resolve_model_path(cfg.model)
             rt.reporter.note(f"[{cfg.name}] SFT of {cfg.model} on {len(rows)} examples")
-            await asyncio.to_thread(train_sft, rows, base, out, sft_args=cfg.sft, lora=cfg.lora, seed=rt.config.seed, fingerprint=fp)
+            await train_async(Job("sft", rows, base, out, cfg.sft, cfg.lora, rt.config.seed, fp, processes=cfg.processes,
+                                  accelerate_config=rt.pipeline.resolve(cfg.accelerate_config) if cfg.accelerate_config else None,
+                                  log_path=rt.run_dir / "logs" / f"train-{cfg.name}.log"))
         return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **read_metrics(out)),
                            moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

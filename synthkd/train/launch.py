@@ -23,10 +23,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from synthkd.errors import SynthkdError
+from synthkd.errors import ConfigError, SynthkdError
 from synthkd.train.common import read_metrics
+
+if TYPE_CHECKING:
+    from synthkd.stages.base import CheckContext
 
 # The columns training reads, per kind; only these go to the job's rows file.
 COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
@@ -54,16 +57,23 @@ class Job:
         return self.processes > 1 or self.accelerate_config is not None
 
 
+def check_accelerate_config(path: str | None, ctx: "CheckContext") -> None:
+    """validate: an `accelerate_config:` names a file that exists (relative to the pipeline file)."""
+    if path is not None and not ctx.loaded.resolve(path).is_file():
+        raise ConfigError(f"accelerate config {ctx.loaded.resolve(path)} does not exist", where=ctx.where("accelerate_config"),
+                          fix="name an accelerate config file (e.g. written by `accelerate config`), relative to the pipeline file")
+
+
 def train(job: Job) -> dict[str, Any]:
     """Train (blocking) and return the metrics. Ctrl-C kills the training processes."""
     if not job.distributed:
         return _in_process(job)
-    process, log_path, job_dir = _start(job)
+    process, log_path, directory = _start(job)
     try:
         process.wait()
     finally:
         _stop(process)
-    return _finish(job, process, log_path, job_dir)
+    return _finish(job, process, log_path, directory)
 
 
 async def train_async(job: Job) -> dict[str, Any]:
@@ -74,13 +84,13 @@ async def train_async(job: Job) -> dict[str, Any]:
     """
     if not job.distributed:
         return await asyncio.to_thread(_in_process, job)
-    process, log_path, job_dir = _start(job)
+    process, log_path, directory = _start(job)
     try:
         while process.poll() is None:
             await asyncio.sleep(0.5)
     finally:
         _stop(process)
-    return _finish(job, process, log_path, job_dir)
+    return _finish(job, process, log_path, directory)
 
 
 def _in_process(job: Job) -> dict[str, Any]:
@@ -153,6 +163,7 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # a log file, not a terminal
     return cmd, env
 
 
@@ -197,7 +208,8 @@ def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, director
 
     if process.returncode != 0:
         raise SynthkdError(
-            f"{job.kind} training on {job.processes} process(es) under accelerate exited with code {process.returncode}; "
+            f"{job.kind} training under accelerate ({f'{job.processes} processes' if job.processes > 1 else f'config {job.accelerate_config}'}) "
+            f"exited with code {process.returncode}; "
             f"end of {log_path}:\n{_tail(log_path, 30)}",
             fix=f"read the full log at {log_path} (the job is in {directory})",
         )
