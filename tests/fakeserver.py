@@ -316,8 +316,11 @@ class FakeServer:
 
     def __init__(self, latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                  models: list[str] | None = None, log_path: str | None = None,
-                 log_sync: bool = False, reply_hook: str | None = None) -> None:
+                 log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0) -> None:
         self.latency = latency_ms / 1000
+        # capacity > 0: at most that many requests are worked on at once, the rest wait (a server's
+        # throughput limit, capacity / latency requests per second), as a GPU server's batch is bounded.
+        self.capacity = asyncio.Semaphore(capacity) if capacity > 0 else None
         self.hook = _load_hook(reply_hook) if reply_hook else None
         self.faults = parse_plan(faults or [])
         self.models = list(models or [])
@@ -461,6 +464,11 @@ class FakeServer:
                                         "fault": kind, "model": model}) + "\n")
             if self.log_sync:
                 self._log.flush()
+        if self.capacity is not None:
+            async with self.capacity:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                return await self._answer(body, rule, prompt_key, reader)
         if self.latency:
             await asyncio.sleep(self.latency)
         return await self._answer(body, rule, prompt_key, reader)
@@ -518,7 +526,7 @@ async def _amain(args: argparse.Namespace) -> None:
     faults = json.loads(Path(args.faults_file).read_text()) if args.faults_file else \
         json.loads(args.faults or "[]")
     server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
-                        args.log, args.log_sync, args.reply_hook)
+                        args.log, args.log_sync, args.reply_hook, args.capacity)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -541,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", help="append one JSON line per chat request here")
     parser.add_argument("--log-sync", action="store_true", help="flush log before answering")
     parser.add_argument("--reply-hook", help="module:function scripting replies (see the module doc)")
+    parser.add_argument("--capacity", type=int, default=0, help="requests worked on at once (0: no limit)")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -601,7 +610,7 @@ def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> int:
 @contextlib.contextmanager
 def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                    models: list[str] | None = None, log_path: str | Path | None = None,
-                   log_sync: bool = False, reply_hook: str | None = None) -> Iterator[ServerHandle]:
+                   log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -609,6 +618,7 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--log", str(log_path)] if log_path else []
     cmd += ["--log-sync"] if log_sync else []
     cmd += ["--reply-hook", reply_hook] if reply_hook else []
+    cmd += ["--capacity", str(capacity)] if capacity else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)
