@@ -124,11 +124,13 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
             entry["weights"] = dict(result.moves)  # saved before the output is marked done: a rerun re-applies it
             state.save()
             records_in = len(inputs.get(impl.input_key() or "", []))
+            # The entry is checked against the stage's stats type before the output is marked done.
+            _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
             _write_outputs(rt, impl, result, fp, inputs)
             rows[stage.name] = result.rows
             invocation.merge(result.meter)
             state.data["this_invocation"] = invocation.to_json()
-            _record(rt, impl, result, records_in, round(time.monotonic() - started, 3))
+            state.save()
             meter = result.meter
             reporter.note(f"[{stage.name}] {len(result.rows)} rows, {len(result.failed)} failed, {meter.calls} calls, {meter.cache_hits} cache hits, ${meter.cost:.4f}")
         state.data["status"] = "done"
@@ -162,16 +164,14 @@ def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: s
                          fingerprint=digest(extra.rows), description=extra.description)
 
 
-def _record(rt: Runtime, impl: StageImpl[Any], result: StageResult, records_in: int, elapsed_s: float) -> None:
-    """The stage's run.json entry, validated against its stats type before it is written."""
-    entry = rt.state.stage(impl.name)
+def _record(entry: dict[str, Any], impl: StageImpl[Any], result: StageResult, records_in: int, elapsed_s: float) -> None:
+    """Fill the stage's run.json entry from its result, validated against its stats type."""
     entry.update(result.meter.to_json())
     if result.stats is not None:
         entry.update(result.stats.model_dump(exclude_none=True, exclude_unset=True))
     entry.update(status="done", type=impl.cfg.type, records_in=records_in, records_out=len(result.rows),
                  failed=len(result.failed), elapsed_s=elapsed_s, weights=dict(result.moves))
     impl.stats_type.strict(entry)
-    rt.state.save()
 
 
 def _models(rt: Runtime, impl: StageImpl[Any]) -> dict[str, str]:

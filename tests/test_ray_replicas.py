@@ -118,3 +118,33 @@ def test_kill_9_of_synthkd_leaves_no_server_on_ray(tmp_path: Path, ray_cluster: 
     while _servers(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _servers(marker), "a replica outlived synthkd"
+
+
+@pytest.mark.slow
+@pytest.mark.needs_vllm
+@pytest.mark.needs_torch
+def test_two_vllm_replicas_on_ray_give_the_single_server_dataset(tmp_path: Path, ray_cluster: str, synthkd_home: Path) -> None:
+    """A tiny model served by two vLLM replicas, each started by a Ray actor: the same dataset as one server."""
+    def pipeline(replicas: int) -> Path:
+        data = {
+            "name": f"vllm{replicas}", "prompts_dir": str(REPO / "prompts"),
+            "endpoints": {"teacher": {"base_url": None, "model": "teacher", "concurrency": 32,
+                                      "serve": {"model_path": "tiny:teacher", "max_model_len": 512, "replicas": replicas}}},
+            "stages": [{"name": "seeds", "type": "load", "path": str(seeds_file(tmp_path, 40))},
+                       {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher", "template": "lion/answer.jinja2",
+                        "sampling": {"temperature": 0.0, "max_tokens": 24}}],
+        }
+        path = tmp_path / f"vllm{replicas}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    env = {**RAY_ENV, "SYNTHKD_HOME": str(synthkd_home)}
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli("run", str(pipeline(1)), "--out", str(one), env=env, timeout=600).returncode == 0
+    proc = run_cli("run", str(pipeline(2)), "--out", str(two), env={**env, "RAY_ADDRESS": ray_cluster}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(2 replicas) on the Ray cluster" in proc.stderr
+    calls = _replica_calls(two)
+    assert len(calls) == 2 and all(v > 0 for v in calls.values()) and sum(calls.values()) == 40
+    assert [r["response"] for r in read_rows(two, "answers")] == [r["response"] for r in read_rows(one, "answers")]
+    check_run_outputs(two)

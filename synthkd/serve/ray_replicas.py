@@ -132,8 +132,9 @@ class RayLauncher:
             address = str(settings.get("RAY_ADDRESS"))
         if not ray.is_initialized():
             try:
-                ray.init(address=None if address == "local" else address, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+                # 'local': a cluster of this machine alone, kept on loopback (no other address is used).
+                local = {"address": None, "_node_ip_address": "127.0.0.1"} if address == "local" else {"address": address}
+                ray.init(**local, include_dashboard=False, log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}", where="ray.address",
                                   fix="start the cluster (`ray start --head` on the head node) or fix ray.address / RAY_ADDRESS") from None
