@@ -97,7 +97,9 @@ def test_montessori_failed_judge_calls_are_kept_not_scored(tmp_path: Path, synth
         assert proc.returncode == 0, proc.stderr[-3000:]
     failed = read_rows(out, "montessori", failed=True)
     steps = {f["step"] for f in failed}
-    assert "judge" in steps and {f["reason"] for f in failed} == {"gave_up:500"}
+    assert "judge" in steps and {f["reason"] for f in failed if f["step"] == "judge"} == {"gave_up:500"}
+    # The random tiny teacher's own synthesis calls fail too (cut JSON): kept with their reason as well.
+    assert {f["reason"] for f in failed} <= {"gave_up:500", "truncated", "schema_violation", "invalid_json"}
     judged_failed = {f["id"] for f in failed if f["step"] == "judge"}
     candidates = read_rows(out, "montessori.iter1.candidates")
     # A candidate whose judge call failed is unmeasured (no signal, utility 0), never scored mid-scale.

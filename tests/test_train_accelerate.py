@@ -100,3 +100,39 @@ def test_missing_accelerate_config_is_one_line_exit_2(tmp_path: Path) -> None:
     for args in (["--accelerate-config", str(tmp_path / "fsdp.yaml")], ["--processes", "0"]):
         proc = run_cli("train", "sft", "--data", str(data), "--model", "tiny:student", "--out", str(tmp_path / "x"), *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
+def test_train_dpo_with_lora_on_two_processes(tmp_path: Path, synthkd_home: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"Name a colour ({i})."}],
+                                         "chosen": [{"role": "assistant", "content": "Blue."}],
+                                         "rejected": [{"role": "assistant", "content": "I refuse to answer that question."}]}) + "\n" for i in range(16)))
+    out = tmp_path / "dpo"
+    proc = run_cli("train", "dpo", "--data", str(pairs), "--model", "tiny:student", "--out", str(out), "--processes", "2",
+                   "--set", "num_train_epochs=3", "--set", "learning_rate=5e-3", "--set", "max_length=64", "--set", "per_device_train_batch_size=4",
+                   "--set", "lora.r=8", "--set", "lora.target_modules=all-linear", env={"SYNTHKD_HOME": str(synthkd_home)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert set(metrics) == {"train_loss", "steps", "pairs", "reward_accuracy", "reward_margin"}
+    assert metrics["pairs"] == 16 and metrics["steps"] == 6 and metrics["reward_margin"] > 0  # 16 pairs / (2 x 4) x 3 epochs
+    # The main process merged LoRA into full weights: the same plain layout as any checkpoint, no adapter files.
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert "process 1 of world size 2" in (tmp_path / "dpo.train.log").read_text()
+
+
+@pytest.mark.needs_torch
+@pytest.mark.needs_trl
+def test_pipeline_accelerate_config_passed_as_is(tmp_path: Path, synthkd_home: Path) -> None:
+    # A DDP config as `accelerate config` writes it; with no `processes:` its num_processes holds.
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump({
+        "compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_GPU", "num_machines": 1, "num_processes": 2,
+        "mixed_precision": "no", "machine_rank": 0, "gpu_ids": "all", "rdzv_backend": "static", "same_network": True, "use_cpu": False}))
+    pipeline, out = _pipeline(tmp_path, accelerate_config="ddp.yaml"), tmp_path / "run"  # relative to the pipeline file
+    proc = run_cli("run", str(pipeline), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run_json(out)["stages"]["sft"]["steps"] == 2  # 16 examples / (2 processes x 4), 1 epoch
+    log = (out / "logs" / "train-sft.log").read_text()
+    assert f"--config_file {tmp_path / 'ddp.yaml'}" in log and "--num_processes" not in log
+    assert "process 1 of world size 2" in log, log[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from synthkd.config.stages import LionStage
 from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
@@ -111,8 +113,9 @@ class LionImpl(StageImpl[LionStage]):
         return [self.cfg.student]
 
     def check(self, ctx: CheckContext) -> None:
-        # The student trains only where there are weights to train: student_model, or a served student.
-        if self.cfg.student_model is None and not ctx.served(self.cfg.student):
+        # The student trains only where there are weights to train (student_model, or a served student);
+        # a Lion that does not train checks its sft:/dpo: blocks where TRL is there, and needs no TRL otherwise.
+        if self.cfg.student_model is None and not ctx.served(self.cfg.student) and importlib.util.find_spec("trl") is None:
             return
         check_sft_args(self.cfg.sft, ctx.where("sft"))
         if self.cfg.dpo is not None:

@@ -141,6 +141,7 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
+    config = _read_config(job.accelerate_config) if job.accelerate_config is not None else {}
     if job.accelerate_config is None or job.processes > 1:
         cmd += ["--num_processes", str(job.processes)]  # with a config file and processes 1, its num_processes holds
     if job.accelerate_config is None:
@@ -151,11 +152,14 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
         if job.processes > 1:
             cmd += ["--multi_gpu"]
     else:
-        cmd += ["--config_file", str(job.accelerate_config)]  # as is: FSDP, DeepSpeed, mixed precision, ports
+        cmd += ["--config_file", str(job.accelerate_config)]  # as is: FSDP, DeepSpeed, mixed precision
+        if "main_process_port" not in config and _count(config.get("num_machines")) <= 1:
+            cmd += ["--main_process_port", str(_free_port())]  # not accelerate's fixed 29500: runs side by side do not collide
+    processes = job.processes if job.processes > 1 or job.accelerate_config is None else _count(config.get("num_processes"))
     if not gpu:
         env["ACCELERATE_USE_CPU"] = "true"
         if "OMP_NUM_THREADS" not in env:  # share the cores out; torchrun's default is 1 thread a process
-            threads = max(1, len(os.sched_getaffinity(0)) // max(1, job.processes))
+            threads = max(1, len(os.sched_getaffinity(0)) // max(1, processes))
             cmd += ["--num_cpu_threads_per_process", str(threads)]
     cmd += ["-m", "synthkd.train.worker", str(spec_path)]
     # The workers import this same synthkd, installed or not.
@@ -165,6 +169,25 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # a log file, not a terminal
     return cmd, env
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The accelerate config's top-level keys ({} if unreadable: accelerate itself reports that)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _count(value: Any) -> int:
+    """A count from the config file (1 where it is missing or not a number)."""
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _gpu_visible() -> bool:
