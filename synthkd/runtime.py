@@ -22,7 +22,7 @@ from synthkd.errors import ConfigError
 from synthkd.outputs import CardInfo, write_output
 from synthkd.progress import Reporter
 from synthkd.prompts import PromptLibrary
-from synthkd.serve.vllm_server import ServerManager, fingerprint
+from synthkd.serve.vllm_server import ServerManager, fingerprint, wait_healthy
 from synthkd.records import Iteration, Record, check_failed
 from synthkd.settings import Settings
 
@@ -159,7 +159,9 @@ class Runtime:
 
         async def restart() -> None:
             try:
-                server = await asyncio.to_thread(self.servers.restart, key, index)
+                server = self.servers.respawn(key, index)  # here, in the loop's thread (see ServerManager.respawn)
+                spec_timeout = client.config.serve.startup_timeout_s if client.config.serve else 600
+                await asyncio.to_thread(wait_healthy, server, spec_timeout)
                 if self._clients.get(endpoint) is client:
                     client.pool.reconnect(client.config, None, index, server.base_url, server.death)
             except Exception as exc:  # noqa: BLE001 - the other replicas carry on; the next death check reports it

@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import REPO, check_run_outputs, read_rows, run_cli, run_json, seeds_file
 
-pytestmark = pytest.mark.needs_ray
+pytestmark = [pytest.mark.needs_ray, pytest.mark.slow]  # a real Ray cluster: CI runs it, `make test-fast` skips it
 
 # A Ray cluster that lives on loopback only: no address of this machine but 127.0.0.1 is used.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1"}
@@ -44,8 +44,8 @@ def ray_cluster() -> Iterator[str]:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def _pipeline(tmp: Path, marker: str, n: int = 120) -> Path:
-    command = [sys.executable, "-m", "tests.fakeserver", "--host", "{host}", "--port", "{port}", "--latency-ms", "40",
+def _pipeline(tmp: Path, marker: str, n: int = 120, latency_ms: int = 40) -> Path:
+    command = [sys.executable, "-m", "tests.fakeserver", "--host", "{host}", "--port", "{port}", "--latency-ms", str(latency_ms),
                "--log-sync", "--log", str(tmp / f"{marker}-{{port}}.jsonl")]
     data = {
         "name": "replicated", "prompts_dir": str(REPO / "prompts"),
@@ -120,7 +120,6 @@ def test_kill_9_of_synthkd_leaves_no_server_on_ray(tmp_path: Path, ray_cluster: 
     assert not _servers(marker), "a replica outlived synthkd"
 
 
-@pytest.mark.slow
 @pytest.mark.needs_vllm
 @pytest.mark.needs_torch
 def test_two_vllm_replicas_on_ray_give_the_single_server_dataset(tmp_path: Path, ray_cluster: str, synthkd_home: Path) -> None:

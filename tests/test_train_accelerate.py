@@ -41,6 +41,7 @@ def _pipeline(tmp: Path, **sft_extra: object) -> Path:
 
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
+@pytest.mark.slow  # real multi-process training (torch.distributed over gloo)
 def test_train_sft_on_two_processes_same_layout(tmp_path: Path, synthkd_home: Path) -> None:
     env = {"SYNTHKD_HOME": str(synthkd_home)}
     data = _sft_jsonl(tmp_path / "sft.jsonl")
@@ -67,6 +68,7 @@ def test_train_sft_on_two_processes_same_layout(tmp_path: Path, synthkd_home: Pa
 
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
+@pytest.mark.slow  # real multi-process training (torch.distributed over gloo)
 def test_pipeline_sft_stage_on_two_processes(tmp_path: Path, synthkd_home: Path) -> None:
     env = {"SYNTHKD_HOME": str(synthkd_home)}
     pipeline, out = _pipeline(tmp_path, processes=2), tmp_path / "run"
@@ -104,6 +106,7 @@ def test_missing_accelerate_config_is_one_line_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
+@pytest.mark.slow  # real multi-process training (torch.distributed over gloo)
 def test_train_dpo_with_lora_on_two_processes(tmp_path: Path, synthkd_home: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"Name a colour ({i})."}],
@@ -124,6 +127,7 @@ def test_train_dpo_with_lora_on_two_processes(tmp_path: Path, synthkd_home: Path
 
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
+@pytest.mark.slow  # real multi-process training (torch.distributed over gloo)
 def test_pipeline_accelerate_config_passed_as_is(tmp_path: Path, synthkd_home: Path) -> None:
     # A DDP config as `accelerate config` writes it; with no `processes:` its num_processes holds.
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump({

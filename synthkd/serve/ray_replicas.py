@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.errors import ConfigError, ServeError
-from synthkd.serve.vllm_server import LaunchSpec, Server, _die_with_parent, _terminate, server_command, wait_healthy
+from synthkd.serve.vllm_server import LaunchSpec, Server, _die_with_parent, _terminate, server_command
 from synthkd.settings import Settings
 
 HEALTH_CACHE_S = 1.0  # how long a "still running" answer from an actor is trusted (pick() asks per request)
@@ -140,7 +140,8 @@ class RayLauncher:
                                   fix="start the cluster (`ray start --head` on the head node) or fix ray.address / RAY_ADDRESS") from None
         self.actor_class = ray.remote(_ServerActorImpl)
 
-    def start(self, spec: LaunchSpec) -> Server:
+    def spawn(self, spec: LaunchSpec) -> Server:
+        """Start the replica's actor (which starts the server on its node); not yet ready: see `wait_healthy`."""
         gpus = spec.serve.tensor_parallel_size if _wants_gpu(spec) else 0
         actor = self.actor_class.options(num_cpus=self.num_cpus, num_gpus=gpus, scheduling_strategy="SPREAD").remote(spec, str(self.log_dir))
         try:
@@ -151,7 +152,6 @@ class RayLauncher:
         log_path = self.log_dir / f"server-{spec.names[0]}-{host}-{port}.log"
         server = RayServer(spec.key, spec.path, spec.names, port, None, log_path, identity=f"{spec.names[0]}@{spec.path}", host=host)
         server.actor = actor
-        wait_healthy(server, spec.serve.startup_timeout_s)
         return server
 
     def close(self) -> None:

@@ -120,10 +120,19 @@ class ServerManager:
         return self.servers[key]
 
     def restart(self, key: str, index: int) -> Server:
-        """Stop replica `index` of a group (if it still runs) and start it again; returns the new one."""
-        old = self.servers[key][index]
-        old.stop()
-        new = self._launch().start(self._specs[key][index])
+        """Stop replica `index` of a group (if it still runs), start it again and wait until it is healthy."""
+        server = self.respawn(key, index)
+        wait_healthy(server, self._specs[key][index].serve.startup_timeout_s)
+        return server
+
+    def respawn(self, key: str, index: int) -> Server:
+        """Stop replica `index` and start its process again, without waiting for it to be ready.
+
+        Call it from the main thread: a child started with PR_SET_PDEATHSIG is signalled when the
+        *thread* that started it ends, so processes are never started from short-lived threads.
+        """
+        self.servers[key][index].stop()
+        new = self._launch().spawn(self._specs[key][index])
         self.servers[key][index] = new
         return new
 
@@ -146,22 +155,26 @@ class ServerManager:
         return LaunchSpec(key, serve, path, names, index, env, str(self.corpus_root))
 
     def _start_all(self, specs: list[LaunchSpec]) -> list[Server]:
-        """Start replicas side by side (each takes tens of seconds to load); stop all if one fails."""
+        """Start replicas side by side (each takes tens of seconds to load); stop all if one fails.
+
+        The processes are started here, in the calling thread (see `respawn`); only the waiting for
+        their health checks runs in threads.
+        """
         launcher = self._launch()
-        if len(specs) == 1:
-            return [launcher.start(specs[0])]
-        with ThreadPoolExecutor(len(specs)) as pool:
-            futures = [pool.submit(launcher.start, spec) for spec in specs]
-            started, errors = [], []
-            for f in futures:
-                try:
-                    started.append(f.result())
-                except Exception as exc:  # noqa: BLE001 - re-raised below after cleanup
-                    errors.append(exc)
-        if errors:
-            for s in started:
-                s.stop()
-            raise errors[0]
+        started: list[Server] = []
+        try:
+            for spec in specs:
+                started.append(launcher.spawn(spec))
+            if len(started) == 1:
+                wait_healthy(started[0], specs[0].serve.startup_timeout_s)
+            else:
+                with ThreadPoolExecutor(len(started)) as pool:
+                    for f in [pool.submit(wait_healthy, srv, spec.serve.startup_timeout_s) for srv, spec in zip(started, specs)]:
+                        f.result()
+        except BaseException:
+            for srv in started:
+                srv.stop()
+            raise
         return started
 
     def stop(self, key: str) -> None:
@@ -220,7 +233,8 @@ class LocalLauncher:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
 
-    def start(self, spec: LaunchSpec) -> Server:
+    def spawn(self, spec: LaunchSpec) -> Server:
+        """Start the replica's process (not yet ready: see `wait_healthy`)."""
         port = spec.serve.port + spec.index if spec.serve.port else _free_port()
         env = dict(spec.env)
         cmd = server_command(spec.serve, spec.path, spec.names, "127.0.0.1", port, env)
@@ -229,9 +243,7 @@ class LocalLauncher:
         log = log_path.open("ab")
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=spec.cwd,
                                    start_new_session=True, preexec_fn=_die_with_parent)
-        server = Server(spec.key, spec.path, spec.names, port, process, log_path, identity=f"{spec.names[0]}@{fingerprint(spec.path)}")
-        wait_healthy(server, spec.serve.startup_timeout_s)
-        return server
+        return Server(spec.key, spec.path, spec.names, port, process, log_path, identity=f"{spec.names[0]}@{fingerprint(spec.path)}")
 
     def close(self) -> None:
         pass
