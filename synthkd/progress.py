@@ -27,7 +27,8 @@ class StepProgress:
     def _stats(self) -> str:
         elapsed = max(time.monotonic() - self.t0, 1e-6)
         m = self.meter
-        return f"{m.calls / elapsed:6.1f} calls/s  hits {m.cache_hits}  tok {m.prompt_tokens + m.completion_tokens}  ${m.cost:.4f}"
+        cached = f" ({m.cached_prompt_tokens} cached)" if m.cached_prompt_tokens else ""
+        return f"{m.calls / elapsed:6.1f} calls/s  hits {m.cache_hits}  tok {m.prompt_tokens + m.completion_tokens}{cached}  ${m.cost:.4f}"
 
     def advance(self, n: int = 1) -> None:
         self.done += n

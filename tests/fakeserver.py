@@ -17,6 +17,16 @@ the first matching rule wins.  Kinds and their extra fields:
 A *reply hook* (``--reply-hook module:function``) scripts replies for tests that need a model
 to behave in a known way: it is called as ``function(body, index)`` and returns the reply's
 content, or None to fall back to the generated reply. Faults apply to hooked replies as well.
+
+Behaviours of modern hosted APIs, each off unless asked for:
+``--reasoning`` adds a reasoning trace to each reply's message (``reasoning_content``, as vLLM's
+reasoning parsers return it) and ``usage.completion_tokens_details.reasoning_tokens`` (its words,
+which completion_tokens includes); ``--cached-prefix-tokens N`` reports
+``usage.prompt_tokens_details.cached_tokens`` = min(N, prompt_tokens) when the prompt's first N
+words were seen before; ``--max-inflight N`` answers 429 (``Retry-After``) to a request that
+arrives while N are being worked on (a hidden concurrency limit); ``--reject-max-tokens``
+answers 400 to a request that sends ``max_tokens`` (as hosted reasoning models do, which take
+``max_completion_tokens``). The request log records which cap field a request sent (``cap``).
 """
 from __future__ import annotations
 
@@ -233,6 +243,15 @@ def build_reply(body: dict[str, Any], index: int) -> tuple[str, str]:
     return " ".join(words), "stop"
 
 
+def build_reasoning(body: dict[str, Any], index: int) -> str:
+    """A deterministic reasoning trace for one choice (``--reasoning``)."""
+    rng = _rng(canonical({"model": body.get("model"), "messages": body.get("messages"),
+                          "seed": body.get("seed"), "temperature": body.get("temperature"),
+                          "index": index, "part": "reasoning"}))
+    steps = [" ".join(_words(rng, rng.randint(4, 8))) for _ in range(rng.randint(2, 4))]
+    return "Let me think. " + ". ".join(steps) + "."
+
+
 def _corrupt(content: str, finish: str, fault: str | None, body: dict[str, Any]) -> tuple[str, str]:
     """Apply content-level faults (schema_violation, truncate)."""
     if fault == "schema_violation":
@@ -316,8 +335,18 @@ class FakeServer:
 
     def __init__(self, latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                  models: list[str] | None = None, log_path: str | None = None,
-                 log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0) -> None:
+                 log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
+                 reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
+                 inflight_retry_after: float = 0.1, reject_max_tokens: bool = False) -> None:
         self.latency = latency_ms / 1000
+        self.reasoning = reasoning
+        self.cached_prefix_tokens = cached_prefix_tokens
+        self._prefixes: set[str] = set()
+        # max_inflight > 0: a request arriving while that many are worked on gets a 429 at once.
+        self.max_inflight = max_inflight
+        self.inflight_retry_after = inflight_retry_after
+        self.inflight = 0
+        self.reject_max_tokens = reject_max_tokens
         # capacity > 0: at most that many requests are worked on at once, the rest wait (a server's
         # throughput limit, capacity / latency requests per second), as a GPU server's batch is bounded.
         self.capacity = asyncio.Semaphore(capacity) if capacity > 0 else None
@@ -428,6 +457,7 @@ class FakeServer:
         if route == ("POST", "/_control/reset"):
             self._attempts.clear()
             self.stats.clear()
+            self._prefixes.clear()
             return _json(200, {"ok": True})
         return _error(404, f"no route for {route[0]} {route[1]}", "invalid_request_error",
                       "not_found")
@@ -451,6 +481,19 @@ class FakeServer:
             return _error(404, f"The model `{model}` does not exist", "invalid_request_error",
                           "model_not_found")
         prompt_key = digest({"model": model, "messages": body["messages"], "seed": body.get("seed")})
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            self.stats["rejected_inflight"] += 1
+            return _error(429, f"Too many requests in flight (limit {self.max_inflight})", "requests",
+                          "rate_limit_exceeded", (f"Retry-After: {self.inflight_retry_after}",))
+        self.inflight += 1
+        self.stats["peak_inflight"] = max(self.stats["peak_inflight"], self.inflight)
+        try:
+            return await self._admitted(body, model, prompt_key, reader)
+        finally:
+            self.inflight -= 1
+
+    async def _admitted(self, body: dict[str, Any], model: Any, prompt_key: str,
+                        reader: asyncio.StreamReader) -> Response | None:
         attempt = self._attempts[prompt_key]
         self._attempts[prompt_key] = attempt + 1
         rule = self._match(prompt_key, attempt)
@@ -461,9 +504,14 @@ class FakeServer:
         if self._log:
             self._log.write(json.dumps({"t": time.time(), "prompt_key": prompt_key,
                                         "body_key": digest(body), "attempt": attempt,
-                                        "fault": kind, "model": model}) + "\n")
+                                        "fault": kind, "model": model,
+                                        "cap": next((f for f in ("max_tokens", "max_completion_tokens")
+                                                     if f in body), None)}) + "\n")
             if self.log_sync:
                 self._log.flush()
+        if self.reject_max_tokens and "max_tokens" in body:
+            return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                          "Use 'max_completion_tokens' instead.", "invalid_request_error", "unsupported_parameter")
         if self.capacity is not None:
             async with self.capacity:
                 if self.latency:
@@ -495,23 +543,45 @@ class FakeServer:
         return None  # drop
 
     def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str) -> dict[str, Any]:
-        choices, completion_tokens = [], 0
+        choices, completion_tokens, reasoning_tokens = [], 0, 0
         for index in range(max(1, int(body.get("n") or 1))):
             scripted = self.hook(body, index) if self.hook else None
             reply = (scripted, "stop") if scripted is not None else build_reply(body, index)
             content, finish = _corrupt(*reply, fault, body)
             completion_tokens += len(content.split())
-            choices.append({"index": index, "message": {"role": "assistant", "content": content},
+            message = {"role": "assistant", "content": content}
+            if self.reasoning:
+                message["reasoning_content"] = build_reasoning(body, index)
+                reasoning_tokens += len(message["reasoning_content"].split())
+            choices.append({"index": index, "message": message,
                             "finish_reason": finish,
                             "logprobs": _logprobs(content, index, prompt_key)
                             if body.get("logprobs") else None})
         self._completions += 1
         prompt_tokens = _count_words(body["messages"])
+        completion_tokens += reasoning_tokens
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                 "total_tokens": prompt_tokens + completion_tokens}
+        if self.reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        if self.cached_prefix_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(body["messages"], prompt_tokens)}
         return {"id": f"chatcmpl-fake{self._completions:010d}",
                 "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"), "choices": choices, "system_fingerprint": "fp_fake",
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}}
+                "usage": usage}
+
+    def _cached_tokens(self, messages: list[Any], prompt_tokens: int) -> int:
+        """min(N, prompt_tokens) when the prompt's first N words were seen before, else 0 (and remember them)."""
+        words: list[str] = []
+        for msg in messages:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            words += content.split() if isinstance(content, str) else []
+        prefix = digest(words[: self.cached_prefix_tokens])
+        if prefix in self._prefixes:
+            return min(self.cached_prefix_tokens, prompt_tokens)
+        self._prefixes.add(prefix)
+        return 0
 
 
 def _load_hook(spec: str) -> Callable[[dict[str, Any], int], str | None]:
@@ -526,7 +596,9 @@ async def _amain(args: argparse.Namespace) -> None:
     faults = json.loads(Path(args.faults_file).read_text()) if args.faults_file else \
         json.loads(args.faults or "[]")
     server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
-                        args.log, args.log_sync, args.reply_hook, args.capacity)
+                        args.log, args.log_sync, args.reply_hook, args.capacity, args.reasoning,
+                        args.cached_prefix_tokens, args.max_inflight, args.inflight_retry_after,
+                        args.reject_max_tokens)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -550,6 +622,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-sync", action="store_true", help="flush log before answering")
     parser.add_argument("--reply-hook", help="module:function scripting replies (see the module doc)")
     parser.add_argument("--capacity", type=int, default=0, help="requests worked on at once (0: no limit)")
+    parser.add_argument("--reasoning", action="store_true",
+                        help="add reasoning_content and usage.completion_tokens_details.reasoning_tokens")
+    parser.add_argument("--cached-prefix-tokens", type=int, default=0,
+                        help="report min(N, prompt_tokens) cached prompt tokens when the first N words were seen before")
+    parser.add_argument("--max-inflight", type=int, default=0,
+                        help="429 a request arriving while N are worked on (0: no limit)")
+    parser.add_argument("--inflight-retry-after", type=float, default=0.1, help="Retry-After of those 429s")
+    parser.add_argument("--reject-max-tokens", action="store_true",
+                        help="400 for requests that send max_tokens (they must send max_completion_tokens)")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -610,7 +691,9 @@ def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> int:
 @contextlib.contextmanager
 def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = None,
                    models: list[str] | None = None, log_path: str | Path | None = None,
-                   log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0) -> Iterator[ServerHandle]:
+                   log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
+                   reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
+                   inflight_retry_after: float = 0.1, reject_max_tokens: bool = False) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -619,6 +702,10 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--log-sync"] if log_sync else []
     cmd += ["--reply-hook", reply_hook] if reply_hook else []
     cmd += ["--capacity", str(capacity)] if capacity else []
+    cmd += ["--reasoning"] if reasoning else []
+    cmd += ["--cached-prefix-tokens", str(cached_prefix_tokens)] if cached_prefix_tokens else []
+    cmd += ["--max-inflight", str(max_inflight), "--inflight-retry-after", str(inflight_retry_after)] if max_inflight else []
+    cmd += ["--reject-max-tokens"] if reject_max_tokens else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

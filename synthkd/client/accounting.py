@@ -23,11 +23,18 @@ class Meter:
     retries: int = 0
     by_endpoint: dict[str, dict[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # Parts of prompt_tokens / completion_tokens (run.json: per endpoint, under by_endpoint).
+    cached_prompt_tokens: int = 0  # served from the provider's prompt cache (priced at prices.cached_input_per_million)
+    reasoning_tokens: int = 0  # the reasoning trace of reasoning models
 
-    def add_reply(self, endpoint: str, prompt_tokens: int, completion_tokens: int, cost: float, cached: bool) -> None:
+    def _endpoint(self, endpoint: str) -> dict[str, float]:
+        return self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
+                                                      "cached_completion_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0})
+
+    def add_reply(self, endpoint: str, prompt_tokens: int, completion_tokens: int, cost: float, cached: bool,
+                  reasoning_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
         """Count one reply; cached replies cost nothing now (they were paid for earlier)."""
-        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
-                                                    "cached_completion_tokens": 0})
+        ep = self._endpoint(endpoint)
         if cached:
             self.cache_hits += 1
             ep["cache_hits"] += 1
@@ -42,13 +49,31 @@ class Meter:
         ep["prompt_tokens"] += prompt_tokens
         ep["completion_tokens"] += completion_tokens
         ep["cost"] += cost
+        if reasoning_tokens or cached_prompt_tokens:
+            self.reasoning_tokens += reasoning_tokens
+            self.cached_prompt_tokens += cached_prompt_tokens
+            ep["reasoning_tokens"] = ep.get("reasoning_tokens", 0) + reasoning_tokens
+            ep["cached_prompt_tokens"] = ep.get("cached_prompt_tokens", 0) + cached_prompt_tokens
 
     def add_replica_call(self, endpoint: str, url: str) -> None:
         """Count a call one replica of an endpoint answered (run.json: `replica_calls <url>` per endpoint)."""
-        ep = self.by_endpoint.setdefault(endpoint, {"calls": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0,
-                                                    "cached_completion_tokens": 0})
+        ep = self._endpoint(endpoint)
         key = f"replica_calls {url}"
         ep[key] = ep.get(key, 0) + 1
+
+    def add_adaptive(self, endpoint: str, limit: int, lowest: int, rate_limited: bool) -> None:
+        """The endpoint's adaptive concurrency limit after an attempt (run.json per endpoint: `adaptive_limit_final`,
+        `adaptive_limit_min`, the lowest it has been, and `rate_limited`, the 429 replies seen)."""
+        ep = self._endpoint(endpoint)
+        ep["adaptive_limit_final"] = limit
+        ep["adaptive_limit_min"] = lowest
+        if rate_limited:
+            ep["rate_limited"] = ep.get("rate_limited", 0) + 1
+
+    def add_rate_limited(self, endpoint: str) -> None:
+        """Count a 429 reply (also when the endpoint's concurrency is not adaptive)."""
+        ep = self._endpoint(endpoint)
+        ep["rate_limited"] = ep.get("rate_limited", 0) + 1
 
     def merge(self, other: "Meter") -> None:
         """Fold another meter's counts into this one."""
@@ -58,11 +83,16 @@ class Meter:
         self.completion_tokens += other.completion_tokens
         self.cost += other.cost
         self.retries += other.retries
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.failures.update(other.failures)
         for name, ep in other.by_endpoint.items():
-            mine = self.by_endpoint.setdefault(name, {k: 0 for k in ep})
+            mine = self.by_endpoint.setdefault(name, {k: 0 for k in ep if k not in _GAUGES})
             for k, v in ep.items():
-                mine[k] = mine.get(k, 0) + v
+                if k in _GAUGES:  # a level, not a count: the latest one, or the lowest
+                    mine[k] = min(mine.get(k, v), v) if k == "adaptive_limit_min" else v
+                else:
+                    mine[k] = mine.get(k, 0) + v
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +105,10 @@ class Meter:
             "failures": dict(self.failures),
             "by_endpoint": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in self.by_endpoint.items()},
         }
+
+
+# Per-endpoint values that are levels rather than counts: merge does not add them up.
+_GAUGES = frozenset({"adaptive_limit_final", "adaptive_limit_min"})
 
 
 class Budget:

@@ -28,9 +28,20 @@ CREATE TABLE IF NOT EXISTS replies (
   completion_tokens INTEGER NOT NULL,
   cost REAL NOT NULL,
   logprobs TEXT,
-  created REAL NOT NULL
+  created REAL NOT NULL,
+  reasoning TEXT,
+  reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+  cached_prompt_tokens INTEGER NOT NULL DEFAULT 0
 );
 """
+# Columns added after the first release: a cache file written before them gets them on open (old
+# rows read as no reasoning, no cached prompt tokens), so every reply it holds stays usable.
+_ADDED_COLUMNS = {
+    "reasoning": "TEXT",
+    "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0",
+}
+_COLUMNS = "text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs, reasoning, reasoning_tokens, cached_prompt_tokens"
 
 
 def request_key(payload: dict[str, Any]) -> str:
@@ -49,6 +60,9 @@ class CachedReply:
     completion_tokens: int
     cost: float
     logprobs: list[float] | None = None
+    reasoning: str | None = None  # the reply's separate reasoning trace (reasoning_content / reasoning), if any
+    reasoning_tokens: int = 0  # usage.completion_tokens_details.reasoning_tokens (a part of completion_tokens)
+    cached_prompt_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens (a part of prompt_tokens)
 
 
 class RequestCache:
@@ -62,16 +76,25 @@ class RequestCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a cache file from an older synthkd lacks (its rows stay as they are)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE replies ADD COLUMN {name} {decl}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def get(self, key: str) -> CachedReply | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs FROM replies WHERE key=?",
-                (key,),
-            ).fetchone()
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM replies WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        return CachedReply(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]) if row[5] else None)
+        return _reply(row)
 
     def get_many(self, keys: list[str]) -> dict[str, CachedReply]:
         """Bulk lookup (one query per 500 keys): the fast path of a rerun."""
@@ -80,23 +103,22 @@ class RequestCache:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             with self._lock:
-                rows = self._db.execute(
-                    f"SELECT key, text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs FROM replies WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
+                rows = self._db.execute(f"SELECT key, {_COLUMNS} FROM replies WHERE key IN ({marks})", chunk).fetchall()
             for r in rows:
-                found[r[0]] = CachedReply(r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None)
+                found[r[0]] = _reply(r[1:])
         return found
 
     def put(self, key: str, endpoint: str, model: str, reply: CachedReply) -> None:
         """Store one reply durably (autocommit)."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO replies VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO replies (key, endpoint, model, created, "
+                f"{_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    key, endpoint, model, reply.text, reply.finish_reason, reply.prompt_tokens,
+                    key, endpoint, model, time.time(), reply.text, reply.finish_reason, reply.prompt_tokens,
                     reply.completion_tokens, reply.cost,
-                    json.dumps(reply.logprobs) if reply.logprobs is not None else None, time.time(),
+                    json.dumps(reply.logprobs) if reply.logprobs is not None else None,
+                    reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens,
                 ),
             )
 
@@ -112,3 +134,9 @@ class RequestCache:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _reply(row: tuple[Any, ...]) -> CachedReply:
+    """A CachedReply from the columns named in _COLUMNS, in that order."""
+    return CachedReply(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]) if row[5] else None,
+                       row[6], row[7] or 0, row[8] or 0)

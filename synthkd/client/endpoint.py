@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from synthkd.client.accounting import Budget, Meter
+from synthkd.client.adaptive import AdaptiveLimiter
 from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.replicas import ReplicaPool
@@ -49,6 +50,7 @@ class Result:
     detail: str | None = None
     cached: bool = False
     logprobs: list[float] | None = None
+    reasoning: str | None = None  # the reasoning trace, when the reply carries one apart from its content
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,8 @@ class EndpointClient:
         # Replicas serve the same model, so the first URL names them all (adding one reuses the cache).
         self.model_identity = model_identity or f"{config.model}@{urls[0]}"
         self._semaphore = asyncio.Semaphore(config.concurrency)
+        # Within the hard cap, as many attempts in flight as the endpoint takes without 429s (None: the cap).
+        self.adaptive = AdaptiveLimiter(config.concurrency) if config.adaptive else None
         self._limiter = RateLimiter(config.rpm, config.tpm)
         self._fatal: SynthkdError | None = None
         self._merged: dict[int, tuple[Sampling, Sampling, dict[str, Any]]] = {}
@@ -132,6 +136,9 @@ class EndpointClient:
             identity["attempt"] = attempt
         key = request_key(identity)
         kwargs: dict[str, Any] = {"model": self.config.model, "messages": call.messages, **params}
+        if self.config.max_tokens_param != "max_tokens" and "max_tokens" in kwargs:
+            # Sent under the name the endpoint takes; the cache key above keeps the cap's meaning, not its name.
+            kwargs[self.config.max_tokens_param] = kwargs.pop("max_tokens")
         if sampling.seed is not None:
             # One seed per request, derived from its identity: reruns ask for the same sample.
             kwargs["seed"] = (sampling.seed + int(key[:8], 16)) % (2**31 - 1)
@@ -157,7 +164,8 @@ class EndpointClient:
                 except _RowFailure as failure:
                     meter.failures[failure.reason] += 1
                     return Result(text=None, error=failure.reason, detail=failure.detail)
-            meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached)
+            meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached,
+                            reply.reasoning_tokens, reply.cached_prompt_tokens)
             result = _interpret(reply, call.schema, cached)
             if result.ok:
                 return result
@@ -233,17 +241,39 @@ class EndpointClient:
         extra = kwargs.get("extra_body")
         # extra_body's fields go into the body itself; kwargs stays as it is for a retry.
         body = {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
-        # cast_to=bytes: the reply body as it came (no response model); status errors still raise.
-        replica = self.pool.pick()
+        # An attempt waits for a slot under the adaptive limit; a retry waiting out Retry-After holds none.
+        adaptive = self.adaptive
+        ticket = await adaptive.acquire() if adaptive is not None else 0
+        try:
+            replica = self.pool.pick()
+        except BaseException:
+            if adaptive is not None:
+                adaptive.release()
+            raise
         replica.outstanding += 1
         try:
-            content = await replica.client.post("/chat/completions", body=body, cast_to=bytes)
+            # cast_to, the raw HTTP response: its body as it came (no response model) and its headers
+            # (no more CPU than cast_to=bytes); status errors still raise.
+            response = await replica.client.post("/chat/completions", body=body, cast_to=_RAW_RESPONSE)
         except Exception as exc:
             self.pool.failed(replica, exc)
+            if getattr(exc, "status_code", None) == 429:
+                if adaptive is not None:
+                    adaptive.on_rate_limit(ticket)
+                    meter.add_adaptive(self.name, adaptive.limit, adaptive.lowest, True)
+                else:
+                    meter.add_rate_limited(self.name)
             raise
         finally:
             replica.outstanding -= 1
+            if adaptive is not None:
+                adaptive.release()
         self.pool.succeeded(replica)
+        content = response.content
+        if adaptive is not None:
+            adaptive.on_success()
+            adaptive.on_headers(response.headers, ticket)
+            meter.add_adaptive(self.name, adaptive.limit, adaptive.lowest, False)
         if len(self.pool.replicas) > 1:
             meter.add_replica_call(self.name, replica.url)
         try:
@@ -256,7 +286,7 @@ class EndpointClient:
 
     def _estimate_tokens(self, kwargs: dict[str, Any]) -> int:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
-        return chars // 4 + int(kwargs.get("max_tokens") or 256)
+        return chars // 4 + int(_cap(kwargs) or 256)
 
     def _worst_case_cost(self, kwargs: dict[str, Any]) -> float:
         prices = self.config.prices
@@ -264,7 +294,27 @@ class EndpointClient:
             return 0.0
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
         # A token is at least one character for every tokenizer in use, so chars bounds prompt tokens.
-        return prices.cost(chars + 16, int(kwargs.get("max_tokens") or 4096))
+        # No prompt-cache discount here: whether the provider will serve the prompt from its cache is unknown.
+        return prices.cost(chars + 16, int(_cap(kwargs) or 4096))
+
+
+def _cap(kwargs: dict[str, Any]) -> Any:
+    """The reply-token cap of a request, under whichever name it is sent."""
+    return kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
+
+
+def _raw_response_type() -> Any:
+    """The HTTP response class the openai client returns as it is for `cast_to` (httpx2's from openai 3, httpx's before)."""
+    try:
+        from openai._httpx2 import http_response_types
+    except ImportError:
+        import httpx
+
+        return httpx.Response
+    return http_response_types()[0]
+
+
+_RAW_RESPONSE = _raw_response_type()
 
 
 class _RowFailure(Exception):
@@ -306,20 +356,34 @@ def _short(exc: BaseException) -> str:
 
 def _to_cached(completion: dict[str, Any], config: EndpointConfig) -> CachedReply:
     choice = completion["choices"][0]
-    text = (choice.get("message") or {}).get("content") or ""
+    message = choice.get("message") or {}
+    text = message.get("content") or ""
+    # vLLM's reasoning parsers and several providers return the trace apart from the answer.
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+    if reasoning is not None and not isinstance(reasoning, str):
+        reasoning = json.dumps(reasoning, ensure_ascii=False)
     usage = completion.get("usage") or {}
     pt = int(usage.get("prompt_tokens") or 0)
     ct = int(usage.get("completion_tokens") or 0)
+    rt = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
     logprobs = None
     content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
     if content:
         logprobs = [float(t["logprob"]) for t in content]
-    return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct), logprobs)
+    return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct, cached), logprobs,
+                       reasoning, rt, cached)
+
+
+def _detail(usage: dict[str, Any], block: str, key: str) -> int:
+    """A count inside usage's *_details block (absent or null: 0)."""
+    details = usage.get(block)
+    return int(details.get(key) or 0) if isinstance(details, dict) else 0
 
 
 def _interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) -> Result:
     """Check a reply against what was asked: truncation and schema validity."""
-    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs)
+    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs, reasoning=reply.reasoning)
     if schema is None:
         return Result(**base)
     if reply.finish_reason == "length":

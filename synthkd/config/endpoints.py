@@ -39,8 +39,16 @@ class Prices(Strict):
 
     input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
     output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens.")
+    cached_input_per_million: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens the provider reports as served from its prompt cache "
+        "(usage.prompt_tokens_details.cached_tokens); null: they cost the normal input price.")
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
+        """Cost of one reply; cached prompt tokens (a part of prompt_tokens) at the cached-input price."""
+        if cached_prompt_tokens and self.cached_input_per_million is not None:
+            cached = min(cached_prompt_tokens, prompt_tokens)
+            return ((prompt_tokens - cached) * self.input_per_million + cached * self.cached_input_per_million
+                    + completion_tokens * self.output_per_million) / 1e6
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
 
 
@@ -98,7 +106,11 @@ class EndpointConfig(Strict):
         None, description="Name of the environment variable holding the API key. The key itself is never stored."
     )
     serve: ServeConfig | None = Field(None, description="Serve this endpoint locally with vLLM (used when base_url is null).")
-    concurrency: int = Field(32, ge=1, description="Requests in flight at once.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once (the hard cap; see `adaptive`).")
+    adaptive: bool = Field(
+        True, description="Adapt the requests in flight to the endpoint: start at `concurrency`, halve on a 429 (at most "
+        "once per round trip, or when x-ratelimit-remaining-requests reaches 0), grow by one after as many successes "
+        "as the current limit; never above `concurrency`. false: always `concurrency`.")
     rpm: int | None = Field(None, ge=1, description="Requests per minute limit.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute limit (prompt estimate + max_tokens).")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
@@ -110,6 +122,9 @@ class EndpointConfig(Strict):
         "aiohttp", description="HTTP transport of the openai client; aiohttp costs less CPU per request."
     )
     sampling: Sampling = Field(default_factory=Sampling, description="Default sampling parameters.")
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="Request field the reply-token cap (sampling.max_tokens) is sent as; some hosted "
+        "reasoning models reject max_tokens and take max_completion_tokens. The request cache key does not depend on it.")
     prices: Prices = Field(default_factory=Prices, description="Prices per million tokens (default: free).")
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
 
@@ -65,6 +65,10 @@ class GenerateStage(StageBase):
     keep_truncated: bool = Field(True, description="Keep replies cut by max_tokens (flagged `truncated`).")
     sft_format: bool = Field(
         True, description="Also write a `messages` column (user prompt + reply) so the set feeds TRL SFT as is."
+    )
+    reasoning_column: str | None = Field(
+        "reasoning", description="Column the reply's separate reasoning trace goes to (reasoning_content / reasoning, "
+        "as reasoning models and vLLM's reasoning parsers return it); null when the reply has none. null: no such column."
     )
 
 
@@ -294,4 +298,20 @@ class RationaleStage(StageBase):
     answer_prefix: str = Field("[label] ", description="Task prefix of the answer example (multitask).")
     rationale_prefix: str = Field("[rationale] ", description="Task prefix of the rationale example (multitask).")
     max_rationale_chars: int = Field(2000, ge=20, description="Upper bound on a rationale (schema maxLength).")
+    rationale_source: Literal["structured", "reasoning"] = Field(
+        "structured", description="structured: the teacher replies with JSON {rationale, answer}; reasoning: the teacher's "
+        "reasoning trace (reasoning_content / reasoning of a reasoning model) is the rationale and its reply, plain text, "
+        "the final answer. With reasoning the default template is rationale/teacher_reasoning.jinja2."
+    )
+    think_format: str | None = Field(
+        None, description="Jinja2 template (rationale, answer) of the student target in the inline format instead of "
+        "inline_template, e.g. rationale/think_target.jinja2: the rationale inside <think>...</think>, then the answer."
+    )
+
+    @model_validator(mode="after")
+    def _reasoning_template(self) -> "RationaleStage":
+        # The default prompt asks for JSON; a reasoning teacher reasons on its own and answers in plain text.
+        if self.rationale_source == "reasoning" and self.template == "rationale/teacher.jinja2":
+            self.template = "rationale/teacher_reasoning.jinja2"
+        return self
 

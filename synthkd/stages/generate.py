@@ -42,6 +42,8 @@ async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any
             failed.append({**base, "reason": "truncated", "detail": "finish_reason=length", "raw": res.text})
         else:
             out = {**base, cfg.output_column: res.text, "truncated": res.truncated}
+            if cfg.reasoning_column:
+                out[cfg.reasoning_column] = res.reasoning  # None when the model returns no separate trace
             if cfg.sft_format:
                 out["messages"] = call.messages + [{"role": "assistant", "content": res.text}]
             kept.append(out)
@@ -63,7 +65,9 @@ class GenerateImpl(StageImpl[GenerateStage]):
 
     def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
         cfg = self.cfg
-        return inputs["input"] | {cfg.output_column, "truncated"} | ({"messages"} if cfg.sft_format else set()) | ({"sample"} if cfg.samples > 1 else set())
+        # The reasoning column is declared always: whether a model returns a trace is only known from its replies.
+        return (inputs["input"] | {cfg.output_column, "truncated"} | ({"messages"} if cfg.sft_format else set())
+                | ({"sample"} if cfg.samples > 1 else set()) | ({cfg.reasoning_column} if cfg.reasoning_column else set()))
 
     async def run(self, inp: RunInputs) -> StageResult:
         result = StageResult(rows=[])

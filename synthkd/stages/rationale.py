@@ -8,6 +8,10 @@ SFT examples in one of two student formats:
 * inline: the student answers with the rationale, then "Therefore, the answer is X."
 * multitask (Hsieh et al., 2023, "Distilling Step-by-Step"): two examples per rationale, one asking
   for the answer and one for the rationale, each marked by a task prefix.
+
+With `rationale_source: reasoning` the teacher is a reasoning model: its reasoning trace (returned
+apart from the reply) is the rationale and its plain-text reply the final answer. `think_format`
+renders the inline target with its own template, e.g. the trace inside <think>...</think>.
 """
 
 from __future__ import annotations
@@ -66,8 +70,9 @@ def student_examples(cfg: RationaleStage, inline: Prompt, question: str, rationa
 async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """(SFT rows, failed rows, summary, per-input rows)."""
     prompt = rt.prompts.get(cfg.template)
-    inline = rt.prompts.get(cfg.inline_template)
-    schema = rationale_model(cfg.max_rationale_chars)
+    inline = rt.prompts.get(cfg.think_format or cfg.inline_template)
+    from_trace = cfg.rationale_source == "reasoning"
+    schema = None if from_trace else rationale_model(cfg.max_rationale_chars)
     calls = []
     for row in rows:
         messages = [{"role": "user", "content": prompt.render(question=row[cfg.question_column])}]
@@ -79,7 +84,13 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
         gold = str(row[cfg.gold_column]) if cfg.gold_column and row.get(cfg.gold_column) is not None else None
         samples = []
         for k, res in enumerate(results[i * cfg.samples : (i + 1) * cfg.samples]):
-            if res.ok and res.parsed is not None:
+            if from_trace:
+                reason = _trace_problem(res.ok, res.error, res.reasoning, res.text, res.truncated)
+                if reason is None:
+                    samples.append({"sample": k, "rationale": res.reasoning, "answer": (res.text or "").strip()})
+                else:
+                    failed.append({"id": rid, "sample": k, "reason": reason, "detail": res.detail, "raw": res.text})
+            elif res.ok and res.parsed is not None:
                 samples.append({"sample": k, "rationale": res.parsed.rationale, "answer": res.parsed.answer})
             else:
                 failed.append({"id": rid, "sample": k, "reason": res.error, "detail": res.detail, "raw": res.text})
@@ -101,6 +112,19 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
         "format": cfg.format, "training_examples": len(out), "gold": cfg.gold_column is not None,
     }
     return out, failed, summary, per_input
+
+
+def _trace_problem(ok: bool, error: str | None, reasoning: str | None, text: str | None, truncated: bool) -> str | None:
+    """Why a reasoning teacher's reply gives no (rationale, answer) pair, or None when it does."""
+    if not ok:
+        return error
+    if truncated:
+        return "truncated"
+    if not (reasoning or "").strip():
+        return "no_reasoning"  # the endpoint returned no trace: not a reasoning model, or its parser is off
+    if not (text or "").strip():
+        return "no_answer"
+    return None
 
 
 class RationaleRow(Record):
@@ -162,8 +186,9 @@ class RationaleImpl(StageImpl[RationaleStage]):
         return [Uses("teacher", self.cfg.teacher)]
 
     def templates(self) -> list[TemplateUse]:
+        target = ("think_format", self.cfg.think_format) if self.cfg.think_format else ("inline_template", self.cfg.inline_template)
         return [TemplateUse("template", self.cfg.template, frozenset({"question"})),
-                TemplateUse("inline_template", self.cfg.inline_template, frozenset({"rationale", "answer"}))]
+                TemplateUse(*target, frozenset({"rationale", "answer"}))]
 
     async def run(self, inp: RunInputs) -> StageResult:
         result = StageResult(rows=[])
