@@ -72,25 +72,31 @@ def _replica_calls(out: Path) -> dict[str, int]:
     return {k.split(" ", 1)[1]: int(v) for k, v in ep.items() if k.startswith("replica_calls ")}
 
 
-def test_two_replicas_on_ray_and_one_killed_mid_stage(tmp_path: Path, ray_cluster: str) -> None:
-    marker = f"rayrep{os.getpid()}a"
-    env = {**RAY_ENV, "RAY_ADDRESS": ray_cluster}
-    path, out = _pipeline(tmp_path, marker), tmp_path / "run"
+def run_and_kill_one_replica(path: Path, out: Path, marker: str, logs: Path, env: dict[str, str]) -> str:
+    """Run the pipeline; once both replicas have answered some calls, kill one server (kill -9). Returns stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)], cwd=REPO,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Once both replicas have answered some calls, kill one server (kill -9): its actor lives on, it must be restarted.
+                            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        logs = sorted(tmp_path.glob(f"{marker}-*.jsonl"))
-        if len(logs) == 2 and all(len(p.read_text().splitlines()) >= 10 for p in logs):
+        found = sorted(logs.glob(f"{marker}-*.jsonl"))
+        if len(found) == 2 and all(len(p.read_text().splitlines()) >= 10 for p in found):
             break
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.05)
     victims = _servers(marker)
     assert len(victims) == 2, victims
     os.kill(victims[0], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
+    return stderr
+
+
+def test_two_replicas_on_ray_and_one_killed_mid_stage(tmp_path: Path, ray_cluster: str) -> None:
+    marker = f"rayrep{os.getpid()}a"
+    env = {**RAY_ENV, "RAY_ADDRESS": ray_cluster}
+    path, out = _pipeline(tmp_path, marker), tmp_path / "run"
+    stderr = run_and_kill_one_replica(path, out, marker, tmp_path, env)
     assert "on the Ray cluster" in stderr and "restarting it" in stderr
     rows = read_rows(out, "answers")
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120 and not read_rows(out, "answers", failed=True)

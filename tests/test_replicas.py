@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO, check_run_outputs, generate_pipeline, read_rows, run_cli, run_json
+from tests.conftest import check_run_outputs, generate_pipeline, read_rows, run_cli, run_json
 from tests.fakeserver import running_server
 
 N = 300
@@ -90,25 +88,11 @@ def test_a_replica_list_validates() -> None:
 def test_served_replicas_here_one_killed_is_restarted(tmp_path: Path) -> None:
     """`serve.replicas: 2` without a Ray cluster: two servers on this machine (here the test server, through
     `serve.command`); one killed mid-stage is taken out, restarted and back in rotation; nothing repeated."""
-    from tests.test_ray_replicas import _pipeline, _replica_calls, _servers
+    from tests.test_ray_replicas import _pipeline, _replica_calls, _servers, run_and_kill_one_replica
 
     marker = f"localrep{os.getpid()}"
     path, out = _pipeline(tmp_path, marker, n=300, latency_ms=200), tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)], cwd=REPO,
-                            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        logs = sorted(tmp_path.glob(f"{marker}-*.jsonl"))
-        if len(logs) == 2 and all(len(p.read_text().splitlines()) >= 10 for p in logs):
-            break
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.05)
-    victims = _servers(marker)
-    assert len(victims) == 2, victims
-    os.kill(victims[0], signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+    stderr = run_and_kill_one_replica(path, out, marker, tmp_path, {})
     assert "(2 replicas)" in stderr and "on the Ray cluster" not in stderr and "restarting it" in stderr
     rows = read_rows(out, "answers")
     assert len(rows) == 300 and len({r["id"] for r in rows}) == 300 and not read_rows(out, "answers", failed=True)

@@ -27,6 +27,24 @@ class StageBase(Strict):
         return self.implementation_class()(self)
 
 
+class TrainingLaunch(Strict):
+    """How a training stage runs (processes, accelerate config); shared by the `sft` and `dpo` stages."""
+
+    # How training runs, not what it trains: `exclude=True` keeps both out of model_dump(), so the
+    # stage fingerprint (and the checkpoint fingerprint, which never included them) is the same for
+    # 1 and N processes: a finished stage or checkpoint is reused when only these change.
+    processes: int = Field(
+        1, ge=1, exclude=True,
+        description="Training processes; more than 1 runs training under `accelerate launch` (DDP; gloo on a CPU-only machine). "
+        "Each process takes per_device_train_batch_size examples per step.",
+    )
+    accelerate_config: str | None = Field(
+        None, exclude=True,
+        description="An accelerate config file (relative to the pipeline file) passed to `accelerate launch --config_file` as is, "
+        "e.g. for FSDP or DeepSpeed; setting it also runs training under accelerate.",
+    )
+
+
 class LoadStage(StageBase):
     """Read records from JSONL, JSON, parquet or a `datasets` directory."""
 
@@ -72,7 +90,7 @@ class GenerateStage(StageBase):
     )
 
 
-class SFTStage(StageBase):
+class SFTStage(StageBase, TrainingLaunch):
     """TRL SFT of a model on an earlier stage's `messages` column."""
 
     type: Literal["sft"]
@@ -88,19 +106,6 @@ class SFTStage(StageBase):
     sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
     lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
     serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
-    # How training runs, not what it trains: `exclude=True` keeps both out of model_dump(), so the
-    # stage fingerprint (and the checkpoint fingerprint, which never included them) is the same for
-    # 1 and N processes: a finished stage or checkpoint is reused when only these change.
-    processes: int = Field(
-        1, ge=1, exclude=True,
-        description="Training processes; more than 1 runs training under `accelerate launch` (DDP; gloo on a CPU-only machine). "
-        "Each process takes per_device_train_batch_size examples per step.",
-    )
-    accelerate_config: str | None = Field(
-        None, exclude=True,
-        description="An accelerate config file (relative to the pipeline file) passed to `accelerate launch --config_file` as is, "
-        "e.g. for FSDP or DeepSpeed; setting it also runs training under accelerate.",
-    )
 
 
 class LionTemplates(Strict):
@@ -178,7 +183,7 @@ class DPOTemplates(Strict):
     pointwise: str = Field("dpo/score.jinja2", description="Judge one answer 1-10 (instruction, answer).")
 
 
-class DPOStage(StageBase):
+class DPOStage(StageBase, TrainingLaunch):
     """On-policy preference distillation of the student with TRL DPO, K iterations."""
 
     type: Literal["dpo"]
@@ -209,19 +214,6 @@ class DPOStage(StageBase):
     templates: DPOTemplates = Field(default_factory=DPOTemplates, description="Prompt files.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.DPOConfig (beta, learning_rate, ...).")
     lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
-    # How training runs, not what it trains: `exclude=True` keeps both out of model_dump(), so the
-    # stage fingerprint (and the checkpoint fingerprint, which never included them) is the same for
-    # 1 and N processes: a finished stage or checkpoint is reused when only these change.
-    processes: int = Field(
-        1, ge=1, exclude=True,
-        description="Training processes; more than 1 runs training under `accelerate launch` (DDP; gloo on a CPU-only machine). "
-        "Each process takes per_device_train_batch_size examples per step.",
-    )
-    accelerate_config: str | None = Field(
-        None, exclude=True,
-        description="An accelerate config file (relative to the pipeline file) passed to `accelerate launch --config_file` as is, "
-        "e.g. for FSDP or DeepSpeed; setting it also runs training under accelerate.",
-    )
 
 
 class EvalTemplates(Strict):
