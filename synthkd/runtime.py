@@ -128,7 +128,7 @@ class Runtime:
             if endpoint not in self._clients:
                 self._clients[endpoint] = EndpointClient(
                     endpoint, cfg, base_url=cfg.base_urls, api_key=self.api_key(endpoint),
-                    cache=self.cache, budget=self.budget, model_identity=cfg.model,
+                    cache=self.cache, budget=self.budget, model_identity=cfg.model, note=self.reporter.note,
                 )
             return self._clients[endpoint]
         servers = self.servers.ensure(endpoint, cfg, self.served_names(endpoint), self._overrides.get(endpoint), self.reporter)
@@ -140,7 +140,7 @@ class Runtime:
                 await current.aclose()
             client = EndpointClient(
                 endpoint, cfg, base_url=[s.base_url for s in servers], api_key=None, cache=self.cache, budget=self.budget,
-                model_identity=identity, alive=[s.death for s in servers],
+                model_identity=identity, alive=[s.death for s in servers], note=self.reporter.note,
                 # With several replicas, one that dies is taken out and started again; with one, the run stops.
                 on_replica_death=(lambda i, why, ep=endpoint: self._restart_replica(ep, i, why)) if len(servers) > 1 else None,
             )

@@ -27,6 +27,11 @@ words were seen before; ``--max-inflight N`` answers 429 (``Retry-After``) to a 
 arrives while N are being worked on (a hidden concurrency limit); ``--reject-max-tokens``
 answers 400 to a request that sends ``max_tokens`` (as hosted reasoning models do, which take
 ``max_completion_tokens``). The request log records which cap field a request sent (``cap``).
+
+Several samples in one request: ``n`` choices come back, each its own deterministic reply (the choice
+index is part of what a reply is a function of), with usage counting the prompt once and the
+completion tokens of all choices summed; the request log records ``n``. ``--refuse-n`` answers 400 to
+a request with n>1, as some servers do.
 """
 from __future__ import annotations
 
@@ -337,7 +342,8 @@ class FakeServer:
                  models: list[str] | None = None, log_path: str | None = None,
                  log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
                  reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
-                 inflight_retry_after: float = 0.1, reject_max_tokens: bool = False) -> None:
+                 inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
+                 refuse_n: bool = False) -> None:
         self.latency = latency_ms / 1000
         self.reasoning = reasoning
         self.cached_prefix_tokens = cached_prefix_tokens
@@ -347,6 +353,7 @@ class FakeServer:
         self.inflight_retry_after = inflight_retry_after
         self.inflight = 0
         self.reject_max_tokens = reject_max_tokens
+        self.refuse_n = refuse_n
         # capacity > 0: at most that many requests are worked on at once, the rest wait (a server's
         # throughput limit, capacity / latency requests per second), as a GPU server's batch is bounded.
         self.capacity = asyncio.Semaphore(capacity) if capacity > 0 else None
@@ -506,12 +513,15 @@ class FakeServer:
                                         "body_key": digest(body), "attempt": attempt,
                                         "fault": kind, "model": model,
                                         "cap": next((f for f in ("max_tokens", "max_completion_tokens")
-                                                     if f in body), None)}) + "\n")
+                                                     if f in body), None),
+                                        "n": body.get("n")}) + "\n")
             if self.log_sync:
                 self._log.flush()
         if self.reject_max_tokens and "max_tokens" in body:
             return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
                           "Use 'max_completion_tokens' instead.", "invalid_request_error", "unsupported_parameter")
+        if self.refuse_n and _n(body) > 1:
+            return _error(400, "n > 1 is not supported by this server", "invalid_request_error", "unsupported_parameter")
         if self.capacity is not None:
             async with self.capacity:
                 if self.latency:
@@ -544,7 +554,7 @@ class FakeServer:
 
     def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str) -> dict[str, Any]:
         choices, completion_tokens, reasoning_tokens = [], 0, 0
-        for index in range(max(1, int(body.get("n") or 1))):
+        for index in range(_n(body)):
             scripted = self.hook(body, index) if self.hook else None
             reply = (scripted, "stop") if scripted is not None else build_reply(body, index)
             content, finish = _corrupt(*reply, fault, body)
@@ -584,6 +594,14 @@ class FakeServer:
         return 0
 
 
+def _n(body: dict[str, Any]) -> int:
+    """How many choices a request asks for (``n``; 1 when absent)."""
+    try:
+        return max(1, int(body.get("n") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def _load_hook(spec: str) -> Callable[[dict[str, Any], int], str | None]:
     module, _, name = spec.partition(":")
     if not module or not name:
@@ -598,7 +616,7 @@ async def _amain(args: argparse.Namespace) -> None:
     server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
                         args.log, args.log_sync, args.reply_hook, args.capacity, args.reasoning,
                         args.cached_prefix_tokens, args.max_inflight, args.inflight_retry_after,
-                        args.reject_max_tokens)
+                        args.reject_max_tokens, args.refuse_n)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -631,6 +649,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inflight-retry-after", type=float, default=0.1, help="Retry-After of those 429s")
     parser.add_argument("--reject-max-tokens", action="store_true",
                         help="400 for requests that send max_tokens (they must send max_completion_tokens)")
+    parser.add_argument("--refuse-n", action="store_true", help="400 for requests with n > 1")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -693,7 +712,8 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
                    models: list[str] | None = None, log_path: str | Path | None = None,
                    log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
                    reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
-                   inflight_retry_after: float = 0.1, reject_max_tokens: bool = False) -> Iterator[ServerHandle]:
+                   inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
+                   refuse_n: bool = False) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -706,6 +726,7 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--cached-prefix-tokens", str(cached_prefix_tokens)] if cached_prefix_tokens else []
     cmd += ["--max-inflight", str(max_inflight), "--inflight-retry-after", str(inflight_retry_after)] if max_inflight else []
     cmd += ["--reject-max-tokens"] if reject_max_tokens else []
+    cmd += ["--refuse-n"] if refuse_n else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

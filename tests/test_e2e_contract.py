@@ -85,12 +85,14 @@ def test_dpo_failed_calls_reach_failed_jsonl(tmp_path: Path, synthkd_home: Path)
 
 
 def test_montessori_failed_judge_calls_are_kept_not_scored(tmp_path: Path, synthkd_home: Path) -> None:
-    with running_server(faults=FAULTS) as server:
+    # The judge fails half its calls for good; the responder answers (its own server, without faults).
+    with running_server(faults=[{"kind": "server_error", "rate": 0.5, "times": -1, "status": 500}]) as judge, running_server() as responder:
         def edit(data: dict[str, Any]) -> None:
-            _remote(data, server.base_url, "responder", "judge")
+            _remote(data, responder.base_url, "responder")
+            _remote(data, judge.base_url, "judge")
             data["stages"][0]["limit"] = 40
             data["stages"][2].update(signal="judge", iterations=1, warmup_size=8, final_prompts=3,
-                                     synthesis={**data["stages"][2]["synthesis"], "prompts": 4})
+                                     synthesis={**data["stages"][2]["synthesis"], "prompts": 6})
 
         out = tmp_path / "run"
         proc = run_cli("run", str(_pipeline(tmp_path, "montessori.yaml", edit)), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)

@@ -86,6 +86,21 @@ def test_n_logprobs_and_max_tokens(client: openai.OpenAI) -> None:
     assert repeat.choices[1].logprobs == reply.choices[1].logprobs
 
 
+def test_n_bills_the_prompt_once_and_refuse_n(client: openai.OpenAI) -> None:
+    one = ask(client, "count my prompt once", seed=5)
+    many = ask(client, "count my prompt once", seed=5, n=4)
+    assert many.usage.prompt_tokens == one.usage.prompt_tokens == 4
+    assert many.usage.completion_tokens == sum(len(c.message.content.split()) for c in many.choices)
+    assert many.choices[0].message.content == one.choices[0].message.content  # choice 0 is the single reply
+    assert len({c.message.content for c in many.choices}) == 4
+    with running_server(refuse_n=True) as refusing, \
+            openai.OpenAI(base_url=refusing.base_url, api_key="x", max_retries=0, timeout=10) as plain:
+        assert ask(plain, "one please", n=1).choices and ask(plain, "one please").choices
+        with pytest.raises(openai.BadRequestError):
+            ask(plain, "two please", n=2)
+        assert refusing.stats()["status_400"] == 1
+
+
 def test_json_object_and_models(client: openai.OpenAI, server: ServerHandle) -> None:
     reply = ask(client, "json please", response_format={"type": "json_object"})
     assert set(json.loads(reply.choices[0].message.content)) == {"text"}

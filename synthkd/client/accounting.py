@@ -32,8 +32,12 @@ class Meter:
                                                       "cached_completion_tokens": 0, "cached_prompt_tokens": 0, "reasoning_tokens": 0})
 
     def add_reply(self, endpoint: str, prompt_tokens: int, completion_tokens: int, cost: float, cached: bool,
-                  reasoning_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
-        """Count one reply; cached replies cost nothing now (they were paid for earlier)."""
+                  reasoning_tokens: int = 0, cached_prompt_tokens: int = 0, request: bool = True) -> None:
+        """Count one reply; cached replies cost nothing now (they were paid for earlier).
+
+        `request`: the reply came with a request of its own (a call). The 2nd..nth replies of a request with
+        `n` do not: `calls` counts requests, while their tokens and cost are counted here all the same.
+        """
         ep = self._endpoint(endpoint)
         if cached:
             self.cache_hits += 1
@@ -41,11 +45,12 @@ class Meter:
             # What the hits stood for: a method compared per teacher call counts them as its own work.
             ep["cached_completion_tokens"] = ep.get("cached_completion_tokens", 0) + completion_tokens
             return
-        self.calls += 1
+        if request:
+            self.calls += 1
+            ep["calls"] += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         self.cost += cost
-        ep["calls"] += 1
         ep["prompt_tokens"] += prompt_tokens
         ep["completion_tokens"] += completion_tokens
         ep["cost"] += cost
@@ -54,6 +59,18 @@ class Meter:
             self.cached_prompt_tokens += cached_prompt_tokens
             ep["reasoning_tokens"] = ep.get("reasoning_tokens", 0) + reasoning_tokens
             ep["cached_prompt_tokens"] = ep.get("cached_prompt_tokens", 0) + cached_prompt_tokens
+
+    def add_n_request(self, endpoint: str, samples: int) -> None:
+        """Count a request that asked for several samples with `n` (run.json per endpoint: `n_requests`, and
+        `n_samples`, the replies they brought)."""
+        ep = self._endpoint(endpoint)
+        ep["n_requests"] = ep.get("n_requests", 0) + 1
+        ep["n_samples"] = ep.get("n_samples", 0) + samples
+
+    def add_n_refused(self, endpoint: str) -> None:
+        """Count a request with n>1 the endpoint refused (run.json per endpoint: `n_refused`); its samples went singly."""
+        ep = self._endpoint(endpoint)
+        ep["n_refused"] = ep.get("n_refused", 0) + 1
 
     def add_replica_call(self, endpoint: str, url: str) -> None:
         """Count a call one replica of an endpoint answered (run.json: `replica_calls <url>` per endpoint)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import openai
 from pydantic import BaseModel, ValidationError
@@ -76,6 +76,7 @@ class EndpointClient:
         model_identity: str | None = None,
         alive: Callable[[], str | None] | list[Callable[[], str | None] | None] | None = None,
         on_replica_death: Callable[[int, str], None] | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -93,6 +94,9 @@ class EndpointClient:
         self._limiter = RateLimiter(config.rpm, config.tpm)
         self._fatal: SynthkdError | None = None
         self._merged: dict[int, tuple[Sampling, Sampling, dict[str, Any]]] = {}
+        # With n_per_request: whether the endpoint still takes n>1 (a 400 to it, or fewer choices, says no for the run).
+        self._n_ok = True
+        self._note = note or _print_note
         # For servers synthkd runs, `alive` returns None while the process lives, else why it died. A
         # dead server is not retried for minutes: the run stops at once with the server's log, unless
         # the endpoint has other replicas (then it is taken out and restarted: `on_replica_death`).
@@ -117,8 +121,8 @@ class EndpointClient:
             self._merged[key] = hit
         return hit[1], hit[2]
 
-    def _params(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
-        """(cache key, request kwargs) for one attempt of a call."""
+    def _identity(self, call: Call) -> tuple[Sampling, dict[str, Any], dict[str, Any]]:
+        """(merged sampling, sent sampling params, what the cache key hashes) for a call's first attempt."""
         sampling, params = self._sampling(call.sampling)
         identity: dict[str, Any] = {
             "model": self.model_identity,
@@ -132,6 +136,17 @@ class EndpointClient:
             identity["logprobs"] = True
         if sampling.extra_body:
             identity["extra_body"] = sampling.extra_body
+        return sampling, params, identity
+
+    def group_key(self, call: Call) -> str:
+        """A call's identity apart from its sample index: calls with the same group key can share a request with `n`."""
+        identity = self._identity(call)[2]
+        del identity["sample"]
+        return request_key(identity)
+
+    def _params(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
+        """(cache key, request kwargs) for one attempt of a call."""
+        sampling, params, identity = self._identity(call)
         if attempt:
             identity["attempt"] = attempt
         key = request_key(identity)
@@ -153,8 +168,11 @@ class EndpointClient:
     # ---- one call ---------------------------------------------------------------------
     async def call(self, call: Call, meter: Meter) -> Result:
         """Get a usable reply for `call`, from the cache or the endpoint. See module docstring."""
-        result = Result(text=None, error="not_attempted")
-        for attempt in range(self.config.invalid_retries + 1):
+        return await self._attempts(call, meter, 0, Result(text=None, error="not_attempted"))
+
+    async def _attempts(self, call: Call, meter: Meter, start: int, result: Result) -> Result:
+        """Attempts `start`.. of a call (each a cache key of its own) until one gives a usable reply."""
+        for attempt in range(start, self.config.invalid_retries + 1):
             key, kwargs = self._params(call, attempt)
             reply = self.cache.get(key)
             cached = reply is not None
@@ -172,6 +190,97 @@ class EndpointClient:
         if result.error:
             meter.failures[result.error] += 1
         return result
+
+    # ---- k samples in one request (n_per_request) --------------------------------------
+    async def call_group(self, calls: Sequence[Call], meter: Meter) -> list[Result]:
+        """Results for calls that differ only in their sample index (one `group_key`), in order.
+
+        The samples missing from the cache go in one request with n = how many are missing; choice j is
+        stored under the cache key the j-th missing sample has as a request of its own (so a rerun without
+        n, or with another k, finds it). Cached samples, a lone missing one, a repeat of a sample, and every
+        sample once the endpoint has refused n, are answered by `call` as usual. A reply that fails its
+        schema is retried on its own, as `call` does (attempt 1, 2, ...).
+        """
+        results: list[Result | None] = [None] * len(calls)
+        missing: list[tuple[int, str, dict[str, Any]]] = []
+        rest: list[int] = []
+        seen: set[str] = set()
+        for i, call in enumerate(calls):
+            key, kwargs = self._params(call, 0)
+            if key in seen or self.cache.get(key) is not None:
+                rest.append(i)
+            else:
+                seen.add(key)
+                missing.append((i, key, kwargs))
+        singles = [i for i, _, _ in missing]
+        if len(missing) > 1 and self._n_ok:
+            for i, result in (await self._call_n(calls, missing, meter)).items():
+                results[i] = result
+            singles = [i for i in singles if results[i] is None]
+        # Repeats of a sample come after its request, so they find its reply in the cache.
+        for i, result in zip(singles, await _gather([self.call(calls[i], meter) for i in singles])):
+            results[i] = result
+        for i in rest:
+            results[i] = await self.call(calls[i], meter)
+        return [r if r is not None else Result(text=None, error="not_attempted") for r in results]
+
+    async def _call_n(self, calls: Sequence[Call], missing: list[tuple[int, str, dict[str, Any]]], meter: Meter) -> dict[int, Result]:
+        """One request with n = len(missing) (the seed and body of the first missing sample, plus `n`).
+
+        Returns results for the samples it answered: none when the endpoint refused n (then they go singly).
+        """
+        keys = [key for _, key, _ in missing]
+        kwargs = {**missing[0][2], "n": len(missing)}
+        try:
+            replies = await self._fetch_n(keys, kwargs, meter)
+        except _RowFailure as failure:
+            if failure.reason == "bad_request":
+                self._refuse_n(meter, failure.detail)
+                return {}
+            meter.failures[failure.reason] += len(missing)
+            return {i: Result(text=None, error=failure.reason, detail=failure.detail) for i, _, _ in missing}
+        if len(replies) < len(missing):
+            self._refuse_n(meter, f"asked for {len(missing)} choices, the reply had {len(replies)}")
+        meter.add_n_request(self.name, len(replies))
+        out: dict[int, Result] = {}
+        retry: list[int] = []
+        for j, reply in enumerate(replies):
+            i = missing[j][0]
+            # The request is counted once (with the first reply, which carries the prompt's tokens and cost).
+            meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, False,
+                            reply.reasoning_tokens, reply.cached_prompt_tokens, request=j == 0)
+            out[i] = _interpret(reply, calls[i].schema, False)
+            if not out[i].ok:
+                retry.append(i)
+        for i, result in zip(retry, await _gather([self._attempts(calls[i], meter, 1, out[i]) for i in retry])):
+            out[i] = result
+        return out
+
+    def _refuse_n(self, meter: Meter, why: str) -> None:
+        meter.add_n_refused(self.name)
+        if self._n_ok:
+            self._n_ok = False
+            self._note(f"[{self.name}] the endpoint does not take n>1 ({why}); each sample goes as its own request "
+                       "for the rest of the run")
+
+    async def _fetch_n(self, keys: list[str], kwargs: dict[str, Any], meter: Meter) -> list[CachedReply]:
+        """Send one request with n choices; store choice j under keys[j] before returning the replies."""
+        if self._fatal is not None:
+            raise self._fatal
+        worst = self._worst_case_cost(kwargs)  # the whole request: the prompt once, n times the reply cap
+        self.budget.reserve(worst)
+        actual = 0.0
+        try:
+            async with self._semaphore:
+                await self._limiter.acquire(self._estimate_tokens(kwargs))
+                completion = await self._send_with_retries(kwargs, meter)
+            replies = _to_cached_n(completion, self.config, len(keys))
+            actual = sum(r.cost for r in replies)
+            for key, reply in zip(keys, replies):
+                self.cache.put(key, self.name, self.config.model, reply)
+            return replies
+        finally:
+            self.budget.settle(worst, actual)
 
     async def _fetch(self, key: str, kwargs: dict[str, Any], meter: Meter) -> CachedReply:
         """Send one request with retries; store the reply in the cache before returning it."""
@@ -286,7 +395,7 @@ class EndpointClient:
 
     def _estimate_tokens(self, kwargs: dict[str, Any]) -> int:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
-        return chars // 4 + int(_cap(kwargs) or 256)
+        return chars // 4 + int(_cap(kwargs) or 256) * int(kwargs.get("n") or 1)
 
     def _worst_case_cost(self, kwargs: dict[str, Any]) -> float:
         prices = self.config.prices
@@ -295,12 +404,30 @@ class EndpointClient:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
         # A token is at least one character for every tokenizer in use, so chars bounds prompt tokens.
         # No prompt-cache discount here: whether the provider will serve the prompt from its cache is unknown.
-        return prices.cost(chars + 16, int(_cap(kwargs) or 4096))
+        return prices.cost(chars + 16, int(_cap(kwargs) or 4096) * int(kwargs.get("n") or 1))
 
 
 def _cap(kwargs: dict[str, Any]) -> Any:
     """The reply-token cap of a request, under whichever name it is sent."""
     return kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
+
+
+def _print_note(text: str) -> None:
+    """Where a client's notes go when it was given no `note` (the progress output's console)."""
+    from synthkd.progress import console
+
+    console.print(text, highlight=False, markup=False)
+
+
+async def _gather(awaitables: list[Any]) -> list[Any]:
+    """Results of awaitables run together; once all have finished, the first exception among them is raised."""
+    if not awaitables:
+        return []
+    done = await asyncio.gather(*awaitables, return_exceptions=True)
+    for item in done:
+        if isinstance(item, BaseException):
+            raise item
+    return done
 
 
 def _raw_response_type() -> Any:
@@ -354,25 +481,70 @@ def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-def _to_cached(completion: dict[str, Any], config: EndpointConfig) -> CachedReply:
-    choice = completion["choices"][0]
+def _choice(choice: dict[str, Any]) -> tuple[str, str | None, list[float] | None]:
+    """(content, reasoning trace, logprobs) of one choice of a reply."""
     message = choice.get("message") or {}
     text = message.get("content") or ""
     # vLLM's reasoning parsers and several providers return the trace apart from the answer.
     reasoning = message.get("reasoning_content") or message.get("reasoning") or None
     if reasoning is not None and not isinstance(reasoning, str):
         reasoning = json.dumps(reasoning, ensure_ascii=False)
-    usage = completion.get("usage") or {}
-    pt = int(usage.get("prompt_tokens") or 0)
-    ct = int(usage.get("completion_tokens") or 0)
-    rt = _detail(usage, "completion_tokens_details", "reasoning_tokens")
-    cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
     logprobs = None
     content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
     if content:
         logprobs = [float(t["logprob"]) for t in content]
+    return text, reasoning, logprobs
+
+
+def _usage(completion: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(prompt, completion, reasoning, cached prompt) tokens of a reply's usage."""
+    usage = completion.get("usage") or {}
+    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+            _detail(usage, "completion_tokens_details", "reasoning_tokens"), _detail(usage, "prompt_tokens_details", "cached_tokens"))
+
+
+def _to_cached(completion: dict[str, Any], config: EndpointConfig) -> CachedReply:
+    choice = completion["choices"][0]
+    text, reasoning, logprobs = _choice(choice)
+    pt, ct, rt, cached = _usage(completion)
     return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct, cached), logprobs,
                        reasoning, rt, cached)
+
+
+def _to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int) -> list[CachedReply]:
+    """One stored reply per choice (by `index`, at most `asked`) of a request with `n`.
+
+    The usage is the request's: the prompt billed once, the completion tokens summed over the choices. The
+    first reply carries all the prompt tokens (and the cached ones) and their cost; each reply carries its
+    share of the completion tokens (its logprob tokens when every choice has them, else in proportion to its
+    characters; the reasoning tokens in proportion to its trace), so the replies add up to what was billed.
+    """
+    choices = sorted(completion["choices"], key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)[:asked]
+    parts = [_choice(c) for c in choices]
+    pt, ct, rt, cached = _usage(completion)
+    rt = min(rt, ct)
+    reasoning_shares = _apportion(rt, [len(r or "") for _, r, _ in parts])
+    by_tokens = all(lp is not None for _, _, lp in parts)
+    answer_shares = _apportion(ct - rt, [len(lp) if by_tokens and lp is not None else len(t) for t, _, lp in parts])
+    replies = []
+    for j, (choice, (text, reasoning, logprobs)) in enumerate(zip(choices, parts)):
+        p, c, r, k = (pt if j == 0 else 0), answer_shares[j] + reasoning_shares[j], reasoning_shares[j], (cached if j == 0 else 0)
+        replies.append(CachedReply(text, choice.get("finish_reason"), p, c, config.prices.cost(p, c, k), logprobs, reasoning, r, k))
+    return replies
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` into whole numbers that add up to it (largest remainders)."""
+    if not weights:
+        return []
+    if sum(weights) <= 0:
+        weights = [1] * len(weights)
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    for j in sorted(range(len(weights)), key=lambda j: exact[j] - shares[j], reverse=True)[: total - sum(shares)]:
+        shares[j] += 1
+    return shares
 
 
 def _detail(usage: dict[str, Any], block: str, key: str) -> int:

@@ -2,7 +2,9 @@
 
 The executor is the only place that decides where calls run. Everything it needs is in the
 Call objects and the cache is keyed by content, so replacing this function with a fan-out over
-a cluster of replicas keeps the cache and resume guarantees as they are.
+a cluster of replicas keeps the cache and resume guarantees as they are. With the endpoint's
+`n_per_request`, calls that differ only in their sample index run as one unit, their missing samples
+in one request with `n`; each sample keeps its own cache entry.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from synthkd.progress import StepProgress
 
 async def run_calls(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None = None) -> list[Result]:
     """Results for `calls`, in the same order. Stops early (raising) on budget or endpoint errors."""
+    if client.config.n_per_request:
+        return await _run_grouped(client, calls, meter, progress)
     results: list[Result | None] = [None] * len(calls)
     next_index = 0
 
@@ -32,6 +36,44 @@ async def run_calls(client: EndpointClient, calls: Sequence[Call], meter: Meter,
     # Cache hits complete without awaiting I/O, so more workers than the endpoint's concurrency
     # only help when replies are missing; the client's semaphore bounds real requests in flight.
     n_workers = min(len(calls), max(client.config.concurrency * 2, 8))
+    tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
+    try:
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        raise
+    errors = [e for e in done if isinstance(e, BaseException)]
+    if errors:
+        raise errors[0]
+    return [r for r in results if r is not None]
+
+
+async def _run_grouped(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None) -> list[Result]:
+    """`run_calls` with `n_per_request`: calls identical but for their sample index are one unit of work, whose
+    samples missing from the cache go in one request with `n` (`EndpointClient.call_group`)."""
+    groups: dict[str, list[int]] = {}
+    for i, call in enumerate(calls):
+        groups.setdefault(client.group_key(call), []).append(i)
+    units = list(groups.values())
+    results: list[Result | None] = [None] * len(calls)
+    next_unit = 0
+
+    async def worker() -> None:
+        nonlocal next_unit
+        while next_unit < len(units):
+            unit = units[next_unit]
+            next_unit += 1
+            if len(unit) == 1:
+                answered = [await client.call(calls[unit[0]], meter)]
+            else:
+                answered = await client.call_group([calls[i] for i in unit], meter)
+            for i, result in zip(unit, answered):
+                results[i] = result
+            if progress is not None:
+                progress.advance(len(unit))
+
+    n_workers = min(len(units), max(client.config.concurrency * 2, 8))
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
     try:
         done = await asyncio.gather(*tasks, return_exceptions=True)

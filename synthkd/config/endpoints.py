@@ -126,6 +126,12 @@ class EndpointConfig(Strict):
         "max_tokens", description="Request field the reply-token cap (sampling.max_tokens) is sent as; some hosted "
         "reasoning models reject max_tokens and take max_completion_tokens. The request cache key does not depend on it.")
     prices: Prices = Field(default_factory=Prices, description="Prices per million tokens (default: free).")
+    n_per_request: bool = Field(
+        False, description="Ask for a record's k samples in one request with `n` (the prompt is billed once, not k "
+        "times); each sample is still cached under its own key, so turning this on or off, or changing k, reuses what "
+        "is cached. The samples of one request come from one seeded stream (the seed of its first sample), so they "
+        "differ from the k-request samples. A server that answers 400 to n>1 gets single requests for the rest of the "
+        "run. Off by default: vLLM on the CPU crashes on a per-request seed together with n>1, and some servers refuse n.")
 
     @model_validator(mode="after")
     def _remote_or_served(self) -> "EndpointConfig":

@@ -1,0 +1,79 @@
+"""What k rationales per input cost as k requests and as one request with n=k (`n_per_request`).
+
+    .venv/bin/python benchmarks/samples.py [--inputs 40] [--k 4] [--input-price 0.5] [--output-price 1.5]
+
+A `rationale` stage (k samples per input, structured replies) on the first `--inputs` problems of
+data/rationale/arithmetic_train.jsonl runs twice against the local test server, with prices in USD per
+million tokens: once with each sample its own request (the default), once with `n_per_request: true`.
+The test server bills like a hosted API: the prompt once per request, the completion tokens of every
+choice. Prints requests, prompt and completion tokens billed and the cost of each run (from run.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fakeserver import running_server  # noqa: E402
+
+
+def run_stage(tmp: Path, base_url: str, inputs: int, k: int, prices: dict[str, float], n_per_request: bool) -> dict:
+    """The rationale stage's run.json entry for one run."""
+    lines = (REPO / "data" / "rationale" / "arithmetic_train.jsonl").read_text().splitlines()[:inputs]
+    (tmp / "train.jsonl").write_text("\n".join(lines) + "\n")
+    pipeline = {
+        "name": "samples", "prompts_dir": str(REPO / "prompts"),
+        "endpoints": {"teacher": {"base_url": base_url, "model": "teacher", "concurrency": 16, "timeout_s": 60,
+                                  "prices": prices, "n_per_request": n_per_request}},
+        "stages": [{"name": "tasks", "type": "load", "path": str(tmp / "train.jsonl")},
+                   # The test server's answers are pseudo-words: keep every parsed sample (no gold, no vote).
+                   {"name": "rationales", "type": "rationale", "input": "tasks", "gold_column": None, "self_consistency": False,
+                    "samples": k, "max_rationale_chars": 400, "sampling": {"temperature": 0.7, "max_tokens": 200, "seed": 1}}],
+    }
+    path = tmp / "samples.yaml"
+    path.write_text(yaml.safe_dump(pipeline))
+    out = tmp / "run"
+    proc = subprocess.run([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "SYNTHKD_HOME": str(tmp / "home")})
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return json.loads((out / "run.json").read_text())["stages"]["rationales"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--inputs", type=int, default=40)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--input-price", type=float, default=0.5, help="USD per million prompt tokens")
+    ap.add_argument("--output-price", type=float, default=1.5, help="USD per million completion tokens")
+    args = ap.parse_args()
+    prices = {"input_per_million": args.input_price, "output_per_million": args.output_price}
+    print(f"rationale stage: {args.inputs} inputs x k={args.k} samples; prices ${args.input_price:g} in / "
+          f"${args.output_price:g} out per million tokens")
+    figures = {}
+    for label, n_per_request in (("k requests", False), (f"n={args.k}", True)):
+        with running_server() as server, tempfile.TemporaryDirectory() as tmp:
+            stage = run_stage(Path(tmp), server.base_url, args.inputs, args.k, prices, n_per_request)
+            requests = server.stats().get("chat_requests", 0)
+        samples = stage["rationale"]["samples"]
+        figures[label] = stage
+        print(f"  {label:<11} requests {requests:4d}  prompt tokens billed {stage['prompt_tokens']:6d}  "
+              f"completion tokens {stage['completion_tokens']:6d}  cost ${stage['cost_usd']:.6f}  "
+              f"(${stage['cost_usd'] / samples * 1000:.4f} per 1000 samples; kept {stage['rationale']['kept']}/{samples})")
+    single, grouped = figures.values()
+    print(f"  n={args.k} bills {grouped['prompt_tokens'] / single['prompt_tokens']:.0%} of the prompt tokens and "
+          f"{grouped['cost_usd'] / single['cost_usd']:.0%} of the cost of k requests")
+
+
+if __name__ == "__main__":
+    main()
