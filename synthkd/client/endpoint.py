@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from synthkd.client.accounting import Budget, Meter
@@ -22,6 +22,7 @@ from synthkd.client.adaptive import AdaptiveLimiter
 from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.replicas import ReplicaPool
+from synthkd.client.replies import Result, interpret, to_cached, to_cached_n
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
@@ -37,28 +38,6 @@ class Call:
     schema: type[BaseModel] | None = None
     sample: int = 0
     logprobs: bool = False
-
-
-@dataclass(slots=True)
-class Result:
-    """What came back for a Call. `error` is None on success, else a short reason code."""
-
-    text: str | None
-    parsed: Any = None
-    finish_reason: str | None = None
-    error: str | None = None
-    detail: str | None = None
-    cached: bool = False
-    logprobs: list[float] | None = None
-    reasoning: str | None = None  # the reasoning trace, when the reply carries one apart from its content
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason == "length"
 
 
 class EndpointClient:
@@ -184,7 +163,7 @@ class EndpointClient:
                     return Result(text=None, error=failure.reason, detail=failure.detail)
             meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached,
                             reply.reasoning_tokens, reply.cached_prompt_tokens)
-            result = _interpret(reply, call.schema, cached)
+            result = interpret(reply, call.schema, cached)
             if result.ok:
                 return result
         if result.error:
@@ -249,7 +228,7 @@ class EndpointClient:
             # The request is counted once (with the first reply, which carries the prompt's tokens and cost).
             meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, False,
                             reply.reasoning_tokens, reply.cached_prompt_tokens, request=j == 0)
-            out[i] = _interpret(reply, calls[i].schema, False)
+            out[i] = interpret(reply, calls[i].schema, False)
             if not out[i].ok:
                 retry.append(i)
         for i, result in zip(retry, await _gather([self._attempts(calls[i], meter, 1, out[i]) for i in retry])):
@@ -274,7 +253,7 @@ class EndpointClient:
             async with self._semaphore:
                 await self._limiter.acquire(self._estimate_tokens(kwargs))
                 completion = await self._send_with_retries(kwargs, meter)
-            replies = _to_cached_n(completion, self.config, len(keys))
+            replies = to_cached_n(completion, self.config, len(keys))
             actual = sum(r.cost for r in replies)
             for key, reply in zip(keys, replies):
                 self.cache.put(key, self.name, self.config.model, reply)
@@ -293,7 +272,7 @@ class EndpointClient:
             async with self._semaphore:
                 await self._limiter.acquire(self._estimate_tokens(kwargs))
                 completion = await self._send_with_retries(kwargs, meter)
-            reply = _to_cached(completion, self.config)
+            reply = to_cached(completion, self.config)
             actual = reply.cost
             self.cache.put(key, self.name, self.config.model, reply)
             return reply
@@ -479,98 +458,3 @@ def _kind(exc: BaseException) -> str:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-
-
-def _choice(choice: dict[str, Any]) -> tuple[str, str | None, list[float] | None]:
-    """(content, reasoning trace, logprobs) of one choice of a reply."""
-    message = choice.get("message") or {}
-    text = message.get("content") or ""
-    # vLLM's reasoning parsers and several providers return the trace apart from the answer.
-    reasoning = message.get("reasoning_content") or message.get("reasoning") or None
-    if reasoning is not None and not isinstance(reasoning, str):
-        reasoning = json.dumps(reasoning, ensure_ascii=False)
-    logprobs = None
-    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
-    if content:
-        logprobs = [float(t["logprob"]) for t in content]
-    return text, reasoning, logprobs
-
-
-def _usage(completion: dict[str, Any]) -> tuple[int, int, int, int]:
-    """(prompt, completion, reasoning, cached prompt) tokens of a reply's usage."""
-    usage = completion.get("usage") or {}
-    return (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-            _detail(usage, "completion_tokens_details", "reasoning_tokens"), _detail(usage, "prompt_tokens_details", "cached_tokens"))
-
-
-def _to_cached(completion: dict[str, Any], config: EndpointConfig) -> CachedReply:
-    choice = completion["choices"][0]
-    text, reasoning, logprobs = _choice(choice)
-    pt, ct, rt, cached = _usage(completion)
-    return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct, cached), logprobs,
-                       reasoning, rt, cached)
-
-
-def _to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int) -> list[CachedReply]:
-    """One stored reply per choice (by `index`, at most `asked`) of a request with `n`.
-
-    The usage is the request's: the prompt billed once, the completion tokens summed over the choices. The
-    first reply carries all the prompt tokens (and the cached ones) and their cost; each reply carries its
-    share of the completion tokens (its logprob tokens when every choice has them, else in proportion to its
-    characters; the reasoning tokens in proportion to its trace), so the replies add up to what was billed.
-    """
-    choices = sorted(completion["choices"], key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)[:asked]
-    parts = [_choice(c) for c in choices]
-    pt, ct, rt, cached = _usage(completion)
-    rt = min(rt, ct)
-    reasoning_shares = _apportion(rt, [len(r or "") for _, r, _ in parts])
-    by_tokens = all(lp is not None for _, _, lp in parts)
-    answer_shares = _apportion(ct - rt, [len(lp) if by_tokens and lp is not None else len(t) for t, _, lp in parts])
-    replies = []
-    for j, (choice, (text, reasoning, logprobs)) in enumerate(zip(choices, parts)):
-        p, c, r, k = (pt if j == 0 else 0), answer_shares[j] + reasoning_shares[j], reasoning_shares[j], (cached if j == 0 else 0)
-        replies.append(CachedReply(text, choice.get("finish_reason"), p, c, config.prices.cost(p, c, k), logprobs, reasoning, r, k))
-    return replies
-
-
-def _apportion(total: int, weights: list[int]) -> list[int]:
-    """`total` split in proportion to `weights` into whole numbers that add up to it (largest remainders)."""
-    if not weights:
-        return []
-    if sum(weights) <= 0:
-        weights = [1] * len(weights)
-    whole = sum(weights)
-    exact = [total * w / whole for w in weights]
-    shares = [int(x) for x in exact]
-    for j in sorted(range(len(weights)), key=lambda j: exact[j] - shares[j], reverse=True)[: total - sum(shares)]:
-        shares[j] += 1
-    return shares
-
-
-def _detail(usage: dict[str, Any], block: str, key: str) -> int:
-    """A count inside usage's *_details block (absent or null: 0)."""
-    details = usage.get(block)
-    return int(details.get(key) or 0) if isinstance(details, dict) else 0
-
-
-def _interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) -> Result:
-    """Check a reply against what was asked: truncation and schema validity."""
-    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs, reasoning=reply.reasoning)
-    if schema is None:
-        return Result(**base)
-    if reply.finish_reason == "length":
-        return Result(**base, error="truncated", detail="reply cut by max_tokens before the JSON closed")
-    try:
-        return Result(**base, parsed=schema.model_validate_json(reply.text))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-    if first["type"] == "json_invalid":
-        # Many models (and grammar engines) put raw newlines or control characters inside JSON
-        # strings; strict JSON forbids them, Python's lenient parser does not. Accept such replies.
-        try:
-            return Result(**base, parsed=schema.model_validate(json.loads(reply.text, strict=False)))
-        except json.JSONDecodeError:
-            return Result(**base, error="invalid_json", detail=str(first["msg"])[:300])
-        except ValidationError as exc:
-            first = exc.errors()[0]
-    return Result(**base, error="schema_violation", detail=str(first["msg"])[:300])
