@@ -92,6 +92,8 @@ class StageStats(Stats):
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # part of completion_tokens: reasoning traces
+    cached_prompt_tokens: int = 0  # part of prompt_tokens: served from the provider's prompt cache
     cost_usd: float = 0.0
     failures: dict[str, int] = Field(default_factory=dict)
     by_endpoint: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -118,6 +118,8 @@ class Meter:
             "retries": self.retries,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "cost_usd": round(self.cost, 6),
             "failures": dict(self.failures),
             "by_endpoint": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in self.by_endpoint.items()},
