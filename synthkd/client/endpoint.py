@@ -244,6 +244,15 @@ class EndpointClient:
 
     async def _fetch_n(self, keys: list[str], kwargs: dict[str, Any], meter: Meter) -> list[CachedReply]:
         """Send one request with n choices; store choice j under keys[j] before returning the replies."""
+        return await self._send_and_store(keys, kwargs, meter, lambda completion: to_cached_n(completion, self.config, len(keys)))
+
+    async def _fetch(self, key: str, kwargs: dict[str, Any], meter: Meter) -> CachedReply:
+        """Send one request with retries; store the reply in the cache before returning it."""
+        return (await self._send_and_store([key], kwargs, meter, lambda completion: [to_cached(completion, self.config)]))[0]
+
+    async def _send_and_store(self, keys: list[str], kwargs: dict[str, Any], meter: Meter,
+                              parse: Callable[[dict[str, Any]], list[CachedReply]]) -> list[CachedReply]:
+        """One request under the budget, the concurrency and the rate limits; its replies cached under `keys`."""
         if self._fatal is not None:
             raise self._fatal
         worst = self._worst_case_cost(kwargs)  # the whole request: the prompt once, n times the reply cap
@@ -253,29 +262,11 @@ class EndpointClient:
             async with self._semaphore:
                 await self._limiter.acquire(self._estimate_tokens(kwargs))
                 completion = await self._send_with_retries(kwargs, meter)
-            replies = to_cached_n(completion, self.config, len(keys))
+            replies = parse(completion)
             actual = sum(r.cost for r in replies)
             for key, reply in zip(keys, replies):
                 self.cache.put(key, self.name, self.config.model, reply)
             return replies
-        finally:
-            self.budget.settle(worst, actual)
-
-    async def _fetch(self, key: str, kwargs: dict[str, Any], meter: Meter) -> CachedReply:
-        """Send one request with retries; store the reply in the cache before returning it."""
-        if self._fatal is not None:
-            raise self._fatal
-        worst = self._worst_case_cost(kwargs)
-        self.budget.reserve(worst)
-        actual = 0.0
-        try:
-            async with self._semaphore:
-                await self._limiter.acquire(self._estimate_tokens(kwargs))
-                completion = await self._send_with_retries(kwargs, meter)
-            reply = to_cached(completion, self.config)
-            actual = reply.cost
-            self.cache.put(key, self.name, self.config.model, reply)
-            return reply
         finally:
             self.budget.settle(worst, actual)
 

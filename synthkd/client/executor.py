@@ -18,44 +18,19 @@ from synthkd.progress import StepProgress
 
 
 async def run_calls(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None = None) -> list[Result]:
-    """Results for `calls`, in the same order. Stops early (raising) on budget or endpoint errors."""
+    """Results for `calls`, in the same order. Stops early (raising) on budget or endpoint errors.
+
+    Work goes out in units: each call alone, or, with `n_per_request`, the calls identical but for
+    their sample index together (their samples missing from the cache go in one request with `n`,
+    `EndpointClient.call_group`).
+    """
     if client.config.n_per_request:
-        return await _run_grouped(client, calls, meter, progress)
-    results: list[Result | None] = [None] * len(calls)
-    next_index = 0
-
-    async def worker() -> None:
-        nonlocal next_index
-        while next_index < len(calls):
-            i = next_index
-            next_index += 1
-            results[i] = await client.call(calls[i], meter)
-            if progress is not None:
-                progress.advance()
-
-    # Cache hits complete without awaiting I/O, so more workers than the endpoint's concurrency
-    # only help when replies are missing; the client's semaphore bounds real requests in flight.
-    n_workers = min(len(calls), max(client.config.concurrency * 2, 8))
-    tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
-    try:
-        done = await asyncio.gather(*tasks, return_exceptions=True)
-    except asyncio.CancelledError:
-        for t in tasks:
-            t.cancel()
-        raise
-    errors = [e for e in done if isinstance(e, BaseException)]
-    if errors:
-        raise errors[0]
-    return [r for r in results if r is not None]
-
-
-async def _run_grouped(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None) -> list[Result]:
-    """`run_calls` with `n_per_request`: calls identical but for their sample index are one unit of work, whose
-    samples missing from the cache go in one request with `n` (`EndpointClient.call_group`)."""
-    groups: dict[str, list[int]] = {}
-    for i, call in enumerate(calls):
-        groups.setdefault(client.group_key(call), []).append(i)
-    units = list(groups.values())
+        groups: dict[str, list[int]] = {}
+        for i, call in enumerate(calls):
+            groups.setdefault(client.group_key(call), []).append(i)
+        units = list(groups.values())
+    else:
+        units = [[i] for i in range(len(calls))]
     results: list[Result | None] = [None] * len(calls)
     next_unit = 0
 
@@ -65,14 +40,15 @@ async def _run_grouped(client: EndpointClient, calls: Sequence[Call], meter: Met
             unit = units[next_unit]
             next_unit += 1
             if len(unit) == 1:
-                answered = [await client.call(calls[unit[0]], meter)]
+                results[unit[0]] = await client.call(calls[unit[0]], meter)
             else:
-                answered = await client.call_group([calls[i] for i in unit], meter)
-            for i, result in zip(unit, answered):
-                results[i] = result
+                for i, result in zip(unit, await client.call_group([calls[i] for i in unit], meter)):
+                    results[i] = result
             if progress is not None:
                 progress.advance(len(unit))
 
+    # Cache hits complete without awaiting I/O, so more workers than the endpoint's concurrency
+    # only help when replies are missing; the client's semaphore bounds real requests in flight.
     n_workers = min(len(units), max(client.config.concurrency * 2, 8))
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
     try:
