@@ -220,7 +220,7 @@ def test_seeded_long_prompts_do_not_kill_the_cpu_engine(synthkd_home: Path) -> N
 
     manager = ServerManager(Settings.from_environ({"SYNTHKD_HOME": str(synthkd_home)}), synthkd_home / "logs", REPO)
     cfg = EndpointConfig(model="m", serve={"model_path": "tiny:teacher", "max_model_len": 1024})
-    server = manager.ensure("m", cfg, ["m"])
+    [server] = manager.ensure("m", cfg, ["m"])  # one replica
     try:
         client = AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
 
