@@ -151,6 +151,16 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
             )
             for line in s.lines() + heldout_lines(s.model_dump(exclude_none=True)):
                 typer.echo(f"    {line}")
+        from synthkd.client.batch_store import batch_summary
+
+        batches = batch_summary(run_dir / "cache.sqlite")
+        waiting = [b for b in batches if not b["collected"]]
+        if batches:
+            typer.echo(f"  batches: {len(batches)} submitted, {len(waiting)} not collected yet"
+                       + (" (the next run polls them; their requests are not submitted again)" if waiting else ""))
+        for b in waiting:
+            typer.echo(f"    {b['endpoint']}: {b['batch_id'] or '(id not recorded; found by its file on rerun)'} "
+                       f"{b['status']}, {b['requests']} requests")
 
     _guard(body)
 

@@ -118,6 +118,7 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
             state.save()
             inputs = {r.key: rows.get(r.stage or "", []) for r in reads}
             started = time.monotonic()
+            rt.stage_batch = stage.batch
             result = await impl.run(RunInputs(rt, inputs))
             for endpoint, moved in result.moves.items():
                 rt.serve_weights(endpoint, moved)

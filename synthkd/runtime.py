@@ -17,6 +17,7 @@ from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import RequestCache
 from synthkd.client.endpoint import Call, EndpointClient, Result
 from synthkd.client.executor import run_calls
+from synthkd.config.endpoints import BatchConfig
 from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import ConfigError
 from synthkd.outputs import CardInfo, write_output
@@ -89,6 +90,7 @@ class Runtime:
         self._overrides: dict[str, str] = {}  # endpoint -> weights it must serve now
         self._restarting: dict[str, set[int]] = {}  # endpoint -> replicas being restarted
         self._tasks: set[asyncio.Task[None]] = set()
+        self.stage_batch: bool | None = None  # the running stage's `batch:` (set by the runner)
 
     # ---- endpoints ----------------------------------------------------------------
     def api_key(self, endpoint: str) -> str | None:
@@ -177,9 +179,22 @@ class Runtime:
         client = await self.client(endpoint)
         step = Meter()
         with self.reporter.step(label, len(calls), step) as progress:
-            results = await run_calls(client, calls, step, progress)
+            results = await run_calls(client, calls, step, progress, batch=self.batch_for(endpoint))
         meter.merge(step)
         return results
+
+    def batch_for(self, endpoint: str) -> BatchConfig | None:
+        """How the running stage's calls to `endpoint` use its batch API (None: online).
+
+        The stage's `batch:` decides where it is set, else the endpoint's `batch.enabled`; endpoints synthkd
+        serves itself always answer online.
+        """
+        cfg = self.config.endpoints[endpoint]
+        if cfg.served or self.stage_batch is False:
+            return None
+        if self.stage_batch is True:
+            return cfg.batch or BatchConfig()
+        return cfg.batch if cfg.batch is not None and cfg.batch.enabled else None
 
     def current_weights(self, endpoint: str) -> str | None:
         """The weights a served endpoint answers from now (a checkpoint, or its serve.model_path)."""

@@ -32,6 +32,20 @@ Several samples in one request: ``n`` choices come back, each its own determinis
 index is part of what a reply is a function of), with usage counting the prompt once and the
 completion tokens of all choices summed; the request log records ``n``. ``--refuse-n`` answers 400 to
 a request with n>1, as some servers do.
+
+OpenAI's Batch API (``tests/fakebatch.py``, which documents the details): ``POST /v1/files``
+(multipart upload), ``GET /v1/files/{id}`` and ``/v1/files/{id}/content``, ``POST /v1/batches``,
+``GET /v1/batches/{id}``, ``GET /v1/batches?limit=&after=`` and ``POST /v1/batches/{id}/cancel``,
+for ``/v1/chat/completions`` batches.  A batch is ``validating``, then ``in_progress`` at 0.2·S
+with its items answered over the next 0.6·S, then ``finalizing`` and ``completed`` at S
+(``--batch-seconds S``, 0.5).  Items get the same replies as online requests (and respect
+``--models``, ``--reject-max-tokens``, ``--refuse-n``), but not the online fault plan, latency,
+capacity or ``--max-inflight``; the log gets one line per item, with a ``batch`` key.
+``--batch-faults JSON`` gives the outcome of the 1st, 2nd, ... batch created: ``"ok"``,
+``"fail"``, ``"expire"`` / ``{"expire": F}``, ``{"item_errors": R, "status": 500}``;
+``--batch-item-error-rate R`` fails (500) an item whose custom_id never had an error before
+with probability R.  ``GET /_control/batches`` lists every batch with its custom_ids.  Files and
+batches live in memory for the server's lifetime (``/_control/reset`` forgets them).
 """
 from __future__ import annotations
 
@@ -69,7 +83,8 @@ VOCAB = (
     "zephyr", "bridge", "candle", "ferry", "meadowlark", "north", "onyx", "parcel", "ripple",
     "stone",
 )
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           409: "Conflict", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 DEEP = 10  # beyond this nesting depth, generators take the shortest valid path
 _FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00",
@@ -306,23 +321,38 @@ class Response:
     status: int
     body: bytes
     headers: tuple[str, ...] = ()
+    content_type: str = "application/json"
 
     def encode(self, keep_alive: bool) -> bytes:
         head = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Unknown')}",
-                "Content-Type: application/json", f"Content-Length: {len(self.body)}",
+                f"Content-Type: {self.content_type}", f"Content-Length: {len(self.body)}",
                 "Connection: keep-alive" if keep_alive else "Connection: close", *self.headers]
         return ("\r\n".join(head) + "\r\n\r\n").encode() + self.body
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    """Split a request head into (method, path without query, version, lower-cased headers)."""
+def _parse_head(head: bytes) -> tuple[str, str, str, str, dict[str, str]]:
+    """Split a request head into (method, path, query string, version, lower-cased headers)."""
     lines = head.decode("latin-1").split("\r\n")
     method, target, version = lines[0].split(" ", 2)
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return method, target.split("?", 1)[0], version, headers
+    path, _, query = target.partition("?")
+    return method, path, query, version, headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """Read a ``Transfer-Encoding: chunked`` body (as httpx sends an upload of unknown size)."""
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass  # trailers
+            return bytes(body)
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
 
 
 def _json(status: int, obj: Any, headers: tuple[str, ...] = ()) -> Response:
@@ -343,7 +373,10 @@ class FakeServer:
                  log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
                  reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                  inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
-                 refuse_n: bool = False) -> None:
+                 refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: Any = None,
+                 batch_item_error_rate: float = 0.0) -> None:
+        # Imported here, not at the top: tests.fakebatch imports this module.
+        from tests.fakebatch import BatchService
         self.latency = latency_ms / 1000
         self.reasoning = reasoning
         self.cached_prefix_tokens = cached_prefix_tokens
@@ -369,6 +402,7 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._completions = 0
+        self.batch = BatchService(self, batch_seconds, batch_faults, batch_item_error_rate)
 
     async def start(self, host: str, port: int) -> int:
         """Start listening; return the bound port."""
@@ -381,6 +415,7 @@ class FakeServer:
         """Stop listening, cancel open connections, flush the log."""
         if self._server:
             self._server.close()
+        self.batch.close()
         for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -414,14 +449,17 @@ class FakeServer:
         """Read and answer one request; return whether to keep the connection open."""
         head = await reader.readuntil(b"\r\n\r\n")
         try:
-            method, path, version, headers = _parse_head(head)
+            method, path, query, version, headers = _parse_head(head)
             length = int(headers.get("content-length") or 0)
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                body = await _read_chunked(reader)
+            else:
+                body = await reader.readexactly(length) if length else b""
         except ValueError:
             writer.write(_error(400, "malformed HTTP request", "invalid_request_error").encode(False))
             return False
-        body = await reader.readexactly(length) if length else b""
         try:
-            response = await self._dispatch(method, path, body, reader)
+            response = await self._dispatch(method, path, body, reader, headers, query)
         except Exception as exc:  # a bug here must not look like an injected fault
             traceback.print_exc()
             response = _error(500, f"fakeserver internal error: {exc!r}", "server_error")
@@ -433,8 +471,8 @@ class FakeServer:
         await writer.drain()
         return keep
 
-    async def _dispatch(self, method: str, path: str, body: bytes,
-                        reader: asyncio.StreamReader) -> Response | None:
+    async def _dispatch(self, method: str, path: str, body: bytes, reader: asyncio.StreamReader,
+                        headers: dict[str, str] | None = None, query: str = "") -> Response | None:
         self.stats["requests"] += 1
         route = (method, path.rstrip("/"))
         if route in {("POST", "/v1/chat/completions"), ("POST", "/chat/completions")}:
@@ -445,6 +483,10 @@ class FakeServer:
             return _json(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fakeserver"}
                 for m in self.models]})
+        if path.startswith(("/v1/files", "/v1/batches", "/files", "/batches")):
+            reply = await self.batch.handle(method, path, query, headers or {}, body)
+            if reply is not None:
+                return reply
         return self._control(route, body)
 
     def _control(self, route: tuple[str, str], body: bytes) -> Response:
@@ -465,7 +507,10 @@ class FakeServer:
             self._attempts.clear()
             self.stats.clear()
             self._prefixes.clear()
+            self.batch.reset()
             return _json(200, {"ok": True})
+        if route == ("GET", "/_control/batches"):
+            return _json(200, self.batch.control())
         return _error(404, f"no route for {route[0]} {route[1]}", "invalid_request_error",
                       "not_found")
 
@@ -616,7 +661,9 @@ async def _amain(args: argparse.Namespace) -> None:
     server = FakeServer(args.latency_ms, faults, [m for m in args.models.split(",") if m],
                         args.log, args.log_sync, args.reply_hook, args.capacity, args.reasoning,
                         args.cached_prefix_tokens, args.max_inflight, args.inflight_retry_after,
-                        args.reject_max_tokens, args.refuse_n)
+                        args.reject_max_tokens, args.refuse_n, batch_seconds=args.batch_seconds,
+                        batch_faults=json.loads(args.batch_faults or "[]"),
+                        batch_item_error_rate=args.batch_item_error_rate)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -650,6 +697,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reject-max-tokens", action="store_true",
                         help="400 for requests that send max_tokens (they must send max_completion_tokens)")
     parser.add_argument("--refuse-n", action="store_true", help="400 for requests with n > 1")
+    parser.add_argument("--batch-seconds", type=float, default=0.5, help="how long a batch takes (Batch API)")
+    parser.add_argument("--batch-faults", help='JSON list: outcome of the 1st, 2nd, ... batch ("ok", "fail", '
+                        '"expire", {"expire": F}, {"item_errors": R, "status": 500})')
+    parser.add_argument("--batch-item-error-rate", type=float, default=0.0,
+                        help="500 for batch items whose custom_id never failed, with this probability")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -697,6 +749,10 @@ class ServerHandle:
         with open(self.log_path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch created, oldest first: {id, status, input_file_id, custom_ids, metadata}."""
+        return list(self._call("GET", "/_control/batches")["batches"])
+
 
 def _await_ready(process: subprocess.Popen[bytes], timeout: float) -> int:
     assert process.stdout is not None
@@ -713,7 +769,8 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
                    log_sync: bool = False, reply_hook: str | None = None, capacity: int = 0,
                    reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                    inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
-                   refuse_n: bool = False) -> Iterator[ServerHandle]:
+                   refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: list[Any] | None = None,
+                   batch_item_error_rate: float = 0.0) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -727,6 +784,9 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--max-inflight", str(max_inflight), "--inflight-retry-after", str(inflight_retry_after)] if max_inflight else []
     cmd += ["--reject-max-tokens"] if reject_max_tokens else []
     cmd += ["--refuse-n"] if refuse_n else []
+    cmd += ["--batch-seconds", str(batch_seconds)] if batch_seconds != 0.5 else []
+    cmd += ["--batch-faults", json.dumps(batch_faults)] if batch_faults else []
+    cmd += ["--batch-item-error-rate", str(batch_item_error_rate)] if batch_item_error_rate else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

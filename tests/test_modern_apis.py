@@ -79,7 +79,7 @@ def test_the_cache_key_does_not_depend_on_the_cap_field_name(tmp_path: Path) -> 
             cfg = EndpointConfig(base_url="http://127.0.0.1:9/v1", model="teacher", max_tokens_param=field)
             client = EndpointClient("teacher", cfg, base_url=cfg.base_urls, api_key=None, cache=RequestCache(tmp_path / f"{field}.sqlite"),
                                     budget=Budget(None, 0.0), model_identity="teacher")
-            out.append(client._params(Call(messages, Sampling(max_tokens=32, temperature=0.5)), 0))
+            out.append(client.request_for(Call(messages, Sampling(max_tokens=32, temperature=0.5)), 0))
             await client.aclose()
         return out
 
@@ -253,8 +253,8 @@ def test_the_budget_reserves_at_the_full_input_price(tmp_path: Path) -> None:
             cfg = EndpointConfig(base_url="http://127.0.0.1:9/v1", model="teacher", prices=prices)
             client = EndpointClient("teacher", cfg, base_url=cfg.base_urls, api_key=None, cache=RequestCache(tmp_path / "c.sqlite"),
                                     budget=Budget(None, 0.0))
-            _, kwargs = client._params(Call([{"role": "user", "content": "x" * 100}], Sampling(max_tokens=50)), 0)
-            out.append(client._worst_case_cost(kwargs))
+            _, kwargs = client.request_for(Call([{"role": "user", "content": "x" * 100}], Sampling(max_tokens=50)), 0)
+            out.append(client.worst_case_cost(kwargs))
             await client.aclose()
         return out[0], out[1]
 

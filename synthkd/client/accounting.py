@@ -87,6 +87,14 @@ class Meter:
         if rate_limited:
             ep["rate_limited"] = ep.get("rate_limited", 0) + 1
 
+    def add_batch(self, endpoint: str, *, submitted: int = 0, batches: int = 0, answered: int = 0, failed: int = 0) -> None:
+        """Count batch-API work (run.json per endpoint: `batches` created, `batch_requests` submitted in them, and of
+        those collected, `batch_answered` and `batch_failed`)."""
+        ep = self._endpoint(endpoint)
+        for key, value in (("batches", batches), ("batch_requests", submitted), ("batch_answered", answered), ("batch_failed", failed)):
+            if value:
+                ep[key] = ep.get(key, 0) + value
+
     def add_rate_limited(self, endpoint: str) -> None:
         """Count a 429 reply (also when the endpoint's concurrency is not adaptive)."""
         ep = self._endpoint(endpoint)
@@ -153,6 +161,11 @@ class Budget:
                 fix=f"every paid reply is cached; rerun with --set budget_usd={max(self.limit * 2, self.spent + 1):g} (or more) to continue",
             )
         self.reserved += worst_case
+
+    def hold(self, amount: float) -> None:
+        """Hold money already committed elsewhere (a batch submitted by an earlier run) without a check."""
+        if self.limit is not None:
+            self.reserved += amount
 
     def settle(self, worst_case: float, actual: float) -> None:
         if self.limit is not None:

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -121,6 +121,23 @@ class RequestCache:
                     reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens,
                 ),
             )
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the cache's database (other tables kept beside the replies, e.g. batches)."""
+        with self._lock:
+            return self._db.execute(statement, params).fetchall()
+
+    def sql_transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run statements as one transaction: after a crash either all of them are in the file or none."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement, params in statements:
+                    self._db.execute(statement, params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def total_cost(self) -> float:
         """Money spent on every reply this run ever received (the basis of budget_usd)."""

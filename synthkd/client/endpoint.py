@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -75,6 +76,13 @@ class EndpointClient:
         self._merged: dict[int, tuple[Sampling, Sampling, dict[str, Any]]] = {}
         # With n_per_request: whether the endpoint still takes n>1 (a 400 to it, or fewer choices, says no for the run).
         self._n_ok = True
+        # Batch mode (synthkd.client.batch): replies collected from a batch this invocation, counted as paid requests
+        # when a call first reads them (True: the reply that carries its request); and requests a batch could not
+        # answer that must not go online (failed_items: batch), with the reason their calls fail.
+        self.batch_fresh: dict[str, bool] = {}
+        self.withheld: dict[str, tuple[str, str]] = {}
+        self.batch_lock = asyncio.Lock()
+        self.created = time.time()  # batch failures collected before this are an earlier invocation's
         self._note = note or _print_note
         # For servers synthkd runs, `alive` returns None while the process lives, else why it died. A
         # dead server is not retried for minutes: the run stops at once with the server's log, unless
@@ -123,7 +131,7 @@ class EndpointClient:
         del identity["sample"]
         return request_key(identity)
 
-    def _params(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
+    def request_for(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
         """(cache key, request kwargs) for one attempt of a call."""
         sampling, params, identity = self._identity(call)
         if attempt:
@@ -152,17 +160,25 @@ class EndpointClient:
     async def _attempts(self, call: Call, meter: Meter, start: int, result: Result) -> Result:
         """Attempts `start`.. of a call (each a cache key of its own) until one gives a usable reply."""
         for attempt in range(start, self.config.invalid_retries + 1):
-            key, kwargs = self._params(call, attempt)
+            key, kwargs = self.request_for(call, attempt)
             reply = self.cache.get(key)
             cached = reply is not None
+            request = True
+            if cached and self.batch_fresh and key in self.batch_fresh:
+                # Paid for in a batch this invocation: this stage's call, not an earlier run's cache hit.
+                cached, request = False, self.batch_fresh.pop(key)
             if reply is None:
+                held = self.withheld.get(key)
+                if held is not None:
+                    meter.failures[held[0]] += 1
+                    return Result(text=None, error=held[0], detail=held[1])
                 try:
                     reply = await self._fetch(key, kwargs, meter)
                 except _RowFailure as failure:
                     meter.failures[failure.reason] += 1
                     return Result(text=None, error=failure.reason, detail=failure.detail)
             meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached,
-                            reply.reasoning_tokens, reply.cached_prompt_tokens)
+                            reply.reasoning_tokens, reply.cached_prompt_tokens, request=request)
             result = interpret(reply, call.schema, cached)
             if result.ok:
                 return result
@@ -185,8 +201,8 @@ class EndpointClient:
         rest: list[int] = []
         seen: set[str] = set()
         for i, call in enumerate(calls):
-            key, kwargs = self._params(call, 0)
-            if key in seen or self.cache.get(key) is not None:
+            key, kwargs = self.request_for(call, 0)
+            if key in seen or key in self.withheld or self.cache.get(key) is not None:
                 rest.append(i)
             else:
                 seen.add(key)
@@ -214,12 +230,12 @@ class EndpointClient:
             replies = await self._fetch_n(keys, kwargs, meter)
         except _RowFailure as failure:
             if failure.reason == "bad_request":
-                self._refuse_n(meter, failure.detail)
+                self.refuse_n(meter, failure.detail)
                 return {}
             meter.failures[failure.reason] += len(missing)
             return {i: Result(text=None, error=failure.reason, detail=failure.detail) for i, _, _ in missing}
         if len(replies) < len(missing):
-            self._refuse_n(meter, f"asked for {len(missing)} choices, the reply had {len(replies)}")
+            self.refuse_n(meter, f"asked for {len(missing)} choices, the reply had {len(replies)}")
         meter.add_n_request(self.name, len(replies))
         out: dict[int, Result] = {}
         retry: list[int] = []
@@ -235,7 +251,7 @@ class EndpointClient:
             out[i] = result
         return out
 
-    def _refuse_n(self, meter: Meter, why: str) -> None:
+    def refuse_n(self, meter: Meter, why: str) -> None:
         meter.add_n_refused(self.name)
         if self._n_ok:
             self._n_ok = False
@@ -255,7 +271,7 @@ class EndpointClient:
         """One request under the budget, the concurrency and the rate limits; its replies cached under `keys`."""
         if self._fatal is not None:
             raise self._fatal
-        worst = self._worst_case_cost(kwargs)  # the whole request: the prompt once, n times the reply cap
+        worst = self.worst_case_cost(kwargs)  # the whole request: the prompt once, n times the reply cap
         self.budget.reserve(worst)
         actual = 0.0
         try:
@@ -293,7 +309,7 @@ class EndpointClient:
                         meter.retries += 1
                     return await self._send_once(kwargs, meter)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-            self._fatal = _refused(self.name, self.config, exc)
+            self._fatal = refused_error(self.name, self.config, exc)
             raise self._fatal from None
         except openai.BadRequestError as exc:
             raise _RowFailure("bad_request", _short(exc)) from None
@@ -317,9 +333,7 @@ class EndpointClient:
         transform and response models saves about a third of its CPU per request, which is the
         bottleneck at hundreds of requests per second on a small machine.
         """
-        extra = kwargs.get("extra_body")
-        # extra_body's fields go into the body itself; kwargs stays as it is for a retry.
-        body = {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
+        body = request_body(kwargs)
         # An attempt waits for a slot under the adaptive limit; a retry waiting out Retry-After holds none.
         adaptive = self.adaptive
         ticket = await adaptive.acquire() if adaptive is not None else 0
@@ -367,7 +381,7 @@ class EndpointClient:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
         return chars // 4 + int(_cap(kwargs) or 256) * int(kwargs.get("n") or 1)
 
-    def _worst_case_cost(self, kwargs: dict[str, Any]) -> float:
+    def worst_case_cost(self, kwargs: dict[str, Any]) -> float:
         prices = self.config.prices
         if not (prices.input_per_million or prices.output_per_million):
             return 0.0
@@ -375,6 +389,12 @@ class EndpointClient:
         # A token is at least one character for every tokenizer in use, so chars bounds prompt tokens.
         # No prompt-cache discount here: whether the provider will serve the prompt from its cache is unknown.
         return prices.cost(chars + 16, int(_cap(kwargs) or 4096) * int(kwargs.get("n") or 1))
+
+
+def request_body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body of a request: extra_body's fields go into the body itself (kwargs stays as it is for a retry)."""
+    extra = kwargs.get("extra_body")
+    return {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
 
 
 def _cap(kwargs: dict[str, Any]) -> Any:
@@ -420,7 +440,7 @@ class _RowFailure(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _refused(name: str, config: EndpointConfig, exc: openai.APIStatusError) -> EndpointError:
+def refused_error(name: str, config: EndpointConfig, exc: openai.APIStatusError) -> EndpointError:
     """The run-stopping error for a 401/403/404, with the fix that fits how the endpoint is set up."""
     what = f"endpoint {name!r} refused the request ({exc.status_code}): {_short(exc)}"
     if exc.status_code == 404:

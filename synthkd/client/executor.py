@@ -14,16 +14,26 @@ from typing import Sequence
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, EndpointClient, Result
+from synthkd.config.endpoints import BatchConfig
 from synthkd.progress import StepProgress
 
 
-async def run_calls(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None = None) -> list[Result]:
+async def run_calls(client: EndpointClient, calls: Sequence[Call], meter: Meter, progress: StepProgress | None = None,
+                    batch: BatchConfig | None = None) -> list[Result]:
     """Results for `calls`, in the same order. Stops early (raising) on budget or endpoint errors.
+
+    With `batch`, the requests missing from the cache first go through the endpoint's batch API
+    (`synthkd.client.batch`); the pass below then reads their replies from the cache and sends online
+    only what no batch answered (or nothing of it, with `failed_items: batch`).
 
     Work goes out in units: each call alone, or, with `n_per_request`, the calls identical but for
     their sample index together (their samples missing from the cache go in one request with `n`,
     `EndpointClient.call_group`).
     """
+    if batch is not None and calls:
+        from synthkd.client.batch import BatchPhase
+
+        await BatchPhase(client, batch, meter).fill(calls)
     if client.config.n_per_request:
         groups: dict[str, list[int]] = {}
         for i, call in enumerate(calls):

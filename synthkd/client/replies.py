@@ -58,15 +58,16 @@ def _usage(completion: dict[str, Any]) -> tuple[int, int, int, int]:
             _detail(usage, "completion_tokens_details", "reasoning_tokens"), _detail(usage, "prompt_tokens_details", "cached_tokens"))
 
 
-def to_cached(completion: dict[str, Any], config: EndpointConfig) -> CachedReply:
+def to_cached(completion: dict[str, Any], config: EndpointConfig, price_factor: float = 1.0) -> CachedReply:
+    """The stored reply of a one-choice completion; `price_factor`: its price relative to online (batch replies)."""
     choice = completion["choices"][0]
     text, reasoning, logprobs = _choice(choice)
     pt, ct, rt, cached = _usage(completion)
-    return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct, cached), logprobs,
+    return CachedReply(text, choice.get("finish_reason"), pt, ct, config.prices.cost(pt, ct, cached) * price_factor, logprobs,
                        reasoning, rt, cached)
 
 
-def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int) -> list[CachedReply]:
+def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, price_factor: float = 1.0) -> list[CachedReply]:
     """One stored reply per choice (by `index`, at most `asked`) of a request with `n`.
 
     The usage is the request's: the prompt billed once, the completion tokens summed over the choices. The
@@ -84,7 +85,8 @@ def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int) 
     replies = []
     for j, (choice, (text, reasoning, logprobs)) in enumerate(zip(choices, parts)):
         p, c, r, k = (pt if j == 0 else 0), answer_shares[j] + reasoning_shares[j], reasoning_shares[j], (cached if j == 0 else 0)
-        replies.append(CachedReply(text, choice.get("finish_reason"), p, c, config.prices.cost(p, c, k), logprobs, reasoning, r, k))
+        replies.append(CachedReply(text, choice.get("finish_reason"), p, c, config.prices.cost(p, c, k) * price_factor,
+                                   logprobs, reasoning, r, k))
     return replies
 
 

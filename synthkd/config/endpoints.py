@@ -42,6 +42,9 @@ class Prices(Strict):
     cached_input_per_million: float | None = Field(
         None, ge=0, description="USD per million prompt tokens the provider reports as served from its prompt cache "
         "(usage.prompt_tokens_details.cached_tokens); null: they cost the normal input price.")
+    batch_price_factor: float = Field(
+        0.5, gt=0, le=1, description="What a reply through the batch API costs, as a fraction of the online price "
+        "(OpenAI and most providers with a batch API charge half).")
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_prompt_tokens: int = 0) -> float:
         """Cost of one reply; cached prompt tokens (a part of prompt_tokens) at the cached-input price."""
@@ -81,6 +84,32 @@ class ServeConfig(Strict):
         None, description="Run this OpenAI-compatible server command instead of vLLM (e.g. SGLang, llama.cpp's server), "
         "with {host}, {port}, {model} (the resolved model path) and {name} (the served name) filled in; it must answer "
         "GET /health with 200 once ready.")
+
+
+class BatchConfig(Strict):
+    """Send a stage's uncached calls through the endpoint's batch API (/v1/files, /v1/batches) instead of one by one.
+
+    Cheaper (prices.batch_price_factor) and slower (results within the completion window). Batch ids are kept in
+    RUN_DIR/cache.sqlite before synthkd waits, so a rerun after a crash or Ctrl-C polls the same batches and never
+    submits a request twice; each reply lands in the request cache exactly as an online reply does.
+    """
+
+    enabled: bool = Field(
+        True, description="Stages use the batch API on this endpoint unless they say `batch: false`; false: only stages "
+        "that say `batch: true` do.")
+    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between two looks at a running batch's status.")
+    completion_window: Literal["24h"] = Field("24h", description="The provider's completion window (OpenAI takes only 24h).")
+    failed_items: Literal["online", "batch"] = Field(
+        "online", description="What happens to requests a batch did not answer (an item error, an expired or failed "
+        "batch): `online`, sent as ordinary requests at the online price; `batch`, submitted again in a new batch, at "
+        "most `max_submissions` times in all, after which they are kept as failed rows (a run that redoes the stage tries them again).")
+    max_submissions: int = Field(3, ge=1, description="With failed_items: batch, how often one request may be submitted.")
+    min_requests: int = Field(
+        1, ge=1, description="A step with fewer uncached requests than this sends them online: a batch's wait is not "
+        "worth it for a handful.")
+    max_requests_per_batch: int = Field(50_000, ge=1, description="The provider's limit on requests in one batch file.")
+    max_bytes_per_batch: int = Field(190_000_000, ge=1024, description="The provider's limit on a batch file's size "
+                                     "(OpenAI: 200 MB); larger submissions are split.")
 
 
 class RayConfig(Strict):
@@ -132,6 +161,8 @@ class EndpointConfig(Strict):
         "is cached. The samples of one request come from one seeded stream (the seed of its first sample), so they "
         "differ from the k-request samples. A server that answers 400 to n>1 gets single requests for the rest of the "
         "run. Off by default: vLLM on the CPU crashes on a per-request seed together with n>1, and some servers refuse n.")
+    batch: BatchConfig | None = Field(
+        None, description="The endpoint's batch API (remote endpoints only): how stages use it, and its limits.")
 
     @model_validator(mode="after")
     def _remote_or_served(self) -> "EndpointConfig":
@@ -139,6 +170,8 @@ class EndpointConfig(Strict):
             raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
         if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) != len(self.base_url)):
             raise ValueError("a list of base URLs must name at least one server, each once")
+        if self.batch is not None and self.base_url is None:
+            raise ValueError("`batch` needs a remote endpoint (`base_url`): synthkd sends servers it starts itself online")
         return self
 
     @property

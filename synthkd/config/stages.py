@@ -16,6 +16,13 @@ class StageBase(Strict):
     """Fields every stage has."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique stage name; its datasets go to RUN_DIR/datasets/<name>/.")
+    # How calls are sent, not what they ask: `exclude=True` keeps it out of the fingerprint, and the request cache
+    # key does not depend on it either, so switching a finished stage between batch and online costs nothing.
+    batch: bool | None = Field(
+        None, exclude=True,
+        description="true: send this stage's uncached calls to remote endpoints through their batch API (the endpoint's "
+        "`batch:` block, or its defaults); false: online even where the endpoint's batch block is enabled; null: as the "
+        "endpoint says. Endpoints synthkd serves itself always answer online.")
 
     @classmethod
     def implementation_class(cls) -> "type[StageImpl[Any]]":

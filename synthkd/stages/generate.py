@@ -31,7 +31,7 @@ async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any
     pairs = build_calls(cfg, rt, rows)
     client = await rt.client(cfg.endpoint)
     with rt.reporter.step(cfg.name, len(pairs), meter) as progress:
-        results = await run_calls(client, [c for _, c in pairs], meter, progress)
+        results = await run_calls(client, [c for _, c in pairs], meter, progress, batch=rt.batch_for(cfg.endpoint))
     kept, failed = [], []
     for (row, call), res in zip(pairs, results):
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)

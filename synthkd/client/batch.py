@@ -1,0 +1,364 @@
+"""Batch mode: a step's uncached requests go to the endpoint's batch API, and their replies into the request cache.
+
+`BatchPhase.fill(calls)` runs before the ordinary (online) pass over the same calls, which then finds
+the batch's replies in the cache exactly as if they had been answered online; only what no batch
+answered is left for it. One round: work out which request each call still needs (its next retry
+attempt when a cached reply failed its schema), upload them as JSONL files (split by the provider's
+limits; `custom_id` is the request's cache key), create the batches, poll until each ends, then
+store every reply under its cache key and record why each unanswered item failed. Rounds go on
+while new requests appear (schema retries; failed items with `failed_items: batch`).
+
+Crash safety (see batch_store): a submission is written to cache.sqlite before its batch is created,
+its batch id right after, and the batch is marked collected only after its replies are stored. A
+rerun polls the batches already submitted rather than submitting their requests again, and a
+submission whose batch id was never written is found at the provider by its input file first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import openai
+
+from synthkd.client.accounting import Meter
+from synthkd.client.batch_store import BatchItem, BatchStore, Submission
+from synthkd.client.endpoint import Call, EndpointClient, refused_error, request_body
+from synthkd.client.replies import interpret, to_cached, to_cached_n
+from synthkd.client.retry import RETRYABLE_STATUS, BackoffWithRetryAfter, is_retryable
+from synthkd.config.endpoints import BatchConfig
+from synthkd.errors import BudgetExceeded, EndpointError
+
+T = TypeVar("T")
+# A batch in one of these states will not change again.
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+CHAT_URL = "/v1/chat/completions"
+
+
+@dataclass(slots=True)
+class _Line:
+    """A request a batch file will carry: the cache keys its choices answer (several with `n`) and its body."""
+
+    keys: list[str]
+    body: dict[str, Any]
+    worst: float
+
+
+class BatchPhase:
+    """Fills the cache for one step's calls through the batch API of one endpoint."""
+
+    def __init__(self, client: EndpointClient, cfg: BatchConfig, meter: Meter) -> None:
+        self.client, self.cfg, self.meter = client, cfg, meter
+        self.name = client.name
+        self.store = BatchStore(client.cache)
+        # A provider's batch service answers at its API's address: the first of the endpoint's URLs.
+        self.api = client.pool.replicas[0].client
+        self.factor = client.config.prices.batch_price_factor
+        self._reserved: dict[str, float] = {}  # submission -> worst-case cost held in the budget until collected
+
+    async def fill(self, calls: Sequence[Call]) -> None:
+        """Submit, wait for and collect batches until no call needs a request a batch should send."""
+        # One batch phase per endpoint at a time: two steps planning at once could submit the same request twice.
+        async with self.client.batch_lock:
+            over_budget: BudgetExceeded | None = None
+            while True:
+                lines, holding = self._plan(calls)
+                submitted: list[str] = []
+                if lines and len(lines) >= self.cfg.min_requests:
+                    submitted, over_budget = await self._submit(lines)
+                if not holding and not submitted:
+                    break
+                await self._wait(holding | set(submitted))
+                if over_budget is not None:
+                    raise over_budget  # after what the budget allowed has been collected
+
+    # ---- what to send ----------------------------------------------------------------
+    def _plan(self, calls: Sequence[Call]) -> tuple[list[_Line], set[str]]:
+        """(requests to submit now, pending submissions that already carry requests these calls need)."""
+        client = self.client
+        pending = {key: sub.local_id for sub in self.store.pending(self.name) for item in sub.items for key in item.keys}
+        tries, last = self.store.failures(self.name, self.client.created)
+        needs: dict[str, tuple[Call, int, dict[str, Any]]] = {}
+        holding: set[str] = set()
+        for call in calls:
+            for attempt in range(client.config.invalid_retries + 1):
+                key, kwargs = client.request_for(call, attempt)
+                reply = client.cache.get(key)
+                if reply is None:
+                    if key in pending:
+                        holding.add(pending[key])
+                    elif key not in needs and key not in client.withheld and self._resubmit(key, tries[key], last.get(key)):
+                        needs[key] = (call, attempt, kwargs)
+                    break
+                if interpret(reply, call.schema, True).ok:
+                    break
+        return self._lines(needs), holding
+
+    def _resubmit(self, key: str, tries: int, last: str | None) -> bool:
+        """Whether a request goes into a batch now; a request no batch will answer may be withheld from the online pass."""
+        if not tries or last is None:
+            return True
+        reason, _, detail = last.partition(": ")
+        code = reason.removeprefix("batch:")
+        if code.isdigit() and int(code) not in RETRYABLE_STATUS:
+            self.client.withheld[key] = (reason, detail)  # the provider refused the request itself: online would too
+            return False
+        if self.cfg.failed_items == "online":
+            return False  # the online pass sends it
+        if tries >= self.cfg.max_submissions:
+            self.client.withheld[key] = (reason, f"{detail} (submitted in {tries} batches)")
+            return False
+        return True
+
+    def _lines(self, needs: dict[str, tuple[Call, int, dict[str, Any]]]) -> list[_Line]:
+        """One line per request; with n_per_request, a record's missing first-attempt samples share one line with n."""
+        client = self.client
+        groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for key, (call, attempt, kwargs) in needs.items():
+            group = client.group_key(call) if client.config.n_per_request and client._n_ok and attempt == 0 else key
+            groups.setdefault(group, []).append((key, kwargs))
+        lines = []
+        for members in groups.values():
+            kwargs = members[0][1] if len(members) == 1 else {**members[0][1], "n": len(members)}
+            lines.append(_Line([key for key, _ in members], request_body(kwargs),
+                               client.worst_case_cost(kwargs) * self.factor))
+        return lines
+
+    # ---- submitting -------------------------------------------------------------------
+    async def _submit(self, lines: list[_Line]) -> tuple[list[str], BudgetExceeded | None]:
+        """Upload and create batches for the lines the budget allows (at the batch price); their submission ids."""
+        budget = self.client.budget
+        allowed: list[_Line] = []
+        over: BudgetExceeded | None = None
+        for line in lines:
+            try:
+                budget.reserve(line.worst)
+            except BudgetExceeded as exc:
+                over = exc
+                break
+            allowed.append(line)
+        submitted: list[str] = []
+        try:
+            for chunk in self._chunks(allowed):
+                submitted.append(await self._submit_file(chunk))
+        finally:
+            # Each submitted file holds its own share until collected; give back what was never sent.
+            unsent = sum(line.worst for line in allowed) - sum(self._reserved.get(s, 0.0) for s in submitted)
+            if unsent > 1e-12:
+                budget.settle(unsent, 0.0)
+        return submitted, over
+
+    def _chunks(self, lines: list[_Line]) -> list[list[tuple[_Line, bytes]]]:
+        """Lines encoded as JSONL and split by the provider's request and byte limits per batch file."""
+        chunks: list[list[tuple[_Line, bytes]]] = [[]]
+        size = 0
+        for line in lines:
+            data = (json.dumps({"custom_id": line.keys[0], "method": "POST", "url": CHAT_URL, "body": line.body},
+                               ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+            if chunks[-1] and (len(chunks[-1]) >= self.cfg.max_requests_per_batch or size + len(data) > self.cfg.max_bytes_per_batch):
+                chunks.append([])
+                size = 0
+            chunks[-1].append((line, data))
+            size += len(data)
+        return [c for c in chunks if c]
+
+    async def _submit_file(self, chunk: list[tuple[_Line, bytes]]) -> str:
+        local_id = uuid.uuid4().hex[:16]
+        upload = await self._op("upload a batch file", lambda: self.api.files.create(
+            file=(f"synthkd-{self.name}-{local_id}.jsonl", b"".join(data for _, data in chunk)), purpose="batch"))
+        items = [BatchItem(line.keys[0], tuple(line.keys), line.worst) for line, _ in chunk]
+        # Written before the batch exists: from here on a rerun knows this file may have become a batch.
+        self.store.add(local_id, self.name, upload.id, items)
+        self._reserved[local_id] = sum(item.worst_cost for item in items)
+        batch = await self._create(local_id, upload.id, time.time())
+        self.meter.add_batch(self.name, submitted=len(items), batches=1)
+        self.client._note(f"[{self.name}] submitted batch {batch.id}: {len(items)} requests ({batch.status})")
+        return local_id
+
+    async def _create(self, local_id: str, file_id: str, since: float) -> Any:
+        """Create the batch of an uploaded file, once: after a failed attempt, look for it before trying again."""
+        attempts = 0
+        while True:
+            try:
+                batch = await self.api.batches.create(input_file_id=file_id, endpoint=CHAT_URL,
+                                                      completion_window=self.cfg.completion_window,
+                                                      metadata={"synthkd_submission": local_id})
+                break
+            except Exception as exc:
+                if not is_retryable(exc) or attempts >= self.client.config.max_retries:
+                    raise self._fatal("create a batch", exc) from None
+                attempts += 1
+                # The create may have reached the provider before the connection failed.
+                await asyncio.sleep(BackoffWithRetryAfter.first_wait(exc))
+                found = await self._find(file_id, since)
+                if found is not None:
+                    batch = found
+                    break
+        self.store.set_batch(local_id, batch.id, batch.status)
+        return batch
+
+    async def _find(self, file_id: str, since: float) -> Any | None:
+        """The provider's batch made from this input file, if any (listing newest first, back to `since`)."""
+        async def scan() -> Any | None:
+            async for batch in self.api.batches.list(limit=100):
+                if batch.input_file_id == file_id:
+                    return batch
+                if batch.created_at < since - 600:  # older than the submission (with room for clock skew)
+                    return None
+            return None
+
+        return await self._op("list batches", scan)
+
+    # ---- waiting and collecting ------------------------------------------------------
+    async def _wait(self, local_ids: set[str]) -> None:
+        """Poll the submissions until each has ended, collecting each as it does."""
+        subs = {s.local_id: s for s in self.store.pending(self.name) if s.local_id in local_ids}
+        for sub in subs.values():
+            if sub.local_id not in self._reserved:  # submitted by an earlier invocation: hold its cost again
+                self._reserved[sub.local_id] = sum(item.worst_cost for item in sub.items)
+                self.client.budget.hold(self._reserved[sub.local_id])
+        seen: dict[str, tuple[Any, ...]] = {}
+        try:
+            while subs:
+                for local_id, sub in list(subs.items()):
+                    if sub.batch_id is None:
+                        sub = subs[local_id] = await self._adopt(sub)
+                    batch = await self._op("read a batch's status", lambda bid=sub.batch_id: self.api.batches.retrieve(bid))
+                    counts = batch.request_counts
+                    state = (batch.status, counts.completed if counts else None, counts.failed if counts else None)
+                    if seen.get(local_id) != state:
+                        seen[local_id] = state
+                        done = f" {counts.completed}/{counts.total} done, {counts.failed} failed" if counts and counts.total else ""
+                        self.client._note(f"[{self.name}] batch {batch.id}: {batch.status}{done}")
+                        self.store.set_status(local_id, batch.status, {"request_counts": counts.model_dump() if counts else None})
+                    if batch.status in TERMINAL:
+                        await self._collect(sub, batch)
+                        del subs[local_id]
+                if subs:
+                    await asyncio.sleep(self.cfg.poll_interval_s)
+        except BaseException:
+            if subs:
+                self.client._note(f"[{self.name}] {len(subs)} batch(es) still at the provider; the next run collects them "
+                                  "without submitting their requests again")
+            raise
+
+    async def _adopt(self, sub: Submission) -> Submission:
+        """A submission whose batch id was never written: find its batch by input file, or create it now."""
+        found = await self._find(sub.file_id, sub.created)
+        batch = found if found is not None else await self._create(sub.local_id, sub.file_id, sub.created)
+        self.store.set_batch(sub.local_id, batch.id, batch.status)
+        return replace(sub, batch_id=batch.id)
+
+    async def _collect(self, sub: Submission, batch: Any) -> None:
+        """Store every reply of an ended batch under its cache keys; record why each other item failed."""
+        client, config = self.client, self.client.config
+        items = {item.custom_id: item for item in sub.items}
+        answered: set[str] = set()
+        errors: dict[str, str] = {}
+        actual = 0.0
+        n_refused: set[str] = set()
+        for record in await self._records(batch.output_file_id) + await self._records(batch.error_file_id):
+            cid = record.get("custom_id")
+            item = items.get(cid) if isinstance(cid, str) else None
+            if item is None or cid in answered:
+                continue
+            response = record.get("response") or {}
+            body = response.get("body") if isinstance(response, dict) else None
+            if isinstance(response, dict) and response.get("status_code") == 200 and isinstance(body, dict) and body.get("choices"):
+                replies = to_cached_n(body, config, len(item.keys), self.factor) if len(item.keys) > 1 else [to_cached(body, config, self.factor)]
+                for j, (key, reply) in enumerate(zip(item.keys, replies)):
+                    client.cache.put(key, self.name, config.model, reply)
+                    client.batch_fresh[key] = j == 0
+                    actual += reply.cost
+                if len(replies) < len(item.keys):
+                    client.refuse_n(self.meter, f"a batch reply had {len(replies)} of {len(item.keys)} choices")
+                answered.add(cid)
+                errors.pop(cid, None)
+            elif len(item.keys) > 1 and isinstance(response, dict) and response.get("status_code") == 400:
+                # n>1 refused: its samples go singly in the next round, not counted as a failed submission.
+                client.refuse_n(self.meter, _error_text(record))
+                n_refused.add(cid)
+            else:
+                errors[cid] = _error_text(record)
+        why = _batch_errors(batch) or f"the batch ended {batch.status}"
+        for cid in items:
+            if cid not in answered and cid not in errors and cid not in n_refused:
+                errors[cid] = f"batch:{batch.status}: {why}"
+        self.store.collected(sub.local_id, batch.status, errors)
+        reserved = self._reserved.pop(sub.local_id, 0.0)
+        client.budget.settle(reserved, actual)
+        self.meter.add_batch(self.name, answered=len(answered), failed=len(errors))
+        reasons = Counter(error.partition(": ")[0] for error in errors.values())
+        failed = f", {len(errors)} failed ({', '.join(f'{r} x{c}' for r, c in reasons.most_common(3))})" if errors else ""
+        self.client._note(f"[{self.name}] batch {batch.id} {batch.status}: {len(answered)} answered{failed}, ${actual:.4f}")
+
+    async def _records(self, file_id: str | None) -> list[dict[str, Any]]:
+        """The JSON lines of a batch's output or error file ([] when it has none)."""
+        if not file_id:
+            return []
+        content = await self._op("download batch results", lambda: self.api.files.content(file_id))
+        records = []
+        for line in content.text.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    # ---- one operation on the batch API ----------------------------------------------
+    async def _op(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent batch-API call, retried on rate limits, 5xx and dropped connections as requests are."""
+        attempts = 0
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                if not is_retryable(exc) or attempts >= self.client.config.max_retries:
+                    raise self._fatal(what, exc) from None
+                attempts += 1
+                await asyncio.sleep(BackoffWithRetryAfter.first_wait(exc) * attempts)
+
+    def _fatal(self, what: str, exc: Exception) -> Exception:
+        """The run-stopping error for a batch-API call that failed for good (submitted batches stay recorded)."""
+        if isinstance(exc, openai.NotFoundError) and what in {"upload a batch file", "create a batch"}:
+            return EndpointError(
+                f"endpoint {self.name!r} has no batch API: {what} got 404 ({str(exc)[:200]})", where=f"endpoints.{self.name}.batch",
+                fix="remove the endpoint's `batch:` block (or set `batch: false` on the stage) to send its requests online")
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
+            return refused_error(self.name, self.client.config, exc)
+        if isinstance(exc, openai.APIStatusError):
+            return EndpointError(f"endpoint {self.name!r}: could not {what} ({exc.status_code}: {str(exc)[:200]})",
+                                 where=f"endpoints.{self.name}.batch",
+                                 fix="batches already submitted are recorded in RUN_DIR/cache.sqlite; rerun to collect them")
+        if is_retryable(exc):
+            return EndpointError(f"endpoint {self.name!r}: could not {what} after {self.client.config.max_retries} retries ({exc})",
+                                 where=f"endpoints.{self.name}",
+                                 fix="batches already submitted are recorded in RUN_DIR/cache.sqlite; rerun to collect them")
+        return exc
+
+
+def _error_text(record: dict[str, Any]) -> str:
+    """'batch:<status or code>: <message>' of a failed item of an output or error file."""
+    error = record.get("error")
+    response = record.get("response")
+    if isinstance(response, dict) and response.get("status_code"):
+        body = response.get("body") or {}
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+        return f"batch:{response['status_code']}: {message or 'no message'}"[:400]
+    if isinstance(error, dict):
+        return f"batch:{error.get('code') or 'error'}: {error.get('message') or 'no message'}"[:400]
+    return "batch:error: the item came back with neither a reply nor an error"
+
+
+def _batch_errors(batch: Any) -> str:
+    """The messages of a batch's own errors (a failed batch's validation errors), joined."""
+    errors = getattr(batch, "errors", None)
+    data = getattr(errors, "data", None) or []
+    return "; ".join(f"{e.code}: {e.message}" for e in data[:3] if e is not None)[:300]
