@@ -77,6 +77,7 @@ def test_a_batch_stage_writes_the_online_dataset_at_the_batch_price(tmp_path: Pa
         pipeline = _pipeline(tmp_path / "batch", server.base_url, {"enabled": False, **FAST}, stage_batch=True)
         out = tmp_path / "batch" / "run"
         stage, stderr = _run(pipeline, out)
+        stderr = " ".join(stderr.split())  # the console wraps long lines
         batches = server.batches()
         assert server.stats().get("chat_requests", 0) == 0  # nothing went online
         assert len(batches) == 1 and len(_ids(batches)) == len(set(_ids(batches))) == RECORDS * K
@@ -118,18 +119,24 @@ def _wait_for_batch_id(cache: Path, proc: subprocess.Popen[str], timeout: float 
     raise AssertionError("no batch id recorded in time")
 
 
+def _kill_9_while_waiting(pipeline: Path, out: Path) -> str:
+    """Start `synthkd run`, kill -9 it once its batch id is recorded; the batch id."""
+    proc = subprocess.Popen([sys.executable, "-m", "synthkd.cli", "run", str(pipeline), "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        return _wait_for_batch_id(out / "cache.sqlite", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("id_lost", [False, True], ids=["batch-id-recorded", "killed-before-the-id-was-written"])
 def test_kill_9_while_waiting_then_rerun_polls_the_same_batch(tmp_path: Path, id_lost: bool) -> None:
     online, _ = _online_rows(tmp_path)
     with running_server(batch_seconds=8) as server:
         pipeline = _pipeline(tmp_path / "batch", server.base_url, FAST)
         out = tmp_path / "batch" / "run"
-        proc = subprocess.Popen([sys.executable, "-m", "synthkd.cli", "run", str(pipeline), "--out", str(out)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        batch_id = _wait_for_batch_id(out / "cache.sqlite", proc)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        batch_id = _kill_9_while_waiting(pipeline, out)
         assert [b["status"] for b in server.batches()] in (["validating"], ["in_progress"])
         if id_lost:  # as if killed between creating the batch and writing its id
             with sqlite3.connect(out / "cache.sqlite") as db:
@@ -238,3 +245,17 @@ def test_batch_on_a_served_endpoint_is_a_config_error(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     proc = run_cli("validate", str(path))
     assert proc.returncode == 2 and "batch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_batch_the_endpoint_does_not_know_is_sent_again(tmp_path: Path) -> None:
+    """Killed while waiting, then rerun against another server (the endpoint moved): the unknown batch's
+    requests count as a failed batch and go online there, once each."""
+    online, _ = _online_rows(tmp_path)
+    out = tmp_path / "batch" / "run"
+    with running_server(batch_seconds=30) as first:
+        _kill_9_while_waiting(_pipeline(tmp_path / "batch", first.base_url, FAST), out)
+    with running_server(batch_seconds=0.3) as second:
+        stage, stderr = _run(_pipeline(tmp_path / "batch", second.base_url, FAST), out)
+        assert "is unknown to the endpoint" in " ".join(stderr.split()), stderr
+        assert second.stats().get("chat_requests", 0) == RECORDS * K and not second.batches()
+        assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)

@@ -38,6 +38,9 @@ T = TypeVar("T")
 # A batch in one of these states will not change again.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 CHAT_URL = "/v1/chat/completions"
+# How long a batch's status may be unreadable (outage, network) before the run stops; the batch keeps running at the
+# provider and a rerun collects it. Waiting is most of a batch run: a short outage must not end a night's run.
+POLL_PATIENCE_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -223,12 +226,25 @@ class BatchPhase:
                 self._reserved[sub.local_id] = sum(item.worst_cost for item in sub.items)
                 self.client.budget.hold(self._reserved[sub.local_id])
         seen: dict[str, tuple[Any, ...]] = {}
+        unreadable_since: float | None = None
         try:
             while subs:
                 for local_id, sub in list(subs.items()):
                     if sub.batch_id is None:
                         sub = subs[local_id] = await self._adopt(sub)
-                    batch = await self._op("read a batch's status", lambda bid=sub.batch_id: self.api.batches.retrieve(bid))
+                    try:
+                        batch = await self._op("read a batch's status", lambda bid=sub.batch_id: self.api.batches.retrieve(bid))
+                        unreadable_since = None
+                    except EndpointError as exc:
+                        if isinstance(exc.__context__, openai.NotFoundError):
+                            await self._forget(sub, str(exc.__context__).splitlines()[0][:200])
+                            del subs[local_id]
+                            continue
+                        unreadable_since = unreadable_since or time.monotonic()
+                        if not is_retryable(exc.__context__ or exc) or time.monotonic() - unreadable_since > POLL_PATIENCE_S:
+                            raise
+                        self.client._note(f"[{self.name}] could not read batch {sub.batch_id}'s status ({exc}); trying again")
+                        break
                     counts = batch.request_counts
                     state = (batch.status, counts.completed if counts else None, counts.failed if counts else None)
                     if seen.get(local_id) != state:
@@ -246,6 +262,13 @@ class BatchPhase:
                 self.client._note(f"[{self.name}] {len(subs)} batch(es) still at the provider; the next run collects them "
                                   "without submitting their requests again")
             raise
+
+    async def _forget(self, sub: Submission, why: str) -> None:
+        """A batch the endpoint does not know (another account or URL, or deleted): its requests count as failed once."""
+        self.client._note(f"[{self.name}] batch {sub.batch_id} is unknown to the endpoint ({why}); its requests are "
+                          "treated as a failed batch")
+        self.store.collected(sub.local_id, "unknown", {item.custom_id: f"batch:unknown: {why[:200]}" for item in sub.items})
+        self.client.budget.settle(self._reserved.pop(sub.local_id, 0.0), 0.0)
 
     async def _adopt(self, sub: Submission) -> Submission:
         """A submission whose batch id was never written: find its batch by input file, or create it now."""
@@ -301,7 +324,13 @@ class BatchPhase:
         """The JSON lines of a batch's output or error file ([] when it has none)."""
         if not file_id:
             return []
-        content = await self._op("download batch results", lambda: self.api.files.content(file_id))
+        try:
+            content = await self._op("download batch results", lambda: self.api.files.content(file_id))
+        except EndpointError as exc:
+            if not isinstance(exc.__context__, openai.NotFoundError):
+                raise
+            self.client._note(f"[{self.name}] batch result file {file_id} is gone ({exc}); its requests count as failed")
+            return []
         records = []
         for line in content.text.splitlines():
             try:
@@ -331,7 +360,7 @@ class BatchPhase:
             return EndpointError(
                 f"endpoint {self.name!r} has no batch API: {what} got 404 ({str(exc)[:200]})", where=f"endpoints.{self.name}.batch",
                 fix="remove the endpoint's `batch:` block (or set `batch: false` on the stage) to send its requests online")
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return refused_error(self.name, self.client.config, exc)
         if isinstance(exc, openai.APIStatusError):
             return EndpointError(f"endpoint {self.name!r}: could not {what} ({exc.status_code}: {str(exc)[:200]})",
