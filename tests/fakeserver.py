@@ -27,6 +27,10 @@ words were seen before; ``--max-inflight N`` answers 429 (``Retry-After``) to a 
 arrives while N are being worked on (a hidden concurrency limit); ``--reject-max-tokens``
 answers 400 to a request that sends ``max_tokens`` (as hosted reasoning models do, which take
 ``max_completion_tokens``). The request log records which cap field a request sent (``cap``).
+``--rpm N`` is a provider's per-minute request quota, enforced over one second as providers
+quantize theirs (at most N/60 at once, refilled at N/60 per second; 429 with Retry-After above
+it), and announced on every reply in ``x-ratelimit-limit-requests`` and
+``x-ratelimit-remaining-requests``.
 
 Several samples in one request: ``n`` choices come back, each its own deterministic reply (the choice
 index is part of what a reply is a function of), with usage counting the prompt once and the
@@ -374,7 +378,7 @@ class FakeServer:
                  reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                  inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
                  refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: Any = None,
-                 batch_item_error_rate: float = 0.0) -> None:
+                 batch_item_error_rate: float = 0.0, rpm: int = 0) -> None:
         # Imported here, not at the top: tests.fakebatch imports this module.
         from tests.fakebatch import BatchService
         self.latency = latency_ms / 1000
@@ -387,6 +391,12 @@ class FakeServer:
         self.inflight = 0
         self.reject_max_tokens = reject_max_tokens
         self.refuse_n = refuse_n
+        # rpm > 0: a per-minute request quota, enforced over one second as providers quantize theirs (a bucket
+        # of rpm/60 requests refilled at rpm/60 per second), announced in x-ratelimit-* headers.
+        self.rpm = rpm
+        self._quota = max(1.0, rpm / 60)
+        self._quota_level = self._quota
+        self._quota_stamp = time.monotonic()
         # capacity > 0: at most that many requests are worked on at once, the rest wait (a server's
         # throughput limit, capacity / latency requests per second), as a GPU server's batch is bounded.
         self.capacity = asyncio.Semaphore(capacity) if capacity > 0 else None
@@ -537,12 +547,42 @@ class FakeServer:
             self.stats["rejected_inflight"] += 1
             return _error(429, f"Too many requests in flight (limit {self.max_inflight})", "requests",
                           "rate_limit_exceeded", (f"Retry-After: {self.inflight_retry_after}",))
+        if self.rpm:
+            return self._with_quota_headers(await self._quota_gate(body, model, prompt_key, reader))
+        return await self._inflight(body, model, prompt_key, reader)
+
+    async def _inflight(self, body: dict[str, Any], model: Any, prompt_key: str,
+                        reader: asyncio.StreamReader) -> Response | None:
         self.inflight += 1
         self.stats["peak_inflight"] = max(self.stats["peak_inflight"], self.inflight)
         try:
             return await self._admitted(body, model, prompt_key, reader)
         finally:
             self.inflight -= 1
+
+    async def _quota_gate(self, body: dict[str, Any], model: Any, prompt_key: str,
+                          reader: asyncio.StreamReader) -> Response | None:
+        """``--rpm``: 429 with Retry-After when the quota's bucket is empty, else answer (taking one request)."""
+        now = time.monotonic()
+        rate = self.rpm / 60
+        self._quota_level = min(self._quota, self._quota_level + (now - self._quota_stamp) * rate)
+        self._quota_stamp = now
+        if self._quota_level < 1:
+            self.stats["rejected_quota"] += 1
+            wait = (1 - self._quota_level) / rate
+            return _error(429, f"Rate limit reached for requests (limit {self.rpm} per minute)", "requests",
+                          "rate_limit_exceeded", (f"Retry-After: {wait:.3f}",))
+        self._quota_level -= 1
+        return await self._inflight(body, model, prompt_key, reader)
+
+    def _with_quota_headers(self, response: Response | None) -> Response | None:
+        """A reply with the quota's x-ratelimit-* headers (the requests left this minute, at the current rate)."""
+        if response is None:
+            return None
+        remaining = int(self.rpm * max(0.0, self._quota_level) / self._quota)
+        return Response(response.status, response.body, (*response.headers, f"x-ratelimit-limit-requests: {self.rpm}",
+                                                         f"x-ratelimit-remaining-requests: {remaining}"),
+                        response.content_type)
 
     async def _admitted(self, body: dict[str, Any], model: Any, prompt_key: str,
                         reader: asyncio.StreamReader) -> Response | None:
@@ -663,7 +703,7 @@ async def _amain(args: argparse.Namespace) -> None:
                         args.cached_prefix_tokens, args.max_inflight, args.inflight_retry_after,
                         args.reject_max_tokens, args.refuse_n, batch_seconds=args.batch_seconds,
                         batch_faults=json.loads(args.batch_faults or "[]"),
-                        batch_item_error_rate=args.batch_item_error_rate)
+                        batch_item_error_rate=args.batch_item_error_rate, rpm=args.rpm)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -702,6 +742,9 @@ def main(argv: list[str] | None = None) -> None:
                         '"expire", {"expire": F}, {"item_errors": R, "status": 500})')
     parser.add_argument("--batch-item-error-rate", type=float, default=0.0,
                         help="500 for batch items whose custom_id never failed, with this probability")
+    parser.add_argument("--rpm", type=int, default=0,
+                        help="a per-minute request quota, enforced over one second (rpm/60 at once), with "
+                        "x-ratelimit-limit-requests / x-ratelimit-remaining-requests headers (0: none)")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -770,7 +813,7 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
                    reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                    inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
                    refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: list[Any] | None = None,
-                   batch_item_error_rate: float = 0.0) -> Iterator[ServerHandle]:
+                   batch_item_error_rate: float = 0.0, rpm: int = 0) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -787,6 +830,7 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--batch-seconds", str(batch_seconds)] if batch_seconds != 0.5 else []
     cmd += ["--batch-faults", json.dumps(batch_faults)] if batch_faults else []
     cmd += ["--batch-item-error-rate", str(batch_item_error_rate)] if batch_item_error_rate else []
+    cmd += ["--rpm", str(rpm)] if rpm else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

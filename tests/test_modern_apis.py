@@ -370,3 +370,43 @@ def test_meter_merge_keeps_limits_as_levels() -> None:
     assert (ep["adaptive_limit_final"], ep["adaptive_limit_min"], ep["rate_limited"]) == (12, 4, 1)
     assert (ep["reasoning_tokens"], ep["cached_prompt_tokens"], a.reasoning_tokens, a.cached_prompt_tokens) == (3, 6, 3, 6)
     json.dumps(a.to_json())
+
+
+# ---- 5. limits the provider announces (x-ratelimit-* headers) ------------------------------------------
+def _quota_run(tmp_path: Path, adaptive: bool) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    with running_server(latency_ms=20, rpm=600) as server:  # 10 requests a second
+        out = tmp_path / ("adaptive" if adaptive else "fixed")
+        out.mkdir()
+        state = _run(generate_pipeline(out, server.base_url, n=80, concurrency=32, adaptive=adaptive), out / "run")
+        return state["stages"]["answers"], server.stats(), out / "run"
+
+
+def test_a_quota_announced_in_headers_paces_the_requests(tmp_path: Path) -> None:
+    stage, stats, out = _quota_run(tmp_path, adaptive=True)
+    ep = stage["by_endpoint"]["teacher"]
+    assert len(read_rows(out, "answers")) == 80 and stage["failures"] == {}
+    assert ep["rpm_learned"] == 600 and "tpm_learned" not in ep
+    assert ep["rate_limited"] == stats["rejected_quota"]
+    # Only the first burst (sent before any reply announced the quota) is refused; then requests are paced.
+    assert ep["rate_limited"] <= 32
+    fixed, fixed_stats, _ = _quota_run(tmp_path, adaptive=False)
+    assert "rpm_learned" not in fixed["by_endpoint"]["teacher"]
+    assert fixed_stats["rejected_quota"] > 2 * ep["rate_limited"]
+
+
+def test_learned_limits_stay_under_the_hard_caps_and_follow_what_is_left() -> None:
+    from synthkd.client.ratelimit import RateLimiter
+
+    capped = RateLimiter(rpm=300, tpm=None)
+    capped.learn({"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "60000"})
+    assert capped.learned_rpm is None and capped.requests is not None and capped.requests.per_minute == 300
+    assert capped.learned_tpm == 60000 and capped.tokens is not None and capped.tokens.capacity == 1000
+    capped.learn({"x-ratelimit-remaining-tokens": "30000"})
+    assert capped.tokens.level == pytest.approx(500, rel=0.01)  # half the minute's quota left: half a second's worth
+    capped.learn({"x-ratelimit-remaining-tokens": "60000"})
+    assert capped.tokens.level <= 501  # never raised by the header
+    free = RateLimiter(rpm=None, tpm=None)
+    free.learn({"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "0"})
+    assert free.learned_rpm == 120 and free.requests is not None and free.requests.level == 0
+    free.learn({"x-ratelimit-limit-requests": "garbage"})
+    assert free.learned_rpm == 120

@@ -95,6 +95,15 @@ class Meter:
             if value:
                 ep[key] = ep.get(key, 0) + value
 
+    def add_learned_limits(self, endpoint: str, rpm: int | None, tpm: int | None) -> None:
+        """The quotas the provider announced in its x-ratelimit-limit-* headers, now in force (run.json per endpoint:
+        `rpm_learned`, `tpm_learned`)."""
+        ep = self._endpoint(endpoint)
+        if rpm:
+            ep["rpm_learned"] = rpm
+        if tpm:
+            ep["tpm_learned"] = tpm
+
     def add_rate_limited(self, endpoint: str) -> None:
         """Count a 429 reply (also when the endpoint's concurrency is not adaptive)."""
         ep = self._endpoint(endpoint)
@@ -135,7 +144,7 @@ class Meter:
 
 
 # Per-endpoint values that are levels rather than counts: merge does not add them up.
-_GAUGES = frozenset({"adaptive_limit_final", "adaptive_limit_min"})
+_GAUGES = frozenset({"adaptive_limit_final", "adaptive_limit_min", "rpm_learned", "tpm_learned"})
 
 
 class Budget:

@@ -307,6 +307,8 @@ class EndpointClient:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         meter.retries += 1
+                    # A retry is a request the provider counts: it waits for the rate limits as the first did.
+                    await self._limiter.acquire(self._estimate_tokens(kwargs))
                     return await self._send_once(kwargs, meter)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
             self._fatal = refused_error(self.name, self.config, exc)
@@ -354,6 +356,7 @@ class EndpointClient:
                 if adaptive is not None:
                     adaptive.on_rate_limit(ticket)
                     meter.add_adaptive(self.name, adaptive.limit, adaptive.lowest, True)
+                    self._learn(getattr(getattr(exc, "response", None), "headers", None) or {}, meter)
                 else:
                     meter.add_rate_limited(self.name)
             raise
@@ -367,6 +370,7 @@ class EndpointClient:
             adaptive.on_success()
             adaptive.on_headers(response.headers, ticket)
             meter.add_adaptive(self.name, adaptive.limit, adaptive.lowest, False)
+            self._learn(response.headers, meter)
         if len(self.pool.replicas) > 1:
             meter.add_replica_call(self.name, replica.url)
         try:
@@ -376,6 +380,14 @@ class EndpointClient:
         if not isinstance(data, dict) or not data.get("choices"):
             raise RetryableReplyError("reply has no choices")
         return data
+
+    def _learn(self, headers: Any, meter: Meter) -> None:
+        """The provider's announced quotas (x-ratelimit-limit-*) become rate limits below rpm / tpm (adaptive only)."""
+        limiter = self._limiter
+        before = (limiter.learned_rpm, limiter.learned_tpm)
+        limiter.learn(headers)
+        if (limiter.learned_rpm, limiter.learned_tpm) != before:
+            meter.add_learned_limits(self.name, limiter.learned_rpm, limiter.learned_tpm)
 
     def _estimate_tokens(self, kwargs: dict[str, Any]) -> int:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])

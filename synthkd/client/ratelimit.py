@@ -1,9 +1,18 @@
-"""Requests-per-minute and tokens-per-minute limits as async token buckets."""
+"""Requests-per-minute and tokens-per-minute limits as async token buckets.
+
+The configured `rpm` / `tpm` are hard caps. A provider that announces its quota in
+`x-ratelimit-limit-requests` / `x-ratelimit-limit-tokens` (OpenAI's and most OpenAI-compatible
+providers' headers) sets a bucket below them: `learn()` reads the headers of each reply. A learned
+quota is spread over the minute (one second's worth at once), because providers enforce their
+per-minute limits over shorter periods; `x-ratelimit-remaining-requests` / `-tokens` lower a learned
+bucket to the share of the quota the provider says is left.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 
 class TokenBucket:
@@ -13,8 +22,9 @@ class TokenBucket:
     request cannot deadlock the run.
     """
 
-    def __init__(self, per_minute: float) -> None:
-        self.capacity = float(per_minute)
+    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+        self.per_minute = per_minute
+        self.capacity = float(per_minute if burst is None else burst)
         self.rate = per_minute / 60.0
         self.level = self.capacity
         self.stamp = time.monotonic()
@@ -39,11 +49,46 @@ class RateLimiter:
     """RPM and TPM together; either may be None (no limit, zero overhead)."""
 
     def __init__(self, rpm: int | None, tpm: int | None) -> None:
+        self.hard_rpm, self.hard_tpm = rpm, tpm
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
+        self.learned_rpm: int | None = None  # the provider's announced quotas (headers), when below the hard caps
+        self.learned_tpm: int | None = None
+
+    def learn(self, headers: Any) -> None:
+        """Adopt the quota a provider announces in a reply's x-ratelimit-* headers (never above rpm / tpm)."""
+        rpm = _count(headers.get("x-ratelimit-limit-requests"))
+        if rpm and rpm != self.learned_rpm and (self.hard_rpm is None or rpm < self.hard_rpm):
+            self.learned_rpm = rpm
+            self.requests = TokenBucket(rpm, burst=max(1.0, rpm / 60))
+        if self.learned_rpm and self.requests is not None:
+            _lower(self.requests, _count(headers.get("x-ratelimit-remaining-requests")), self.learned_rpm)
+        tpm = _count(headers.get("x-ratelimit-limit-tokens"))
+        if tpm and tpm != self.learned_tpm and (self.hard_tpm is None or tpm < self.hard_tpm):
+            self.learned_tpm = tpm
+            self.tokens = TokenBucket(tpm, burst=max(1.0, tpm / 60))
+        if self.learned_tpm and self.tokens is not None:
+            _lower(self.tokens, _count(headers.get("x-ratelimit-remaining-tokens")), self.learned_tpm)
 
     async def acquire(self, estimated_tokens: int) -> None:
         if self.requests is not None:
             await self.requests.acquire(1)
         if self.tokens is not None:
             await self.tokens.acquire(estimated_tokens)
+
+
+def _lower(bucket: TokenBucket, remaining: int | None, per_minute: int) -> None:
+    """Lower a learned bucket to the share of its minute's quota the provider says is left (never raise it)."""
+    if remaining is not None:
+        bucket._refill()
+        bucket.level = min(bucket.level, bucket.capacity * remaining / per_minute)
+
+
+def _count(value: Any) -> int | None:
+    """A header's whole number (None when absent or not a number)."""
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
