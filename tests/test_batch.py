@@ -9,6 +9,7 @@ set; the budget is reserved at the batch price; `n_per_request` works inside a b
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -238,13 +239,19 @@ def test_budget_reserves_the_batch_price_and_submits_what_fits(tmp_path: Path) -
         assert server.stats().get("chat_requests", 0) == 0
 
 
-def test_batch_on_a_served_endpoint_is_a_config_error(tmp_path: Path) -> None:
-    data = {"name": "x", "endpoints": {"t": {"model": "t", "serve": {"model_path": "tiny:x"}, "batch": {}}},
-            "stages": [{"name": "s", "type": "load", "path": "x.jsonl"}]}
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(data))
-    proc = run_cli("validate", str(path))
-    assert proc.returncode == 2 and "batch" in proc.stderr and "Traceback" not in proc.stderr
+def test_a_served_endpoint_with_a_batch_block_answers_online(tmp_path: Path) -> None:
+    """Swapping the teacher to a server synthkd starts (here the test server through `serve.command`) is one
+    line: the batch block stays and the requests go online."""
+    log = tmp_path / "served.jsonl"
+    command = [sys.executable, "-m", "tests.fakeserver", "--host", "{host}", "--port", "{port}", "--log-sync", "--log", str(log)]
+    path = _pipeline(tmp_path, "http://unused", FAST)
+    data = yaml.safe_load(path.read_text())
+    data["endpoints"]["teacher"].update(base_url=None, serve={"model_path": "echo-model", "command": command})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    stage, _ = _run(path, tmp_path / "run")
+    assert stage["calls"] == RECORDS * K and "batches" not in stage["by_endpoint"]["teacher"]
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(entries) == RECORDS * K and not any(e.get("batch") for e in entries)
 
 
 def test_a_batch_the_endpoint_does_not_know_is_sent_again(tmp_path: Path) -> None:

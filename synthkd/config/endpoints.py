@@ -162,7 +162,9 @@ class EndpointConfig(Strict):
         "differ from the k-request samples. A server that answers 400 to n>1 gets single requests for the rest of the "
         "run. Off by default: vLLM on the CPU crashes on a per-request seed together with n>1, and some servers refuse n.")
     batch: BatchConfig | None = Field(
-        None, description="The endpoint's batch API (remote endpoints only): how stages use it, and its limits.")
+        None, description="The endpoint's batch API: how stages use it, and its limits. Used with `base_url` only: while "
+        "synthkd serves the endpoint itself (`serve`), its requests go online, so swapping the teacher between a hosted "
+        "API and local vLLM stays a one-line change.")
 
     @model_validator(mode="after")
     def _remote_or_served(self) -> "EndpointConfig":
@@ -170,8 +172,6 @@ class EndpointConfig(Strict):
             raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
         if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) != len(self.base_url)):
             raise ValueError("a list of base URLs must name at least one server, each once")
-        if self.batch is not None and self.base_url is None:
-            raise ValueError("`batch` needs a remote endpoint (`base_url`): synthkd sends servers it starts itself online")
         return self
 
     @property
