@@ -19,7 +19,9 @@ Faults, a list giving the outcome of the 1st, 2nd, ... batch created (later ones
 ``"expire"`` or ``{"expire": F}`` (``expired`` at S after answering the first round(F·n)
 items, F=0.5; the rest are in the error file with code ``batch_expired``);
 ``{"item_errors": R, "status": 500}`` (items with ``fraction(custom_id, 0) < R`` get that
-status; the batch still completes).  ``item_error_rate`` R: in every batch, an item whose
+status; the batch still completes); ``"reject"`` (the create call answers 400 and no batch is
+made); ``"lost_create"`` (the batch is made but the create call's connection is dropped
+unanswered, as when a network fails after the provider acted). Entries count create calls.  ``item_error_rate`` R: in every batch, an item whose
 custom_id never had an error status before and with ``fraction(custom_id, 1) < R`` gets a
 500 (so resubmitting it succeeds).
 """
@@ -56,7 +58,9 @@ def parse_batch_faults(plan: Any) -> list[dict[str, Any]]:
         raise TypeError("batch faults must be a JSON list")
     out: list[dict[str, Any]] = []
     for entry in plan:
-        if entry in ("ok", "fail", "expire"):
+        if entry in ("reject", "lost_create"):
+            out.append({"kind": entry})
+        elif entry in ("ok", "fail", "expire"):
             out.append({"kind": entry, "fraction": 0.5} if entry == "expire" else {"kind": entry})
         elif isinstance(entry, dict) and set(entry) == {"expire"}:
             out.append({"kind": "expire", "fraction": float(entry["expire"])})
@@ -64,7 +68,7 @@ def parse_batch_faults(plan: Any) -> list[dict[str, Any]]:
             out.append({"kind": "item_errors", "rate": float(entry["item_errors"]),
                         "status": int(entry.get("status", 500))})
         else:
-            raise ValueError(f'bad batch fault {entry!r}; use "ok", "fail", "expire", {{"expire": F}} '
+            raise ValueError(f'bad batch fault {entry!r}; use "ok", "fail", "expire", "reject", "lost_create", {{"expire": F}} '
                              'or {"item_errors": R, "status": N}')
     return out
 
@@ -149,6 +153,7 @@ class BatchService:
         self.item_error_rate = float(item_error_rate)
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}
+        self.create_calls = 0  # batch faults are taken in the order of create calls
         self._errored_ids: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -158,6 +163,7 @@ class BatchService:
         self.close()
         self.files.clear()
         self.batches.clear()
+        self.create_calls = 0
         self._errored_ids.clear()
 
     def close(self) -> None:
@@ -254,8 +260,12 @@ class BatchService:
         if params.get("completion_window") != "24h":
             return _err(400, "completion_window must be '24h'")
         metadata = params.get("metadata")
-        index = len(self.batches)
+        index = self.create_calls
+        self.create_calls += 1
         fault = self.faults[index] if index < len(self.faults) else {"kind": "ok"}
+        if fault["kind"] == "reject":
+            self.server.stats["batches_rejected"] += 1
+            return _err(400, "injected rejection: this batch cannot be created")
         batch = Batch(_new_id("batch_"), stored.id, CHAT_ENDPOINT, "24h",
                       metadata if isinstance(metadata, dict) else None, fault, _custom_ids(stored.data))
         now = int(time.time())
@@ -265,6 +275,8 @@ class BatchService:
         task = asyncio.get_running_loop().create_task(self._run(batch, stored.data))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(batch, done))
+        if fault["kind"] == "lost_create":
+            return Response(0, b"")  # the server drops the connection without an answer
         return _json(200, batch.obj())
 
     def _finished(self, batch: Batch, task: asyncio.Task[None]) -> None:

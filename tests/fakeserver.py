@@ -496,7 +496,7 @@ class FakeServer:
         if path.startswith(("/v1/files", "/v1/batches", "/files", "/batches")):
             reply = await self.batch.handle(method, path, query, headers or {}, body)
             if reply is not None:
-                return reply
+                return None if reply.status == 0 else reply  # status 0: drop the connection unanswered
         return self._control(route, body)
 
     def _control(self, route: tuple[str, str], body: bytes) -> Response:

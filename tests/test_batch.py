@@ -266,3 +266,24 @@ def test_a_batch_the_endpoint_does_not_know_is_sent_again(tmp_path: Path) -> Non
         assert "is unknown to the endpoint" in " ".join(stderr.split()), stderr
         assert second.stats().get("chat_requests", 0) == RECORDS * K and not second.batches()
         assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)
+
+
+def test_a_create_call_lost_on_the_network_is_found_not_repeated(tmp_path: Path) -> None:
+    """The provider made the batch but its answer never arrived: the retry finds it by its file."""
+    online, _ = _online_rows(tmp_path)
+    with running_server(batch_seconds=0.4, batch_faults=["lost_create"]) as server:
+        out = tmp_path / "batch" / "run"
+        stage, _ = _run(_pipeline(tmp_path / "batch", server.base_url, FAST), out)
+        assert len(server.batches()) == 1 and server.stats().get("chat_requests", 0) == 0
+        assert read_rows(out, "answers") == online and stage["by_endpoint"]["teacher"]["batches"] == 1
+
+
+def test_a_batch_the_provider_refuses_to_create_goes_online(tmp_path: Path) -> None:
+    online, _ = _online_rows(tmp_path)
+    with running_server(batch_seconds=0.4, batch_faults=["reject"]) as server:
+        out = tmp_path / "batch" / "run"
+        stage, stderr = _run(_pipeline(tmp_path / "batch", server.base_url, FAST), out)
+        assert not server.batches() and server.stats().get("chat_requests", 0) == RECORDS * K
+        assert "refused to create a batch" in " ".join(stderr.split())
+        assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)
+        assert "1 submitted, 0 not collected yet" in run_cli("status", str(out)).stdout

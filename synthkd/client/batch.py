@@ -63,6 +63,7 @@ class BatchPhase:
         self.api = client.pool.replicas[0].client
         self.factor = client.config.prices.batch_price_factor
         self._reserved: dict[str, float] = {}  # submission -> worst-case cost held in the budget until collected
+        self._recorded: set[str] = set()  # custom_ids of lines whose submission is recorded in the store
 
     async def fill(self, calls: Sequence[Call]) -> None:
         """Submit, wait for and collect batches until no call needs a request a batch should send."""
@@ -75,6 +76,8 @@ class BatchPhase:
                 if lines and len(lines) >= self.cfg.min_requests:
                     submitted, over_budget = await self._submit(lines)
                 if not holding and not submitted:
+                    if over_budget is not None:
+                        raise over_budget
                     break
                 await self._wait(holding | set(submitted))
                 if over_budget is not None:
@@ -146,14 +149,18 @@ class BatchPhase:
                 break
             allowed.append(line)
         submitted: list[str] = []
+        unsent = self._chunks(allowed)
         try:
-            for chunk in self._chunks(allowed):
+            while unsent:
+                chunk = unsent[0]
                 submitted.append(await self._submit_file(chunk))
+                unsent.pop(0)
         finally:
-            # Each submitted file holds its own share until collected; give back what was never sent.
-            unsent = sum(line.worst for line in allowed) - sum(self._reserved.get(s, 0.0) for s in submitted)
-            if unsent > 1e-12:
-                budget.settle(unsent, 0.0)
+            # A recorded file holds its share of the reservation until it is collected (or rejected); give back
+            # the share of files never recorded.
+            share = sum(line.worst for chunk in unsent for line, _ in chunk if line.keys[0] not in self._recorded)
+            if share > 0:
+                budget.settle(share, 0.0)
         return submitted, over
 
     def _chunks(self, lines: list[_Line]) -> list[list[tuple[_Line, bytes]]]:
@@ -178,10 +185,26 @@ class BatchPhase:
         # Written before the batch exists: from here on a rerun knows this file may have become a batch.
         self.store.add(local_id, self.name, upload.id, items)
         self._reserved[local_id] = sum(item.worst_cost for item in items)
-        batch = await self._create(local_id, upload.id, time.time())
+        self._recorded.update(item.custom_id for item in items)
+        try:
+            batch = await self._create(local_id, upload.id, time.time())
+        except EndpointError as exc:
+            refused = exc.__context__
+            if not isinstance(refused, openai.APIStatusError) or refused.status_code in (401, 403, 404):
+                raise
+            # The provider refused this batch (e.g. a file it will not take): a failed batch, not a stuck one.
+            self._reject(local_id, items, f"{refused.status_code}: {str(refused).splitlines()[0][:200]}")
+            return local_id
         self.meter.add_batch(self.name, submitted=len(items), batches=1)
         self.client._note(f"[{self.name}] submitted batch {batch.id}: {len(items)} requests ({batch.status})")
         return local_id
+
+    def _reject(self, local_id: str, items: Sequence[BatchItem], why: str) -> None:
+        """A submission the provider would not create: collected at once, every item failed with the reason."""
+        self.client._note(f"[{self.name}] the endpoint refused to create a batch of {len(items)} requests ({why})")
+        self.store.collected(local_id, "rejected", {item.custom_id: f"batch:rejected: {why}" for item in items})
+        self.client.budget.settle(self._reserved.pop(local_id, 0.0), 0.0)
+        self.meter.add_batch(self.name, failed=len(items))
 
     async def _create(self, local_id: str, file_id: str, since: float) -> Any:
         """Create the batch of an uploaded file, once: after a failed attempt, look for it before trying again."""
