@@ -287,3 +287,13 @@ def test_a_batch_the_provider_refuses_to_create_goes_online(tmp_path: Path) -> N
         assert "refused to create a batch" in " ".join(stderr.split())
         assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)
         assert "1 submitted, 0 not collected yet" in run_cli("status", str(out)).stdout
+
+
+def test_a_large_submission_is_split_by_the_providers_limits(tmp_path: Path) -> None:
+    online, _ = _online_rows(tmp_path)
+    with running_server(batch_seconds=0.3) as server:
+        out = tmp_path / "batch" / "run"
+        stage, _ = _run(_pipeline(tmp_path / "batch", server.base_url, {**FAST, "max_requests_per_batch": 10}), out)
+        batches = server.batches()
+        assert [len(b["custom_ids"]) for b in batches] == [10, 10, 4] and len(set(_ids(batches))) == RECORDS * K
+        assert read_rows(out, "answers") == online and stage["by_endpoint"]["teacher"]["batches"] == 3
