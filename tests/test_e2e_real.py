@@ -65,8 +65,10 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
         assert figures["nll"]["mean"] > teacher["nll"]["mean"]  # a 10-layer student is far from its teacher
     # The real teacher answers some checkable held-out items right; the untrained pruned student none.
     assert teacher["gold_accuracy"]["mean"] > 0 and base["gold_accuracy"]["mean"] == 0
-    # Three SFT steps already pull the student's NLL of the teacher's answers down.
-    assert after["nll"]["mean"] < base["nll"]["mean"] - 1.0
+    # Three SFT steps already pull the student's NLL of the teacher's answers down. By how much varies from run to
+    # run (0.5 to 5 nats seen, 14.2 -> 13.7 and 14.2 -> 9.2): vLLM's sampled answers are not batch-invariant on the
+    # CPU, so the 12 training answers differ with the machine's load even with the same seeds.
+    assert after["nll"]["mean"] < base["nll"]["mean"] - 0.2
     assert stage["iterations"][0]["sft"]["steps"] == 3
     # Every held-out evaluation is a dataset too: the student's answer beside the teacher's, per prompt.
     for it in (0, 1):
