@@ -18,22 +18,19 @@ the adaptive limit's lowest and final value or the learned rpm, and the wall tim
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import seeds_file  # noqa: E402
+from benchmarks.common import stage_entry  # noqa: E402
 from tests.fakeserver import running_server  # noqa: E402
 
 
@@ -46,16 +43,9 @@ def one_run(tmp: Path, base_url: str, rows: int, concurrency: int, adaptive: boo
                    {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher",
                     "template": "lion/answer.jinja2", "sampling": {"max_tokens": 32, "seed": 7}}],
     }
-    path = tmp / "limits.yaml"
-    path.write_text(yaml.safe_dump(pipeline))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(tmp / "run")], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "SYNTHKD_HOME": str(tmp / "home")})
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-2000:])
-    stage = json.loads((tmp / "run" / "run.json").read_text())["stages"]["answers"]
-    return stage["by_endpoint"]["teacher"], stage["failed"], wall
+    stage = stage_entry(tmp, pipeline, "answers")
+    return stage["by_endpoint"]["teacher"], stage["failed"], time.monotonic() - started
 
 
 def main() -> None:

@@ -16,16 +16,14 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import stage_entry  # noqa: E402
 from tests.fakeserver import running_server  # noqa: E402
 
 
@@ -41,14 +39,7 @@ def run_stage(tmp: Path, urls: list[str], requests: int, concurrency: int) -> tu
                    {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher",
                     "template": "lion/answer.jinja2", "sampling": {"max_tokens": 16}}],
     }
-    path = tmp / "bench.yaml"
-    path.write_text(yaml.safe_dump(pipeline))
-    out = tmp / "run"
-    proc = subprocess.run([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "SYNTHKD_HOME": str(tmp / "home")})
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-2000:])
-    stage = json.loads((out / "run.json").read_text())["stages"]["answers"]
+    stage = stage_entry(tmp, pipeline, "answers")
     per = {k.split(" ", 1)[1]: int(v) for k, v in stage["by_endpoint"]["teacher"].items() if k.startswith("replica_calls ")}
     assert stage["calls"] == requests, stage["calls"]
     return requests / stage["elapsed_s"], per

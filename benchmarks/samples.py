@@ -15,19 +15,15 @@ a provider takes minutes to hours).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import stage_entry  # noqa: E402
 from tests.fakeserver import running_server  # noqa: E402
 
 
@@ -45,14 +41,7 @@ def run_stage(tmp: Path, base_url: str, inputs: int, k: int, prices: dict[str, f
                    {"name": "rationales", "type": "rationale", "input": "tasks", "gold_column": None, "self_consistency": False,
                     "samples": k, "max_rationale_chars": 400, "sampling": {"temperature": 0.7, "max_tokens": 200, "seed": 1}}],
     }
-    path = tmp / "samples.yaml"
-    path.write_text(yaml.safe_dump(pipeline))
-    out = tmp / "run"
-    proc = subprocess.run([sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "SYNTHKD_HOME": str(tmp / "home")})
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-2000:])
-    return json.loads((out / "run.json").read_text())["stages"]["rationales"]
+    return stage_entry(tmp, pipeline, "rationales")
 
 
 def main() -> None:

@@ -52,6 +52,15 @@ def generate_pipeline(tmp: Path, base_url: str, n: int = 20, samples: int = 1, *
     return path
 
 
+def edit_pipeline(pipeline: Path, endpoint: dict[str, Any] | None = None, stage: dict[str, Any] | None = None) -> Path:
+    """Update the `teacher` endpoint and the last stage of a pipeline file in place; returns its path."""
+    data = yaml.safe_load(pipeline.read_text())
+    data["endpoints"]["teacher"].update(endpoint or {})
+    data["stages"][-1].update(stage or {})
+    pipeline.write_text(yaml.safe_dump(data, sort_keys=False))
+    return pipeline
+
+
 def lion_pipeline(tmp: Path, base_url: str, n_seeds: int = 16, train: bool = False, **lion_extra: Any) -> Path:
     """A Lion pipeline whose three endpoints are remote (the test server)."""
     lion: dict[str, Any] = {

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import RequestCache
@@ -29,7 +28,7 @@ from synthkd.client.endpoint import Call, EndpointClient
 from synthkd.client.executor import run_calls
 from synthkd.config.endpoints import BatchConfig, EndpointConfig, Sampling
 from synthkd.errors import BudgetExceeded
-from tests.conftest import REPO, generate_pipeline, read_rows, run_cli, run_json
+from tests.conftest import edit_pipeline, REPO, generate_pipeline, read_rows, run_cli, run_json
 from tests.fakeserver import running_server
 
 RECORDS = 12
@@ -45,11 +44,7 @@ def _pipeline(tmp: Path, base_url: str, batch: dict[str, Any] | None, stage_batc
     if batch is not None:
         extra["batch"] = batch
     path = generate_pipeline(tmp, base_url, n=RECORDS, samples=samples, **extra)
-    if stage_batch is not None:
-        data = yaml.safe_load(path.read_text())
-        data["stages"][-1]["batch"] = stage_batch
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return edit_pipeline(path, stage={"batch": stage_batch}) if stage_batch is not None else path
 
 
 def _run(pipeline: Path, out: Path, ok: bool = True) -> tuple[dict[str, Any], str]:
@@ -96,10 +91,7 @@ def test_a_batch_stage_writes_the_online_dataset_at_the_batch_price(tmp_path: Pa
         _run(pipeline, out)
         assert len(server.batches()) == 1 and server.stats().get("chat_requests", 0) == 0
         # Switching the stage back to online reuses the same cache entries (batch mode is not in the key).
-        data = yaml.safe_load(pipeline.read_text())
-        data["stages"][-1]["batch"] = False
-        pipeline.write_text(yaml.safe_dump(data, sort_keys=False))
-        _run(pipeline, out)
+        _run(edit_pipeline(pipeline, stage={"batch": False}), out)
         assert server.stats().get("chat_requests", 0) == 0 and len(server.batches()) == 1
 
 
@@ -244,10 +236,8 @@ def test_a_served_endpoint_with_a_batch_block_answers_online(tmp_path: Path) -> 
     line: the batch block stays and the requests go online."""
     log = tmp_path / "served.jsonl"
     command = [sys.executable, "-m", "tests.fakeserver", "--host", "{host}", "--port", "{port}", "--log-sync", "--log", str(log)]
-    path = _pipeline(tmp_path, "http://unused", FAST)
-    data = yaml.safe_load(path.read_text())
-    data["endpoints"]["teacher"].update(base_url=None, serve={"model_path": "echo-model", "command": command})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = edit_pipeline(_pipeline(tmp_path, "http://unused", FAST),
+                         endpoint={"base_url": None, "serve": {"model_path": "echo-model", "command": command}})
     stage, _ = _run(path, tmp_path / "run")
     assert stage["calls"] == RECORDS * K and "batches" not in stage["by_endpoint"]["teacher"]
     entries = [json.loads(line) for line in log.read_text().splitlines()]

@@ -18,21 +18,13 @@ from synthkd.client.adaptive import AdaptiveLimiter
 from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.endpoint import Call, EndpointClient
 from synthkd.config.endpoints import EndpointConfig, Prices, Sampling
-from tests.conftest import REPO, check_run_outputs, generate_pipeline, read_rows, remote_endpoint, run_cli, run_json
+from tests.conftest import edit_pipeline, REPO, check_run_outputs, generate_pipeline, read_rows, remote_endpoint, run_cli, run_json
 from tests.fakeserver import running_server
 
 # The cache table as synthkd wrote it before reasoning traces and cached prompt tokens were kept.
 OLD_SCHEMA = """CREATE TABLE replies (key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL,
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost REAL NOT NULL, logprobs TEXT,
   created REAL NOT NULL)"""
-
-
-def _edit(pipeline: Path, endpoint: dict[str, Any] | None = None, stage: dict[str, Any] | None = None) -> Path:
-    data = yaml.safe_load(pipeline.read_text())
-    data["endpoints"]["teacher"].update(endpoint or {})
-    data["stages"][-1].update(stage or {})
-    pipeline.write_text(yaml.safe_dump(data, sort_keys=False))
-    return pipeline
 
 
 def _run(pipeline: Path, out: Path, *extra: str) -> dict[str, Any]:
@@ -50,13 +42,13 @@ def test_max_completion_tokens_is_sent_when_the_endpoint_asks_for_it(tmp_path: P
     # The server is a hosted reasoning model: it refuses `max_tokens`.
     with running_server(reject_max_tokens=True, log_path=tmp_path / "log.jsonl", log_sync=True) as server:
         pipeline = generate_pipeline(tmp_path, server.base_url, n=6)
-        _edit(pipeline, stage={"sampling": {"max_tokens": 10, "seed": 7}})
+        edit_pipeline(pipeline, stage={"sampling": {"max_tokens": 10, "seed": 7}})
         refused = _run(pipeline, tmp_path / "refused")
         assert refused["stages"]["answers"]["failures"] == {"bad_request": 6}
         assert {r["reason"] for r in read_rows(tmp_path / "refused", "answers", failed=True)} == {"bad_request"}
         assert {e["cap"] for e in server.log_entries()} == {"max_tokens"}
 
-        _edit(pipeline, endpoint={"max_tokens_param": "max_completion_tokens"})
+        edit_pipeline(pipeline, endpoint={"max_tokens_param": "max_completion_tokens"})
         out = tmp_path / "run"
         _run(pipeline, out)
         entries = server.log_entries()[6:]

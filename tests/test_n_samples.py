@@ -13,20 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, generate_pipeline, read_rows, remote_endpoint, run_cli, run_json
+from tests.conftest import edit_pipeline, REPO, generate_pipeline, read_rows, remote_endpoint, run_cli, run_json
 from tests.fakeserver import running_server
 
 K = 4
 RECORDS = 10
 PRICES = {"input_per_million": 100.0, "output_per_million": 300.0}
-
-
-def _edit(pipeline: Path, endpoint: dict[str, Any] | None = None, stage: dict[str, Any] | None = None) -> Path:
-    data = yaml.safe_load(pipeline.read_text())
-    data["endpoints"]["teacher"].update(endpoint or {})
-    data["stages"][-1].update(stage or {})
-    pipeline.write_text(yaml.safe_dump(data, sort_keys=False))
-    return pipeline
 
 
 def _run(pipeline: Path, out: Path) -> tuple[dict[str, Any], str]:
@@ -93,7 +85,7 @@ def test_n_per_request_bills_the_prompt_once_and_its_cache_serves_any_k(tmp_path
         # (b) With the option off, a run on that cache asks nothing and writes the same rows.
         server.reset()
         off = _copy_cache(out, tmp_path / "n" / "off")
-        state, _ = _run(_edit(pipeline, endpoint={"n_per_request": False}), off)
+        state, _ = _run(edit_pipeline(pipeline, endpoint={"n_per_request": False}), off)
         assert server.stats().get("chat_requests", 0) == 0
         assert (state["calls"], state["cache_hits"]) == (0, RECORDS * K)
         assert read_rows(off, "answers") == rows
@@ -101,7 +93,7 @@ def test_n_per_request_bills_the_prompt_once_and_its_cache_serves_any_k(tmp_path
         # k 4 -> 6 with the option on: only the 2 missing samples per record, in one request each with n=2.
         server.reset()
         log_start = len(server.log_entries())
-        state, _ = _run(_edit(pipeline, endpoint={"n_per_request": True}, stage={"samples": 6}), off)
+        state, _ = _run(edit_pipeline(pipeline, endpoint={"n_per_request": True}, stage={"samples": 6}), off)
         assert server.stats()["chat_requests"] == RECORDS
         assert [e["n"] for e in server.log_entries()[log_start:]] == [2] * RECORDS
         assert (state["calls"], state["cache_hits"]) == (RECORDS, RECORDS * K)

@@ -22,22 +22,21 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 import openai
 
 from synthkd.client.accounting import Meter
+from synthkd.client.batch_api import CHAT_URL, BatchAPI, batch_errors, error_text
 from synthkd.client.batch_store import BatchItem, BatchStore, Submission
-from synthkd.client.endpoint import Call, EndpointClient, refused_error, request_body
+from synthkd.client.endpoint import Call, EndpointClient, request_body
 from synthkd.client.replies import interpret, to_cached, to_cached_n
-from synthkd.client.retry import RETRYABLE_STATUS, BackoffWithRetryAfter, is_retryable
+from synthkd.client.retry import RETRYABLE_STATUS, is_retryable
 from synthkd.config.endpoints import BatchConfig
 from synthkd.errors import BudgetExceeded, EndpointError
 
-T = TypeVar("T")
 # A batch in one of these states will not change again.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-CHAT_URL = "/v1/chat/completions"
 # How long a batch's status may be unreadable (outage, network) before the run stops; the batch keeps running at the
 # provider and a rerun collects it. Waiting is most of a batch run: a short outage must not end a night's run.
 POLL_PATIENCE_S = 3600.0
@@ -59,8 +58,7 @@ class BatchPhase:
         self.client, self.cfg, self.meter = client, cfg, meter
         self.name = client.name
         self.store = BatchStore(client.cache)
-        # A provider's batch service answers at its API's address: the first of the endpoint's URLs.
-        self.api = client.pool.replicas[0].client
+        self.api = BatchAPI(client.name, client.config, client.pool.replicas[0].client)
         self.factor = client.config.prices.batch_price_factor
         self._reserved: dict[str, float] = {}  # submission -> worst-case cost held in the budget until collected
         self._recorded: set[str] = set()  # custom_ids of lines whose submission is recorded in the store
@@ -126,7 +124,7 @@ class BatchPhase:
         client = self.client
         groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for key, (call, attempt, kwargs) in needs.items():
-            group = client.group_key(call) if client.config.n_per_request and client._n_ok and attempt == 0 else key
+            group = client.group_key(call) if client.config.n_per_request and client.takes_n and attempt == 0 else key
             groups.setdefault(group, []).append((key, kwargs))
         lines = []
         for members in groups.values():
@@ -179,15 +177,14 @@ class BatchPhase:
 
     async def _submit_file(self, chunk: list[tuple[_Line, bytes]]) -> str:
         local_id = uuid.uuid4().hex[:16]
-        upload = await self._op("upload a batch file", lambda: self.api.files.create(
-            file=(f"synthkd-{self.name}-{local_id}.jsonl", b"".join(data for _, data in chunk)), purpose="batch"))
+        file_id = await self.api.upload(f"synthkd-{self.name}-{local_id}.jsonl", b"".join(data for _, data in chunk))
         items = [BatchItem(line.keys[0], tuple(line.keys), line.worst) for line, _ in chunk]
         # Written before the batch exists: from here on a rerun knows this file may have become a batch.
-        self.store.add(local_id, self.name, upload.id, items)
+        self.store.add(local_id, self.name, file_id, items)
         self._reserved[local_id] = sum(item.worst_cost for item in items)
         self._recorded.update(item.custom_id for item in items)
         try:
-            batch = await self._create(local_id, upload.id, time.time())
+            batch = await self._create(local_id, file_id, time.time())
         except EndpointError as exc:
             refused = exc.__context__
             if not isinstance(refused, openai.APIStatusError) or refused.status_code in (401, 403, 404):
@@ -196,49 +193,21 @@ class BatchPhase:
             self._reject(local_id, items, f"{refused.status_code}: {str(refused).splitlines()[0][:200]}")
             return local_id
         self.meter.add_batch(self.name, submitted=len(items), batches=1)
-        self.client._note(f"[{self.name}] submitted batch {batch.id}: {len(items)} requests ({batch.status})")
+        self._note(f"submitted batch {batch.id}: {len(items)} requests ({batch.status})")
         return local_id
 
     def _reject(self, local_id: str, items: Sequence[BatchItem], why: str) -> None:
         """A submission the provider would not create: collected at once, every item failed with the reason."""
-        self.client._note(f"[{self.name}] the endpoint refused to create a batch of {len(items)} requests ({why})")
+        self._note(f"the endpoint refused to create a batch of {len(items)} requests ({why})")
         self.store.collected(local_id, "rejected", {item.custom_id: f"batch:rejected: {why}" for item in items})
         self.client.budget.settle(self._reserved.pop(local_id, 0.0), 0.0)
         self.meter.add_batch(self.name, failed=len(items))
 
     async def _create(self, local_id: str, file_id: str, since: float) -> Any:
-        """Create the batch of an uploaded file, once: after a failed attempt, look for it before trying again."""
-        attempts = 0
-        while True:
-            try:
-                batch = await self.api.batches.create(input_file_id=file_id, endpoint=CHAT_URL,
-                                                      completion_window=self.cfg.completion_window,
-                                                      metadata={"synthkd_submission": local_id})
-                break
-            except Exception as exc:
-                if not is_retryable(exc) or attempts >= self.client.config.max_retries:
-                    raise self._fatal("create a batch", exc) from None
-                attempts += 1
-                # The create may have reached the provider before the connection failed.
-                await asyncio.sleep(BackoffWithRetryAfter.first_wait(exc))
-                found = await self._find(file_id, since)
-                if found is not None:
-                    batch = found
-                    break
+        """Create the batch of a recorded file and record its id the moment it is known."""
+        batch = await self.api.create(file_id, self.cfg.completion_window, local_id, since)
         self.store.set_batch(local_id, batch.id, batch.status)
         return batch
-
-    async def _find(self, file_id: str, since: float) -> Any | None:
-        """The provider's batch made from this input file, if any (listing newest first, back to `since`)."""
-        async def scan() -> Any | None:
-            async for batch in self.api.batches.list(limit=100):
-                if batch.input_file_id == file_id:
-                    return batch
-                if batch.created_at < since - 600:  # older than the submission (with room for clock skew)
-                    return None
-            return None
-
-        return await self._op("list batches", scan)
 
     # ---- waiting and collecting ------------------------------------------------------
     async def _wait(self, local_ids: set[str]) -> None:
@@ -256,7 +225,7 @@ class BatchPhase:
                     if sub.batch_id is None:
                         sub = subs[local_id] = await self._adopt(sub)
                     try:
-                        batch = await self._op("read a batch's status", lambda bid=sub.batch_id: self.api.batches.retrieve(bid))
+                        batch = await self.api.retrieve(sub.batch_id)
                         unreadable_since = None
                     except EndpointError as exc:
                         if isinstance(exc.__context__, openai.NotFoundError):
@@ -266,14 +235,14 @@ class BatchPhase:
                         unreadable_since = unreadable_since or time.monotonic()
                         if not is_retryable(exc.__context__ or exc) or time.monotonic() - unreadable_since > POLL_PATIENCE_S:
                             raise
-                        self.client._note(f"[{self.name}] could not read batch {sub.batch_id}'s status ({exc}); trying again")
+                        self._note(f"could not read batch {sub.batch_id}'s status ({exc}); trying again")
                         break
                     counts = batch.request_counts
                     state = (batch.status, counts.completed if counts else None, counts.failed if counts else None)
                     if seen.get(local_id) != state:
                         seen[local_id] = state
                         done = f" {counts.completed}/{counts.total} done, {counts.failed} failed" if counts and counts.total else ""
-                        self.client._note(f"[{self.name}] batch {batch.id}: {batch.status}{done}")
+                        self._note(f"batch {batch.id}: {batch.status}{done}")
                         self.store.set_status(local_id, batch.status, {"request_counts": counts.model_dump() if counts else None})
                     if batch.status in TERMINAL:
                         await self._collect(sub, batch)
@@ -282,20 +251,20 @@ class BatchPhase:
                     await asyncio.sleep(self.cfg.poll_interval_s)
         except BaseException:
             if subs:
-                self.client._note(f"[{self.name}] {len(subs)} batch(es) still at the provider; the next run collects them "
+                self._note(f"{len(subs)} batch(es) still at the provider; the next run collects them "
                                   "without submitting their requests again")
             raise
 
     async def _forget(self, sub: Submission, why: str) -> None:
         """A batch the endpoint does not know (another account or URL, or deleted): its requests count as failed once."""
-        self.client._note(f"[{self.name}] batch {sub.batch_id} is unknown to the endpoint ({why}); its requests are "
+        self._note(f"batch {sub.batch_id} is unknown to the endpoint ({why}); its requests are "
                           "treated as a failed batch")
         self.store.collected(sub.local_id, "unknown", {item.custom_id: f"batch:unknown: {why[:200]}" for item in sub.items})
         self.client.budget.settle(self._reserved.pop(sub.local_id, 0.0), 0.0)
 
     async def _adopt(self, sub: Submission) -> Submission:
         """A submission whose batch id was never written: find its batch by input file, or create it now."""
-        found = await self._find(sub.file_id, sub.created)
+        found = await self.api.find(sub.file_id, sub.created)
         batch = found if found is not None else await self._create(sub.local_id, sub.file_id, sub.created)
         self.store.set_batch(sub.local_id, batch.id, batch.status)
         return replace(sub, batch_id=batch.id)
@@ -327,11 +296,11 @@ class BatchPhase:
                 errors.pop(cid, None)
             elif len(item.keys) > 1 and isinstance(response, dict) and response.get("status_code") == 400:
                 # n>1 refused: its samples go singly in the next round, not counted as a failed submission.
-                client.refuse_n(self.meter, _error_text(record))
+                client.refuse_n(self.meter, error_text(record))
                 n_refused.add(cid)
             else:
-                errors[cid] = _error_text(record)
-        why = _batch_errors(batch) or f"the batch ended {batch.status}"
+                errors[cid] = error_text(record)
+        why = batch_errors(batch) or f"the batch ended {batch.status}"
         for cid in items:
             if cid not in answered and cid not in errors and cid not in n_refused:
                 errors[cid] = f"batch:{batch.status}: {why}"
@@ -341,76 +310,17 @@ class BatchPhase:
         self.meter.add_batch(self.name, answered=len(answered), failed=len(errors))
         reasons = Counter(error.partition(": ")[0] for error in errors.values())
         failed = f", {len(errors)} failed ({', '.join(f'{r} x{c}' for r, c in reasons.most_common(3))})" if errors else ""
-        self.client._note(f"[{self.name}] batch {batch.id} {batch.status}: {len(answered)} answered{failed}, ${actual:.4f}")
+        self._note(f"batch {batch.id} {batch.status}: {len(answered)} answered{failed}, ${actual:.4f}")
 
     async def _records(self, file_id: str | None) -> list[dict[str, Any]]:
-        """The JSON lines of a batch's output or error file ([] when it has none)."""
-        if not file_id:
-            return []
+        """A result file's lines; a file the provider no longer has counts as no answers (its items fail once)."""
         try:
-            content = await self._op("download batch results", lambda: self.api.files.content(file_id))
+            return await self.api.records(file_id)
         except EndpointError as exc:
             if not isinstance(exc.__context__, openai.NotFoundError):
                 raise
-            self.client._note(f"[{self.name}] batch result file {file_id} is gone ({exc}); its requests count as failed")
+            self._note(f"batch result file {file_id} is gone ({exc}); its requests count as failed")
             return []
-        records = []
-        for line in content.text.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
 
-    # ---- one operation on the batch API ----------------------------------------------
-    async def _op(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """An idempotent batch-API call, retried on rate limits, 5xx and dropped connections as requests are."""
-        attempts = 0
-        while True:
-            try:
-                return await operation()
-            except Exception as exc:
-                if not is_retryable(exc) or attempts >= self.client.config.max_retries:
-                    raise self._fatal(what, exc) from None
-                attempts += 1
-                await asyncio.sleep(BackoffWithRetryAfter.first_wait(exc) * attempts)
-
-    def _fatal(self, what: str, exc: Exception) -> Exception:
-        """The run-stopping error for a batch-API call that failed for good (submitted batches stay recorded)."""
-        if isinstance(exc, openai.NotFoundError) and what in {"upload a batch file", "create a batch"}:
-            return EndpointError(
-                f"endpoint {self.name!r} has no batch API: {what} got 404 ({str(exc)[:200]})", where=f"endpoints.{self.name}.batch",
-                fix="remove the endpoint's `batch:` block (or set `batch: false` on the stage) to send its requests online")
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return refused_error(self.name, self.client.config, exc)
-        if isinstance(exc, openai.APIStatusError):
-            return EndpointError(f"endpoint {self.name!r}: could not {what} ({exc.status_code}: {str(exc)[:200]})",
-                                 where=f"endpoints.{self.name}.batch",
-                                 fix="batches already submitted are recorded in RUN_DIR/cache.sqlite; rerun to collect them")
-        if is_retryable(exc):
-            return EndpointError(f"endpoint {self.name!r}: could not {what} after {self.client.config.max_retries} retries ({exc})",
-                                 where=f"endpoints.{self.name}",
-                                 fix="batches already submitted are recorded in RUN_DIR/cache.sqlite; rerun to collect them")
-        return exc
-
-
-def _error_text(record: dict[str, Any]) -> str:
-    """'batch:<status or code>: <message>' of a failed item of an output or error file."""
-    error = record.get("error")
-    response = record.get("response")
-    if isinstance(response, dict) and response.get("status_code"):
-        body = response.get("body") or {}
-        message = (body.get("error") or {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
-        return f"batch:{response['status_code']}: {message or 'no message'}"[:400]
-    if isinstance(error, dict):
-        return f"batch:{error.get('code') or 'error'}: {error.get('message') or 'no message'}"[:400]
-    return "batch:error: the item came back with neither a reply nor an error"
-
-
-def _batch_errors(batch: Any) -> str:
-    """The messages of a batch's own errors (a failed batch's validation errors), joined."""
-    errors = getattr(batch, "errors", None)
-    data = getattr(errors, "data", None) or []
-    return "; ".join(f"{e.code}: {e.message}" for e in data[:3] if e is not None)[:300]
+    def _note(self, text: str) -> None:
+        self.client.note(f"[{self.name}] {text}")

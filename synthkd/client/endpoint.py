@@ -83,12 +83,17 @@ class EndpointClient:
         self.withheld: dict[str, tuple[str, str]] = {}
         self.batch_lock = asyncio.Lock()
         self.created = time.time()  # batch failures collected before this are an earlier invocation's
-        self._note = note or _print_note
+        self.note = note or _print_note  # where the client's notes to the user go (the progress output)
         # For servers synthkd runs, `alive` returns None while the process lives, else why it died. A
         # dead server is not retried for minutes: the run stops at once with the server's log, unless
         # the endpoint has other replicas (then it is taken out and restarted: `on_replica_death`).
         checks = alive if isinstance(alive, list) else [alive] * len(urls)
         self.pool = ReplicaPool.connect(config, urls, api_key, checks, on_replica_death)
+
+    @property
+    def takes_n(self) -> bool:
+        """Whether the endpoint still takes n>1 this run (with n_per_request; a refusal turns it off)."""
+        return self._n_ok
 
     @property
     def urls(self) -> list[str]:
@@ -255,7 +260,7 @@ class EndpointClient:
         meter.add_n_refused(self.name)
         if self._n_ok:
             self._n_ok = False
-            self._note(f"[{self.name}] the endpoint does not take n>1 ({why}); each sample goes as its own request "
+            self.note(f"[{self.name}] the endpoint does not take n>1 ({why}); each sample goes as its own request "
                        "for the rest of the run")
 
     async def _fetch_n(self, keys: list[str], kwargs: dict[str, Any], meter: Meter) -> list[CachedReply]:
