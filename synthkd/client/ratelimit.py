@@ -57,24 +57,25 @@ class RateLimiter:
 
     def learn(self, headers: Any) -> None:
         """Adopt the quota a provider announces in a reply's x-ratelimit-* headers (never above rpm / tpm)."""
-        rpm = _count(headers.get("x-ratelimit-limit-requests"))
-        if rpm and rpm != self.learned_rpm and (self.hard_rpm is None or rpm < self.hard_rpm):
-            self.learned_rpm = rpm
-            self.requests = TokenBucket(rpm, burst=max(1.0, rpm / 60))
-        if self.learned_rpm and self.requests is not None:
-            _lower(self.requests, _count(headers.get("x-ratelimit-remaining-requests")), self.learned_rpm)
-        tpm = _count(headers.get("x-ratelimit-limit-tokens"))
-        if tpm and tpm != self.learned_tpm and (self.hard_tpm is None or tpm < self.hard_tpm):
-            self.learned_tpm = tpm
-            self.tokens = TokenBucket(tpm, burst=max(1.0, tpm / 60))
-        if self.learned_tpm and self.tokens is not None:
-            _lower(self.tokens, _count(headers.get("x-ratelimit-remaining-tokens")), self.learned_tpm)
+        self.requests, self.learned_rpm = _adopt(headers, "requests", self.requests, self.learned_rpm, self.hard_rpm)
+        self.tokens, self.learned_tpm = _adopt(headers, "tokens", self.tokens, self.learned_tpm, self.hard_tpm)
 
     async def acquire(self, estimated_tokens: int) -> None:
         if self.requests is not None:
             await self.requests.acquire(1)
         if self.tokens is not None:
             await self.tokens.acquire(estimated_tokens)
+
+
+def _adopt(headers: Any, unit: str, bucket: TokenBucket | None, learned: int | None,
+           hard: int | None) -> tuple[TokenBucket | None, int | None]:
+    """(bucket, learned quota) after a reply's x-ratelimit-limit-<unit> / -remaining-<unit> headers."""
+    quota = _count(headers.get(f"x-ratelimit-limit-{unit}"))
+    if quota and quota != learned and (hard is None or quota < hard):
+        learned, bucket = quota, TokenBucket(quota, burst=max(1.0, quota / 60))
+    if learned and bucket is not None:
+        _lower(bucket, _count(headers.get(f"x-ratelimit-remaining-{unit}")), learned)
+    return bucket, learned
 
 
 def _lower(bucket: TokenBucket, remaining: int | None, per_minute: int) -> None:
