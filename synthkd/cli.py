@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from synthkd.errors import BudgetExceeded, SynthkdError
+from synthkd.jsonl import split_lines
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Black-box distillation of LLMs through synthetic data.")
 
@@ -180,7 +181,7 @@ def show(
             names = sorted(p.name for p in (run_dir / "datasets").glob("*") if p.is_dir()) if (run_dir / "datasets").is_dir() else []
             raise _usage_error(f"no dataset {stage!r} in {run_dir}", fix=f"one of: {', '.join(names) or '(none yet)'}")
         path = d / ("failed.jsonl" if failed else "data.jsonl")
-        lines = path.read_text().splitlines()
+        lines = split_lines(path.read_text(encoding="utf-8"))
         typer.echo(f"{path} ({len(lines)} rows)")
         for line in lines[:n]:
             typer.echo(json.dumps(json.loads(line), indent=2, ensure_ascii=False)[:3000])

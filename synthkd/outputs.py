@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synthkd.jsonl import read_jsonl, write_jsonl
+
 _DONE = "_done.json"
 
 
@@ -68,8 +70,8 @@ def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: 
         Dataset.from_list(rows).save_to_disk(str(tmp))
     else:  # datasets writes no shard for zero rows unless asked for one, and load_from_disk then fails
         _empty(columns).save_to_disk(str(tmp), num_shards=1)
-    _write_jsonl(tmp / "data.jsonl", rows)
-    _write_jsonl(tmp / "failed.jsonl", failed)
+    write_jsonl(tmp / "data.jsonl", rows)
+    write_jsonl(tmp / "failed.jsonl", failed)
     card.counts = {"rows": len(rows), "failed": len(failed), **card.counts}
     (tmp / "README.md").write_text(render_card(card, rows))
     (tmp / _DONE).write_text(json.dumps({"fingerprint": fingerprint, "rows": len(rows), "failed": len(failed)}))
@@ -91,17 +93,6 @@ def load_output(run_dir: Path, stage: str) -> list[dict[str, Any]]:
     """The rows a finished stage wrote (from the JSONL copy: fast and type-faithful)."""
     path = output_dir(run_dir, stage) / "data.jsonl"
     return read_jsonl(path)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:

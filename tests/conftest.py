@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from synthkd.jsonl import read_jsonl
+
 REPO = Path(__file__).resolve().parent.parent
 SYNTHKD = [sys.executable, "-m", "synthkd.cli"]
 
@@ -85,7 +87,7 @@ def lion_pipeline(tmp: Path, base_url: str, n_seeds: int = 16, train: bool = Fal
 
 def read_rows(run_dir: Path, dataset: str, failed: bool = False) -> list[dict[str, Any]]:
     path = run_dir / "datasets" / dataset / ("failed.jsonl" if failed else "data.jsonl")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def run_json(run_dir: Path) -> dict[str, Any]:

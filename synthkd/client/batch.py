@@ -34,6 +34,7 @@ from synthkd.client.replies import interpret, to_cached, to_cached_n
 from synthkd.client.retry import RETRYABLE_STATUS, is_retryable
 from synthkd.config.endpoints import BatchConfig
 from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.jsonl import dumps_line
 
 # A batch in one of these states will not change again.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -166,8 +167,8 @@ class BatchPhase:
         chunks: list[list[tuple[_Line, bytes]]] = [[]]
         size = 0
         for line in lines:
-            data = (json.dumps({"custom_id": line.keys[0], "method": "POST", "url": CHAT_URL, "body": line.body},
-                               ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+            data = (dumps_line({"custom_id": line.keys[0], "method": "POST", "url": CHAT_URL, "body": line.body},
+                               separators=(",", ":")) + "\n").encode()
             if chunks[-1] and (len(chunks[-1]) >= self.cfg.max_requests_per_batch or size + len(data) > self.cfg.max_bytes_per_batch):
                 chunks.append([])
                 size = 0

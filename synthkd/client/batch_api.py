@@ -14,6 +14,7 @@ from synthkd.client.endpoint import refused_error
 from synthkd.client.retry import BackoffWithRetryAfter, is_retryable
 from synthkd.config.endpoints import EndpointConfig
 from synthkd.errors import EndpointError
+from synthkd.jsonl import split_lines
 
 T = TypeVar("T")
 CHAT_URL = "/v1/chat/completions"
@@ -69,7 +70,7 @@ class BatchAPI:
             return []
         content = await self._op("download batch results", lambda: self.client.files.content(file_id))
         records = []
-        for line in content.text.splitlines():
+        for line in split_lines(content.text):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

@@ -16,7 +16,7 @@ def read_labels(path: Path, where: str, phrases: dict[str, str] | None = None) -
     if not path.is_file():
         raise ConfigError(f"label file not found: {path}", where=where, fix="fix the path (relative to the pipeline file) or set labels: null")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:

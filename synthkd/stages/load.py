@@ -9,6 +9,7 @@ from typing import Any
 from synthkd.config.loader import LoadedPipeline
 from synthkd.config.stages import LoadStage
 from synthkd.errors import ConfigError
+from synthkd.jsonl import read_jsonl
 from synthkd.runtime import digest
 from synthkd.stages.base import CheckContext, RunInputs, StageImpl, StageResult
 
@@ -23,8 +24,7 @@ def read_records(path: Path, where: str) -> list[dict[str, Any]]:
 
             return [dict(r) for r in load_from_disk(str(path))]
         if path.suffix == ".jsonl":
-            with path.open() as fh:
-                return [json.loads(line) for line in fh if line.strip()]
+            return read_jsonl(path)
         if path.suffix == ".json":
             data = json.loads(path.read_text())
             return list(data) if isinstance(data, list) else list(data.get("data", []))

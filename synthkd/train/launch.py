@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthkd.errors import ConfigError, SynthkdError
+from synthkd.jsonl import write_jsonl
 from synthkd.train.common import read_metrics
 
 if TYPE_CHECKING:
@@ -115,9 +116,7 @@ def write_job(job: Job) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     rows_path = directory / "rows.jsonl"
-    with rows_path.open("w") as f:
-        for row in job.rows:
-            f.write(json.dumps({k: row[k] for k in COLUMNS[job.kind]}, ensure_ascii=False, default=str) + "\n")
+    write_jsonl(rows_path, ({k: row[k] for k in COLUMNS[job.kind]} for row in job.rows), default=str)
     base = Path(job.base_model)
     spec = {
         "kind": job.kind,

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from synthkd.jsonl import read_jsonl
+
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    rows = [json.loads(line) for line in Path(spec["rows"]).read_text().splitlines() if line.strip()]
+    rows = read_jsonl(spec["rows"])
     common = {"lora": spec["lora"], "seed": int(spec["seed"]), "fingerprint": spec["fingerprint"]}
     out_dir = Path(spec["out_dir"])
     if spec["kind"] == "sft":
