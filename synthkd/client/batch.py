@@ -17,7 +17,6 @@ submission whose batch id was never written is found at the provider by its inpu
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections import Counter
