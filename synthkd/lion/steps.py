@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from synthkd.client.endpoint import Call, Result
 from synthkd.config.endpoints import Sampling
-from synthkd.judging import Judgement, pairwise_calls
+from synthkd.judging import Judgement, judge, pairwise_calls  # noqa: F401  (judge: used as steps.judge)
 from synthkd.prompts import Prompt
 from synthkd.rouge import RougeIndex
 
