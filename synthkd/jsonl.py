@@ -29,14 +29,9 @@ def split_lines(text: str) -> list[str]:
     return [line for line in text.split("\n") if line.strip()]
 
 
-def parse_lines(text: str) -> list[Any]:
-    """Every non-blank line of a JSON-lines text, parsed."""
-    return [json.loads(line) for line in split_lines(text)]
-
-
 def read_jsonl(path: Path | str) -> list[Any]:
     """All rows of a JSON-lines file."""
-    return parse_lines(Path(path).read_text(encoding="utf-8"))
+    return [json.loads(line) for line in split_lines(Path(path).read_text(encoding="utf-8"))]
 
 
 def write_jsonl(path: Path | str, rows: Iterable[Any], **kwargs: Any) -> None:

@@ -252,13 +252,13 @@ class BatchPhase:
         except BaseException:
             if subs:
                 self._note(f"{len(subs)} batch(es) still at the provider; the next run collects them "
-                                  "without submitting their requests again")
+                           "without submitting their requests again")
             raise
 
     async def _forget(self, sub: Submission, why: str) -> None:
         """A batch the endpoint does not know (another account or URL, or deleted): its requests count as failed once."""
         self._note(f"batch {sub.batch_id} is unknown to the endpoint ({why}); its requests are "
-                          "treated as a failed batch")
+                   "treated as a failed batch")
         self.store.collected(sub.local_id, "unknown", {item.custom_id: f"batch:unknown: {why[:200]}" for item in sub.items})
         self.client.budget.settle(self._reserved.pop(sub.local_id, 0.0), 0.0)
 
