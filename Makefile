@@ -33,8 +33,10 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || echo "note: chromium not installed; the report's browser test will be skipped outside CI"
 
+# Everything, on two processes (pytest-xdist; tests of one xdist_group share a worker), slow tests first;
+# the slowest 15 are listed at the end (budget: README, "The test suite's budget").
 test: setup browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 # Everything but the slow tier (real vLLM + TRL end to end, a Ray cluster, multi-process training),
 # on two processes (pytest-xdist).

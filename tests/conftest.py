@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,19 @@ def generate_pipeline(tmp: Path, base_url: str, n: int = 20, samples: int = 1, *
     return path
 
 
+def shipped_pipeline(tmp: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of pipelines/NAME with absolute paths, edited in place by `edit(data)`, written into tmp."""
+    data = yaml.safe_load((REPO / "pipelines" / name).read_text())
+    data["prompts_dir"] = str(REPO / "prompts")
+    for stage in data["stages"]:
+        if stage["type"] == "load":
+            stage["path"] = str((REPO / "pipelines" / stage["path"]).resolve())
+    edit(data)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def edit_pipeline(pipeline: Path, endpoint: dict[str, Any] | None = None, stage: dict[str, Any] | None = None) -> Path:
     """Update the `teacher` endpoint and the last stage of a pipeline file in place; returns its path."""
     data = yaml.safe_load(pipeline.read_text())
@@ -94,10 +108,34 @@ def run_json(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synthkd_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A shared SYNTHKD_HOME so tiny models are built once per test session."""
-    return tmp_path_factory.getbasetemp() / "synthkd-home"
+    """One SYNTHKD_HOME for the whole suite, so tiny models, pruned students and the converted GGUF are
+    built once. Under pytest-xdist every worker has its own basetemp inside the run's; the home lives in
+    the run's, shared by all workers (synthkd.models.store.build_once builds under a file lock)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    return base / "synthkd-home"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker's engines get cores of their own.
+
+    vLLM-CPU binds its OpenMP threads to every core (synthkd sets VLLM_CPU_OMP_THREADS_BIND so) and
+    torch trains on every core; two workers each running an engine or a trainer would then share every
+    core, and OpenMP threads that wait at a barrier for a descheduled sibling cost far more than the
+    core they share. Worker k takes core k (mod the cores it may use), for the servers and training
+    its CLI runs start; a variable already set in the environment wins.
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if not worker or count < 2 or len(cores) < 2 or os.environ.get("SYNTHKD_TEST_PIN") == "0":
+        return
+    core = cores[int(worker.removeprefix("gw")) % len(cores)]
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(core))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(cores) // count)))
 
 
 # ---- test tiers ---------------------------------------------------------------------------------
@@ -137,6 +175,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = skip_reason({mark.name for mark in item.iter_markers()})
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+    # Slow tests first (stable otherwise): under pytest-xdist the long end-to-end runs start at once on
+    # every worker and the many short tests fill the gaps, instead of one long test ending the run alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def check_run_outputs(out: Path) -> dict[str, int]:

@@ -18,7 +18,9 @@ import yaml
 
 from tests.conftest import REPO, check_run_outputs, read_rows, run_cli, run_json, seeds_file
 
-pytestmark = [pytest.mark.needs_ray, pytest.mark.slow]  # a real Ray cluster: CI runs it, `make test-fast` skips it
+# A real Ray cluster: CI runs it, `make test-fast` skips it. One xdist group: the module's cluster starts
+# once, and `ray stop --force` at its end must not stop a cluster another worker still uses.
+pytestmark = [pytest.mark.needs_ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # A Ray cluster that lives on loopback only: no address of this machine but 127.0.0.1 is used.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1"}
