@@ -33,10 +33,12 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } || echo "note: chromium not installed; the report's browser test will be skipped outside CI"
 
-# Everything, on two processes (pytest-xdist; tests of one xdist_group share a worker), slow tests first;
-# the slowest 15 are listed at the end (budget: README, "The test suite's budget").
+# Everything: the few `serial` tests (a Ray cluster) on one process, then the rest on two (pytest-xdist;
+# tests of one xdist_group share a worker), slow tests first; the slowest 15 are listed at the end
+# (budget: README, "The test suite's budget").
 test: setup browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -m serial tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 -m "not serial" tests
 
 # Everything but the slow tier (real vLLM + TRL end to end, a Ray cluster, multi-process training),
 # on two processes (pytest-xdist).

@@ -172,12 +172,15 @@ def skip_reason(marker_names: set[str]) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        reason = skip_reason({mark.name for mark in item.iter_markers()})
+        marks = {mark.name for mark in item.iter_markers()}
+        reason = skip_reason(marks)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+        elif "serial" in marks and os.environ.get("PYTEST_XDIST_WORKER"):
+            item.add_marker(pytest.mark.skip(reason="runs outside pytest-xdist: `pytest -m serial tests` (make test does)"))
     # Slow tests first (stable otherwise): under pytest-xdist the long end-to-end runs start at once on
     # every worker and the many short tests fill the gaps, instead of one long test ending the run alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items.sort(key=lambda item: not any(mark.name == "slow" for mark in item.iter_markers()))
 
 
 def check_run_outputs(out: Path) -> dict[str, int]:

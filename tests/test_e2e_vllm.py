@@ -19,8 +19,8 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     Lion as done and evaluates the same trained student; a third, unchanged run makes no call and starts
     no server. (Formerly two tests, this one and test_e2e_contract's rerun test: the same Lion run.)"""
     def edit(data: dict[str, Any]) -> None:
-        data["stages"][0]["limit"] = 40
-        data["stages"][1].update(iterations=2, new_per_iteration=16)
+        data["stages"][0]["limit"] = 24
+        data["stages"][1].update(iterations=2, new_per_iteration=8)
         data["stages"] += [
             {"name": "heldout", "type": "load", "path": str(REPO / "data" / "lion" / "heldout_instructions.jsonl"), "limit": 8},
             {"name": "eval", "type": "eval", "input": "heldout", "student": "student", "teacher": "teacher", "judge": "code:rouge_l",
@@ -99,29 +99,6 @@ def test_dpo_pipeline_on_policy_with_vllm_and_trl(tmp_path: Path, synthkd_home: 
     assert {"prompt", "chosen", "rejected", "margin", "source"} <= set(pairs.column_names)
     check_run_outputs(out)  # status once stopped on a DPO run (KeyError: 'train_pool')
     assert "iter 1: pairs" in run_cli("status", str(out)).stdout
-
-
-@pytest.mark.needs_trl
-def test_dpo_with_a_code_judge_reports_heldout_curve(tmp_path: Path, synthkd_home: Path) -> None:
-    """judge: code:rouge_l mines teacher-over-student pairs without judge calls and evaluates judge-free."""
-    out = tmp_path / "run"
-    small = ["--set", "stages.prompts.limit=12", "--set", "stages.heldout.limit=6", "--set", "stages.dpo.iterations=1",
-             "--set", "stages.dpo.judge=code:rouge_l", "--set", "stages.dpo.sources=[teacher_vs_student]",
-             # a random tiny teacher answers greedily with whitespace; sampled, it writes text to score against
-             "--set", "stages.dpo.heldout_sampling.temperature=1.0", "--set", "stages.dpo.heldout_sampling.seed=3"]
-    proc = run_cli("run", str(REPO / "pipelines" / "dpo.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    stage = run_json(out)["stages"]["dpo"]
-    assert "judge" not in stage["by_endpoint"]  # no call went to the judge endpoint
-    scored = stage["heldout_teacher"]["n"]  # prompts with a non-empty teacher reference
-    assert 0 < scored <= 6 and stage["heldout_base"]["n"] == stage["iterations"][0]["heldout"]["n"] == scored
-    assert "rouge_l" in stage["heldout_teacher"] and "held-out, stage dpo" in proc.stdout
-    from synthkd.scoring.metrics import rouge_l_f1
-
-    for pair in read_rows(out, "dpo"):
-        rouge = rouge_l_f1(pair["rejected"][0]["content"], pair["chosen"][0]["content"])
-        assert abs(pair["margin"] - (10 - rouge / 10)) < 1e-9 and pair["margin"] >= 1.0
-    check_run_outputs(out)
 
 
 @pytest.mark.needs_trl
@@ -208,11 +185,11 @@ def test_montessori_judge_and_icl_signals(signal: str, tmp_path: Path, synthkd_h
     it = stage["iterations"][0]
     cands = read_rows(out, "montessori.iter1.candidates")
     failed = read_rows(out, "montessori", failed=True)
-    assert cands and it["signal"]["kind"] == signal and it["signal"]["count"] == len(cands)
     assert stage["failed"] == len(failed)
     # The random tiny teacher's own synthesis calls may fail too (cut JSON): kept with their reason as well.
     assert {f["reason"] for f in failed} <= {"gave_up:500", "truncated", "schema_violation", "invalid_json"}
     judged_failed = {f["id"] for f in failed if f["step"] == "judge"}
+    assert cands and it["signal"]["kind"] == signal and it["signal"]["count"] == len(cands) - len(judged_failed)  # the measured ones
     if signal == "judge":
         assert judged_failed and {f["reason"] for f in failed if f["step"] == "judge"} == {"gave_up:500"}
         assert judged_failed < {c["id"] for c in cands}

@@ -18,9 +18,10 @@ import yaml
 
 from tests.conftest import REPO, check_run_outputs, read_rows, run_cli, run_json, seeds_file
 
-# A real Ray cluster: CI runs it, `make test-fast` skips it. One xdist group: the module's cluster starts
-# once, and `ray stop --force` at its end must not stop a cluster another worker still uses.
-pytestmark = [pytest.mark.needs_ray, pytest.mark.slow, pytest.mark.xdist_group("ray")]
+# A real Ray cluster: CI runs it, `make test-fast` skips it. `serial`: `make test` runs these in a pass of
+# their own, outside pytest-xdist (under an xdist worker the cluster became unreachable mid-module, or a
+# run on it hung, while the same tests pass on their own; not yet understood).
+pytestmark = [pytest.mark.needs_ray, pytest.mark.slow, pytest.mark.serial]
 
 # A Ray cluster that lives on loopback only: no address of this machine but 127.0.0.1 is used.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1"}
@@ -33,8 +34,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
+    """One local Ray cluster for these tests, on loopback."""
     port = _free_port()
     env = {**os.environ, **RAY_ENV}
     start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=4",
