@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.jsonl import read_jsonl, write_jsonl
+from synthkd.paths import inside
 
 _DONE = "_done.json"
 
@@ -36,7 +37,8 @@ class CardInfo:
 
 
 def output_dir(run_dir: Path, stage: str) -> Path:
-    return run_dir / "datasets" / stage
+    """RUN_DIR/datasets/<stage>; a name that would lead elsewhere is refused (the output is replaced there)."""
+    return inside(run_dir / "datasets", stage)
 
 
 def is_done(run_dir: Path, stage: str, fingerprint: str) -> bool:
@@ -63,7 +65,7 @@ def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: 
     datasets.disable_progress_bars()
 
     final = output_dir(run_dir, stage)
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = inside(final.parent, final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if rows:

@@ -15,6 +15,7 @@ from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import BudgetExceeded, EndpointError
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
+from synthkd.runlock import run_lock
 from synthkd.runtime import Runtime, digest
 from synthkd.scoring.code_judge import is_code_judge
 from synthkd.settings import Settings
@@ -91,6 +92,12 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
     `weights` serves endpoints from given weights from the start (e.g. `synthkd eval --model`).
     """
     plan = validate_pipeline(loaded, settings)
+    with run_lock(run_dir):  # before anything in the run directory is read, written or paid for
+        return await _run_locked(loaded, run_dir, settings, reporter, plan, weights)
+
+
+async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter, plan: Plan,
+                      weights: dict[str, str] | None) -> dict[str, Any]:
     rt = Runtime(loaded, run_dir, settings, reporter)
     for endpoint, path in (weights or {}).items():
         rt.serve_weights(endpoint, path)

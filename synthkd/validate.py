@@ -32,6 +32,7 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
     prompts = PromptLibrary(loaded.prompts_dir)
     plan = Plan()
     for i, stage in enumerate(cfg.stages):
+        _check_name(CheckContext(loaded, i), stage.name, [s.name for s in cfg.stages])
         plan.columns[stage.name] = _check_stage(CheckContext(loaded, i), prompts, plan, stage.implementation())
     _served_models(loaded, plan)
     if check_keys:
@@ -44,6 +45,15 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
                     fix=f"export {env}=... before running",
                 )
     return plan
+
+
+def _check_name(ctx: CheckContext, name: str, names: list[str]) -> None:
+    """A stage writes its extra datasets as NAME.<suffix> (lion.iter1.pairs): a stage named like that
+    would overwrite, or be overwritten by, another stage's output."""
+    owner = next((o for o in names if o != name and name.startswith(o + ".")), None)
+    if owner is not None:
+        raise ConfigError(f"stage name {name!r} starts with {owner + '.'!r}, the prefix of stage {owner!r}'s own datasets",
+                          where=ctx.where("name"), fix=f"rename it, e.g. {name.replace('.', '_')!r}")
 
 
 def _check_stage(ctx: CheckContext, prompts: PromptLibrary, plan: Plan, impl: StageImpl[Any]) -> set[str]:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
 
 if TYPE_CHECKING:
     from synthkd.stages.base import StageImpl
 
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
 
 class StageBase(Strict):
     """Fields every stage has."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Unique stage name; its datasets go to RUN_DIR/datasets/<name>/.")
+    name: str = Field(..., description="Unique stage name (letters, digits, _ . -; not starting with . or -); its datasets go to RUN_DIR/datasets/<name>/.")
     # How calls are sent, not what they ask: `exclude=True` keeps it out of the fingerprint, and the request cache
     # key does not depend on it either, so switching a finished stage between batch and online costs nothing.
     batch: bool | None = Field(
@@ -23,6 +26,16 @@ class StageBase(Strict):
         description="true: send this stage's uncached calls to remote endpoints through their batch API (the endpoint's "
         "`batch:` block, or its defaults); false: online even where the endpoint's batch block is enabled; null: as the "
         "endpoint says. Endpoints synthkd serves itself always answer online.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        # "." and ".." would name the datasets directory itself or the run directory, which writing the
+        # stage's output replaces; NAME.tmp and NAME.launch are directories synthkd writes and deletes.
+        if not _STAGE_NAME.fullmatch(name) or name.endswith((".tmp", ".launch")):
+            raise ValueError(f"{name!r} cannot name a stage: use letters, digits, _ . - (at most 100), starting with a letter, "
+                             "digit or _, not ending in .tmp or .launch (its datasets go to RUN_DIR/datasets/<name>/)")
+        return name
 
     @classmethod
     def implementation_class(cls) -> "type[StageImpl[Any]]":

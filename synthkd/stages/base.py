@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from synthkd.client.accounting import Meter
+from synthkd.paths import inside
 from synthkd.records import Record, StageStats
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class StageImpl(Generic[C]):
 
 def checkpoint_dir(rt: "Runtime", *parts: str) -> Path:
     """RUN_DIR/checkpoints/<parts...>: where every stage type keeps the weights it trains."""
-    return rt.run_dir.joinpath("checkpoints", *parts)
+    return inside(rt.run_dir / "checkpoints", *parts)
 
 
 def failed_row(row: dict[str, Any], res: Any, step: str, **extra: Any) -> dict[str, Any]:
