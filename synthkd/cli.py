@@ -232,6 +232,7 @@ def train(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="SFTConfig/DPOConfig field: --set learning_rate=2e-5; LoRA: --set lora.r=16; --set seed=1."),
     processes: int = typer.Option(1, "--processes", help="Training processes; more than 1 runs under `accelerate launch` (DDP; gloo on a CPU). Log: OUT.train.log."),
     accelerate_config: Optional[Path] = typer.Option(None, "--accelerate-config", help="accelerate config file passed to `accelerate launch --config_file` as is (FSDP, DeepSpeed)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out even where it holds files that are not a synthkd checkpoint."),
 ) -> None:
     """Train the student from any dataset synthkd wrote, without a pipeline (TRL SFT or DPO)."""
     from synthkd.settings import Settings
@@ -240,7 +241,7 @@ def train(
     _quiet_libraries()
 
     def body() -> None:
-        metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home, processes, accelerate_config)
+        metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home, processes, accelerate_config, overwrite)
         typer.echo(f"trained {kind} checkpoint at {out}: {json.dumps(metrics)}")
 
     _guard(body)

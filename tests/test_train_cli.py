@@ -56,6 +56,21 @@ def test_train_rejects_wrong_format(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown SFTConfig key(s): epochs" in proc.stderr
 
 
+def test_train_does_not_replace_a_directory_of_the_users(tmp_path: Path) -> None:
+    """`synthkd train --out DIR` used to delete whatever DIR held. A non-empty directory that is not a
+    synthkd checkpoint, or a file, is refused (one line, exit 2) before any model is built."""
+    sft = _write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    (tmp_path / "afile").write_text("x")
+    for out, fragment in ((mine, "--overwrite"), (tmp_path / "afile", "is a file")):
+        proc = run_cli("train", "sft", "--data", str(sft), "--model", "tiny:student", "--out", str(out))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert fragment in proc.stderr and "--out" in proc.stderr
+    assert (mine / "notes.txt").read_text() == "my notes" and (tmp_path / "afile").read_text() == "x"
+
+
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
 def test_lion_dpo_phase_uses_discrimination_pairs(tmp_path: Path, synthkd_home: Path) -> None:

@@ -11,6 +11,7 @@ from synthkd import yamlio
 
 from synthkd.errors import ConfigError
 from synthkd.stages.load import read_records
+from synthkd.train.common import FINGERPRINT_FILE
 
 REQUIRED = {"sft": {"messages"}, "dpo": {"prompt", "chosen", "rejected"}}
 
@@ -36,11 +37,22 @@ def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], dict[str, Any] |
     return trainer, lora, seed
 
 
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Training replaces `out` as a whole: refuse a file, or a non-empty directory that is not a synthkd
+    checkpoint (the user's own files), unless `overwrite` says to replace it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", where="--out", fix="pass a directory path for the checkpoint")
+    if out.is_dir() and not overwrite and any(out.iterdir()) and not (out / FINGERPRINT_FILE).is_file():
+        raise ConfigError(f"--out {out} holds files that are not a synthkd checkpoint; training would replace the directory",
+                          where="--out", fix="pass a new or empty directory, or add --overwrite to replace it")
+
+
 def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[str], tiny_home: Path,
-              processes: int = 1, accelerate_config: Path | None = None) -> dict[str, Any]:
+              processes: int = 1, accelerate_config: Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train and return the metrics; the checkpoint goes to `out` (servable by vLLM as it is).
 
     processes > 1 or an accelerate config: training runs under `accelerate launch` (log: OUT.train.log).
+    A finished checkpoint at `out` is replaced; anything else there only with `overwrite`.
     """
     if kind not in REQUIRED:
         raise ConfigError(f"unknown training kind {kind!r}", fix="use `synthkd train sft` or `synthkd train dpo`")
@@ -55,6 +67,7 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
         )
     if processes < 1:
         raise ConfigError(f"--processes {processes} is not a number of processes", where="--processes", fix="pass 1 or more")
+    check_out_dir(out, overwrite)
     if accelerate_config is not None and not accelerate_config.is_file():
         raise ConfigError(f"accelerate config {accelerate_config} does not exist", where="--accelerate-config",
                           fix="pass an accelerate config file (e.g. written by `accelerate config`)")
