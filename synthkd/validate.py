@@ -31,9 +31,10 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
     cfg = loaded.config
     prompts = PromptLibrary(loaded.prompts_dir)
     plan = Plan()
+    accepted = settings.home / "validated" / "trainer-args.txt"
     for i, stage in enumerate(cfg.stages):
         _check_name(CheckContext(loaded, i), stage.name, [s.name for s in cfg.stages])
-        plan.columns[stage.name] = _check_stage(CheckContext(loaded, i), prompts, plan, stage.implementation())
+        plan.columns[stage.name] = _check_stage(CheckContext(loaded, i, accepted), prompts, plan, stage.implementation())
     _served_models(loaded, plan)
     if check_keys:
         for name in sorted(plan.endpoints_used):

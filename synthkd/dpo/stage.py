@@ -70,7 +70,7 @@ class DPOImpl(StageImpl[DPOStage]):
         if is_code_judge(self.cfg.judge) and "ranked_student_samples" in self.cfg.sources:
             raise ConfigError("ranked_student_samples needs an LLM judge (it scores each sample alone; a code judge needs the teacher's answer)",
                               where=ctx.where("judge"), fix="use sources: [teacher_vs_student], or an endpoint as judge")
-        check_dpo_args(self.cfg.dpo, ctx.where("dpo"))
+        check_dpo_args(self.cfg.dpo, ctx.where("dpo"), ctx.accepted_args)
         check_accelerate_config(self.cfg.accelerate_config, ctx)
 
     async def run(self, inp: RunInputs) -> StageResult:

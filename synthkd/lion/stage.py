@@ -117,9 +117,9 @@ class LionImpl(StageImpl[LionStage]):
         # a Lion that does not train checks its sft:/dpo: blocks where TRL is there, and needs no TRL otherwise.
         if self.cfg.student_model is None and not ctx.served(self.cfg.student) and importlib.util.find_spec("trl") is None:
             return
-        check_sft_args(self.cfg.sft, ctx.where("sft"))
+        check_sft_args(self.cfg.sft, ctx.where("sft"), ctx.accepted_args)
         if self.cfg.dpo is not None:
-            check_dpo_args(self.cfg.dpo, ctx.where("dpo"))
+            check_dpo_args(self.cfg.dpo, ctx.where("dpo"), ctx.accepted_args)
 
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.lion.loop import LionRun

@@ -109,8 +109,8 @@ class MontessoriImpl(StageImpl[MontessoriStage]):
                                       where=ctx.where(key), fix=f"set influence: first_order, or remove {key}")
         if cfg.signal == "icl_accuracy" and not cfg.icl_probe:
             raise ConfigError("signal icl_accuracy needs a probe set", where=ctx.where("icl_probe"), fix="name a stage with question and answer columns")
-        check_dpo_args(cfg.dpo, ctx.where("dpo"))
-        check_sft_args(cfg.sft, ctx.where("sft"))
+        check_dpo_args(cfg.dpo, ctx.where("dpo"), ctx.accepted_args)
+        check_sft_args(cfg.sft, ctx.where("sft"), ctx.accepted_args)
 
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.montessori.loop import MontessoriRun

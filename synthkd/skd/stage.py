@@ -114,7 +114,7 @@ class SKDImpl(StageImpl[SKDStage]):
             if unknown:
                 raise ConfigError(f"labels use relation(s) {', '.join(unknown)} that the schema does not declare", where=where,
                                   fix=f"declare them under relations:, or use {', '.join(relations)}")
-        check_sft_args(self.cfg.sft, ctx.where("sft"))
+        check_sft_args(self.cfg.sft, ctx.where("sft"), ctx.accepted_args)
 
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.skd.loop import SKDRun

@@ -108,6 +108,7 @@ class CheckContext:
 
     loaded: "LoadedPipeline"
     index: int
+    accepted_args: Path | None = None  # trainer argument sets checked before (synthkd.train.common.check_trainer_args)
 
     def where(self, key: str) -> str:
         """'file: stages.N.key', the place an error message points at."""

@@ -45,7 +45,7 @@ class SFTImpl(StageImpl[SFTStage]):
         return [self.cfg.serve_as] if self.cfg.serve_as else []
 
     def check(self, ctx: CheckContext) -> None:
-        check_sft_args(self.cfg.sft, ctx.where("sft"))
+        check_sft_args(self.cfg.sft, ctx.where("sft"), ctx.accepted_args)
         check_accelerate_config(self.cfg.accelerate_config, ctx)
 
     async def run(self, inp: RunInputs) -> StageResult:

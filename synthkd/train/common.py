@@ -8,9 +8,12 @@ content means the checkpoint is whole and was trained from exactly these inputs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,8 +43,59 @@ def checkpoint_done(out_dir: Path, fingerprint: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == fingerprint
 
 
-def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str) -> None:
-    """Fail before any call if a `sft:`/`dpo:` block names a key the TRL config does not have."""
+def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str, accepted: Path | None = None) -> None:
+    """Fail before any call if a `sft:`/`dpo:` block names a key the TRL config does not have, or a bad value.
+
+    `accepted`: a file of the argument sets this check passed before, with the same TRL, transformers,
+    torch and peft versions on a machine with the same GPU presence; a set found there is not checked
+    again. The check builds the TRL config, which imports transformers and torch: 4-5 s of every
+    `synthkd validate` and `run` on a CPU, for an answer that cannot have changed.
+    """
+    key = _accepted_key(config_class_name, args) if accepted is not None else None
+    if key is not None and accepted is not None and key in _read_accepted(accepted):
+        return
+    _check_trainer_args(config_class_name, args, where)
+    if key is not None and accepted is not None:
+        _remember_accepted(accepted, key)
+
+
+def _accepted_key(config_class_name: str, args: dict[str, Any]) -> str | None:
+    """What the check's answer depends on; None where TRL is not installed (then the check always runs)."""
+    versions = {name: _version(name) for name in ("trl", "transformers", "torch", "peft", "accelerate")}
+    if versions["trl"] is None:
+        return None
+    blob = json.dumps({"config": config_class_name, "args": args, "versions": versions, "gpu": shutil.which("nvidia-smi") is not None,
+                       "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "python": sys.version_info[:2]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _read_accepted(path: Path) -> set[str]:
+    try:
+        return set(path.read_text(encoding="utf-8").split())
+    except OSError:
+        return set()
+
+
+def _remember_accepted(path: Path, key: str) -> None:
+    """Add `key` (atomic rename; a lost update only means the check runs once more); never fails the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(_read_accepted(path) | {key})[-10000:]
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("\n".join(keys) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _check_trainer_args(config_class_name: str, args: dict[str, Any], where: str) -> None:
     try:
         import trl
     except ImportError:  # training extras not installed: training would fail after paid calls

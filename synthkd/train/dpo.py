@@ -8,8 +8,8 @@ from typing import Any
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 
 
-def check_dpo_args(args: dict[str, Any], where: str) -> None:
-    check_trainer_args("DPOConfig", args, where)
+def check_dpo_args(args: dict[str, Any], where: str, accepted: Path | None = None) -> None:
+    check_trainer_args("DPOConfig", args, where, accepted)
 
 
 def train_dpo(

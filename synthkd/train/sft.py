@@ -10,8 +10,8 @@ from synthkd.train.common import own_defaults, check_trainer_args, load_for_trai
 __all__ = ["train_sft", "check_sft_args"]
 
 
-def check_sft_args(args: dict[str, Any], where: str) -> None:
-    check_trainer_args("SFTConfig", args, where)
+def check_sft_args(args: dict[str, Any], where: str, accepted: Path | None = None) -> None:
+    check_trainer_args("SFTConfig", args, where, accepted)
 
 
 def training_examples(rows: list[dict[str, Any]], completion_only: bool) -> list[dict[str, Any]]:
