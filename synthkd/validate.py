@@ -33,8 +33,9 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
     plan = Plan()
     accepted = settings.home / "validated" / "trainer-args.txt"
     for i, stage in enumerate(cfg.stages):
-        _check_name(CheckContext(loaded, i), stage.name, [s.name for s in cfg.stages])
-        plan.columns[stage.name] = _check_stage(CheckContext(loaded, i, accepted), prompts, plan, stage.implementation())
+        ctx = CheckContext(loaded, i, accepted)
+        _check_name(ctx, stage.name, [s.name for s in cfg.stages])
+        plan.columns[stage.name] = _check_stage(ctx, prompts, plan, stage.implementation())
     _served_models(loaded, plan)
     if check_keys:
         for name in sorted(plan.endpoints_used):

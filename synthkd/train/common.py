@@ -52,10 +52,10 @@ def check_trainer_args(config_class_name: str, args: dict[str, Any], where: str,
     `synthkd validate` and `run` on a CPU, for an answer that cannot have changed.
     """
     key = _accepted_key(config_class_name, args) if accepted is not None else None
-    if key is not None and accepted is not None and key in _read_accepted(accepted):
-        return
-    _check_trainer_args(config_class_name, args, where)
-    if key is not None and accepted is not None:
+    if key is None or accepted is None:
+        _check_trainer_args(config_class_name, args, where)
+    elif key not in _read_accepted(accepted):
+        _check_trainer_args(config_class_name, args, where)
         _remember_accepted(accepted, key)
 
 
@@ -87,7 +87,7 @@ def _remember_accepted(path: Path, key: str) -> None:
     """Add `key` (atomic rename; a lost update only means the check runs once more); never fails the run."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted(_read_accepted(path) | {key})[-10000:]
+        keys = sorted(_read_accepted(path) | {key})
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text("\n".join(keys) + "\n", encoding="utf-8")
         os.replace(tmp, path)
