@@ -130,7 +130,10 @@ class Runtime:
             if endpoint not in self._clients:
                 self._clients[endpoint] = EndpointClient(
                     endpoint, cfg, base_url=cfg.base_urls, api_key=self.api_key(endpoint),
-                    cache=self.cache, budget=self.budget, model_identity=cfg.model, note=self.reporter.note,
+                    cache=self.cache, budget=self.budget, model_identity=cfg.identity, note=self.reporter.note,
+                    # Before the URL was part of the key, a remote endpoint's replies were cached under its model
+                    # alone: they are still found (for this endpoint's own replies only), so upgrading pays nothing.
+                    legacy_identity=cfg.model,
                 )
             return self._clients[endpoint]
         servers = self.servers.ensure(endpoint, cfg, self.served_names(endpoint), self._overrides.get(endpoint), self.reporter)
@@ -207,7 +210,7 @@ class Runtime:
         if cfg.served:
             path = self._overrides.get(endpoint) or cfg.serve.model_path  # type: ignore[union-attr]
             return f"{cfg.model}@{path}"
-        return f"{cfg.model}@{cfg.base_urls[0]}"
+        return cfg.identity
 
     # ---- outputs ----------------------------------------------------------------------
     def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,

@@ -92,7 +92,7 @@ class BatchPhase:
         for call in calls:
             for attempt in range(client.config.invalid_retries + 1):
                 key, kwargs = client.request_for(call, attempt)
-                reply = client.cache.get(key)
+                reply = client.cached(call, attempt, key)
                 if reply is None:
                     if key in pending:
                         holding.add(pending[key])

@@ -89,9 +89,13 @@ class RequestCache:
                     if "duplicate column" not in str(exc):
                         raise
 
-    def get(self, key: str) -> CachedReply | None:
+    def get(self, key: str, endpoint: str | None = None) -> CachedReply | None:
+        """The reply stored under `key` (only if the endpoint named `endpoint` stored it, when given)."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM replies WHERE key=?", (key,)).fetchone()
+            if endpoint is None:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM replies WHERE key=?", (key,)).fetchone()
+            else:
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM replies WHERE key=? AND endpoint=?", (key, endpoint)).fetchone()
         if row is None:
             return None
         return _reply(row)

@@ -54,6 +54,7 @@ class EndpointClient:
         cache: RequestCache,
         budget: Budget,
         model_identity: str | None = None,
+        legacy_identity: str | None = None,
         alive: Callable[[], str | None] | list[Callable[[], str | None] | None] | None = None,
         on_replica_death: Callable[[int, str], None] | None = None,
         note: Callable[[str], None] | None = None,
@@ -67,7 +68,9 @@ class EndpointClient:
         # The cache key names the weights, not just the served name: a student restarted on a new
         # checkpoint keeps its served name but must not be answered from the old weights' cache.
         # Replicas serve the same model, so the first URL names them all (adding one reuses the cache).
-        self.model_identity = model_identity or f"{config.model}@{urls[0]}"
+        self.model_identity = model_identity or f"{config.model}@{urls[0].rstrip('/')}"
+        # An identity older synthkd versions keyed this endpoint's replies by: looked up on a miss (see `cached`).
+        self.legacy_identity = legacy_identity if legacy_identity != self.model_identity else None
         self._semaphore = asyncio.Semaphore(config.concurrency)
         # Within the hard cap, as many attempts in flight as the endpoint takes without 429s (None: the cap).
         self.adaptive = AdaptiveLimiter(config.concurrency) if config.adaptive else None
@@ -157,6 +160,22 @@ class EndpointClient:
             kwargs["extra_body"] = sampling.extra_body
         return key, kwargs
 
+    def cached(self, call: Call, attempt: int, key: str) -> CachedReply | None:
+        """The stored reply of attempt `attempt` of `call` (whose cache key is `key`), or None.
+
+        On a miss, the key the call had under `legacy_identity` is tried, and a reply found there is used only
+        if this endpoint (by name) paid for it: a run cached by an older synthkd is not paid for again, and
+        another endpoint that happened to send the same model name is never answered from it.
+        """
+        reply = self.cache.get(key)
+        if reply is None and self.legacy_identity is not None:
+            identity = self._identity(call)[2]
+            identity["model"] = self.legacy_identity
+            if attempt:
+                identity["attempt"] = attempt
+            reply = self.cache.get(request_key(identity), endpoint=self.name)
+        return reply
+
     # ---- one call ---------------------------------------------------------------------
     async def call(self, call: Call, meter: Meter) -> Result:
         """Get a usable reply for `call`, from the cache or the endpoint. See module docstring."""
@@ -166,7 +185,7 @@ class EndpointClient:
         """Attempts `start`.. of a call (each a cache key of its own) until one gives a usable reply."""
         for attempt in range(start, self.config.invalid_retries + 1):
             key, kwargs = self.request_for(call, attempt)
-            reply = self.cache.get(key)
+            reply = self.cached(call, attempt, key)
             cached = reply is not None
             request = True
             if cached and self.batch_fresh and key in self.batch_fresh:
@@ -207,7 +226,7 @@ class EndpointClient:
         seen: set[str] = set()
         for i, call in enumerate(calls):
             key, kwargs = self.request_for(call, 0)
-            if key in seen or key in self.withheld or self.cache.get(key) is not None:
+            if key in seen or key in self.withheld or self.cached(call, 0, key) is not None:
                 rest.append(i)
             else:
                 seen.add(key)

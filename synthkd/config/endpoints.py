@@ -161,6 +161,11 @@ class EndpointConfig(Strict):
         "is cached. The samples of one request come from one seeded stream (the seed of its first sample), so they "
         "differ from the k-request samples. A server that answers 400 to n>1 gets single requests for the rest of the "
         "run. Off by default: vLLM on the CPU crashes on a per-request seed together with n>1, and some servers refuse n.")
+    cache_identity: str | None = Field(
+        None, description="What names this remote endpoint's model in the request-cache key (default: `model@` the first "
+        "base URL). A new URL is a new server as far as the cache can tell, so moving an endpoint to another URL asks "
+        "again; set this to the old identity (`MODEL@OLD_URL`, the old URL without a trailing slash) to keep using the replies "
+        "already paid for at the old URL, when the new one serves the same model.")
     batch: BatchConfig | None = Field(
         None, description="The endpoint's batch API: how stages use it, and its limits. Used with `base_url` only: while "
         "synthkd serves the endpoint itself (`serve`), its requests go online, so swapping the teacher between a hosted "
@@ -178,6 +183,15 @@ class EndpointConfig(Strict):
     def served(self) -> bool:
         """True when synthkd starts this endpoint's server itself."""
         return self.base_url is None
+
+    @property
+    def identity(self) -> str:
+        """What names a remote endpoint's model in cache keys and fingerprints: `model@first base URL` (or
+        `cache_identity`). The URL is part of it so that two servers that both call their model `local` (the
+        placeholder of llama.cpp and LM Studio) never answer from each other's cache."""
+        if self.cache_identity:
+            return self.cache_identity
+        return f"{self.model}@{self.base_urls[0].rstrip('/')}" if self.base_urls else self.model
 
     @property
     def base_urls(self) -> list[str]:
