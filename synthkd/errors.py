@@ -37,6 +37,13 @@ class BudgetExceeded(SynthkdError):
     exit_code = 3
 
 
+class StorageError(SynthkdError):
+    """The run directory cannot be written or read (disk full, a corrupt cache file): nothing is wrong with the
+    pipeline, and everything stored so far is kept."""
+
+    exit_code = 1
+
+
 class ServeError(SynthkdError):
     """A model server synthkd started failed to come up or died."""
 

@@ -11,6 +11,7 @@ RUN_DIR/datasets/<stage>/
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,10 +78,44 @@ def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: 
     card.counts = {"rows": len(rows), "failed": len(failed), **card.counts}
     (tmp / "README.md").write_text(render_card(card, rows))
     (tmp / _DONE).write_text(json.dumps({"fingerprint": fingerprint, "rows": len(rows), "failed": len(failed)}))
+    # On disk before the rename makes them the output: after a power loss the done-marker never stands beside a
+    # file the kernel had not written yet.
+    sync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+    sync_dir(final.parent)
     return final
+
+
+def sync_tree(root: Path) -> None:
+    """fsync every file under `root`, then the directories (a file's name lives in its directory)."""
+    dirs = [root]
+    for path in sorted(root.rglob("*")):
+        if path.is_dir():
+            dirs.append(path)
+        elif path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for path in dirs:
+        sync_dir(path)
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory, so renames and new names in it are durable (a no-op where the OS cannot)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _empty(columns: list[str] | None) -> Any:

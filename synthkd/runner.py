@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -12,7 +13,7 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.config.loader import LoadedPipeline
-from synthkd.errors import BudgetExceeded, EndpointError
+from synthkd.errors import BudgetExceeded, EndpointError, StorageError
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
 from synthkd.runlock import run_lock
@@ -153,23 +154,50 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
         state.data["status"] = "failed"
         raise
     finally:
-        state.data["spent_usd_total"] = round(rt.cache.total_cost(), 6)
-        state.save()
-        await rt.aclose()
+        await _finish(rt, state)
     return json.loads((run_dir / "run.json").read_text())
 
 
+async def _finish(rt: Runtime, state: Any) -> None:
+    """The run's last bookkeeping, whatever ended it: servers and clients are closed and replies kept in memory are
+    written even when saving run.json fails, and a failure here never hides the error that ended the run."""
+    failure = sys.exc_info()[1]
+    problems: list[str] = []
+    try:
+        state.data["spent_usd_total"] = round(rt.cache.total_cost(), 6)
+        state.save()
+    except Exception as exc:  # a full disk: run.json keeps what it said before
+        problems.append(f"run.json not updated ({exc})")
+    try:
+        unsaved = await rt.aclose()
+    except Exception as exc:
+        unsaved, problems = 0, [*problems, f"closing: {exc}"]
+    if unsaved:
+        problems.append(f"{unsaved} paid replies could not be written to {rt.cache.path}")
+    if not problems:
+        return
+    if failure is not None:  # the first error is the one the user must see; these go beside it
+        rt.reporter.note("synthkd: also: " + "; ".join(problems))
+        return
+    raise StorageError("; ".join(problems), where=str(rt.run_dir),
+                       fix="free disk space (or fix the file system) and run the same command again")
+
+
 def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: str, inputs: dict[str, list[dict[str, Any]]]) -> None:
-    """The stage's main dataset (rows checked against its row type) and the extra ones it returned."""
+    """The extra datasets a stage returned, then its main dataset (rows checked against its row type).
+
+    The main dataset's done-marker is what makes a rerun skip the stage, so it is written last: a process that dies
+    in between leaves the stage undone, and the rerun writes everything again (from the cache, at no cost).
+    """
     name = impl.name
+    for extra in result.datasets:
+        rt.write_dataset(f"{name}.{extra.suffix}", extra.rows, extra.failed, row_type=extra.row_type,
+                         fingerprint=digest(extra.rows), description=extra.description)
     passthrough = None if impl.row_type is not None else {k for r in inputs.get("input", [])[:100] for k in r}
     rt.write_dataset(name, result.rows, result.failed, row_type=impl.row_type, columns=passthrough, fingerprint=fp,
                      models=_models(rt, impl), fmt=impl.fmt, templates=_templates(rt, impl),
                      counts={"records_in": len(inputs.get(impl.input_key() or "", []))},
                      description=f"Output of stage {name} ({impl.cfg.type}).")
-    for extra in result.datasets:
-        rt.write_dataset(f"{name}.{extra.suffix}", extra.rows, extra.failed, row_type=extra.row_type,
-                         fingerprint=digest(extra.rows), description=extra.description)
 
 
 def _record(entry: dict[str, Any], impl: StageImpl[Any], result: StageResult, records_in: int, elapsed_s: float) -> None:

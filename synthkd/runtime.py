@@ -42,10 +42,13 @@ class RunState:
         if path.is_file():
             try:
                 old = json.loads(path.read_text())
-                self.data["stages"] = old.get("stages", {})
-                self.data["invocations"] = old.get("invocations", 0)
-            except json.JSONDecodeError:
-                pass
+            except (OSError, ValueError):
+                old = None
+            # A run.json that is not what synthkd writes (cut short by a full disk, edited by hand) is started
+            # afresh: stages are still skipped by their outputs' own done-markers, never by run.json.
+            if isinstance(old, dict):
+                self.data["stages"] = old.get("stages") if isinstance(old.get("stages"), dict) else {}
+                self.data["invocations"] = old.get("invocations") if isinstance(old.get("invocations"), int) else 0
         self.data["invocations"] = int(self.data.get("invocations", 0)) + 1
         self.data["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -229,11 +232,23 @@ class Runtime:
         )
         return write_output(self.run_dir, name, rows, failed, card, fingerprint, columns=sorted(columns or ()))
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> int:
+        """Stop background tasks, clients and servers, then close the cache; each step runs even if one before it
+        fails (the first failure is raised at the end). Returns the paid replies the cache could not write."""
+        errors: list[BaseException] = []
         for task in list(self._tasks):
             task.cancel()
         for client in self._clients.values():
-            await client.aclose()
+            try:
+                await client.aclose()
+            except Exception as exc:
+                errors.append(exc)
         self._clients.clear()
-        self.servers.stop_all()
-        self.cache.close()
+        try:
+            self.servers.stop_all()
+        except Exception as exc:
+            errors.append(exc)
+        unsaved = self.cache.close()
+        if errors:
+            raise errors[0]
+        return unsaved

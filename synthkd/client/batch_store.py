@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthkd.client.cache import RequestCache
+from synthkd.client.cache import RequestCache, unreadable_cache
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (
@@ -141,8 +141,12 @@ def batch_summary(cache_path: Path) -> list[dict[str, Any]]:
     db = sqlite3.connect(f"file:{cache_path}?mode=ro", uri=True)
     try:
         rows = db.execute(_SUMMARY).fetchall()
-    except sqlite3.OperationalError:  # no batch tables: the run never used batch mode
-        return []
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # the run never used batch mode
+            return []
+        raise unreadable_cache(cache_path, exc) from None
+    except sqlite3.DatabaseError as exc:
+        raise unreadable_cache(cache_path, exc) from None
     finally:
         db.close()
     return [{"endpoint": e, "batch_id": b, "status": s, "collected": bool(c), "requests": n, "failed": f or 0}

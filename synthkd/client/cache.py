@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from synthkd.errors import StorageError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
   key TEXT PRIMARY KEY,
@@ -72,11 +74,17 @@ class RequestCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        # Replies that arrived (and were paid for) while the file could not take them, e.g. on a full disk: kept
+        # here and written before the next reply and at close, so space freed meanwhile saves them all.
+        self.unsaved: list[tuple[Any, ...]] = []
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise unreadable_cache(path, exc) from None
 
     def _migrate(self) -> None:
         """Add the columns a cache file from an older synthkd lacks (its rows stay as they are)."""
@@ -113,18 +121,36 @@ class RequestCache:
         return found
 
     def put(self, key: str, endpoint: str, model: str, reply: CachedReply) -> None:
-        """Store one reply durably (autocommit)."""
+        """Store one reply durably (autocommit). Raises StorageError when the file cannot take it (the reply is then
+        kept in `unsaved` and written by the next `put` or `flush` that can)."""
+        row = (key, endpoint, model, time.time(), reply.text, reply.finish_reason, reply.prompt_tokens,
+               reply.completion_tokens, reply.cost, json.dumps(reply.logprobs) if reply.logprobs is not None else None,
+               reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO replies (key, endpoint, model, created, "
-                f"{_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    key, endpoint, model, time.time(), reply.text, reply.finish_reason, reply.prompt_tokens,
-                    reply.completion_tokens, reply.cost,
-                    json.dumps(reply.logprobs) if reply.logprobs is not None else None,
-                    reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens,
-                ),
-            )
+            self.unsaved.append(row)
+            self._write_unsaved()
+
+    def flush(self) -> int:
+        """Write the replies kept in `unsaved`; returns how many still could not be written."""
+        with self._lock:
+            try:
+                self._write_unsaved()
+            except StorageError:
+                pass
+            return len(self.unsaved)
+
+    def _write_unsaved(self) -> None:
+        """Insert the rows of `unsaved` (under the lock), removing each once stored."""
+        while self.unsaved:
+            try:
+                self._db.execute(f"INSERT OR REPLACE INTO replies (key, endpoint, model, created, {_COLUMNS}) "
+                                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", self.unsaved[0])
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(
+                    f"cannot store a paid reply in {self.path} ({exc}); {len(self.unsaved)} not stored yet",
+                    fix="free disk space (or fix the file system) and run the same command again: every reply stored "
+                    "so far is kept, and synthkd keeps trying to store these until it exits") from None
+            self.unsaved.pop(0)
 
     def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the cache's database (other tables kept beside the replies, e.g. batches)."""
@@ -152,9 +178,20 @@ class RequestCache:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Write what `unsaved` holds if the file takes it now, then close; returns the replies that stay unsaved."""
+        left = self.flush()
         with self._lock:
             self._db.close()
+        return left
+
+
+def unreadable_cache(path: Path, exc: BaseException) -> StorageError:
+    """The error for a cache file SQLite cannot read (the fix keeps the file, in case it can be recovered)."""
+    return StorageError(
+        f"not a readable request cache ({exc})", where=str(path),
+        fix="try `sqlite3 FILE .recover`, or move it aside (mv FILE FILE.broken) and run again: synthkd then starts a "
+        "new cache, and the replies that were only in the old file are asked (and paid for) again")
 
 
 def _reply(row: tuple[Any, ...]) -> CachedReply:

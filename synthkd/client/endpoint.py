@@ -27,7 +27,7 @@ from synthkd.client.replies import Result, interpret, to_cached, to_cached_n
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
-from synthkd.errors import EndpointError, ServeError, SynthkdError
+from synthkd.errors import EndpointError, ServeError, StorageError, SynthkdError
 
 
 @dataclass(slots=True)
@@ -304,8 +304,14 @@ class EndpointClient:
                 completion = await self._send_with_retries(kwargs, meter)
             replies = parse(completion)
             actual = sum(r.cost for r in replies)
-            for key, reply in zip(keys, replies):
-                self.cache.put(key, self.name, self.config.model, reply)
+            try:
+                for key, reply in zip(keys, replies):
+                    self.cache.put(key, self.name, self.config.model, reply)
+            except StorageError as exc:
+                # The cache keeps what it could not write and writes it when it can; no new request is sent
+                # while replies cannot be stored (each would be paid for and perhaps lost).
+                self._fatal = exc
+                raise
             return replies
         finally:
             self.budget.settle(worst, actual)
