@@ -245,14 +245,15 @@ def test_a_served_endpoint_with_a_batch_block_answers_online(tmp_path: Path) -> 
 
 
 def test_a_batch_the_endpoint_does_not_know_is_sent_again(tmp_path: Path) -> None:
-    """Killed while waiting, then rerun against another server (the endpoint moved): the unknown batch's
-    requests count as a failed batch and go online there, once each."""
+    """Killed while waiting, then rerun against another server (the endpoint moved, and says so with
+    `cache_identity`): the unknown batch's requests count as a failed batch and go online there, once each."""
     online, _ = _online_rows(tmp_path)
     out = tmp_path / "batch" / "run"
     with running_server(batch_seconds=30) as first:
         _kill_9_while_waiting(_pipeline(tmp_path / "batch", first.base_url, FAST), out)
     with running_server(batch_seconds=0.3) as second:
-        stage, stderr = _run(_pipeline(tmp_path / "batch", second.base_url, FAST), out)
+        moved = _pipeline(tmp_path / "batch", second.base_url, FAST, cache_identity=f"teacher@{first.base_url}")
+        stage, stderr = _run(moved, out)
         assert "is unknown to the endpoint" in " ".join(stderr.split()), stderr
         assert second.stats().get("chat_requests", 0) == RECORDS * K and not second.batches()
         assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)

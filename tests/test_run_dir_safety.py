@@ -60,8 +60,10 @@ def test_paths_synthkd_replaces_stay_inside_their_directory(tmp_path: Path) -> N
 def test_a_second_run_on_the_same_directory_is_refused_and_nothing_is_paid_twice(tmp_path: Path) -> None:
     """Two `synthkd run` on one --out used to pay every request twice and overrun budget_usd together."""
     log = tmp_path / "server.jsonl"
-    with running_server(latency_ms=1500, log_path=log, log_sync=True) as server:
-        path = generate_pipeline(tmp_path, server.base_url, n=6)
+    # One request at a time, 1.2 s each: the first run pays for about 5 s, time enough for a second to start
+    # on a loaded machine.
+    with running_server(latency_ms=1200, capacity=1, log_path=log, log_sync=True) as server:
+        path = generate_pipeline(tmp_path, server.base_url, n=4)
         out = tmp_path / "run"
         command = [sys.executable, "-m", "synthkd.cli", "run", str(path), "--out", str(out)]
         first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -73,9 +75,9 @@ def test_a_second_run_on_the_same_directory_is_refused_and_nothing_is_paid_twice
         _one_line_exit_2(second, "in use by another synthkd run", f"pid {first.pid}", "--out")
         _, stderr = first.communicate(timeout=120)
         assert first.returncode == 0, stderr[-2000:]
-        assert len(server.log_entries()) == 6 == len(read_rows(out, "answers"))  # each request once, by the first run
+        assert len(server.log_entries()) == 4 == len(read_rows(out, "answers"))  # each request once, by the first run
         assert run_json(out)["status"] == "done"
         # The lock goes with the process: the next run on the directory proceeds (everything cached).
         proc = run_cli("run", str(path), "--out", str(out))
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert run_json(out)["this_invocation"]["calls"] == 0 and len(server.log_entries()) == 6
+        assert run_json(out)["this_invocation"]["calls"] == 0 and len(server.log_entries()) == 4

@@ -71,6 +71,9 @@ class EndpointClient:
         self.model_identity = model_identity or f"{config.model}@{urls[0].rstrip('/')}"
         # An identity older synthkd versions keyed this endpoint's replies by: looked up on a miss (see `cached`).
         self.legacy_identity = legacy_identity if legacy_identity != self.model_identity else None
+        # Per-request seeds come from the identity without the URL, so a pipeline samples the same replies from
+        # whichever server answers it (and the same as before the URL was part of the key).
+        self._seed_identity = self.legacy_identity
         self._semaphore = asyncio.Semaphore(config.concurrency)
         # Within the hard cap, as many attempts in flight as the endpoint takes without 429s (None: the cap).
         self.adaptive = AdaptiveLimiter(config.concurrency) if config.adaptive else None
@@ -151,7 +154,8 @@ class EndpointClient:
             kwargs[self.config.max_tokens_param] = kwargs.pop("max_tokens")
         if sampling.seed is not None:
             # One seed per request, derived from its identity: reruns ask for the same sample.
-            kwargs["seed"] = (sampling.seed + int(key[:8], 16)) % (2**31 - 1)
+            seed_key = key if self._seed_identity is None else request_key({**identity, "model": self._seed_identity})
+            kwargs["seed"] = (sampling.seed + int(seed_key[:8], 16)) % (2**31 - 1)
         if call.schema is not None:
             kwargs["response_format"] = response_format_for(call.schema)
         if call.logprobs:
