@@ -1,0 +1,64 @@
+"""Secrets never reach a message or a file: crashes, API keys, URLs with credentials, templates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SECRET = "sk-proj-SECRETKEY0123456789abcdef"
+
+
+# ---- the CLI's error guard (issue 19, defect 15) -------------------------------------------------
+
+def _cli_with_crash(tmp_path: Path, exc: str, debug: bool = False) -> subprocess.CompletedProcess[str]:
+    """`synthkd validate` whose first library call raises `exc` (a Python expression), run as a user runs it."""
+    code = (
+        "import sys, synthkd.settings as s\n"
+        f"def boom(*a, **k): raise {exc}\n"
+        "s.Settings.from_environ = boom\n"
+        "from synthkd.cli import main\n"
+        f"sys.argv = ['synthkd', 'validate', {str(tmp_path / 'p.yaml')!r}]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "SYNTHKD_DEBUG": "1" if debug else ""}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+
+
+def test_unexpected_exception_is_one_line_without_secrets(tmp_path: Path) -> None:
+    exc = f"ValueError('cannot reach http://user:{SECRET}@example.com/v1?key={SECRET}\\nsecond line')"
+    proc = _cli_with_crash(tmp_path, exc)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and SECRET not in proc.stderr + proc.stdout
+    assert proc.stderr.splitlines() == [
+        "synthkd: internal error: ValueError: cannot reach http://***@example.com/v1?***  (set SYNTHKD_DEBUG=1 for the traceback)"
+    ]
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    proc = _cli_with_crash(tmp_path, "RuntimeError('boom')", debug=True)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "def boom" not in proc.stderr  # a traceback, without locals
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("synthkd: internal error: RuntimeError: boom")
+
+
+def test_keyboard_interrupt_is_one_line(tmp_path: Path) -> None:
+    proc = _cli_with_crash(tmp_path, "KeyboardInterrupt()")
+    assert proc.returncode == 130
+    assert len(proc.stderr.splitlines()) == 1 and "interrupted" in proc.stderr
+
+
+def test_every_command_goes_through_the_guard() -> None:
+    """Each command's body runs inside `_guard` (an unguarded one would print a traceback on a bug)."""
+    import inspect
+
+    from synthkd import cli
+
+    assert cli.app.pretty_exceptions_enable is False and cli.app.pretty_exceptions_show_locals is False
+    for command in cli.app.registered_commands:
+        assert "_guard(body)" in inspect.getsource(command.callback), command.callback.__name__
