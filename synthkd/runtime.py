@@ -23,6 +23,7 @@ from synthkd.errors import ConfigError
 from synthkd.outputs import CardInfo, write_output
 from synthkd.progress import Reporter
 from synthkd.prompts import PromptLibrary
+from synthkd.redact import register_secret
 from synthkd.serve.vllm_server import ServerManager, fingerprint, wait_healthy
 from synthkd.records import Iteration, Record, check_failed
 from synthkd.settings import Settings
@@ -104,6 +105,7 @@ class Runtime:
                 where=f"endpoints.{endpoint}.api_key_env",
                 fix=f"export {cfg.api_key_env}=... before running",
             )
+        register_secret(key, f"${{env:{cfg.api_key_env}}}")  # scrubbed from every message and file from now on
         return key
 
     def serve_weights(self, endpoint: str, model_path: str) -> None:

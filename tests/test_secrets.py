@@ -5,13 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, generate_pipeline, run_cli
 
 SECRET = "sk-proj-SECRETKEY0123456789abcdef"
+URL = "http://127.0.0.1:9/v1"  # nothing listens on port 9
+
+
+def _edit(path: Path, fn: Callable[[dict[str, Any]], Any]) -> Path:
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 # ---- the CLI's error guard (issue 19, defect 15) -------------------------------------------------
@@ -62,3 +73,29 @@ def test_every_command_goes_through_the_guard() -> None:
     assert cli.app.pretty_exceptions_enable is False and cli.app.pretty_exceptions_show_locals is False
     for command in cli.app.registered_commands:
         assert "_guard(body)" in inspect.getsource(command.callback), command.callback.__name__
+
+
+# ---- a key pasted where its variable's name belongs (defect 12) ---------------------------------
+
+def _one_error_line(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("synthkd: error:"), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("value, env", [(SECRET, {}), ("${env:SYNTHKD_TEST_OPENAI_KEY}", {"SYNTHKD_TEST_OPENAI_KEY": SECRET})],
+                         ids=["pasted", "from-env"])
+def test_key_in_api_key_env_is_refused_without_echo(tmp_path: Path, value: str, env: dict[str, str]) -> None:
+    path = _edit(generate_pipeline(tmp_path, URL), lambda d: d["endpoints"]["teacher"].update(api_key_env=value))
+    proc = run_cli("validate", str(path), env=env)
+    line = _one_error_line(proc)
+    assert "endpoints.teacher.api_key_env" in line and "NAME of the environment variable" in line
+    assert SECRET not in proc.stdout + proc.stderr and "sk-" not in proc.stderr
+
+
+def test_key_under_an_unknown_key_is_not_echoed(tmp_path: Path) -> None:
+    path = _edit(generate_pipeline(tmp_path, URL), lambda d: d["endpoints"]["teacher"].update(api_key=SECRET))
+    proc = run_cli("validate", str(path))
+    line = _one_error_line(proc)
+    assert "unknown key 'api_key'" in line and "api_key_env" in line and SECRET not in proc.stderr

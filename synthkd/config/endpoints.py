@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Strict(BaseModel):
@@ -165,6 +168,15 @@ class EndpointConfig(Strict):
         None, description="The endpoint's batch API: how stages use it, and its limits. Used with `base_url` only: while "
         "synthkd serves the endpoint itself (`serve`), its requests go online, so swapping the teacher between a hosted "
         "API and local vLLM stays a one-line change.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # The message never repeats the value: what is pasted here by mistake is usually the key itself.
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError("must be the NAME of the environment variable that holds the API key (letters, digits, _), "
+                             "not the key itself; the value is not shown here")
+        return value
 
     @model_validator(mode="after")
     def _remote_or_served(self) -> "EndpointConfig":
