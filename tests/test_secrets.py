@@ -99,3 +99,55 @@ def test_key_under_an_unknown_key_is_not_echoed(tmp_path: Path) -> None:
     proc = run_cli("validate", str(path))
     line = _one_error_line(proc)
     assert "unknown key 'api_key'" in line and "api_key_env" in line and SECRET not in proc.stderr
+
+
+# ---- templates: sandboxed, and inside prompts_dir (defect 16) -----------------------------------
+
+GADGET = "{{ cycler.__init__.__globals__.os.environ }}"
+
+
+def _template_pipeline(tmp_path: Path, template: str, files: dict[str, str]) -> Path:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (prompts / name).write_text(text)
+    return _edit(generate_pipeline(tmp_path, URL),
+                 lambda d: (d.update(prompts_dir=str(prompts)), d["stages"][1].update(template=template)))
+
+
+@pytest.mark.parametrize("template, files, fragments", [
+    ("../../../../etc/passwd", {}, ["stages.1.template", "outside prompts_dir", "prompts"]),
+    ("/etc/passwd", {}, ["stages.1.template", "outside prompts_dir"]),
+    ("env.jinja2", {"env.jinja2": GADGET}, ["env.jinja2:1", "Python internals"]),
+    ("inc.jinja2", {"inc.jinja2": "{{ instruction }} {% include 'gone.jinja2' %}"}, ["stages.1.template", "gone.jinja2", "included by"]),
+], ids=["dotdot", "absolute", "globals-gadget", "missing-include"])
+def test_bad_template_is_refused_at_validate(tmp_path: Path, template: str, files: dict[str, str], fragments: list[str]) -> None:
+    proc = run_cli("validate", str(_template_pipeline(tmp_path, template, files)), env={"SYNTHKD_TEST_OPENAI_KEY": SECRET})
+    line = _one_error_line(proc)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert SECRET not in proc.stdout + proc.stderr and "root:" not in proc.stdout + proc.stderr
+
+
+def test_templates_are_sandboxed_and_kept_inside_prompts_dir(tmp_path: Path) -> None:
+    """What validate cannot see (a computed attribute name, a computed include, a symlink out) is stopped too."""
+    from synthkd.errors import ConfigError
+    from synthkd.prompts import PromptLibrary
+
+    (tmp_path / "outside.txt").write_text(SECRET)
+    root = tmp_path / "prompts"
+    root.mkdir()
+    (root / "link.jinja2").symlink_to(tmp_path / "outside.txt")
+    (root / "computed.jinja2").write_text("{% set n = '__in' ~ 'it__' %}{{ cycler|attr(n) }}")
+    (root / "dyn.jinja2").write_text("{% include name %}")
+    (root / "loop.jinja2").write_text("{% for x in xs %}{% include 'part.jinja2' %}{% endfor %}")
+    (root / "part.jinja2").write_text("[{{ x }}:{{ sep }}]")
+    lib = PromptLibrary(root)
+    with pytest.raises(ConfigError, match="outside prompts_dir"):
+        lib.get("link.jinja2", "stages.1.template")
+    with pytest.raises(ConfigError, match="stopped by the sandbox"):
+        lib.get("computed.jinja2").render()
+    with pytest.raises(ConfigError, match="not a file inside prompts_dir"):
+        lib.get("dyn.jinja2").render(name="../outside.txt")
+    loop = lib.get("loop.jinja2")  # an included template's variables are the stage's to provide
+    assert loop.variables == {"xs", "sep"} and loop.render(xs=[1, 2], sep="-") == "[1:-][2:-]"
