@@ -18,6 +18,7 @@ from typing import Any
 
 from synthkd.jsonl import read_jsonl, write_jsonl
 from synthkd.paths import inside
+from synthkd.redact import scrub
 
 _DONE = "_done.json"
 
@@ -98,7 +99,7 @@ def load_output(run_dir: Path, stage: str) -> list[dict[str, Any]]:
 
 
 def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:
-    """A Hugging Face style dataset card (YAML header + markdown)."""
+    """A Hugging Face style dataset card (YAML header + markdown), with URLs and known secrets redacted."""
     columns = sorted({k for r in rows[:100] for k in r})
     lines = [
         "---",
@@ -127,4 +128,4 @@ def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return scrub("\n".join(lines))  # the YAML and the models' URLs may carry credentials

@@ -9,11 +9,12 @@ once, process-wide, and every writer scrubs its text through `scrub` (or a URL t
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # A name that says its value is secret: config keys (api_key_env, base_url) and variable names (OPENAI_API_KEY).
 SECRET_NAME = re.compile(r"url|key|token|secret|passw|auth|credential", re.IGNORECASE)
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`\\]+")
 _TRAILING = ".,;:)]}"
 _MIN_SECRET = 4  # shorter values would turn ordinary words of a message into labels
 
@@ -56,3 +57,14 @@ def scrub(text: str) -> str:
         return redact_url(core) + url[len(core):]
 
     return _URL.sub(one, _replace_registered(text))
+
+
+def scrub_strings(obj: Any) -> Any:
+    """A copy of a JSON-like value with `scrub` applied to every string in it (keys included)."""
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, dict):
+        return {scrub_strings(k): scrub_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_strings(v) for v in obj]
+    return obj

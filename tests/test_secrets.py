@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, generate_pipeline, run_cli
+from tests.conftest import REPO, generate_pipeline, read_rows, run_cli
 
 SECRET = "sk-proj-SECRETKEY0123456789abcdef"
 URL = "http://127.0.0.1:9/v1"  # nothing listens on port 9
@@ -78,10 +78,12 @@ def test_every_command_goes_through_the_guard() -> None:
 # ---- a key pasted where its variable's name belongs (defect 12) ---------------------------------
 
 def _one_error_line(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one error line of a failed command (progress notes may come before it), with no traceback."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("synthkd: error:"), proc.stderr
-    return lines[0]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("synthkd: error:") and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
+    return errors[0]
 
 
 @pytest.mark.parametrize("value, env", [(SECRET, {}), ("${env:SYNTHKD_TEST_OPENAI_KEY}", {"SYNTHKD_TEST_OPENAI_KEY": SECRET})],
@@ -151,3 +153,72 @@ def test_templates_are_sandboxed_and_kept_inside_prompts_dir(tmp_path: Path) -> 
         lib.get("dyn.jinja2").render(name="../outside.txt")
     loop = lib.get("loop.jinja2")  # an included template's variables are the stage's to provide
     assert loop.variables == {"xs", "sep"} and loop.render(xs=[1, 2], sep="-") == "[1:-][2:-]"
+
+
+# ---- URLs with credentials are redacted wherever they are shown or written (defect 13) ----------
+
+PASSWORD, PATH_TOKEN = "hunter2-PASSWORD-7f3a", "gw-TOKEN-9c1e5b77"
+URL_SECRETS = (PASSWORD, PATH_TOKEN, SECRET)
+
+
+def test_redact_url() -> None:
+    from synthkd.redact import redact_url, register_secret, scrub
+
+    assert redact_url("https://user:pw@api.example.com:8443/v1?key=abc#frag") == "https://***@api.example.com:8443/v1?***#***"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    register_secret("tok-REGISTERED-1234", "${env:GW_TOKEN}")
+    assert redact_url("https://gw.example/tok-REGISTERED-1234/v1") == "https://gw.example/${env:GW_TOKEN}/v1"
+    assert scrub('unreachable at "http://u:p@h/v1?k=s": refused.') == 'unreachable at "http://***@h/v1?***": refused.'
+
+
+def _secret_url_pipeline(tmp_path: Path, root_url: str, userinfo: bool = False) -> Path:
+    """A generate pipeline whose URL has an `${env:}` path token (and a password, if asked), whose key is a
+    secret, and whose unused second endpoint has a password in its URL (the card quotes the YAML)."""
+    host = root_url.split("://", 1)[1]
+    url = f"http://{f'user:{PASSWORD}@' if userinfo else ''}{host}/${{env:SYNTHKD_TEST_URL_PART}}/v1"
+
+    def edit(d: dict[str, Any]) -> None:
+        d["endpoints"]["teacher"].update(api_key_env="SYNTHKD_TEST_OPENAI_KEY", max_retries=0)
+        d["endpoints"]["spare"] = {"base_url": f"https://user:{PASSWORD}@gateway.example/v1", "model": "spare"}
+
+    return _edit(generate_pipeline(tmp_path, url, n=4), edit)
+
+
+def _assert_no_secrets(texts: list[str], run_dir: Path | None = None) -> None:
+    files = [p for p in run_dir.rglob("*") if p.is_file()] if run_dir else []
+    for secret in URL_SECRETS:
+        assert not any(secret in t for t in texts), secret
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), (secret, path)
+
+
+def test_url_credentials_reach_no_file_and_no_output(tmp_path: Path) -> None:
+    from tests.fakeserver import running_server
+
+    env = {"SYNTHKD_TEST_URL_PART": PATH_TOKEN, "SYNTHKD_TEST_OPENAI_KEY": SECRET}
+    with running_server() as server:
+        pipeline = _secret_url_pipeline(tmp_path, server.root_url)
+        run_dir = tmp_path / "run"
+        proc = run_cli("run", str(pipeline), "--out", str(run_dir), env=env)
+        assert proc.returncode == 0, proc.stderr
+        status = run_cli("status", str(run_dir))
+    assert len(read_rows(run_dir, "answers")) == 4
+    card = (run_dir / "datasets" / "answers" / "README.md").read_text()
+    assert "https://***@gateway.example/v1" in card and "${env:SYNTHKD_TEST_URL_PART}" in card  # credentials hidden
+    _assert_no_secrets([proc.stdout, proc.stderr, status.stdout, status.stderr], run_dir)
+
+
+def test_unreachable_url_message_hides_credentials(tmp_path: Path) -> None:
+    env = {"SYNTHKD_TEST_URL_PART": PATH_TOKEN, "SYNTHKD_TEST_OPENAI_KEY": SECRET}
+    proc = run_cli("run", str(_secret_url_pipeline(tmp_path, "http://127.0.0.1:9", userinfo=True)), "--out", str(tmp_path / "run"), env=env)
+    line = _one_error_line(proc)
+    assert "unreachable" in line and "http://***@127.0.0.1:9/${env:SYNTHKD_TEST_URL_PART}/v1" in line, line
+    _assert_no_secrets([proc.stdout, proc.stderr], tmp_path / "run")
+
+
+def test_query_string_in_base_url_is_refused_without_echo(tmp_path: Path) -> None:
+    path = _edit(generate_pipeline(tmp_path, f"http://127.0.0.1:9/v1?key={SECRET}"), lambda d: None)
+    proc = run_cli("validate", str(path))
+    line = _one_error_line(proc)
+    assert "query string" in line and "endpoints.teacher" in line
+    assert SECRET not in proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -184,6 +185,10 @@ class EndpointConfig(Strict):
             raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
         if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) != len(self.base_url)):
             raise ValueError("a list of base URLs must name at least one server, each once")
+        if any(urlsplit(url).query or urlsplit(url).fragment for url in self.base_urls):
+            # The openai client appends the API path to the URL's text: a query string would swallow it.
+            raise ValueError("a base URL cannot carry a query string or fragment (the request path would be appended "
+                             "after it); the URL is not shown here, as a query often holds a key")
         return self
 
     @property
