@@ -62,7 +62,7 @@ def _report_internal(exc: Exception) -> None:
     """Report an unexpected exception in one line; the traceback only when SYNTHKD_DEBUG is set."""
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         traceback.print_exception(exc)
-    first = next(iter(str(exc).strip().splitlines()), "")
+    first = next(iter(str(exc).strip().splitlines()), "")[:500]
     detail = f"{type(exc).__name__}: {scrub(first)}" if first else type(exc).__name__
     typer.echo(f"synthkd: internal error: {detail}  (set {DEBUG_ENV}=1 for the traceback)", err=True)
 

@@ -12,8 +12,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-# A name that says its value is secret: config keys (api_key_env, base_url) and variable names (OPENAI_API_KEY).
-SECRET_NAME = re.compile(r"url|key|token|secret|passw|auth|credential", re.IGNORECASE)
+# A name that says its value is secret: config keys (api_key_env, base_url) and variable names (OPENAI_API_KEY);
+# not max_tokens or an author column.
+SECRET_NAME = re.compile(r"url|key|token(?!s)|secret|passw|auth(?!or)|credential", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`\\]+")
 _TRAILING = ".,;:)]}"
 _MIN_SECRET = 4  # shorter values would turn ordinary words of a message into labels
@@ -22,8 +23,9 @@ _secrets: dict[str, str] = {}  # secret value -> what is shown instead
 
 
 def register_secret(value: str, label: str) -> None:
-    """From now on, show `label` wherever `value` would appear (values under 4 characters are ignored)."""
-    if len(value) >= _MIN_SECRET and value != label:
+    """From now on, show `label` wherever `value` would appear (values under 4 characters, and numbers such
+    as a port, are no secrets: replacing them would garble every message that holds the same digits)."""
+    if len(value) >= _MIN_SECRET and not value.isdigit() and value != label:
         _secrets[value] = label
 
 
