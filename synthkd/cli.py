@@ -9,26 +9,39 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import click
 import typer
 
 from synthkd.errors import BudgetExceeded, SynthkdError
+from synthkd.redact import scrub
 from synthkd.jsonl import split_lines
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Black-box distillation of LLMs through synthetic data.")
+# Typer's pretty exceptions are off, whatever the installed version's default: with show_locals a crash
+# printed every local variable, API keys included. `_guard` below turns every exception into one line.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Black-box distillation of LLMs through synthetic data.",
+                  pretty_exceptions_enable=False, pretty_exceptions_show_locals=False)
 
 SetOpt = typer.Option(None, "--set", help="Override any key: --set dotted.key=value (value parsed as YAML). Repeatable.")
 
 
+DEBUG_ENV = "SYNTHKD_DEBUG"
+
+
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"synthkd: error: {message}", err=True)
+    typer.echo(f"synthkd: error: {scrub(message)}", err=True)
     raise typer.Exit(code)
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run a command body; bad input becomes one message and exit 2, never a traceback."""
+    """Run a command body; bad input becomes one message and exit 2, never a traceback.
+
+    Any other exception is a bug: one line (type and first line of its message, secrets scrubbed) and
+    exit 1; SYNTHKD_DEBUG=1 prints the traceback as well.
+    """
     try:
         return fn()
     except BudgetExceeded as exc:
@@ -38,6 +51,20 @@ def _guard(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         typer.echo("synthkd: interrupted. Everything received so far is cached; run the same command again to resume.", err=True)
         raise typer.Exit(130)
+    except (typer.Exit, typer.Abort, click.ClickException):
+        raise  # typer's own control flow (Exit is a RuntimeError)
+    except Exception as exc:
+        _report_internal(exc)
+        raise typer.Exit(1) from None
+
+
+def _report_internal(exc: Exception) -> None:
+    """Report an unexpected exception in one line; the traceback only when SYNTHKD_DEBUG is set."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(exc)
+    first = next(iter(str(exc).strip().splitlines()), "")[:500]
+    detail = f"{type(exc).__name__}: {scrub(first)}" if first else type(exc).__name__
+    typer.echo(f"synthkd: internal error: {detail}  (set {DEBUG_ENV}=1 for the traceback)", err=True)
 
 
 def _quiet_libraries() -> None:
@@ -307,8 +334,12 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command's body (e.g. while its imports load)
+        typer.echo("synthkd: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # likewise: a command body's own exceptions are turned into lines by _guard
+        _report_internal(exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 from synthkd.jsonl import read_jsonl, write_jsonl
 from synthkd.paths import inside
+from synthkd.redact import scrub
 
 _DONE = "_done.json"
 
@@ -133,7 +134,7 @@ def load_output(run_dir: Path, stage: str) -> list[dict[str, Any]]:
 
 
 def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:
-    """A Hugging Face style dataset card (YAML header + markdown)."""
+    """A Hugging Face style dataset card (YAML header + markdown), with URLs and known secrets redacted."""
     columns = sorted({k for r in rows[:100] for k in r})
     lines = [
         "---",
@@ -162,4 +163,4 @@ def render_card(card: CardInfo, rows: list[dict[str, Any]]) -> str:
         "```",
         "",
     ]
-    return "\n".join(lines)
+    return scrub("\n".join(lines))  # the YAML and the models' URLs may carry credentials

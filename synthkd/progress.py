@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from synthkd.client.accounting import Meter
+from synthkd.redact import scrub
 
 console = Console(stderr=True)
 
@@ -62,4 +63,4 @@ class Reporter:
             yield StepProgress(progress, task_id, label, total, meter)
 
     def note(self, text: str) -> None:
-        console.print(text, highlight=False, markup=False)
+        console.print(scrub(text), highlight=False, markup=False)

@@ -23,6 +23,7 @@ from synthkd.errors import ConfigError
 from synthkd.outputs import CardInfo, write_output
 from synthkd.progress import Reporter
 from synthkd.prompts import PromptLibrary
+from synthkd.redact import register_secret, scrub, scrub_strings
 from synthkd.serve.vllm_server import ServerManager, fingerprint, wait_healthy
 from synthkd.records import Iteration, Record, check_failed
 from synthkd.settings import Settings
@@ -70,7 +71,7 @@ class RunState:
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=False))
+        tmp.write_text(json.dumps(scrub_strings(self.data), indent=2, sort_keys=False))  # no URL credentials, no keys
         os.replace(tmp, self.path)
 
 
@@ -107,6 +108,7 @@ class Runtime:
                 where=f"endpoints.{endpoint}.api_key_env",
                 fix=f"export {cfg.api_key_env}=... before running",
             )
+        register_secret(key, f"${{env:{cfg.api_key_env}}}")  # scrubbed from every message and file from now on
         return key
 
     def serve_weights(self, endpoint: str, model_path: str) -> None:
@@ -226,6 +228,8 @@ class Runtime:
             row_type.check_rows(rows, name)
             columns = row_type.columns()
         check_failed(failed, name)
+        # An error's text may quote a URL or a key; the rows' own columns (and raw replies) are data, kept as they are.
+        failed = [{**r, **{k: scrub(r[k]) for k in ("reason", "detail") if isinstance(r.get(k), str)}} for r in failed]
         card = CardInfo(
             pipeline_name=self.config.name, pipeline_yaml=self.pipeline.yaml_text, stage=name, description=description,
             models=models or {}, templates=templates or {}, counts=dict(counts or {}), fmt=fmt,

@@ -32,6 +32,8 @@ quantize theirs (at most N/60 at once, refilled at N/60 per second; 429 with Ret
 it), and announced on every reply in ``x-ratelimit-limit-requests`` and
 ``x-ratelimit-remaining-requests``.
 
+A path prefix before ``/v1/`` is ignored, as a gateway's account id or token in the base URL would be.
+
 Several samples in one request: ``n`` choices come back, each its own deterministic reply (the choice
 index is part of what a reply is a function of), with usage counting the prompt once and the
 completion tokens of all choices summed; the request log records ``n``. ``--refuse-n`` answers 400 to
@@ -484,6 +486,8 @@ class FakeServer:
     async def _dispatch(self, method: str, path: str, body: bytes, reader: asyncio.StreamReader,
                         headers: dict[str, str] | None = None, query: str = "") -> Response | None:
         self.stats["requests"] += 1
+        if "/v1/" in path and not path.startswith("/v1/"):  # a gateway's prefix (account id, token): /TOKEN/v1/...
+            path = path[path.index("/v1/"):]
         route = (method, path.rstrip("/"))
         if route in {("POST", "/v1/chat/completions"), ("POST", "/chat/completions")}:
             return await self._chat(body, reader)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Strict(BaseModel):
@@ -171,12 +175,25 @@ class EndpointConfig(Strict):
         "synthkd serves the endpoint itself (`serve`), its requests go online, so swapping the teacher between a hosted "
         "API and local vLLM stays a one-line change.")
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # The message never repeats the value: what is pasted here by mistake is usually the key itself.
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError("must be the NAME of the environment variable that holds the API key (letters, digits, _), "
+                             "not the key itself; the value is not shown here")
+        return value
+
     @model_validator(mode="after")
     def _remote_or_served(self) -> "EndpointConfig":
         if self.base_url is None and self.serve is None:
             raise ValueError("set either `base_url` (a hosted or already running server) or `serve` (synthkd starts vLLM)")
         if isinstance(self.base_url, list) and (not self.base_url or len(set(self.base_url)) != len(self.base_url)):
             raise ValueError("a list of base URLs must name at least one server, each once")
+        if any(urlsplit(url).query or urlsplit(url).fragment for url in self.base_urls):
+            # The openai client appends the API path to the URL's text: a query string would swallow it.
+            raise ValueError("a base URL cannot carry a query string or fragment (the request path would be appended "
+                             "after it); the URL is not shown here, as a query often holds a key")
         return self
 
     @property

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from synthkd.config.pipeline import PipelineConfig
 from synthkd.errors import ConfigError
+from synthkd.redact import SECRET_NAME, register_secret
 from synthkd.settings import Settings
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -84,6 +85,8 @@ def _interpolate(value: Any, settings: Settings, where: tuple[str, ...], path: P
                 where=f"{path}: {'.'.join(where)}",
                 fix=f"export {m.group(1)}=... or write ${{env:{m.group(1)}:-default}}",
             )
+        if any(SECRET_NAME.search(name) for name in (*where, m.group(1))):
+            register_secret(got, f"${{env:{m.group(1)}}}")  # shown as ${env:VAR} wherever it would appear
         return got
 
     return _ENV_REF.sub(sub, value)
@@ -214,6 +217,15 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings
 
 
 def _describe(err: dict[str, Any]) -> str:
+    """The problem in words; never the value of a secret-looking key (a key pasted into api_key_env)."""
+    text = _describe_kind(err)
+    value = err.get("input")
+    if isinstance(value, str) and value and any(SECRET_NAME.search(str(part)) for part in err["loc"]):
+        text = text.replace(value, "***")
+    return text
+
+
+def _describe_kind(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"unknown key {err['loc'][-1]!r}"
@@ -228,6 +240,9 @@ def _describe(err: dict[str, Any]) -> str:
 
 def _fix_for(err: dict[str, Any]) -> str:
     kind = err["type"]
+    if kind == "extra_forbidden" and SECRET_NAME.search(str(err["loc"][-1])) and "url" not in str(err["loc"][-1]).lower():
+        return ("remove it: synthkd reads API keys only from the environment; write `api_key_env: NAME` on the endpoint "
+                "and export NAME=<the key>")
     if kind == "extra_forbidden":
         return "remove or rename it; `synthkd validate --help` and the README list the keys"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
