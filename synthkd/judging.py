@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from synthkd.client.endpoint import Call
+from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.prompts import Prompt
 

@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.adaptive import AdaptiveLimiter
 from synthkd.client.cache import CachedReply, RequestCache, request_key
+from synthkd.client.calls import Call
 from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.replicas import ReplicaPool
 from synthkd.client.replies import Result, interpret, to_cached, to_cached_n
@@ -28,17 +29,6 @@ from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
 from synthkd.errors import EndpointError, ServeError, StorageError, SynthkdError
-
-
-@dataclass(slots=True)
-class Call:
-    """One request: chat messages, sampling, an optional reply schema, and the sample index."""
-
-    messages: list[dict[str, str]]
-    sampling: Sampling
-    schema: type[BaseModel] | None = None
-    sample: int = 0
-    logprobs: bool = False
 
 
 class EndpointClient:

@@ -7,7 +7,8 @@ import random
 import string
 from typing import Any, Sequence
 
-from synthkd.client.endpoint import Call, Result
+from synthkd.client.calls import Call
+from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.judging import Judgement, judge, pairwise_calls  # noqa: F401  (judge: used as steps.judge)
 from synthkd.prompts import Prompt

@@ -1,0 +1,21 @@
+"""What a stage asks an endpoint for: one `Call`. Kept apart from the client (and the openai SDK it imports), so
+code that only builds calls (judging, validation, `synthkd status`) starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from synthkd.config.endpoints import Sampling
+
+
+@dataclass(slots=True)
+class Call:
+    """One request: chat messages, sampling, an optional reply schema, and the sample index."""
+
+    messages: list[dict[str, str]]
+    sampling: Sampling
+    schema: type[BaseModel] | None = None
+    sample: int = 0
+    logprobs: bool = False
