@@ -162,3 +162,181 @@ def test_loader_fuzz_yaml_documents_and_overrides(tmp_path: Path) -> None:
         _load_text(tmp_path, yaml.safe_dump(data), overrides)
 
     check()
+
+
+# ---- input data -----------------------------------------------------------------------------
+def _data_pipeline(tmp: Path, data: Path | str, base_url: str = URL, template: str = "lion/answer.jinja2",
+                   prompts: Path | None = None, **generate: Any) -> Path:
+    """load(data) + generate against `base_url`."""
+    doc = {
+        "name": "gen", "prompts_dir": str(prompts or REPO / "prompts"),
+        "endpoints": {"teacher": {"base_url": base_url, "model": "teacher", "concurrency": 4, "timeout_s": 5}},
+        "stages": [
+            {"name": "seeds", "type": "load", "path": str(data)},
+            {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher", "template": template,
+             "sampling": {"max_tokens": 16, "seed": 1}, **generate},
+        ],
+    }
+    path = tmp / "gen.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _run(pipeline: Path, out: Path) -> dict[str, Any]:
+    """`synthkd run` in-process (for tests where the CLI is not the point)."""
+    import asyncio
+
+    from synthkd.progress import Reporter
+    from synthkd.runner import run_pipeline
+
+    settings = Settings.from_environ()
+    return asyncio.run(run_pipeline(load_pipeline(pipeline, [], settings), out, settings, Reporter()))
+
+
+def _rows(tmp: Path, name: str, content: str | bytes) -> list[dict[str, Any]]:
+    from synthkd.stages.load import read_records
+
+    path = tmp / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return read_records(path, "stages.0.path")
+
+
+BAD_DATA = {
+    "jsonl_array_line": ("d.jsonl", '{"instruction": "a"}\n\n[1, 2]\n', ["d.jsonl:3", "JSON array, not an object"]),
+    "jsonl_string_line": ("d.jsonl", '"x"\n', ["d.jsonl:1", "JSON string, not an object"]),
+    "jsonl_invalid_line": ("d.jsonl", '{"instruction": "a"}\n{"instruction": \n', ["d.jsonl:2", "invalid JSON"]),
+    "not_utf8": ("d.jsonl", b'{"instruction": "caf\xe9"}\n', ["d.jsonl:1", "not UTF-8", "0xe9"]),
+    "json_scalar": ("d.json", "3", ["holds a JSON number, not rows"]),
+    "json_array_of_strings": ("d.json", '["a", "b"]', ["item 0", "JSON string, not an object"]),
+    "json_ragged_columns": ("d.json", '{"instruction": ["a", "b"], "gold": ["1"]}', ["columns of different lengths"]),
+    "json_invalid": ("d.json", '{"instruction": [\n', ["d.json:2", "invalid JSON"]),
+    "csv": ("d.csv", "instruction\na\n", ["unsupported data format: .csv"]),
+    "parquet_that_is_not": ("d.parquet", "hello", ["cannot read", "as parquet"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_input_data(tmp_path: Path, case: str) -> None:
+    name, content, fragments = BAD_DATA[case]
+    config_error(lambda: _rows(tmp_path, name, content), *fragments)
+
+
+def test_jsonl_line_not_an_object_cli_spends_nothing(tmp_path: Path) -> None:
+    from tests.fakeserver import running_server
+
+    data = tmp_path / "seeds.jsonl"
+    data.write_text('{"instruction": "Name a colour."}\n[1, 2]\n')
+    with running_server(log_path=tmp_path / "log.jsonl", log_sync=True) as server:
+        proc = run_cli("run", str(_data_pipeline(tmp_path, data, server.base_url)), "--out", str(tmp_path / "run"))
+        assert server.log_entries() == []
+    _expect_error(proc, "seeds.jsonl:2", "not an object")
+
+
+@pytest.mark.parametrize("content", [
+    '[{"instruction": "a", "gold": 1}, {"instruction": "b", "gold": "x"}]',  # a list of objects
+    '{"instruction": ["a", "b"], "gold": [1, "x"]}',  # column layout
+    '{"data": [{"instruction": "a", "gold": 1}, {"instruction": "b", "gold": "x"}]}',
+    '{"instruction": "a", "gold": 1}\n{"instruction": "b", "gold": "x"}\n',  # JSON lines under .json (datasets' to_json)
+    '\ufeff[{"instruction": "a", "gold": 1}, {"instruction": "b", "gold": "x"}]',  # a BOM
+])
+def test_json_layouts_are_rows(tmp_path: Path, content: str) -> None:
+    rows = _rows(tmp_path, "d.json", content)
+    assert [(r["instruction"], r["gold"]) for r in rows] == [("a", 1), ("b", "x")]
+
+
+def test_directory_of_jsonl_shards_read_in_name_order(tmp_path: Path) -> None:
+    from synthkd.config.stages import LoadStage
+    from synthkd.stages.load import load_rows
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "part-10.jsonl").write_text('{"instruction": "c"}\n')
+    (shards / "part-01.jsonl").write_text('{"instruction": "a"}\n{"instruction": "b"}\n')
+    (shards / "notes.txt").write_text("ignored")
+    cfg = LoadStage(name="seeds", type="load", path=str(shards))
+    rows = load_rows(cfg, shards, "stages.0.path")
+    assert [(r["id"], r["instruction"]) for r in rows] == [("0", "a"), ("1", "b"), ("2", "c")]
+    config_error(lambda: load_rows(cfg, tmp_path / "empty", "x") if (tmp_path / "empty").mkdir() is None else None,
+                 "neither a saved `datasets` dataset nor a directory")
+
+
+def test_mixed_types_in_a_text_column_become_text(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from synthkd.config.stages import LoadStage
+    from synthkd.stages.load import load_rows
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "a", "gold": 3, "n": 1, "tags": ["a"]}\n{"q": "b", "gold": "x", "n": 2.5, "tags": 5}\n'
+                    '{"q": "c", "gold": null, "n": 3}\n{"q": "d", "gold": true, "n": 4, "tags": {"k": 1}}\n')
+    rows = load_rows(LoadStage(name="s", type="load", path=str(data)), data, "x")
+    assert [r["gold"] for r in rows] == ["3", "x", None, "true"]
+    assert [r.get("tags") for r in rows] == ['["a"]', "5", None, '{"k": 1}']
+    assert [r["n"] for r in rows] == [1, 2.5, 3, 4]  # numbers only: left as numbers
+    assert len(Dataset.from_list(rows)) == 4  # what writing the stage's output does
+
+
+def test_row_problems_are_failed_rows_and_cost_nothing(tmp_path: Path) -> None:
+    """A row lacking a column the template reads, a null or blank value it sends, and a template that fails
+    on one row's values: failed rows with their reasons, no request sent for them; the good row is answered."""
+    from datasets import load_from_disk
+
+    from tests.conftest import read_rows
+    from tests.fakeserver import running_server
+
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "ask.jinja2").write_text('{{ instruction }} (each: {{ 10 // parts }}){% if note %} {{ note }}{% endif %}')
+    data = tmp_path / "seeds.jsonl"
+    data.write_text("\n".join([
+        '{"id": "ok", "instruction": "Name a colour.", "parts": 2, "note": null, "gold": 3}',
+        '{"id": "null", "instruction": null, "parts": 2, "note": null, "gold": "x"}',
+        '{"id": "blank", "instruction": "  ", "parts": 2, "note": "", "gold": 4.5}',
+        '{"id": "broken", "instruction": "Name a fruit.", "parts": 0, "note": "n", "gold": "y"}',
+        '{"id": "lacks", "instruction": "Name a tree.", "note": null, "gold": true}',
+    ]) + "\n")
+    out = tmp_path / "run"
+    with running_server(log_path=tmp_path / "log.jsonl", log_sync=True) as server:
+        _run(_data_pipeline(tmp_path, data, server.base_url, template="ask.jinja2", prompts=prompts), out)
+        assert len(server.log_entries()) == 1
+    assert [(r["id"], r["gold"]) for r in read_rows(out, "answers")] == [("ok", "3")]
+    failed = {r["id"]: r for r in read_rows(out, "answers", failed=True)}
+    assert {k: r["reason"] for k, r in failed.items()} == {
+        "null": "empty_input", "blank": "empty_input", "broken": "template_error", "lacks": "missing_column:parts"}
+    assert "instruction" in failed["null"]["detail"] and "ZeroDivisionError" in failed["broken"]["detail"]
+    assert len(load_from_disk(str(out / "datasets" / "seeds"))) == 5
+
+
+@pytest.mark.parametrize("column, fragment", [("id", "an input column"), ("instruction", "an input column"),
+                                              ("reasoning", "a column this stage writes itself")])
+def test_output_column_overwriting_a_column(tmp_path: Path, column: str, fragment: str) -> None:
+    from tests.conftest import seeds_file
+
+    path = _data_pipeline(tmp_path, seeds_file(tmp_path, 3), output_column=column)
+    _expect_error(run_cli("validate", str(path)), "stages.1.output_column", f"output_column {column!r} of stage 'answers'", fragment)
+
+
+def test_load_of_a_saved_dataset_follows_its_contents(tmp_path: Path) -> None:
+    """Defect 8: the same `datasets` directory saved again with new rows: the load stage and what
+    follows run again and see the new rows (the path alone was the fingerprint)."""
+    from datasets import Dataset
+
+    from tests.conftest import read_rows
+    from tests.fakeserver import running_server
+
+    saved = tmp_path / "saved"
+    Dataset.from_list([{"instruction": "Name a colour."}, {"instruction": "Name a fruit."}]).save_to_disk(str(saved))
+    out = tmp_path / "run"
+    with running_server() as server:
+        pipeline = _data_pipeline(tmp_path, saved, server.base_url)
+        _run(pipeline, out)
+        first = read_rows(out, "answers")
+        Dataset.from_list([{"instruction": "Name a tree."}, {"instruction": "Name a fruit."}]).save_to_disk(str(saved) + ".new")
+        import shutil
+
+        shutil.rmtree(saved)
+        (tmp_path / "saved.new").rename(saved)
+        _run(pipeline, out)
+    assert [r["instruction"] for r in first] == ["Name a colour.", "Name a fruit."]
+    assert [r["instruction"] for r in read_rows(out, "seeds")] == ["Name a tree.", "Name a fruit."]
+    assert [r["instruction"] for r in read_rows(out, "answers")] == ["Name a tree.", "Name a fruit."]

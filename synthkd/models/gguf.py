@@ -8,8 +8,6 @@ converted once per machine and its identity follows the file's content, not its 
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 from synthkd.models.store import build_once, save_weights, write_marker
@@ -17,18 +15,11 @@ from synthkd.models.store import build_once, save_weights, write_marker
 CONVERTER_VERSION = "1"
 
 
-@lru_cache(maxsize=32)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def gguf_digest(path: Path) -> str:
-    st = path.stat()
-    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+    """sha256 of the GGUF file (its converted directory's identity)."""
+    from synthkd.runtime import file_digest
+
+    return file_digest(path)
 
 
 def converted_dir(home: Path, path: Path) -> Path:
