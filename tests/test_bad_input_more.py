@@ -340,3 +340,29 @@ def test_load_of_a_saved_dataset_follows_its_contents(tmp_path: Path) -> None:
     assert [r["instruction"] for r in first] == ["Name a colour.", "Name a fruit."]
     assert [r["instruction"] for r in read_rows(out, "seeds")] == ["Name a tree.", "Name a fruit."]
     assert [r["instruction"] for r in read_rows(out, "answers")] == ["Name a tree.", "Name a fruit."]
+
+
+# ---- read-only commands ---------------------------------------------------------------------
+@pytest.mark.parametrize("content, fragment", [("[]", "not a run record"), ('{"status": "running", "sta', "cannot be read"),
+                                               ("\xff", "cannot be read"), ("3", "not a run record")])
+def test_status_on_a_damaged_run_json(tmp_path: Path, content: str, fragment: str) -> None:
+    (tmp_path / "run.json").write_bytes(content.encode("latin-1"))
+    _expect_error(run_cli("status", str(tmp_path)), "run.json", fragment)
+
+
+def test_status_on_odd_values_still_prints(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text('{"pipeline": "p", "status": "done", "spent_usd_total": "x", "stages": [1]}')
+    proc = run_cli("status", str(tmp_path))
+    assert proc.returncode == 0 and "p: done" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "/etc"])
+def test_show_refuses_a_name_outside_the_run(tmp_path: Path, name: str) -> None:
+    run = tmp_path / "run"
+    (run / "datasets" / "seeds").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "data.jsonl").write_text('{"secret": 1}\n')
+    (run / "data.jsonl").write_text('{"secret": 2}\n')
+    proc = run_cli("show", str(run), name)
+    _expect_error(proc, name)
+    assert "secret" not in proc.stdout
