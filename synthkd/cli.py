@@ -309,6 +309,15 @@ def _check_run_dir(run_dir: Path) -> None:
     blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise _usage_error(f"--out {run_dir} cannot be a run directory: {blocker} is a file", fix="pass a directory path (new or from an earlier run)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(run_dir, os.W_OK | os.X_OK)
+    except OSError as exc:
+        writable, why = False, exc.strerror or type(exc).__name__
+    else:
+        why = "permission denied"
+    if not writable:
+        raise _usage_error(f"--out {run_dir} cannot be created or written: {why}", fix="pass a directory you can write to")
 
 
 def _usage_error(what: str, fix: str) -> SynthkdError:

@@ -366,3 +366,13 @@ def test_show_refuses_a_name_outside_the_run(tmp_path: Path, name: str) -> None:
     proc = run_cli("show", str(run), name)
     _expect_error(proc, name)
     assert "secret" not in proc.stdout
+
+
+@pytest.mark.parametrize("out", ["/proc/synthkd-run", "{tmp}/file/run"])
+def test_out_that_cannot_be_created(tmp_path: Path, out: str) -> None:
+    """/proc refuses new directories even to root (a read-only directory does not stop root)."""
+    (tmp_path / "file").write_text("")
+    from tests.conftest import seeds_file
+
+    proc = run_cli("run", str(_data_pipeline(tmp_path, seeds_file(tmp_path, 2))), "--out", out.format(tmp=tmp_path))
+    _expect_error(proc, "--out")
