@@ -376,3 +376,31 @@ def test_out_that_cannot_be_created(tmp_path: Path, out: str) -> None:
 
     proc = run_cli("run", str(_data_pipeline(tmp_path, seeds_file(tmp_path, 2))), "--out", out.format(tmp=tmp_path))
     _expect_error(proc, "--out")
+
+
+# ---- serve.command --------------------------------------------------------------------------
+def _served_pipeline(tmp: Path, command: list[str]) -> Path:
+    from tests.conftest import seeds_file
+
+    path = _data_pipeline(tmp, seeds_file(tmp, 2))
+    doc = yaml.safe_load(path.read_text())
+    doc["endpoints"]["teacher"] = {"base_url": None, "model": "teacher", "serve": {"model_path": "echo-model", "command": command}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("command, fragments", [
+    (["no-such-server-xyz", "--port", "{port}"], ["endpoints.teacher.serve.command", "'no-such-server-xyz' is not found"]),
+    (["python3", "--port", "{prot}"], ["endpoints.teacher.serve.command", "unknown placeholder(s) {prot}"]),
+])
+def test_bad_serve_command_caught_at_validate(tmp_path: Path, command: list[str], fragments: list[str]) -> None:
+    _expect_error(run_cli("validate", str(_served_pipeline(tmp_path, command))), *fragments)
+
+
+def test_serve_command_keeps_other_braces() -> None:
+    from synthkd.config.endpoints import ServeConfig
+    from synthkd.serve.vllm_server import server_command
+
+    serve = ServeConfig(model_path="m", command=["srv", "--port={port}", "--model", "{model}", "--override", '{"a": 1}', "{{x}}"])
+    assert server_command(serve, "/w", ["teacher"], "127.0.0.1", 8000, {}) == [
+        "srv", "--port=8000", "--model", "/w", "--override", '{"a": 1}', "{{x}}"]
