@@ -404,3 +404,27 @@ def test_serve_command_keeps_other_braces() -> None:
     serve = ServeConfig(model_path="m", command=["srv", "--port={port}", "--model", "{model}", "--override", '{"a": 1}', "{{x}}"])
     assert server_command(serve, "/w", ["teacher"], "127.0.0.1", 8000, {}) == [
         "srv", "--port=8000", "--model", "/w", "--override", '{"a": 1}', "{{x}}"]
+
+
+# ---- ?layers= deeper than the model ---------------------------------------------------------
+@pytest.mark.parametrize("model, fragment", [
+    ("tiny:teacher?layers=9", "cannot keep 9 layers of a 4-layer model"),
+    ("{local}?layers=0,7", "layer 7 does not exist in a 4-layer model"),
+    ("smollm2-135m-instruct?layers=31", "cannot keep 31 layers of a 30-layer model"),
+])
+def test_layers_beyond_the_model_depth_caught_at_validate(tmp_path: Path, model: str, fragment: str) -> None:
+    if model.startswith("smollm2"):
+        from synthkd.models.packaged import PACKAGED, packaged_gguf
+
+        try:
+            packaged_gguf("smollm2-135m-instruct")
+        except ConfigError:
+            pytest.skip(f"needs {PACKAGED['smollm2-135m-instruct'].install}")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "config.json").write_text('{"num_hidden_layers": 4}')
+    path = _served_pipeline(tmp_path, ["python3", "--port", "{port}"])
+    doc = yaml.safe_load(path.read_text())
+    doc["endpoints"]["teacher"]["serve"]["model_path"] = model.format(local=local)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    _expect_error(run_cli("validate", str(path)), "endpoints.teacher.serve.model_path", fragment)
