@@ -428,3 +428,23 @@ def test_layers_beyond_the_model_depth_caught_at_validate(tmp_path: Path, model:
     doc["endpoints"]["teacher"]["serve"]["model_path"] = model.format(local=local)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     _expect_error(run_cli("validate", str(path)), "endpoints.teacher.serve.model_path", fragment)
+
+
+def test_rationale_null_question_is_a_failed_row(tmp_path: Path) -> None:
+    from tests.conftest import read_rows
+    from tests.fakeserver import running_server
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "ok", "question": "What is 2+2?"}\n{"id": "null", "question": null}\n{"id": "blank", "question": ""}\n')
+    doc = {"name": "r", "prompts_dir": str(REPO / "prompts"), "endpoints": {"teacher": {"base_url": "", "model": "teacher", "timeout_s": 5}},
+           "stages": [{"name": "q", "type": "load", "path": str(data)},
+                      {"name": "rationales", "type": "rationale", "input": "q", "gold_column": None, "samples": 1,
+                       "sampling": {"max_tokens": 32, "seed": 1}}]}
+    out = tmp_path / "run"
+    with running_server(log_path=tmp_path / "log.jsonl", log_sync=True) as server:
+        doc["endpoints"]["teacher"]["base_url"] = server.base_url
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump(doc))
+        _run(tmp_path / "r.yaml", out)
+        assert len(server.log_entries()) == 1
+    reasons = {r["id"]: r["reason"] for r in read_rows(out, "rationales", failed=True)}
+    assert reasons.get("null") == "empty_input" and reasons.get("blank") == "empty_input"
