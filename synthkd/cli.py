@@ -166,10 +166,17 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         from synthkd.scoring.heldout import heldout_lines
 
         try:
-            state = json.loads(path.read_text())
+            state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise _usage_error(f"{path} cannot be read: {exc}", fix="pass a directory written by `synthkd run`") from None
-        typer.echo(f"{state.get('pipeline', '?')}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${state.get('spent_usd_total', 0):.4f})")
+        if not isinstance(state, dict):
+            raise _usage_error(f"{path} is not a run record (a JSON {type(state).__name__}, not an object)",
+                               fix="pass a directory written by `synthkd run`")
+        if not isinstance(state.get("stages") or {}, dict):
+            state["stages"] = {}  # a damaged record still shows its header
+        spent = state.get("spent_usd_total")
+        spent = spent if isinstance(spent, (int, float)) else 0.0
+        typer.echo(f"{state.get('pipeline', '?')}: {state.get('status')}  (invocations: {state.get('invocations')}, spent ${spent:.4f})")
         for name, entry in (state.get("stages") or {}).items():
             s = read_stage_stats(entry)
             count = lambda v: "-" if v is None else v  # noqa: E731
@@ -203,15 +210,23 @@ def show(
     """Print the first rows of a dataset a run wrote."""
 
     def body() -> None:
-        d = run_dir / "datasets" / stage
+        from synthkd.paths import inside
+
+        names = sorted(p.name for p in (run_dir / "datasets").glob("*") if p.is_dir()) if (run_dir / "datasets").is_dir() else []
+        d = inside(run_dir / "datasets", stage)  # a name like ".." or "../x" leads out of the run: refused
         if not d.is_dir():
-            names = sorted(p.name for p in (run_dir / "datasets").glob("*") if p.is_dir()) if (run_dir / "datasets").is_dir() else []
             raise _usage_error(f"no dataset {stage!r} in {run_dir}", fix=f"one of: {', '.join(names) or '(none yet)'}")
         path = d / ("failed.jsonl" if failed else "data.jsonl")
-        lines = split_lines(path.read_text(encoding="utf-8"))
+        try:
+            lines = split_lines(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _usage_error(f"{path} cannot be read: {exc}", fix="rerun the stage with `synthkd run`") from None
         typer.echo(f"{path} ({len(lines)} rows)")
         for line in lines[:n]:
-            typer.echo(json.dumps(json.loads(line), indent=2, ensure_ascii=False)[:3000])
+            try:
+                typer.echo(json.dumps(json.loads(line), indent=2, ensure_ascii=False)[:3000])
+            except ValueError:  # a damaged line is shown as it is
+                typer.echo(line[:3000])
 
     _guard(body)
 
@@ -321,6 +336,15 @@ def _check_run_dir(run_dir: Path) -> None:
     blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise _usage_error(f"--out {run_dir} cannot be a run directory: {blocker} is a file", fix="pass a directory path (new or from an earlier run)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(run_dir, os.W_OK | os.X_OK)
+    except OSError as exc:
+        writable, why = False, exc.strerror or type(exc).__name__
+    else:
+        why = "permission denied"
+    if not writable:
+        raise _usage_error(f"--out {run_dir} cannot be created or written: {why}", fix="pass a directory you can write to")
 
 
 def _usage_error(what: str, fix: str) -> SynthkdError:

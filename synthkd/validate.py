@@ -13,6 +13,7 @@ from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import ConfigError
 from synthkd.models import check_model_spec
 from synthkd.prompts import PromptLibrary
+from synthkd.serve.vllm_server import check_command
 from synthkd.scoring.code_judge import CODE_JUDGES, code_judge_kind, is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.base import CheckContext, StageImpl
@@ -97,6 +98,8 @@ def _served_models(loaded: LoadedPipeline, plan: Plan) -> None:
         serve = loaded.config.endpoints[name].serve
         if serve is not None and loaded.config.endpoints[name].served:
             check_model_spec(serve.model_path, f"{loaded.path}: endpoints.{name}.serve.model_path")
+            if serve.command:
+                check_command(serve.command, f"{loaded.path}: endpoints.{name}.serve.command")
 
 
 def _endpoint(loaded: LoadedPipeline, plan: Plan, name: str, where: str) -> None:

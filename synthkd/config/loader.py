@@ -98,7 +98,11 @@ def _apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r} has no '='", fix="write --set dotted.key=value")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
-    value = yamlio.load(raw) if raw.strip() else ""
+    try:
+        value = yamlio.load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: the value is not valid YAML ({_yaml_problem(exc)})",
+                          fix="quote the value, e.g. --set 'key=\"text: with colon\"'") from None
     node: Any = data
     for part in parts[:-1]:
         nxt = _child(node, part, key)
@@ -192,11 +196,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings
     text = _read_text(path)
     try:
         raw = yamlio.load(text)
+    except yamlio.RefusedYAML as exc:
+        raise ConfigError(exc.problem, where=f"{path}:{exc.line}" if exc.line else str(path), fix=exc.fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"malformed YAML: {problem}", where=where, fix="check indentation and quoting on that line") from None
+        raise ConfigError(f"malformed YAML: {_yaml_problem(exc)}", where=where, fix="check indentation and quoting on that line") from None
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline file must be a YAML mapping", where=str(path), fix="start with `name:`, `endpoints:`, `stages:`")
     for assignment in overrides or []:
@@ -214,6 +219,11 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings
             fix=_fix_for(err),
         ) from None
     return LoadedPipeline(config=config, path=path.resolve(), yaml_text=text)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The one-line problem of a YAML error (PyYAML's own text spans several lines)."""
+    return getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -8,27 +8,72 @@ converted once per machine and its identity follows the file's content, not its 
 
 from __future__ import annotations
 
-import hashlib
+import struct
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from synthkd.models.store import build_once, save_weights, write_marker
 
 CONVERTER_VERSION = "1"
 
 
-@lru_cache(maxsize=32)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def gguf_digest(path: Path) -> str:
+    """sha256 of the GGUF file (its converted directory's identity)."""
+    from synthkd.runtime import file_digest
+
+    return file_digest(path)
+
+
+# GGUF metadata value types: fixed-size ones by struct format; 8 is a string, 9 an array.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def block_count(path: Path) -> int | None:
+    """The model's layer count from the GGUF header (`<architecture>.block_count`), read without loading
+    weights or the gguf package; None when the header does not say or cannot be read."""
     st = path.stat()
-    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+    return _block_count(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _block_count(path: str, size: int, mtime_ns: int) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                return None
+            _version, _tensors, count = struct.unpack("<IQQ", f.read(20))
+            meta = {}
+            for _ in range(count):
+                key = _string(f)
+                meta[key] = _value(f, struct.unpack("<I", f.read(4))[0])
+    except (OSError, struct.error, UnicodeDecodeError, ValueError):
+        return None
+    value = meta.get(f"{meta.get('general.architecture')}.block_count")
+    return value if isinstance(value, int) else None
+
+
+def _string(f: BinaryIO) -> str:
+    (n,) = struct.unpack("<Q", f.read(8))
+    return f.read(n).decode("utf-8")
+
+
+def _value(f: BinaryIO, kind: int) -> object:
+    """One metadata value; arrays are skipped over (None), they are the tokenizer's vocabulary."""
+    if kind in _SCALARS:
+        fmt = "<" + _SCALARS[kind]
+        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+    if kind == 8:
+        return _string(f)
+    if kind == 9:
+        item, n = struct.unpack("<IQ", f.read(12))
+        if item in _SCALARS:
+            f.seek(n * struct.calcsize("<" + _SCALARS[item]), 1)
+        else:
+            for _ in range(n):
+                _value(f, item)
+        return None
+    raise ValueError(f"unknown GGUF value type {kind}")
 
 
 def converted_dir(home: Path, path: Path) -> Path:

@@ -41,7 +41,11 @@ def num_layers(model_dir: Path) -> int:
 
 
 def kept_layers(model_dir: Path, layers: int | tuple[int, ...], where: str | None = None) -> tuple[int, ...]:
-    total = num_layers(model_dir)
+    return check_layers(num_layers(model_dir), layers, where)
+
+
+def check_layers(total: int, layers: int | tuple[int, ...], where: str | None = None) -> tuple[int, ...]:
+    """The layer indices `?layers=` keeps of a `total`-layer model; ConfigError when it asks for more than there are."""
     if isinstance(layers, int):
         if layers > total:
             raise ConfigError(f"cannot keep {layers} layers of a {total}-layer model", where=where, fix=f"use layers=1..{total}")

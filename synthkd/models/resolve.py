@@ -24,13 +24,40 @@ def _source_file(spec: ModelSpec, where: str | None) -> Path | None:
 
 
 def check_model_spec(text: str, where: str | None = None) -> None:
-    """Cheap checks, at validate time: the spec parses, its file or package exists, pruning has a local source."""
+    """Cheap checks, at validate time: the spec parses, its file or package exists, pruning has a local source
+    and, where the depth is known without loading weights, keeps no more layers than the model has."""
     spec = parse_model_spec(text, where)
-    if _source_file(spec, where) is not None or spec.source.startswith("tiny:"):
-        return
-    if spec.pruned and not Path(spec.source).expanduser().is_dir():
+    gguf = _source_file(spec, where)
+    if gguf is None and not spec.source.startswith("tiny:") and spec.pruned and not Path(spec.source).expanduser().is_dir():
         raise ConfigError(f"cannot depth-prune {spec.source!r}: it is not a local model", where=where,
                           fix=f"prune a local directory, a .gguf file or a packaged model ({FORMS})")
+    if spec.layers is not None:
+        total = _depth(spec, gguf)
+        if total is not None:
+            from synthkd.models.prune import check_layers
+
+            check_layers(total, spec.layers, where)
+
+
+def _depth(spec: ModelSpec, gguf: Path | None) -> int | None:
+    """The source model's layer count, where it is known without loading (or building) weights."""
+    if gguf is not None:
+        from synthkd.models.gguf import block_count
+
+        return block_count(gguf)
+    if spec.source.startswith("tiny:"):
+        from synthkd.serve.tiny import tiny_layers
+
+        return tiny_layers(spec.source.split(":", 1)[1])
+    config = Path(spec.source).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    from synthkd.models.prune import num_layers
+
+    try:
+        return num_layers(config.parent)
+    except (ValueError, TypeError, OSError, ConfigError):
+        return None  # an odd config: the pruning step itself reports it
 
 
 def resolve_model(text: str, home: Path, corpus_root: Path, where: str | None = None) -> str:

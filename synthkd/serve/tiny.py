@@ -28,6 +28,15 @@ _CHAT_TEMPLATE = (
 _SHAPES = {"teacher": (4, 1), "student": (2, 2), "referee": (4, 3)}
 
 
+def tiny_layers(name: str) -> int:
+    """Layers of tiny model `name` (known without building it)."""
+    return _shape(name)[0]
+
+
+def _shape(name: str) -> tuple[int, int]:
+    return _SHAPES.get(name, (2, int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)))
+
+
 def _corpus_files(repo_root: Path) -> list[Path]:
     files = sorted((repo_root / "data").rglob("*.jsonl")) + sorted((repo_root / "prompts").rglob("*.jinja2"))
     return [f for f in files if f.is_file()]
@@ -92,7 +101,7 @@ def _build(out: Path, repo_root: Path, name: str) -> None:
     fast.chat_template = _CHAT_TEMPLATE
     fast.model_max_length = 2048
 
-    layers, seed = _SHAPES.get(name, (2, int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)))
+    layers, seed = _shape(name)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=layers,

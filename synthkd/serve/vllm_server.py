@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -192,11 +193,31 @@ class ServerManager:
             self._launcher.close()
 
 
+# `serve.command`'s placeholders. Only these are replaced, so other braces (a JSON argument such as
+# --override '{"a": 1}') pass through as written; str.format would have choked on them.
+COMMAND_PLACEHOLDERS = ("host", "port", "model", "name")
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")  # not inside {{...}}
+
+
+def check_command(command: list[str], where: str) -> None:
+    """`serve.command` at validate time: its program exists, and every {placeholder} is one synthkd fills."""
+    from synthkd.errors import ConfigError
+
+    unknown = sorted({m.group(1) for arg in command for m in _PLACEHOLDER.finditer(arg)} - set(COMMAND_PLACEHOLDERS))
+    if unknown:
+        raise ConfigError(f"serve.command has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}", where=where,
+                          fix=f"use {', '.join('{' + p + '}' for p in COMMAND_PLACEHOLDERS)}")
+    program = command[0]
+    if shutil.which(program) is None:
+        raise ConfigError(f"serve.command's program {program!r} is not found or not executable", where=where,
+                          fix="install it, put it on PATH, or give its absolute path")
+
+
 def server_command(serve: ServeConfig, path: str, names: list[str], host: str, port: int, env: dict[str, str]) -> list[str]:
     """The command line of one replica (vLLM's OpenAI server, or `serve.command`); sets engine variables in `env`."""
     if serve.command:
         fill = {"host": host, "port": str(port), "model": path, "name": names[0]}
-        return [arg.format(**fill) for arg in serve.command]
+        return [_PLACEHOLDER.sub(lambda m: fill.get(m.group(1), m.group(0)), arg) for arg in serve.command]
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", path, "--served-model-name", *names,

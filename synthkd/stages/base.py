@@ -16,9 +16,11 @@ Config + Trainer pair per method).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from jinja2 import nodes
 from pydantic import BaseModel
 
 from synthkd.client.accounting import Meter
@@ -27,6 +29,7 @@ from synthkd.records import Record, StageStats
 
 if TYPE_CHECKING:
     from synthkd.config.loader import LoadedPipeline
+    from synthkd.prompts import Prompt
     from synthkd.runtime import Runtime
 
 
@@ -192,3 +195,51 @@ def failed_row(row: dict[str, Any], res: Any, step: str, **extra: Any) -> dict[s
     """
     return {**row, **extra, "step": step, "reason": getattr(res, "error", None) or "empty",
             "detail": getattr(res, "detail", None), "raw": getattr(res, "text", None)}
+
+
+class RowProblem(Exception):
+    """One input row cannot be sent: it becomes a failed row with `reason` and `detail`, and costs no call."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+    def failed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as it goes to failed.jsonl."""
+        return {**row, "reason": self.reason, "detail": self.detail}
+
+
+def render_row(prompt: "Prompt", row: dict[str, Any]) -> str:
+    """`prompt` rendered for one row; RowProblem when the row lacks a column it reads (`missing_column:<name>`),
+    a value it always sends is null or blank (`empty_input`: nothing worth paying for), or rendering fails
+    on this row's values (`template_error`)."""
+    missing = sorted(prompt.variables - row.keys() - prompt.template.environment.globals.keys())
+    if missing:
+        raise RowProblem(f"missing_column:{missing[0]}", f"the row has no column(s) {', '.join(missing)}, which {prompt.name} reads")
+    empty = sorted(v for v in always_sent(prompt) if v in row and (row[v] is None or (isinstance(row[v], str) and not row[v].strip())))
+    if empty:
+        raise RowProblem("empty_input", f"column(s) {', '.join(empty)} null or blank, which {prompt.name} puts into the prompt")
+    try:
+        return prompt.render(**row)
+    except Exception as exc:  # noqa: BLE001 (jinja2 raises the error of whatever filter or test failed on these values)
+        raise RowProblem("template_error", f"{prompt.name}: {type(exc).__name__}: {exc}") from None
+
+
+@lru_cache(maxsize=64)
+def always_sent(prompt: "Prompt") -> frozenset[str]:
+    """Variables a template outputs unconditionally: outside `if`/`for` blocks, conditional expressions
+    and `default` filters. A null or blank value of one of them always reaches the prompt as is."""
+    names: set[str] = set()
+
+    def visit(node: nodes.Node) -> None:
+        if isinstance(node, nodes.CondExpr) or (isinstance(node, nodes.Filter) and node.name in ("default", "d")):
+            return
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            names.add(node.name)
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    for node in prompt.template.environment.parse(prompt.source).body:
+        if isinstance(node, nodes.Output):
+            visit(node)
+    return frozenset(names)

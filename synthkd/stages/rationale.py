@@ -28,7 +28,7 @@ from synthkd.config.stages import RationaleStage
 from synthkd.prompts import Prompt
 from synthkd.records import Messages, Record, StageStats, Stats
 from synthkd.runtime import Runtime
-from synthkd.stages.base import ExtraDataset, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.stages.base import ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses, render_row
 
 
 @lru_cache(maxsize=None)
@@ -73,12 +73,21 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
     inline = rt.prompts.get(cfg.think_format or cfg.inline_template)
     from_trace = cfg.rationale_source == "reasoning"
     schema = None if from_trace else rationale_model(cfg.max_rationale_chars)
-    calls = []
+    calls, sent, unsent = [], [], []
     for row in rows:
-        messages = [{"role": "user", "content": prompt.render(question=row[cfg.question_column])}]
+        try:
+            if cfg.question_column not in row:
+                raise RowProblem(f"missing_column:{cfg.question_column}", f"the row has no column {cfg.question_column}")
+            messages = [{"role": "user", "content": render_row(prompt, {"question": row[cfg.question_column]})}]
+        except RowProblem as problem:  # a failed row, never sent
+            unsent.append(problem.failed(row))
+            meter.failures[problem.reason] += 1
+            continue
+        sent.append(row)
         calls.extend(Call(messages=messages, sampling=cfg.sampling, schema=schema, sample=k) for k in range(cfg.samples))
-    results = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher rationales (k={cfg.samples})", calls, meter)
-    out, failed, per_input = [], [], []
+    rows = sent
+    results = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher rationales (k={cfg.samples})", calls, meter) if calls else []
+    out, failed, per_input = [], unsent, []
     for i, row in enumerate(rows):
         rid, question = str(row["id"]), str(row[cfg.question_column])
         gold = str(row[cfg.gold_column]) if cfg.gold_column and row.get(cfg.gold_column) is not None else None
