@@ -262,6 +262,7 @@ def test_reply_parser_on_hand_picked_hostile_replies(tmp_path: Path) -> None:
         {"choices": [{"message": {"content": None, "refusal": "I can't help with that."}}]},
         {"choices": [{"text": "legacy completion"}], "usage": {"prompt_tokens": 10**40}},
         {"choices": [{"message": {"content": "x"}, "logprobs": {"content": [{"logprob": "nan"}, 3]}}]},
+        {"choices": [{"message": {"content": "y"}, "finish_reason": "\udfff"}]},
     ]
     for completion in odd:
         _check_parsed([to_cached(completion, CONFIG)], cache)

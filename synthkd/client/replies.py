@@ -1,6 +1,10 @@
 """Replies as they come back: the choices and usage of a completion, turned into cache entries
-(`CachedReply`), and a cached reply checked against what was asked (truncation, schema) as a `Result`.
-Pure functions: tested without a network."""
+(`CachedReply`), and a cached reply checked against what was asked (an answer at all, truncation,
+schema) as a `Result`. Pure functions: tested without a network.
+
+Replies are normalised as providers and gateways send them (content as a list of parts, counts as
+strings or null); turning a reply into a cache entry never raises, so a paid reply is always stored:
+one that cannot be read is stored as `unusable` (its raw body) and fails its row on every rerun, unpaid."""
 
 from __future__ import annotations
 
@@ -120,7 +124,7 @@ def _choice(choice: Any) -> tuple[str, str | None, list[float] | None, str | Non
     """(content, reasoning trace, logprobs, finish_reason) of one choice; raises _Unusable when it has none to read."""
     if not isinstance(choice, dict):
         raise _Unusable("a choice is not an object")
-    finish = choice.get("finish_reason") if isinstance(choice.get("finish_reason"), str) else None
+    finish = _clean(choice["finish_reason"][:100]) if isinstance(choice.get("finish_reason"), str) else None
     message = choice.get("message")
     if message is None and isinstance(choice.get("text"), str):
         return _clean(choice["text"]), None, _logprobs(choice), finish  # the legacy completions shape
