@@ -60,7 +60,7 @@ def preflight(rt: Runtime, plan: Plan) -> None:
 
 def _check_probe(name: str, key_env: str | None, url: str, status: int, body: bytes, location: str | None) -> None:
     """Raise EndpointError unless GET <url>/models answered as an OpenAI-compatible API would."""
-    where = f"endpoints.{name}.base_url"
+    where, models = f"endpoints.{name}.base_url", f"{shown_url(url.rstrip('/'))}/models"
     if location is not None:
         raise redirect_error(name, status, location)
     if status in (401, 403):
@@ -70,11 +70,11 @@ def _check_probe(name: str, key_env: str | None, url: str, status: int, body: by
             f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
         )
     if stops_run(status) and status != 404:  # 404: a provider without /models; a wrong URL fails at the first call
-        raise EndpointError(f"endpoint {name!r}: {shown_url(url)}/models answered {status}; it does not look like "
+        raise EndpointError(f"endpoint {name!r}: {models} answered {status}; it does not look like "
                             "an OpenAI-compatible API", where=where, fix=NOT_THE_API_FIX)
     if 200 <= status < 300 and not _json_object(body):
         shown = body[:60].decode("utf-8", "replace").split("\n")[0]
-        raise EndpointError(f"endpoint {name!r}: {shown_url(url)}/models answered with a page that is not JSON "
+        raise EndpointError(f"endpoint {name!r}: {models} answered with a page that is not JSON "
                             f"({shown!r}...); it does not look like an OpenAI-compatible API", where=where, fix=NOT_THE_API_FIX)
 
 
