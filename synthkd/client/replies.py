@@ -252,7 +252,8 @@ def _detail(usage: dict[str, Any], block: str, key: str) -> int:
 
 
 def interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) -> Result:
-    """Check a reply against what was asked: an answer at all, truncation and schema validity."""
+    """Check a reply against what was asked: an answer at all (not filtered, refused or unreadable), truncation
+    and schema validity."""
     if reply.finish_reason == UNUSABLE:
         return Result(text=reply.text, finish_reason=None, cached=cached, error="unusable_reply",
                       detail=f"{reply.reasoning or 'the reply could not be read'}: {reply.text[:_DETAIL]}")
@@ -281,16 +282,24 @@ def interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) 
 
 
 def _unanswered(reply: CachedReply) -> tuple[str, str] | None:
-    """(reason, detail) when a readable reply holds no answer to keep: filtered, refused or empty."""
+    """(reason, detail) when a readable reply is no answer at all: filtered or refused.
+
+    An empty reply is an answer here (a student that says nothing scores 0 in an evaluation); stages that
+    keep replies as training data fail it themselves (`empty_detail`)."""
     if reply.finish_reason == "content_filter":
         return "content_filter", "the provider's content filter stopped the reply"
     if reply.finish_reason == REFUSAL:
         return "refusal", f"the model refused: {reply.text[:_DETAIL]}"
-    if (reply.text or "").strip():
+    return None
+
+
+def empty_detail(result: Result) -> str | None:
+    """Why a usable reply has no text to keep (the detail of an `empty_reply` failed row), or None when it has."""
+    if (result.text or "").strip():
         return None
-    if reply.finish_reason == "length":
-        spent = " (on its reasoning trace)" if reply.reasoning else ""
-        return "empty_reply", f"the reply-token cap (max_tokens) was reached before any answer{spent}"
-    if reply.reasoning:
-        return "empty_reply", "the reply has a reasoning trace but no answer"
-    return "empty_reply", f"the reply's content is empty (finish_reason={reply.finish_reason})"
+    if result.finish_reason == "length":
+        spent = " (on its reasoning trace)" if result.reasoning else ""
+        return f"the reply-token cap (max_tokens) was reached before any answer{spent}"
+    if result.reasoning:
+        return "the reply has a reasoning trace but no answer"
+    return f"the reply's content is empty (finish_reason={result.finish_reason})"
