@@ -3,7 +3,8 @@ retries, structured outputs, the request cache and accounting.
 
 A call never raises for a problem of its own row: it returns a Result whose `error` names the
 reason (and whose `text` keeps the raw reply). It raises only for problems of the whole run:
-BudgetExceeded, or EndpointError when the endpoint refuses us outright (bad key, unknown model).
+BudgetExceeded, or EndpointError when the endpoint refuses us outright (bad key, no credit, unknown
+model or route, a redirect: never followed, so neither the key nor the prompt goes to another host).
 """
 
 from __future__ import annotations
