@@ -7,15 +7,19 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from synthkd.client.accounting import Meter
+from synthkd.client.endpoint import NOT_THE_API_FIX, redirect_error
+from synthkd.client.retry import stops_run
 from synthkd.config.loader import LoadedPipeline
-from synthkd.errors import BudgetExceeded, EndpointError, StorageError
+from synthkd.errors import BudgetExceeded, EndpointError, StorageError, SynthkdError
 from synthkd.outputs import is_done, load_output
 from synthkd.progress import Reporter
+from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
 from synthkd.runtime import Runtime, digest
 from synthkd.scoring.code_judge import is_code_judge
@@ -29,7 +33,11 @@ def default_run_dir(loaded: LoadedPipeline) -> Path:
 
 
 def preflight(rt: Runtime, plan: Plan) -> None:
-    """Reach every remote endpoint once (GET /models: no tokens spent) before the first paid call."""
+    """Reach every remote endpoint once (GET /models: no tokens spent) before the first paid call.
+
+    An endpoint must answer as an OpenAI-compatible API: a JSON object from /models, or an error status
+    (some providers have no /models). A web page, a redirect, a rejected key or a wrong route stops the run.
+    """
     for name in sorted(plan.endpoints_used):
         cfg = rt.config.endpoints[name]
         if cfg.served:
@@ -38,18 +46,12 @@ def preflight(rt: Runtime, plan: Plan) -> None:
         reachable = []
         for url in cfg.base_urls:
             try:
-                _probe(url, key, min(cfg.timeout_s, 15))
-                reachable.append(url)
-            except urllib.error.HTTPError as exc:
-                if exc.code in (401, 403):
-                    raise EndpointError(
-                        f"endpoint {name!r} rejected the API key ({exc.code})", where=f"endpoints.{name}",
-                        fix=f"check the key in ${cfg.api_key_env}" if cfg.api_key_env else
-                        f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
-                    ) from None
-                reachable.append(url)  # other statuses (some providers have no /models): the server answers
+                status, body, location = _probe(url, key, min(cfg.timeout_s, 15))
             except (urllib.error.URLError, OSError) as exc:
-                last = f"{url}: {getattr(exc, 'reason', exc)}"
+                last = f"{redact_url(url)}: {getattr(exc, 'reason', exc)}"
+                continue
+            _check_probe(name, cfg.api_key_env, url, status, body, location)
+            reachable.append(url)
         # One replica down is not a reason to stop: the client takes it out. None up is.
         if not reachable:
             raise EndpointError(
@@ -58,13 +60,64 @@ def preflight(rt: Runtime, plan: Plan) -> None:
             )
 
 
-def _probe(url: str, key: str | None, timeout: float) -> None:
-    """GET <url>/models (no tokens spent); raises what urllib raises."""
-    request = urllib.request.Request(f"{url.rstrip('/')}/models")
+def _check_probe(name: str, key_env: str | None, url: str, status: int, body: bytes, location: str | None) -> None:
+    """Raise EndpointError unless GET <url>/models answered as an OpenAI-compatible API would."""
+    where, models = f"endpoints.{name}.base_url", f"{redact_url(url.rstrip('/'))}/models"
+    if location is not None:
+        raise redirect_error(name, status, location)
+    if status in (401, 403):
+        raise EndpointError(
+            f"endpoint {name!r} rejected the API key ({status})", where=f"endpoints.{name}",
+            fix=f"check the key in ${key_env}" if key_env else
+            f"the endpoint sends no API key: set endpoints.{name}.api_key_env to the environment variable that holds it",
+        )
+    if stops_run(status) and status != 404:  # 404: a provider without /models; a wrong URL fails at the first call
+        raise EndpointError(f"endpoint {name!r}: {models} answered {status}; it does not look like "
+                            "an OpenAI-compatible API", where=where, fix=NOT_THE_API_FIX)
+    if 200 <= status < 300 and not _json_object(body):
+        shown = body[:60].decode("utf-8", "replace").split("\n")[0]
+        raise EndpointError(f"endpoint {name!r}: {models} answered with a page that is not JSON "
+                            f"({shown!r}...); it does not look like an OpenAI-compatible API", where=where, fix=NOT_THE_API_FIX)
+
+
+def _json_object(body: bytes) -> bool:
+    """Whether a /models body is a JSON object (only its start is checked when it was cut at _PROBE_BYTES)."""
+    if len(body) >= _PROBE_BYTES:
+        return body.lstrip()[:1] == b"{"
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+_PROBE_BYTES = 1 << 16  # of a /models answer read (a provider's model list can be megabytes)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header on to any host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _probe(url: str, key: str | None, timeout: float) -> tuple[int, bytes, str | None]:
+    """(status, the body's first _PROBE_BYTES, where it redirects or None) of GET <url>/models, no tokens spent.
+
+    Raises what urllib raises when nothing answers (URLError, OSError)."""
+    target = f"{url.rstrip('/')}/models"
+    request = urllib.request.Request(target)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
-    with urllib.request.urlopen(request, timeout=timeout):
-        pass
+    try:
+        with _OPENER.open(request, timeout=timeout) as reply:
+            return reply.status, reply.read(_PROBE_BYTES), None
+    except urllib.error.HTTPError as exc:
+        location = exc.headers.get("Location") if 300 <= exc.code < 400 else None
+        with exc:
+            return exc.code, exc.read(_PROBE_BYTES), urllib.parse.urljoin(target, location) if location is not None else None
 
 
 def _endpoints(impl: StageImpl[Any]) -> list[str]:
@@ -133,6 +186,11 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
             entry["weights"] = dict(result.moves)  # saved before the output is marked done: a rerun re-applies it
             state.save()
             records_in = len(inputs.get(impl.input_key() or "", []))
+            failure = _all_failed(stage.name, records_in, result)
+            if failure is not None:  # not marked done: a rerun, once the cause is fixed, runs the stage again
+                entry.update(result.meter.to_json(), status="failed", records_in=records_in, records_out=0,
+                             failed=len(result.failed))
+                raise failure
             # The entry is checked against the stage's stats type before the output is marked done.
             _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
             _write_outputs(rt, impl, result, fp, inputs)
@@ -181,6 +239,21 @@ async def _finish(rt: Runtime, state: Any) -> None:
         return
     raise StorageError("; ".join(problems), where=str(rt.run_dir),
                        fix="free disk space (or fix the file system) and run the same command again")
+
+
+def _all_failed(name: str, records_in: int, result: StageResult) -> SynthkdError | None:
+    """The error that stops the run when a stage made no rows from a non-empty input, every row failing
+    for one reason (an endpoint that answers nothing usable: later stages would get nothing)."""
+    reasons = {str(f.get("reason")) for f in result.failed}
+    if not records_in or result.rows or len(reasons) != 1:
+        return None
+    sample = result.failed[0]
+    detail = " ".join(str(sample.get("detail") or sample.get("raw") or "no detail").split())[:200]
+    return SynthkdError(
+        f"stage {name!r} produced no rows from {records_in} input rows: all {len(result.failed)} failed with reason "
+        f"{reasons.pop()} (e.g. {detail})", where=f"stages.{name}",
+        fix="fix the cause (the endpoint, its base_url, the prompts or the input), then run again: replies already "
+        "paid for are reused from the cache")
 
 
 def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: str, inputs: dict[str, list[dict[str, Any]]]) -> None:

@@ -12,7 +12,17 @@ times that key was seen before.  Rule ``i`` applies when
 the first matching rule wins.  Kinds and their extra fields:
 ``rate_limit`` (``retry_after``=0.2), ``server_error`` (``status``=500),
 ``drop``, ``hang`` (``hang_seconds``=3600), ``not_json``, ``schema_violation``,
-``truncate``, ``delay`` (``seconds``=1.0).
+``truncate``, ``delay`` (``seconds``=1.0), ``status`` (``status``=422: that status with a JSON error body).
+Kinds that change a 200 reply, as hostile endpoints answer: ``parts`` (``message.content`` as a list of
+parts, ``[{"type": "text", "text": ...}, ...]``, as gateways return it), ``empty`` (content ``""``),
+``content_filter`` (finish reason ``content_filter``, content cut), ``bad_usage`` (``usage``: the reply's
+usage object replaced by the given one, e.g. ``{"prompt_tokens": "12.0", "completion_tokens": null}``),
+``no_message`` (a choice without ``message``).
+
+Hostile hosts, each off unless asked for: ``--html`` answers every path (``/_control`` aside) with a
+200 ``text/html`` page, as a web UI at the wrong URL does; ``--redirect-to URL`` answers every path
+(``/_control`` aside) with a 307 to URL with the path added (before URL's query, if any). Every server records the ``Authorization`` headers
+it received (``authorization`` in ``/_control/stats``), so a second server can show what a redirect leaked.
 
 A *reply hook* (``--reply-hook module:function``) scripts replies for tests that need a model
 to behave in a known way: it is called as ``function(body, index)`` and returns the reply's
@@ -77,8 +87,10 @@ from pathlib import Path
 from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FAULT_KINDS = frozenset({"rate_limit", "server_error", "drop", "hang", "not_json",
-                         "schema_violation", "truncate", "delay"})
+# Kinds that answer 200 with a changed completion (the rest answer otherwise).
+CONTENT_FAULTS = frozenset({"schema_violation", "truncate", "parts", "empty", "content_filter", "bad_usage",
+                            "no_message"})
+FAULT_KINDS = frozenset({"rate_limit", "server_error", "drop", "hang", "not_json", "delay", "status"}) | CONTENT_FAULTS
 VOCAB = (
     "alpha", "river", "compute", "signal", "harbor", "quiet", "lantern", "orbit", "meadow",
     "vector", "copper", "garden", "summit", "falcon", "ember", "prism", "delta", "willow",
@@ -89,9 +101,11 @@ VOCAB = (
     "zephyr", "bridge", "candle", "ferry", "meadowlark", "north", "onyx", "parcel", "ripple",
     "stone",
 )
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           409: "Conflict", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {200: "OK", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+           415: "Unsupported Media Type", 422: "Unprocessable Entity", 429: "Too Many Requests",
+           500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable"}
+HTML_PAGE = b"<!doctype html><html><head><title>Chat UI</title></head><body><div id=app></div></body></html>"
 DEEP = 10  # beyond this nesting depth, generators take the shortest valid path
 _FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00",
             "email": "user@example.com", "uri": "https://example.com/item",
@@ -279,13 +293,24 @@ def build_reasoning(body: dict[str, Any], index: int) -> str:
 
 
 def _corrupt(content: str, finish: str, fault: str | None, body: dict[str, Any]) -> tuple[str, str]:
-    """Apply content-level faults (schema_violation, truncate)."""
+    """Apply content-level faults (schema_violation, truncate, empty, content_filter)."""
     if fault == "schema_violation":
         schema_fmt = (body.get("response_format") or {}).get("type") == "json_schema"
         return ('{"unexpected": true}' if schema_fmt else "Sorry, I cannot help with that."), "stop"
     if fault == "truncate":
         return content[: len(content) // 2], "length"
+    if fault == "empty":
+        return "", "stop"
+    if fault == "content_filter":
+        return content[: len(content) // 3], "content_filter"
     return content, finish
+
+
+def _as_parts(content: str) -> list[dict[str, Any]]:
+    """Content as a gateway's list of parts: the text split in two text parts around a part of another type."""
+    half = len(content) // 2
+    return [{"type": "text", "text": content[:half]}, {"type": "image_url", "image_url": {"url": "data:,"}},
+            {"type": "text", "text": content[half:]}]
 
 
 def _logprobs(content: str, index: int, key: str) -> dict[str, Any]:
@@ -380,7 +405,8 @@ class FakeServer:
                  reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                  inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
                  refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: Any = None,
-                 batch_item_error_rate: float = 0.0, rpm: int = 0) -> None:
+                 batch_item_error_rate: float = 0.0, rpm: int = 0, html: bool = False,
+                 redirect_to: str | None = None) -> None:
         # Imported here, not at the top: tests.fakebatch imports this module.
         from tests.fakebatch import BatchService
         self.latency = latency_ms / 1000
@@ -393,6 +419,8 @@ class FakeServer:
         self.inflight = 0
         self.reject_max_tokens = reject_max_tokens
         self.refuse_n = refuse_n
+        self.html, self.redirect_to = html, redirect_to  # hostile hosts: a web page, a redirect, at every path
+        self.authorization: list[str] = []  # the Authorization headers received (what a redirect leaked)
         # rpm > 0: a per-minute request quota, enforced over one second as providers quantize theirs (a bucket
         # of rpm/60 requests refilled at rpm/60 per second), announced in x-ratelimit-* headers.
         self.rpm = rpm
@@ -489,6 +517,14 @@ class FakeServer:
         if "/v1/" in path and not path.startswith("/v1/"):  # a gateway's prefix (account id, token): /TOKEN/v1/...
             path = path[path.index("/v1/"):]
         route = (method, path.rstrip("/"))
+        if not path.startswith("/_control/"):
+            if (headers or {}).get("authorization"):
+                self.authorization.append((headers or {})["authorization"])
+            if self.html:
+                return Response(200, HTML_PAGE, content_type="text/html; charset=utf-8")
+            if self.redirect_to:
+                base, mark, rest = self.redirect_to.partition("?")
+                return Response(307, b"", (f"Location: {base.rstrip('/')}{path}{mark}{rest}",), "text/plain")
         if route in {("POST", "/v1/chat/completions"), ("POST", "/chat/completions")}:
             return await self._chat(body, reader)
         if route == ("GET", "/health"):
@@ -506,7 +542,7 @@ class FakeServer:
     def _control(self, route: tuple[str, str], body: bytes) -> Response:
         if route == ("GET", "/_control/stats"):
             return _json(200, {**self.stats, "connections_open": len(self._tasks),
-                               "faults": self.faults})
+                               "faults": self.faults, "authorization": self.authorization})
         if route == ("POST", "/_control/faults"):
             try:
                 self.faults = parse_plan(json.loads(body or b"[]"))
@@ -521,6 +557,7 @@ class FakeServer:
             self._attempts.clear()
             self.stats.clear()
             self._prefixes.clear()
+            self.authorization.clear()
             self.batch.reset()
             return _json(200, {"ok": True})
         if route == ("GET", "/_control/batches"):
@@ -623,13 +660,16 @@ class FakeServer:
     async def _answer(self, body: dict[str, Any], rule: dict[str, Any] | None, prompt_key: str,
                       reader: asyncio.StreamReader) -> Response | None:
         kind = rule["kind"] if rule else None
-        if rule is None or kind in {"schema_violation", "truncate"}:
-            return _json(200, self._completion(body, kind, prompt_key))
+        if rule is None or kind in CONTENT_FAULTS:
+            return _json(200, self._completion(body, kind, prompt_key, rule))
         if kind == "rate_limit":
             return _error(429, "Rate limit reached (injected fault)", "requests",
                           "rate_limit_exceeded", (f"Retry-After: {rule.get('retry_after', 0.2)}",))
         if kind == "server_error":
             return _error(int(rule.get("status", 500)), "Injected server error", "server_error")
+        if kind == "status":
+            status = int(rule.get("status", 422))
+            return _error(status, f"Injected status {status}", "invalid_request_error" if status < 500 else "server_error")
         if kind == "not_json":
             return Response(200, b"<html>upstream error</html>")
         if kind == "hang":
@@ -641,14 +681,15 @@ class FakeServer:
             return _json(200, self._completion(body, None, prompt_key))
         return None  # drop
 
-    def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], fault: str | None, prompt_key: str,
+                    rule: dict[str, Any] | None = None) -> dict[str, Any]:
         choices, completion_tokens, reasoning_tokens = [], 0, 0
         for index in range(_n(body)):
             scripted = self.hook(body, index) if self.hook else None
             reply = (scripted, "stop") if scripted is not None else build_reply(body, index)
             content, finish = _corrupt(*reply, fault, body)
             completion_tokens += len(content.split())
-            message = {"role": "assistant", "content": content}
+            message: dict[str, Any] = {"role": "assistant", "content": _as_parts(content) if fault == "parts" else content}
             if self.reasoning:
                 message["reasoning_content"] = build_reasoning(body, index)
                 reasoning_tokens += len(message["reasoning_content"].split())
@@ -656,6 +697,8 @@ class FakeServer:
                             "finish_reason": finish,
                             "logprobs": _logprobs(content, index, prompt_key)
                             if body.get("logprobs") else None})
+            if fault == "no_message":
+                del choices[-1]["message"]
         self._completions += 1
         prompt_tokens = _count_words(body["messages"])
         completion_tokens += reasoning_tokens
@@ -665,6 +708,8 @@ class FakeServer:
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         if self.cached_prefix_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(body["messages"], prompt_tokens)}
+        if fault == "bad_usage":
+            usage = (rule or {}).get("usage", {"prompt_tokens": "many", "completion_tokens": None})
         return {"id": f"chatcmpl-fake{self._completions:010d}",
                 "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"), "choices": choices, "system_fingerprint": "fp_fake",
@@ -707,7 +752,8 @@ async def _amain(args: argparse.Namespace) -> None:
                         args.cached_prefix_tokens, args.max_inflight, args.inflight_retry_after,
                         args.reject_max_tokens, args.refuse_n, batch_seconds=args.batch_seconds,
                         batch_faults=json.loads(args.batch_faults or "[]"),
-                        batch_item_error_rate=args.batch_item_error_rate, rpm=args.rpm)
+                        batch_item_error_rate=args.batch_item_error_rate, rpm=args.rpm,
+                        html=args.html, redirect_to=args.redirect_to)
     port = await server.start(args.host, args.port)
     print(f"READY http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
@@ -749,6 +795,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rpm", type=int, default=0,
                         help="a per-minute request quota, enforced over one second (rpm/60 at once), with "
                         "x-ratelimit-limit-requests / x-ratelimit-remaining-requests headers (0: none)")
+    parser.add_argument("--html", action="store_true", help="answer every path with a 200 HTML page (a web UI)")
+    parser.add_argument("--redirect-to", help="answer every path with a 307 to this URL + the path")
     asyncio.run(_amain(parser.parse_args(argv)))
 
 
@@ -817,7 +865,8 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
                    reasoning: bool = False, cached_prefix_tokens: int = 0, max_inflight: int = 0,
                    inflight_retry_after: float = 0.1, reject_max_tokens: bool = False,
                    refuse_n: bool = False, batch_seconds: float = 0.5, batch_faults: list[Any] | None = None,
-                   batch_item_error_rate: float = 0.0, rpm: int = 0) -> Iterator[ServerHandle]:
+                   batch_item_error_rate: float = 0.0, rpm: int = 0, html: bool = False,
+                   redirect_to: str | None = None) -> Iterator[ServerHandle]:
     """Run the fake server as a subprocess for the duration of the block."""
     cmd = [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--latency-ms", str(latency_ms)]
     cmd += ["--faults", json.dumps(faults)] if faults else []
@@ -835,6 +884,8 @@ def running_server(latency_ms: float = 0, faults: list[dict[str, Any]] | None = 
     cmd += ["--batch-faults", json.dumps(batch_faults)] if batch_faults else []
     cmd += ["--batch-item-error-rate", str(batch_item_error_rate)] if batch_item_error_rate else []
     cmd += ["--rpm", str(rpm)] if rpm else []
+    cmd += ["--html"] if html else []
+    cmd += ["--redirect-to", redirect_to] if redirect_to else []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE)
     try:
         port = _await_ready(process, timeout=30)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -181,13 +180,12 @@ def test_failed_items_go_into_a_new_batch_and_give_up_after_max_submissions(tmp_
     with running_server(batch_seconds=0.3, batch_faults=["fail", "fail"]) as server:
         pipeline = _pipeline(tmp_path / "giveup", server.base_url, {**FAST, "failed_items": "batch", "max_submissions": 2})
         out = tmp_path / "giveup" / "run"
-        stage, _ = _run(pipeline, out)
+        # Every row failed the same way: the run stops with one line, the stage not marked done.
+        stage, err = _run(pipeline, out, ok=False)
         assert len(server.batches()) == 2 and server.stats().get("chat_requests", 0) == 0
-        failed = read_rows(out, "answers", failed=True)
-        assert len(failed) == RECORDS * K and not read_rows(out, "answers")
-        assert {r["reason"] for r in failed} == {"batch:failed"} and "2 batches" in failed[0]["detail"]
-        shutil.rmtree(out / "datasets" / "answers")  # redo the stage: its requests are tried again, in a third batch
-        stage, _ = _run(pipeline, out)
+        assert f"all {RECORDS * K} failed with reason batch:failed" in err and "2 batches" in err
+        assert stage["status"] == "failed" and stage["failures"] == {"batch:failed": RECORDS * K}
+        stage, _ = _run(pipeline, out)  # run again: its requests are tried again, in a third batch
         assert len(server.batches()) == 3 and server.stats().get("chat_requests", 0) == 0
         assert read_rows(out, "answers") == online and not read_rows(out, "answers", failed=True)
 

@@ -43,9 +43,11 @@ def test_max_completion_tokens_is_sent_when_the_endpoint_asks_for_it(tmp_path: P
     with running_server(reject_max_tokens=True, log_path=tmp_path / "log.jsonl", log_sync=True) as server:
         pipeline = generate_pipeline(tmp_path, server.base_url, n=6)
         edit_pipeline(pipeline, stage={"sampling": {"max_tokens": 10, "seed": 7}})
-        refused = _run(pipeline, tmp_path / "refused")
-        assert refused["stages"]["answers"]["failures"] == {"bad_request": 6}
-        assert {r["reason"] for r in read_rows(tmp_path / "refused", "answers", failed=True)} == {"bad_request"}
+        # Every row refused the same way: the run stops with one line (it does not end `done` with 0 rows).
+        proc = run_cli("run", str(pipeline), "--out", str(tmp_path / "refused"))
+        assert proc.returncode == 1 and "all 6 failed with reason bad_request" in proc.stderr, proc.stderr
+        refused = run_json(tmp_path / "refused")
+        assert refused["status"] == "failed" and refused["stages"]["answers"]["failures"] == {"bad_request": 6}
         assert {e["cap"] for e in server.log_entries()} == {"max_tokens"}
 
         edit_pipeline(pipeline, endpoint={"max_tokens_param": "max_completion_tokens"})
@@ -182,10 +184,11 @@ def test_rationale_from_reasoning_traces(tmp_path: Path) -> None:
 def test_rationale_from_reasoning_without_traces_fails_rows_with_a_reason(tmp_path: Path) -> None:
     with running_server() as server:  # not a reasoning model
         out = tmp_path / "run"
-        state = _run(_rationale_pipeline(tmp_path, server.base_url, train=False), out)
-    assert read_rows(out, "rationales") == []
-    assert {f["reason"] for f in read_rows(out, "rationales", failed=True)} == {"no_reasoning"}
-    assert state["stages"]["rationales"]["rationale"]["kept"] == 0
+        proc = run_cli("run", str(_rationale_pipeline(tmp_path, server.base_url, train=False)), "--out", str(out))
+    # No sample has a trace: the stage made nothing, so the run stops with one line naming the reason.
+    assert proc.returncode == 1 and "stage 'rationales' produced no rows" in proc.stderr, proc.stderr
+    assert "all 12 failed with reason no_reasoning" in proc.stderr
+    assert run_json(out)["stages"]["rationales"]["status"] == "failed"
 
 
 @pytest.mark.needs_torch

@@ -30,7 +30,7 @@ from synthkd.client.batch_api import CHAT_URL, BatchAPI, batch_errors, error_tex
 from synthkd.client.batch_store import BatchItem, BatchStore, Submission
 from synthkd.client.endpoint import Call, EndpointClient, request_body
 from synthkd.client.replies import interpret, to_cached, to_cached_n
-from synthkd.client.retry import RETRYABLE_STATUS, is_retryable
+from synthkd.client.retry import is_retryable, rejects_request, retryable_status
 from synthkd.config.endpoints import BatchConfig
 from synthkd.errors import BudgetExceeded, EndpointError
 from synthkd.jsonl import dumps_line
@@ -99,7 +99,7 @@ class BatchPhase:
                     elif key not in needs and key not in client.withheld and self._resubmit(key, tries[key], last.get(key)):
                         needs[key] = (call, attempt, kwargs)
                     break
-                if interpret(reply, call.schema, True).ok:
+                if interpret(reply, call.schema, True).settled:  # usable, or a failure another attempt would repeat
                     break
         return self._lines(needs), holding
 
@@ -109,7 +109,7 @@ class BatchPhase:
             return True
         reason, _, detail = last.partition(": ")
         code = reason.removeprefix("batch:")
-        if code.isdigit() and int(code) not in RETRYABLE_STATUS:
+        if code.isdigit() and not retryable_status(int(code)):
             self.client.withheld[key] = (reason, detail)  # the provider refused the request itself: online would too
             return False
         if self.cfg.failed_items == "online":
@@ -294,8 +294,9 @@ class BatchPhase:
                     client.refuse_n(self.meter, f"a batch reply had {len(replies)} of {len(item.keys)} choices")
                 answered.add(cid)
                 errors.pop(cid, None)
-            elif len(item.keys) > 1 and isinstance(response, dict) and response.get("status_code") == 400:
-                # n>1 refused: its samples go singly in the next round, not counted as a failed submission.
+            elif len(item.keys) > 1 and isinstance(response, dict) and isinstance(response.get("status_code"), int) \
+                    and rejects_request(response["status_code"]):
+                # n>1 refused (400, 422, ...): its samples go singly in the next round, not counted as a failed submission.
                 client.refuse_n(self.meter, error_text(record))
                 n_refused.add(cid)
             else:

@@ -3,7 +3,8 @@ retries, structured outputs, the request cache and accounting.
 
 A call never raises for a problem of its own row: it returns a Result whose `error` names the
 reason (and whose `text` keeps the raw reply). It raises only for problems of the whole run:
-BudgetExceeded, or EndpointError when the endpoint refuses us outright (bad key, unknown model).
+BudgetExceeded, or EndpointError when the endpoint refuses us outright (bad key, no credit, unknown
+model or route, a redirect: never followed, so neither the key nor the prompt goes to another host).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -24,10 +26,11 @@ from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.calls import Call
 from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.replicas import ReplicaPool
-from synthkd.client.replies import Result, interpret, to_cached, to_cached_n
-from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable
+from synthkd.client.replies import Result, interpret, to_cached, to_cached_n, unusable
+from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable, rejects_request, stops_run
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
+from synthkd.redact import redact_url
 from synthkd.errors import EndpointError, ServeError, StorageError, SynthkdError
 
 
@@ -198,8 +201,8 @@ class EndpointClient:
             meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, cached,
                             reply.reasoning_tokens, reply.cached_prompt_tokens, request=request)
             result = interpret(reply, call.schema, cached)
-            if result.ok:
-                return result
+            if result.settled:  # usable, or failed in a way another (paid) attempt would repeat
+                break
         if result.error:
             meter.failures[result.error] += 1
         return result
@@ -247,7 +250,8 @@ class EndpointClient:
         try:
             replies = await self._fetch_n(keys, kwargs, meter)
         except _RowFailure as failure:
-            if failure.reason == "bad_request":
+            if failure.reason == "bad_request" or failure.reason.startswith("http:"):
+                # The request was refused (400, 422, ...): most likely for its n; its samples go singly.
                 self.refuse_n(meter, failure.detail)
                 return {}
             meter.failures[failure.reason] += len(missing)
@@ -263,8 +267,10 @@ class EndpointClient:
             meter.add_reply(self.name, reply.prompt_tokens, reply.completion_tokens, reply.cost, False,
                             reply.reasoning_tokens, reply.cached_prompt_tokens, request=j == 0)
             out[i] = interpret(reply, calls[i].schema, False)
-            if not out[i].ok:
+            if not out[i].settled:
                 retry.append(i)
+            elif out[i].error:
+                meter.failures[out[i].error] += 1
         for i, result in zip(retry, await _gather([self._attempts(calls[i], meter, 1, out[i]) for i in retry])):
             out[i] = result
         return out
@@ -296,7 +302,11 @@ class EndpointClient:
             async with self._semaphore:
                 await self._limiter.acquire(self._estimate_tokens(kwargs))
                 completion = await self._send_with_retries(kwargs, meter)
-            replies = parse(completion)
+            try:
+                replies = parse(completion)
+            except Exception as exc:  # parse never raises by design; if it does, what was paid is still kept
+                raw = json.dumps(completion, default=str)
+                replies = [unusable(raw, f"synthkd could not read the reply ({exc!r})") for _ in keys]
             actual = sum(r.cost for r in replies)
             try:
                 for key, reply in zip(keys, replies):
@@ -334,20 +344,26 @@ class EndpointClient:
                     # A retry is a request the provider counts: it waits for the rate limits as the first did.
                     await self._limiter.acquire(self._estimate_tokens(kwargs))
                     return await self._send_once(kwargs, meter)
-        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-            self._fatal = refused_error(self.name, self.config, exc)
-            raise self._fatal from None
-        except openai.BadRequestError as exc:
-            raise _RowFailure("bad_request", _short(exc)) from None
-        except Exception as exc:  # retries exhausted on a retryable error
-            died = self._dead()
-            if died:
-                self._fatal = ServeError(f"the server of endpoint {self.name!r} died: {died}")
+        except openai.APIStatusError as exc:
+            if stops_run(exc.status_code):
+                self._fatal = refused_error(self.name, self.config, exc)
                 raise self._fatal from None
-            if is_retryable(exc):
-                raise _RowFailure(f"gave_up:{_kind(exc)}", _short(exc)) from None
-            raise
+            if rejects_request(exc.status_code):  # the endpoint refused this one request: a failed row
+                raise _RowFailure("bad_request" if exc.status_code == 400 else f"http:{exc.status_code}", _short(exc)) from None
+            raise self._gave_up(exc) from None
+        except Exception as exc:  # retries exhausted on a retryable error
+            raise self._gave_up(exc) from None
         raise AssertionError("unreachable")
+
+    def _gave_up(self, exc: Exception) -> Exception:
+        """What a request's last error becomes once retrying is over: the run stops if the server died."""
+        died = self._dead()
+        if died:
+            self._fatal = ServeError(f"the server of endpoint {self.name!r} died: {died}")
+            return self._fatal
+        if is_retryable(exc):
+            return _RowFailure(f"gave_up:{_kind(exc)}", _short(exc))
+        return exc
 
     def _dead(self) -> str | None:
         return self.pool.all_dead()
@@ -373,7 +389,9 @@ class EndpointClient:
         try:
             # cast_to, the raw HTTP response: its body as it came (no response model) and its headers
             # (no more CPU than cast_to=bytes); status errors still raise.
-            response = await replica.client.post("/chat/completions", body=body, cast_to=_RAW_RESPONSE)
+            # No redirects: a base_url that redirects is misconfigured, and the body would go to another host.
+            response = await replica.client.post("/chat/completions", body=body, cast_to=_RAW_RESPONSE,
+                                                 options={"follow_redirects": False})
         except Exception as exc:
             self.pool.failed(replica, exc)
             if getattr(exc, "status_code", None) == 429:
@@ -477,9 +495,19 @@ class _RowFailure(Exception):
 
 
 def refused_error(name: str, config: EndpointConfig, exc: openai.APIStatusError) -> EndpointError:
-    """The run-stopping error for a 401/403/404, with the fix that fits how the endpoint is set up."""
-    what = f"endpoint {name!r} refused the request ({exc.status_code}): {_short(exc)}"
-    if exc.status_code == 404:
+    """The run-stopping error for a status that `stops_run`, with the fix that fits how the endpoint is set up."""
+    code = exc.status_code
+    if 300 <= code < 400:
+        request = getattr(exc.response, "request", None)
+        target = urllib.parse.urljoin(str(getattr(request, "url", "")), exc.response.headers.get("location", ""))
+        return redirect_error(name, code, target)
+    what = f"endpoint {name!r} refused the request ({code}): {_short(exc)}"
+    if code == 402:
+        return EndpointError(what, where=f"endpoints.{name}",
+                             fix="the account behind the key has no credit left: add credit, or use another key")
+    if code in (405, 501):
+        return EndpointError(what, where=f"endpoints.{name}.base_url", fix=NOT_THE_API_FIX)
+    if code == 404:
         return EndpointError(what, where=f"endpoints.{name}",
                              fix=f"check base_url and model ({config.model!r}): the server must serve that model at that URL")
     if config.api_key_env is None:
@@ -491,6 +519,18 @@ def refused_error(name: str, config: EndpointConfig, exc: openai.APIStatusError)
         )
     return EndpointError(what, where=f"endpoints.{name}.api_key_env",
                          fix=f"check that ${config.api_key_env} holds a valid key for this base_url and model")
+
+
+NOT_THE_API_FIX = ("base_url must be the root of an OpenAI-compatible API (it usually ends in /v1, "
+                   "e.g. http://localhost:8000/v1), not a web page or another path")
+
+
+def redirect_error(name: str, code: int, target: str) -> EndpointError:
+    """The run-stopping error for an endpoint that answers with a redirect (never followed: the key stays here)."""
+    return EndpointError(
+        f"endpoint {name!r} answered with a redirect ({code}) to {redact_url(target)}; synthkd does not follow "
+        "redirects, so the API key is never sent to another host", where=f"endpoints.{name}.base_url",
+        fix="set base_url to the URL the API answers at itself")
 
 
 def _kind(exc: BaseException) -> str:

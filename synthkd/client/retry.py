@@ -7,9 +7,29 @@ import random
 import openai
 from tenacity import RetryCallState
 
-# Errors after which the same request may well succeed. Everything else is either a problem of
-# this one row (400: kept as a failed record) or of the whole endpoint (401/403/404: stop the run).
+# Errors after which the same request may well succeed (and every other 5xx but 501). Everything else
+# is either a problem of the whole endpoint (STOPS_RUN, redirects: stop the run) or of this one row (400,
+# 413, 422, other 4xx: kept as a failed record).
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+# The endpoint cannot be used at all: bad key (401/403), no credit (402), no such model or route (404,
+# 405), no chat completions there (501).
+STOPS_RUN = frozenset({401, 402, 403, 404, 405, 501})
+
+
+def retryable_status(code: int) -> bool:
+    """Whether a request answered with this HTTP status may succeed when sent again."""
+    return code in RETRYABLE_STATUS or (code >= 500 and code not in STOPS_RUN)
+
+
+def rejects_request(code: int) -> bool:
+    """Whether this HTTP status refuses the one request (400, 413, 422, ...): its row fails, the run goes on."""
+    return 400 <= code < 500 and not stops_run(code) and not retryable_status(code)
+
+
+def stops_run(code: int) -> bool:
+    """Whether this HTTP status says the endpoint cannot be used at all (a redirect included: the
+    URL is not the API's, and following it could send the key to another host)."""
+    return code in STOPS_RUN or 300 <= code < 400
 
 
 class RetryableReplyError(Exception):
@@ -21,7 +41,7 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, RetryableReplyError)):
         return True
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRYABLE_STATUS
+        return retryable_status(exc.status_code)
     if isinstance(exc, openai.APIResponseValidationError):
         return True
     return False

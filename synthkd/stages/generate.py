@@ -7,6 +7,7 @@ from typing import Any
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.client.executor import run_calls
+from synthkd.client.replies import empty_detail
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import GenerateStage
 from synthkd.errors import ConfigError
@@ -47,6 +48,9 @@ async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
         if not res.ok or res.text is None:
             failed.append({**base, "reason": res.error, "detail": res.detail, "raw": res.text})
+        elif (empty := empty_detail(res)) is not None:  # paid and cached, but nothing to train on
+            meter.failures["empty_reply"] += 1
+            failed.append({**base, "reason": "empty_reply", "detail": empty, "raw": res.text})
         elif res.truncated and not cfg.keep_truncated:
             meter.failures["truncated"] += 1
             failed.append({**base, "reason": "truncated", "detail": "finish_reason=length", "raw": res.text})
