@@ -14,10 +14,13 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import NOT_THE_API_FIX, redirect_error
+from synthkd.client.replicas import split_credentials
 from synthkd.client.retry import stops_run
 from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import BudgetExceeded, EndpointError, StorageError, SynthkdError
+from synthkd.jsonl import write_jsonl
 from synthkd.outputs import is_done, load_output
+from synthkd.paths import inside
 from synthkd.progress import Reporter
 from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
@@ -107,10 +110,12 @@ def _probe(url: str, key: str | None, timeout: float) -> tuple[int, bytes, str |
     """(status, the body's first _PROBE_BYTES, where it redirects or None) of GET <url>/models, no tokens spent.
 
     Raises what urllib raises when nothing answers (URLError, OSError)."""
-    target = f"{url.rstrip('/')}/models"
+    target, basic = split_credentials(f"{url.rstrip('/')}/models")
     request = urllib.request.Request(target)
     if key:
         request.add_header("Authorization", f"Bearer {key}")
+    elif basic:
+        request.add_header("Authorization", basic)
     try:
         with _OPENER.open(request, timeout=timeout) as reply:
             return reply.status, reply.read(_PROBE_BYTES), None
@@ -186,11 +191,14 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
             entry["weights"] = dict(result.moves)  # saved before the output is marked done: a rerun re-applies it
             state.save()
             records_in = len(inputs.get(impl.input_key() or "", []))
-            failure = _all_failed(stage.name, records_in, result)
-            if failure is not None:  # not marked done: a rerun, once the cause is fixed, runs the stage again
+            if _all_failed(records_in, result):  # not marked done: a rerun, once the cause is fixed, runs it again
                 entry.update(result.meter.to_json(), status="failed", records_in=records_in, records_out=0,
                              failed=len(result.failed))
-                raise failure
+                # The failed rows (their raw replies included) stay readable, outside the datasets a rerun trusts.
+                kept = inside(run_dir / "failed", f"{stage.name}.jsonl")
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                write_jsonl(kept, result.failed)
+                raise _all_failed_error(stage.name, records_in, result, kept)
             # The entry is checked against the stage's stats type before the output is marked done.
             _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
             _write_outputs(rt, impl, result, fp, inputs)
@@ -241,17 +249,19 @@ async def _finish(rt: Runtime, state: Any) -> None:
                        fix="free disk space (or fix the file system) and run the same command again")
 
 
-def _all_failed(name: str, records_in: int, result: StageResult) -> SynthkdError | None:
-    """The error that stops the run when a stage made no rows from a non-empty input, every row failing
-    for one reason (an endpoint that answers nothing usable: later stages would get nothing)."""
-    reasons = {str(f.get("reason")) for f in result.failed}
-    if not records_in or result.rows or len(reasons) != 1:
-        return None
+def _all_failed(records_in: int, result: StageResult) -> bool:
+    """Whether a stage made no rows from a non-empty input, every row failing for one reason (an endpoint that
+    answers nothing usable: later stages would get nothing), which stops the run."""
+    return bool(records_in and not result.rows and len({str(f.get("reason")) for f in result.failed}) == 1)
+
+
+def _all_failed_error(name: str, records_in: int, result: StageResult, kept: Path) -> SynthkdError:
+    """The one line for a stage whose every row failed the same way (its failed rows written to `kept`)."""
     sample = result.failed[0]
     detail = " ".join(str(sample.get("detail") or sample.get("raw") or "no detail").split())[:200]
     return SynthkdError(
         f"stage {name!r} produced no rows from {records_in} input rows: all {len(result.failed)} failed with reason "
-        f"{reasons.pop()} (e.g. {detail})", where=f"stages.{name}",
+        f"{sample.get('reason')} (e.g. {detail}); the failed rows are in {kept}", where=f"stages.{name}",
         fix="fix the cause (the endpoint, its base_url, the prompts or the input), then run again: replies already "
         "paid for are reused from the cache")
 

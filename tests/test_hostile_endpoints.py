@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from synthkd.jsonl import read_jsonl
 import yaml
 
 from synthkd.client.accounting import Budget, Meter
@@ -226,6 +228,8 @@ def test_a_stage_whose_every_row_fails_the_same_way_stops_the_run(tmp_path: Path
     assert state["status"] == "failed" and state["stages"]["answers"]["status"] == "failed"
     assert state["stages"]["answers"]["failures"] == {"http:422": 5}
     assert not (tmp_path / "run" / "datasets" / "answers" / "_done.json").exists()  # a rerun tries it again
+    kept = read_jsonl(tmp_path / "run" / "failed" / "answers.jsonl")  # the failed rows are not dropped
+    assert len(kept) == 5 and {row["reason"] for row in kept} == {"http:422"}
 
 
 # ---- defect 14: redirects never carry the key to another host ---------------------------------------
@@ -242,7 +246,7 @@ def test_preflight_does_not_follow_a_redirect_to_another_host(tmp_path: Path) ->
 
 def test_redirect_message_hides_credentials() -> None:
     message = redirect_error("teacher", 302, "https://user:secret@gw.example/v1/models?api_key=abc#x").message()
-    assert "https://gw.example/v1/models" in message and "secret" not in message and "abc" not in message
+    assert "https://***@gw.example/v1/models?***" in message and "secret" not in message and "abc" not in message
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

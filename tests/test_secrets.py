@@ -178,7 +178,8 @@ def _secret_url_pipeline(tmp_path: Path, root_url: str, userinfo: bool = False) 
     url = f"http://{f'user:{PASSWORD}@' if userinfo else ''}{host}/${{env:SYNTHKD_TEST_URL_PART}}/v1"
 
     def edit(d: dict[str, Any]) -> None:
-        d["endpoints"]["teacher"].update(api_key_env="SYNTHKD_TEST_OPENAI_KEY", max_retries=0)
+        # A password in the URL is the endpoint's credential: it takes no api_key_env beside it.
+        d["endpoints"]["teacher"].update(max_retries=0, **({} if userinfo else {"api_key_env": "SYNTHKD_TEST_OPENAI_KEY"}))
         d["endpoints"]["spare"] = {"base_url": f"https://user:{PASSWORD}@gateway.example/v1", "model": "spare"}
 
     return _edit(generate_pipeline(tmp_path, url, n=4), edit)
@@ -206,6 +207,20 @@ def test_url_credentials_reach_no_file_and_no_output(tmp_path: Path) -> None:
     card = (run_dir / "datasets" / "answers" / "README.md").read_text()
     assert "https://***@gateway.example/v1" in card and "${env:SYNTHKD_TEST_URL_PART}" in card  # credentials hidden
     _assert_no_secrets([proc.stdout, proc.stderr, status.stdout, status.stderr], run_dir)
+
+
+def test_a_password_in_the_url_is_sent_as_basic_auth_and_shown_nowhere(tmp_path: Path) -> None:
+    from tests.fakeserver import running_server
+
+    env = {"SYNTHKD_TEST_URL_PART": PATH_TOKEN}
+    with running_server() as server:
+        run_dir = tmp_path / "run"
+        proc = run_cli("run", str(_secret_url_pipeline(tmp_path, server.root_url, userinfo=True)), "--out", str(run_dir), env=env)
+        assert proc.returncode == 0, proc.stderr
+        seen = server.stats().get("authorization", [])
+    assert len(read_rows(run_dir, "answers")) == 4
+    assert seen and all(h.startswith("Basic ") for h in seen), seen  # the preflight and every call
+    _assert_no_secrets([proc.stdout, proc.stderr], run_dir)
 
 
 def test_unreachable_url_message_hides_credentials(tmp_path: Path) -> None:

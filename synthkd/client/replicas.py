@@ -7,7 +7,9 @@ is why spreading calls over replicas keeps resume and "no call repeated" exactly
 
 from __future__ import annotations
 
+import base64
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,8 +56,10 @@ class ReplicaPool:
         replicas = []
         for i, url in enumerate(urls):
             http_client = openai.DefaultAioHttpClient() if config.transport == "aiohttp" else None
-            client = openai.AsyncOpenAI(base_url=url, api_key=api_key or "not-needed", max_retries=0,
-                                        timeout=config.timeout_s, http_client=http_client)
+            bare, basic = split_credentials(url)
+            client = openai.AsyncOpenAI(base_url=bare, api_key=api_key or "not-needed", max_retries=0,
+                                        timeout=config.timeout_s, http_client=http_client,
+                                        default_headers={"Authorization": basic} if basic and not api_key else None)
             replicas.append(Replica(url, client, alive[i] if alive else None))
         return cls(replicas, on_death)
 
@@ -119,3 +123,17 @@ class ReplicaPool:
     async def aclose(self) -> None:
         for client in [r.client for r in self.replicas] + self._retired:
             await client.close()
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without `user:password@`, the Basic Authorization header they make, or None).
+
+    Credentials in a base URL are sent as a header, as browsers and httpx do: aiohttp refuses them beside the
+    Authorization header the openai client always sets, and urllib reads them as part of the host name."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"Basic {token}"

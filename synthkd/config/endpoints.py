@@ -194,6 +194,9 @@ class EndpointConfig(Strict):
             # The openai client appends the API path to the URL's text: a query string would swallow it.
             raise ValueError("a base URL cannot carry a query string or fragment (the request path would be appended "
                              "after it); the URL is not shown here, as a query often holds a key")
+        if self.api_key_env and any("@" in urlsplit(url).netloc for url in self.base_urls):
+            raise ValueError("a base URL with `user:password@` and `api_key_env` would both set the Authorization header; "
+                             "keep one (the URL is not shown here, as it holds a password)")
         return self
 
     @property
