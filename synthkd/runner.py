@@ -249,10 +249,20 @@ async def _finish(rt: Runtime, state: Any) -> None:
                        fix="free disk space (or fix the file system) and run the same command again")
 
 
+# Reasons a row fails for what the endpoint answered (or would not), as opposed to a stage's own judgement of the
+# data (`wrong_answer`, `contaminated`, `duplicate`: a stage may rightly keep nothing).
+_ENDPOINT_REASONS = ("http:", "gave_up:", "batch:", "bad_request", "unusable_reply", "empty_reply", "content_filter",
+                     "refusal", "invalid_json", "schema_violation", "truncated", "no_reasoning")
+
+
 def _all_failed(records_in: int, result: StageResult) -> bool:
-    """Whether a stage made no rows from a non-empty input, every row failing for one reason (an endpoint that
-    answers nothing usable: later stages would get nothing), which stops the run."""
-    return bool(records_in and not result.rows and len({str(f.get("reason")) for f in result.failed}) == 1)
+    """Whether a stage made no rows from a non-empty input, every row failing for one reason that is the endpoint's
+    (an endpoint that answers nothing usable: later stages would get nothing), which stops the run."""
+    reasons = {str(f.get("reason")) for f in result.failed}
+    if not records_in or result.rows or len(reasons) != 1:
+        return False
+    reason = reasons.pop()
+    return any(reason == r or (r.endswith(":") and reason.startswith(r)) for r in _ENDPOINT_REASONS)
 
 
 def _all_failed_error(name: str, records_in: int, result: StageResult, kept: Path) -> SynthkdError:
