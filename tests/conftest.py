@@ -20,10 +20,46 @@ REPO = Path(__file__).resolve().parent.parent
 SYNTHKD = [sys.executable, "-m", "synthkd.cli"]
 
 
+# The fast tier runs the CLI in the test's own process (its commands, arguments, environment, working directory,
+# exit code and the two output streams as a user gets them) because a fresh interpreter importing synthkd's stack
+# costs about 1.3 s of CPU a command, most of the tier's time. Slow tests (vLLM, TRL, several processes) and
+# SYNTHKD_TEST_CLI=subprocess keep a real process per command; the tests that kill or interrupt a run start
+# their own processes, so the console entry point is exercised in the fast tier too.
+_IN_PROCESS = {"enabled": os.environ.get("SYNTHKD_TEST_CLI", "inprocess") != "subprocess"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _IN_PROCESS["now"] = _IN_PROCESS["enabled"] and item.get_closest_marker("slow") is None
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `synthkd ARGS` in a subprocess, as a user would."""
+    """Run `synthkd ARGS` as a user would: exit code, stdout and stderr (in this process in the fast tier)."""
+    if _IN_PROCESS.get("now"):
+        return _run_cli_here(list(args), env or {}, cwd or REPO)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([*SYNTHKD, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd or REPO)
+
+
+def _run_cli_here(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`synthkd ARGS` through the console script's entry point, in this process. An exception that escapes it
+    shows as the traceback a user would see, so tests that look for one still can."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from synthkd import cli
+
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(cli.app, args, env=env, catch_exceptions=True, prog_name="synthkd")
+    finally:
+        os.chdir(before)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess([*SYNTHKD, *args], result.exit_code, result.stdout, stderr)
 
 
 def seeds_file(tmp: Path, n: int = 20) -> Path:
