@@ -448,3 +448,22 @@ def test_rationale_null_question_is_a_failed_row(tmp_path: Path) -> None:
         assert len(server.log_entries()) == 1
     reasons = {r["id"]: r["reason"] for r in read_rows(out, "rationales", failed=True)}
     assert reasons.get("null") == "empty_input" and reasons.get("blank") == "empty_input"
+
+
+def test_lion_seeds_without_an_instruction_are_failed_rows_never_sent(tmp_path: Path) -> None:
+    """Lion sends its seeds' `instruction` as it is: a null or blank one would be a paid request about nothing."""
+    from tests.conftest import lion_pipeline, read_rows, run_cli
+    from tests.fakeserver import running_server
+
+    with running_server() as server:
+        pipeline = lion_pipeline(tmp_path, server.base_url, n_seeds=6, iterations=1)
+        seeds = tmp_path / "seeds.jsonl"
+        seeds.write_text(seeds.read_text() + '{"id": "null", "instruction": null}\n{"id": "blank", "instruction": "  "}\n')
+        out = tmp_path / "run"
+        proc = run_cli("run", str(pipeline), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+    failed = {row["id"]: row["reason"] for row in read_rows(out, "lion", failed=True)}
+    assert failed.get("null") == "empty_input" and failed.get("blank") == "empty_input"
+    # Neither entered the loop: no pool, answer or discrimination row names them.
+    judged = read_rows(out, "lion.iter1.discrimination") + read_rows(out, "lion.iter1.discrimination", failed=True)
+    assert judged and not {"null", "blank"} & {row["id"] for row in judged}

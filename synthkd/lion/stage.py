@@ -6,7 +6,7 @@ import importlib.util
 
 from synthkd.config.stages import LionStage
 from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
-from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.sft import check_sft_args
 
@@ -124,5 +124,9 @@ class LionImpl(StageImpl[LionStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.lion.loop import LionRun
 
-        return await LionRun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()
+        # A seed without an instruction is nothing to pay for: a failed row, never sent.
+        seeds, empty = split_blank(inp.get("input"), "instruction")
+        result = await LionRun(self.cfg, inp.rt, seeds, inp.get("heldout")).run()
+        result.failed[:0] = empty
+        return result
 

@@ -209,6 +209,20 @@ class RowProblem(Exception):
         return {**row, "reason": self.reason, "detail": self.detail}
 
 
+def split_blank(rows: list[dict[str, Any]], column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows whose `column` holds text, the others as failed rows with reason `empty_input`): for stages that send
+    a column as it is, where a null or blank value would be a paid request about nothing."""
+    keep: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for row in rows:
+        value = row.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            failed.append(RowProblem("empty_input", f"column {column} is null or blank").failed(row))
+        else:
+            keep.append(row)
+    return keep, failed
+
+
 def render_row(prompt: "Prompt", row: dict[str, Any]) -> str:
     """`prompt` rendered for one row; RowProblem when the row lacks a column it reads (`missing_column:<name>`),
     a value it always sends is null or blank (`empty_input`: nothing worth paying for), or rendering fails
@@ -221,6 +235,8 @@ def render_row(prompt: "Prompt", row: dict[str, Any]) -> str:
         raise RowProblem("empty_input", f"column(s) {', '.join(empty)} null or blank, which {prompt.name} puts into the prompt")
     try:
         return prompt.render(**row)
+    except SynthkdError:  # the sandbox stopping the template: it would stop every row, so the run stops
+        raise
     except Exception as exc:  # noqa: BLE001 (jinja2 raises the error of whatever filter or test failed on these values)
         raise RowProblem("template_error", f"{prompt.name}: {type(exc).__name__}: {exc}") from None
 
