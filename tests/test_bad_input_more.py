@@ -467,3 +467,30 @@ def test_lion_seeds_without_an_instruction_are_failed_rows_never_sent(tmp_path: 
     # Neither entered the loop: no pool, answer or discrimination row names them.
     judged = read_rows(out, "lion.iter1.discrimination") + read_rows(out, "lion.iter1.discrimination", failed=True)
     assert judged and not {"null", "blank"} & {row["id"] for row in judged}
+
+
+def test_eval_questions_that_are_null_or_blank_are_failed_rows_never_sent(tmp_path: Path) -> None:
+    """The eval stage sends each question as it is: a null or blank one is a failed row, not a scored 0."""
+    import yaml
+
+    from tests.conftest import REPO, read_rows, remote_endpoint, run_cli, run_json
+    from tests.fakeserver import running_server
+
+    test = (REPO / "data" / "rationale" / "arithmetic_test.jsonl").read_text().splitlines()[:3]
+    (tmp_path / "test.jsonl").write_text("\n".join(test) + '\n{"id": "null", "question": null, "answer": "1"}\n'
+                                         '{"id": "blank", "question": "", "answer": "2"}\n')
+    spec = {"name": "ev", "prompts_dir": str(REPO / "prompts"),
+            "endpoints": {n: remote_endpoint("URL", n) for n in ("teacher", "judge", "student")},
+            "stages": [{"name": "testset", "type": "load", "path": str(tmp_path / "test.jsonl")},
+                       {"name": "eval", "type": "eval", "input": "testset", "question_column": "question", "gold_column": "answer"}]}
+    with running_server() as server:
+        for endpoint in spec["endpoints"].values():
+            endpoint["base_url"] = server.base_url
+        (tmp_path / "ev.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        proc = run_cli("run", str(tmp_path / "ev.yaml"), "--out", str(tmp_path / "run"))
+        assert proc.returncode == 0, proc.stderr
+        sent = server.stats().get("chat_requests", 0)
+    failed = {row["id"]: row["reason"] for row in read_rows(tmp_path / "run", "eval", failed=True)}
+    assert failed == {"null": "empty_input", "blank": "empty_input"}
+    assert run_json(tmp_path / "run")["stages"]["eval"]["eval"]["n"] == 3
+    assert sent == 3 * 4  # the three real questions only: student, teacher and the judge in both orders

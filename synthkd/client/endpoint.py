@@ -30,8 +30,8 @@ from synthkd.client.replies import Result, interpret, to_cached, to_cached_n, un
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable, rejects_request, stops_run
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
-from synthkd.redact import redact_url
 from synthkd.errors import EndpointError, ServeError, StorageError, SynthkdError
+from synthkd.redact import redact_url
 
 
 class EndpointClient:

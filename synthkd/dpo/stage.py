@@ -9,7 +9,7 @@ from synthkd.errors import ConfigError
 from synthkd.records import Iteration, Metrics, PreferencePair, StageStats
 from synthkd.scoring.code_judge import is_code_judge
 from synthkd.scoring.heldout import brief
-from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.launch import check_accelerate_config
 
@@ -76,4 +76,8 @@ class DPOImpl(StageImpl[DPOStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.dpo.loop import DPORun
 
-        return await DPORun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()
+        # An instruction that is null or blank is nothing to pay for: a failed row, never sent.
+        prompts, empty = split_blank(inp.get("input"), "instruction")
+        result = await DPORun(self.cfg, inp.rt, prompts, inp.get("heldout")).run()
+        result.failed[:0] = empty
+        return result

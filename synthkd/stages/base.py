@@ -24,6 +24,7 @@ from jinja2 import nodes
 from pydantic import BaseModel
 
 from synthkd.client.accounting import Meter
+from synthkd.errors import SynthkdError
 from synthkd.paths import inside
 from synthkd.records import Record, StageStats
 

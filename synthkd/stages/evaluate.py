@@ -17,7 +17,7 @@ from synthkd.judging import judge, pairwise_call_pairs
 from synthkd.lion.steps import answer_call
 from synthkd.records import Record, StageStats, Stats
 from synthkd.runtime import Runtime
-from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import heldout_items, score_answers
 from synthkd.scoring.metrics import summary as metric_summary
@@ -55,11 +55,13 @@ def outcome(student: float, teacher: float) -> str:
 async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(scored rows, failed rows, summary)."""
     t_answer = rt.prompts.get(cfg.templates.answer)
+    rows, empty = split_blank(rows, cfg.question_column)  # a null question is no question: not sent, not scored
     items = [{"id": str(r["id"]), "instruction": str(r[cfg.question_column]), "gold": r.get(cfg.gold_column) if cfg.gold_column else None} for r in rows]
     calls = [answer_call(t_answer, x["instruction"], cfg.answer_sampling) for x in items]
     student = await rt.call_all(cfg.student, f"{cfg.name}: student answers", calls, meter)
     teacher = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher answers", calls, meter) if cfg.teacher else [None] * len(items)
-    out, failed = [], []
+    out: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = list(empty)
     extra: dict[str, Any] = {}
     for x, s, t in zip(items, student, teacher):
         if not s.ok or s.text is None or (t is not None and (not t.ok or t.text is None)):
