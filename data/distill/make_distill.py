@@ -554,12 +554,20 @@ def render(rng: random.Random, family: str, items: list[Item]) -> list[dict[str,
 
 
 def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    pool_rows, held_rows, _ = build_with_items()
+    return pool_rows, held_rows
+
+
+def build_with_items() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Item]]]:
+    """(pool rows, held-out rows, the held-out items of each family)."""
     rng = random.Random(SEED)
     items = family_items()
     pool_rows: list[dict[str, Any]] = []
     held_rows: list[dict[str, Any]] = []
+    held_by_family: dict[str, list[Item]] = {}
     for family in FAMILIES:
         pool_items, held_items = split_family(rng, family, items[family])
+        held_by_family[family] = held_items
         pool_rows += render(rng, family, pool_items)
         held_rows += render(rng, family, held_items)
     rng.shuffle(pool_rows)
@@ -568,7 +576,149 @@ def build() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         r["id"] = f"pool-{i:04d}"
     for i, r in enumerate(held_rows, 1):
         r["id"] = f"heldout-{i:03d}"
-    return pool_rows, held_rows
+    return pool_rows, held_rows, held_by_family
+
+
+# ----------------------------------------------------------------------------------------------
+# Held-out sets that can show generalisation (for `synthkd efficacy`), written beside heldout.jsonl
+# with random streams of their own, so pool.jsonl and heldout.jsonl stay byte for byte as they were.
+#  - heldout_phrasings.jsonl: the held-out items of the gold families, asked in phrasings the pool
+#    never uses (a student that learned the pool's sentence shapes, not the facts, fails here).
+#  - heldout_families.jsonl: short-answer families the pool does not have at all, of the same kind
+#    (one word from a small model's everyday knowledge), each with gold.
+# ----------------------------------------------------------------------------------------------
+
+PHRASING_TEMPLATES = {
+    "antonym": [
+        'Tell me a word that means the reverse of "{w}".',
+        'If something is not "{w}", it is what? Give the opposite word.',
+        'I need the word opposite in meaning to "{w}". What is it?',
+        'Reverse the meaning of "{w}" with a single word.',
+    ],
+    "capital": [
+        "Where is the seat of government of {c}? Name the city.",
+        "I am travelling to the capital of {c}. Which city am I going to?",
+        "{c} has its capital in which city?",
+        "Name the city where the government of {c} sits.",
+    ],
+    "plural": [
+        'I have more than one "{w}". How do I write that word?',
+        'Turn "{w}" into its plural.',
+        'How do you say "{w}" when there are many of them?',
+        'Make the word "{w}" plural.',
+    ],
+    "sentiment": [
+        'A customer wrote: "{r}" Was the customer happy (positive) or unhappy (negative)?',
+        'Read this: "{r}" Answer positive or negative.',
+        'Would you call this comment positive or negative? "{r}"',
+        'Label the feeling of this text as positive or negative: "{r}"',
+    ],
+}
+
+PAST_TENSE = [
+    ("go", "went"), ("eat", "ate"), ("see", "saw"), ("run", "ran"), ("write", "wrote"), ("take", "took"),
+    ("give", "gave"), ("come", "came"), ("drink", "drank"), ("swim", "swam"), ("sing", "sang"), ("buy", "bought"),
+    ("think", "thought"), ("teach", "taught"), ("catch", "caught"), ("fly", "flew"), ("drive", "drove"),
+    ("speak", "spoke"), ("break", "broke"), ("choose", "chose"), ("forget", "forgot"), ("sleep", "slept"),
+    ("feel", "felt"), ("keep", "kept"), ("find", "found"), ("tell", "told"), ("sell", "sold"), ("stand", "stood"),
+]
+COMPARATIVES = [
+    ("big", "bigger"), ("small", "smaller"), ("fast", "faster"), ("slow", "slower"), ("tall", "taller"),
+    ("old", "older"), ("young", "younger"), ("hot", "hotter"), ("cold", "colder"), ("good", "better"),
+    ("bad", "worse"), ("happy", "happier"), ("easy", "easier"), ("heavy", "heavier"), ("strong", "stronger"),
+    ("long", "longer"), ("warm", "warmer"), ("cheap", "cheaper"), ("loud", "louder"), ("dark", "darker"),
+    ("thin", "thinner"), ("wide", "wider"), ("deep", "deeper"), ("soft", "softer"), ("high", "higher"),
+]
+COLOURS = [
+    ("a ripe banana", "yellow"), ("fresh grass", "green"), ("fresh snow", "white"), ("coal", "black"),
+    ("a clear sky at noon", "blue"), ("a ripe tomato", "red"), ("a lemon", "yellow"), ("a fire truck", "red"),
+    ("milk chocolate", "brown"), ("a crow", "black"), ("a ripe strawberry", "red"), ("a polar bear", "white"),
+    ("a lime", "green"), ("a pumpkin", "orange"), ("a flamingo", "pink"), ("an eggplant", "purple"),
+    ("a carrot", "orange"), ("a cucumber", "green"), ("a school bus in the United States", "yellow"),
+    ("cow's milk", "white"), ("a frog", "green"), ("a ripe cherry", "red"),
+]
+NEW_FAMILY_TEMPLATES = {
+    "past_tense": [
+        'What is the past tense of "{w}"? Answer with one word.',
+        'Give the simple past form of the verb "{w}".',
+        'What is the past form of the verb "{w}"?',
+    ],
+    "comparative": [
+        'What is the comparative form of "{w}"? One word.',
+        'Give the comparative of the adjective "{w}".',
+        'What is the comparative of "{w}"? Answer with one word.',
+    ],
+    "colour": [
+        "What colour is {x}? Answer with one word.",
+        "Name the usual colour of {x}.",
+        "In one word, what colour is {x}?",
+    ],
+    "country": [
+        "{cap} is the capital of which country?",
+        "Which country has {cap} as its capital?",
+        "Name the country whose capital is {cap}.",
+    ],
+}
+NEW_FAMILIES = list(NEW_FAMILY_TEMPLATES)
+# CAPITALS is listed best known first; a small teacher knows the first ones' countries, not Nicosia's.
+WELL_KNOWN_CAPITALS = 25
+
+
+def _dealt(rng: random.Random, templates: list[str], slots: list[dict[str, str]]) -> list[str]:
+    """Each item's instruction, templates dealt round-robin in a shuffled order."""
+    order = list(range(len(templates)))
+    rng.shuffle(order)
+    return [cap_first(templates[order[i % len(order)]].format(**x)) for i, x in enumerate(slots)]
+
+
+def build_phrasings(held_by_family: dict[str, list[Item]]) -> list[dict[str, Any]]:
+    """The held-out items of the gold families, asked in the phrasings of PHRASING_TEMPLATES."""
+    rng = random.Random(SEED + 1)
+    rows: list[dict[str, Any]] = []
+    for family, templates in PHRASING_TEMPLATES.items():
+        items = held_by_family[family]
+        for x, text in zip(items, _dealt(rng, templates, [x["slots"] for x in items])):
+            rows.append({"instruction": text, "family": family, "gold": x["gold"], "keys": x["keys"]})
+    rng.shuffle(rows)
+    for i, r in enumerate(rows, 1):
+        r["id"] = f"phrasing-{i:03d}"
+    return rows
+
+
+def build_new_families() -> list[dict[str, Any]]:
+    """Every item of the families the pool does not have."""
+    rng = random.Random(SEED + 2)
+    sources = {
+        "past_tense": [({"w": w}, past) for w, past in PAST_TENSE],
+        "comparative": [({"w": w}, more) for w, more in COMPARATIVES],
+        "colour": [({"x": x}, colour) for x, colour in COLOURS],
+        "country": [({"cap": cap}, country) for country, cap in CAPITALS[:WELL_KNOWN_CAPITALS]],
+    }
+    rows: list[dict[str, Any]] = []
+    for family, pairs in sources.items():
+        texts = _dealt(rng, NEW_FAMILY_TEMPLATES[family], [slots for slots, _ in pairs])
+        rows += [{"instruction": t, "family": family, "gold": gold, "keys": set()} for t, (_, gold) in zip(texts, pairs)]
+    rng.shuffle(rows)
+    for i, r in enumerate(rows, 1):
+        r["id"] = f"family-{i:03d}"
+    return rows
+
+
+def check_generalisation(pool: list[dict[str, Any]], phrasings: list[dict[str, Any]], families: list[dict[str, Any]]) -> None:
+    """The two extra held-out sets: gold everywhere, no instruction of the pool's, no shared 13-gram with it, a
+    phrasing set whose templates the pool never uses, and families the pool does not have."""
+    pool_texts = {" ".join(r["instruction"].lower().split()) for r in pool}
+    pool_grams: set[tuple[str, ...]] = set()
+    for r in pool:
+        pool_grams |= ngrams(tokens(r["instruction"]), NGRAM)
+    for r in phrasings + families:
+        assert isinstance(r["gold"], str) and r["gold"].strip() and r["instruction"].isascii(), r
+        assert " ".join(r["instruction"].lower().split()) not in pool_texts, r
+        assert not ngrams(tokens(r["instruction"]), NGRAM) & pool_grams, r
+    used = {t for f in PHRASING_TEMPLATES for t in TEMPLATES[f]}
+    assert not used & {t for ts in PHRASING_TEMPLATES.values() for t in ts}, "a phrasing template is the pool's"
+    assert {r["family"] for r in phrasings} <= GOLD_FAMILIES
+    assert not {r["family"] for r in families} & set(FAMILIES), "a new family is one the pool has"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -667,10 +817,16 @@ def write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    pool, held = build()
+    pool, held, held_by_family = build_with_items()
     max_r = check(pool, held)
+    phrasings, families = build_phrasings(held_by_family), build_new_families()
+    check_generalisation(pool, phrasings, families)
     write(HERE / "pool.jsonl", pool)
     write(HERE / "heldout.jsonl", held)
+    write(HERE / "heldout_phrasings.jsonl", phrasings)
+    write(HERE / "heldout_families.jsonl", families)
+    print(f"heldout_phrasings: {len(phrasings)} rows; heldout_families: {len(families)} rows "
+          f"({', '.join(f'{f} {n}' for f, n in Counter(r['family'] for r in families).items())})")
     pc = Counter(r["family"] for r in pool)
     hc = Counter(r["family"] for r in held)
     print(f"{'family':<12}{'pool':>6}{'heldout':>9}")
