@@ -40,6 +40,11 @@ YAML_CASES = {
     "stage_not_a_mapping": ("name: x\nendpoints: {}\nstages: [load]\n", ["p.yaml:3: stages.0"]),
     "name_is_a_list": ("name: [a, b]\nendpoints: {}\nstages: []\n", ["p.yaml:1: name"]),
     "numeric_keys": ("name: x\nendpoints: {1: {model: m}}\nstages: []\n", ["p.yaml:"]),
+    # An extra zero or three: billions of requests built before any message, without the cap.
+    "samples_typo": ("name: x\nendpoints: {t: {model: m, base_url: 'http://127.0.0.1:9/v1'}}\nstages:\n"
+                     "  - {name: s, type: load, path: d.jsonl}\n"
+                     "  - {name: g, type: generate, input: s, endpoint: t, template: a.j2, samples: 100000000}\n",
+                     ["p.yaml:5: stages.1.samples", "less than or equal to 1000"]),
 }
 
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 _STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
+MAX_SAMPLES = 1000  # samples per input a stage may ask for
+
 
 class StageBase(Strict):
     """Fields every stage has."""
@@ -98,7 +100,8 @@ class GenerateStage(StageBase):
     template: str = Field(..., description="Jinja2 template of the user message, relative to prompts_dir.")
     system_template: str | None = Field(None, description="Optional jinja2 template of a system message.")
     output_column: str = Field("response", description="Column the reply text (or parsed object) goes to.")
-    samples: int = Field(1, ge=1, description="Samples per record; each is its own cached request.")
+    # The caps keep a typo (an extra zero or three) from building billions of requests before any message.
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Samples per record; each is its own cached request.")
     sampling: Sampling | None = Field(None, description="Overrides of the endpoint's sampling parameters.")
     keep_truncated: bool = Field(True, description="Keep replies cut by max_tokens (flagged `truncated`).")
     sft_format: bool = Field(
@@ -225,7 +228,7 @@ class DPOStage(StageBase, TrainingLaunch):
         description="Pair sources, combinable: teacher_vs_student (DistiLLM-2's black-box form) and ranked_student_samples (TS-Align).",
     )
     margin: float = Field(1.0, ge=0, description="Judge score gap a pair needs (both-order average for teacher_vs_student).")
-    samples: int = Field(4, ge=2, description="Student samples per instruction for ranked_student_samples (k).")
+    samples: int = Field(4, ge=2, le=MAX_SAMPLES, description="Student samples per instruction for ranked_student_samples (k).")
     iterations: int = Field(2, ge=1, description="On-policy iterations K: regenerate from the new checkpoint and repeat.")
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024), description="Teacher and student answers.")
     sample_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0, max_tokens=1024), description="Student samples for ranking.")
@@ -299,7 +302,7 @@ class RationaleStage(StageBase):
     question_column: str = Field("question", description="Column with the task input.")
     gold_column: str | None = Field("answer", description="Column with gold final answers; null when there are none.")
     teacher: str = Field("teacher", description="Endpoint writing rationales.")
-    samples: int = Field(4, ge=1, description="Rationales per input (k), for diversity.")
+    samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="Rationales per input (k), for diversity.")
     template: str = Field("rationale/teacher.jinja2", description="Prompt asking for step-by-step reasoning and a final answer.")
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=512), description="Teacher sampling.")
     self_consistency: bool = Field(True, description="Without gold: keep only the majority answer's rationales.")

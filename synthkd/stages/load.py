@@ -24,7 +24,7 @@ def read_records(path: Path, where: str) -> list[dict[str, Any]]:
     shards, read in name order.
     """
     if not path.exists():
-        raise ConfigError(f"data not found: {path}", where=where, fix="fix the path (it is relative to the pipeline file)")
+        raise ConfigError(f"data not found: {path}", where=where, fix="fix the path (in a pipeline file, paths are relative to that file)")
     if not path.is_dir():
         return _read_file(path, where)
     if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
