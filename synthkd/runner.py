@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.client.accounting import Meter
-from synthkd.client.endpoint import NOT_THE_API_FIX, redirect_error
+from synthkd.client.refusals import NOT_THE_API_FIX, redirect_error
 from synthkd.client.replicas import split_credentials
 from synthkd.client.retry import stops_run
 from synthkd.config.loader import LoadedPipeline
@@ -24,7 +24,8 @@ from synthkd.paths import inside
 from synthkd.progress import Reporter
 from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
-from synthkd.runtime import Runtime, digest
+from synthkd.hashing import digest
+from synthkd.runtime import Runtime
 from synthkd.scoring.code_judge import is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.base import RunInputs, StageImpl, StageResult

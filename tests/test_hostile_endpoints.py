@@ -16,7 +16,8 @@ import yaml
 
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import RequestCache
-from synthkd.client.endpoint import Call, EndpointClient, redirect_error
+from synthkd.client.endpoint import Call, EndpointClient
+from synthkd.client.refusals import redirect_error
 from synthkd.client.replies import Result, empty_detail, interpret, to_cached, to_cached_n
 from synthkd.config.endpoints import EndpointConfig, Prices, Sampling
 from synthkd.errors import EndpointError

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import openai
 
-from synthkd.client.endpoint import refused_error
+from synthkd.client.refusals import refused_error
 from synthkd.client.retry import BackoffWithRetryAfter, is_retryable
 from synthkd.config.endpoints import EndpointConfig
 from synthkd.errors import EndpointError

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,12 +25,12 @@ from synthkd.client.cache import CachedReply, RequestCache, request_key
 from synthkd.client.calls import Call
 from synthkd.client.ratelimit import RateLimiter
 from synthkd.client.replicas import ReplicaPool
+from synthkd.client.refusals import error_kind, refused_error, short_error
 from synthkd.client.replies import Result, interpret, to_cached, to_cached_n, unusable
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable, rejects_request, stops_run
 from synthkd.client.schema import response_format_for, schema_digest
 from synthkd.config.endpoints import EndpointConfig, Sampling
-from synthkd.errors import EndpointError, ServeError, StorageError, SynthkdError
-from synthkd.redact import redact_url
+from synthkd.errors import ServeError, StorageError, SynthkdError
 
 
 class EndpointClient:
@@ -349,7 +348,7 @@ class EndpointClient:
                 self._fatal = refused_error(self.name, self.config, exc)
                 raise self._fatal from None
             if rejects_request(exc.status_code):  # the endpoint refused this one request: a failed row
-                raise _RowFailure("bad_request" if exc.status_code == 400 else f"http:{exc.status_code}", _short(exc)) from None
+                raise _RowFailure("bad_request" if exc.status_code == 400 else f"http:{exc.status_code}", short_error(exc)) from None
             raise self._gave_up(exc) from None
         except Exception as exc:  # retries exhausted on a retryable error
             raise self._gave_up(exc) from None
@@ -362,7 +361,7 @@ class EndpointClient:
             self._fatal = ServeError(f"the server of endpoint {self.name!r} died: {died}")
             return self._fatal
         if is_retryable(exc):
-            return _RowFailure(f"gave_up:{_kind(exc)}", _short(exc))
+            return _RowFailure(f"gave_up:{error_kind(exc)}", short_error(exc))
         return exc
 
     def _dead(self) -> str | None:
@@ -492,56 +491,3 @@ class _RowFailure(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
         self.reason, self.detail = reason, detail
-
-
-def refused_error(name: str, config: EndpointConfig, exc: openai.APIStatusError) -> EndpointError:
-    """The run-stopping error for a status that `stops_run`, with the fix that fits how the endpoint is set up."""
-    code = exc.status_code
-    if 300 <= code < 400:
-        request = getattr(exc.response, "request", None)
-        target = urllib.parse.urljoin(str(getattr(request, "url", "")), exc.response.headers.get("location", ""))
-        return redirect_error(name, code, target)
-    what = f"endpoint {name!r} refused the request ({code}): {_short(exc)}"
-    if code == 402:
-        return EndpointError(what, where=f"endpoints.{name}",
-                             fix="the account behind the key has no credit left: add credit, or use another key")
-    if code in (405, 501):
-        return EndpointError(what, where=f"endpoints.{name}.base_url", fix=NOT_THE_API_FIX)
-    if code == 404:
-        return EndpointError(what, where=f"endpoints.{name}",
-                             fix=f"check base_url and model ({config.model!r}): the server must serve that model at that URL")
-    if config.api_key_env is None:
-        return EndpointError(
-            f"{what}; the endpoint sends no API key (it has no api_key_env)",
-            where=f"endpoints.{name}",
-            fix="set `api_key_env:` on the endpoint to the name of the environment variable holding the key "
-            "(e.g. api_key_env: OPENAI_API_KEY) and export that variable",
-        )
-    return EndpointError(what, where=f"endpoints.{name}.api_key_env",
-                         fix=f"check that ${config.api_key_env} holds a valid key for this base_url and model")
-
-
-NOT_THE_API_FIX = ("base_url must be the root of an OpenAI-compatible API (it usually ends in /v1, "
-                   "e.g. http://localhost:8000/v1), not a web page or another path")
-
-
-def redirect_error(name: str, code: int, target: str) -> EndpointError:
-    """The run-stopping error for an endpoint that answers with a redirect (never followed: the key stays here)."""
-    return EndpointError(
-        f"endpoint {name!r} answered with a redirect ({code}) to {redact_url(target)}; synthkd does not follow "
-        "redirects, so the API key is never sent to another host", where=f"endpoints.{name}.base_url",
-        fix="set base_url to the URL the API answers at itself")
-
-
-def _kind(exc: BaseException) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.APIStatusError):
-        return str(exc.status_code)
-    return type(exc).__name__
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -21,7 +21,8 @@ from synthkd.config.stages import DPOStage
 from synthkd.dpo import mining
 from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
 from synthkd.lion.steps import answer_call
-from synthkd.runtime import Runtime, digest
+from synthkd.hashing import digest
+from synthkd.runtime import Runtime
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.train.common import checkpoint_done, read_metrics

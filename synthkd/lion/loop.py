@@ -28,7 +28,8 @@ from synthkd.config.stages import LionStage
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex
-from synthkd.runtime import Runtime, digest
+from synthkd.hashing import digest
+from synthkd.runtime import Runtime
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+from synthkd.hashing import file_digest
 from synthkd.models.store import build_once, save_weights, write_marker
 
 CONVERTER_VERSION = "1"
@@ -20,8 +21,6 @@ CONVERTER_VERSION = "1"
 
 def gguf_digest(path: Path) -> str:
     """sha256 of the GGUF file (its converted directory's identity)."""
-    from synthkd.runtime import file_digest
-
     return file_digest(path)
 
 

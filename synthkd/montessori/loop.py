@@ -24,7 +24,8 @@ from synthkd.lion.schemas import new_instruction_model
 from synthkd.lion.steps import answer_call
 from synthkd.montessori import pairs as mp
 from synthkd.rouge import RougeIndex
-from synthkd.runtime import Runtime, digest
+from synthkd.hashing import digest
+from synthkd.runtime import Runtime
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
 from synthkd.train.sft import train_sft

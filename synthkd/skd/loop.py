@@ -22,7 +22,8 @@ from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
 from synthkd.config.skd import SKDStage
 from synthkd.errors import SynthkdError
-from synthkd.runtime import Runtime, digest
+from synthkd.hashing import digest
+from synthkd.runtime import Runtime
 from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels

@@ -9,7 +9,7 @@ from typing import Any
 from synthkd.config.loader import LoadedPipeline
 from synthkd.config.stages import LoadStage
 from synthkd.errors import ConfigError
-from synthkd.runtime import digest, file_digest
+from synthkd.hashing import digest, file_digest
 from synthkd.stages.base import CheckContext, RunInputs, StageImpl, StageResult
 
 FORMATS = (".jsonl", ".json", ".parquet")

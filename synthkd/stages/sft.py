@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from synthkd.config.stages import SFTStage
 from synthkd.records import StageStats
-from synthkd.runtime import digest
+from synthkd.hashing import digest
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses, checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.launch import Job, check_accelerate_config, train_async
