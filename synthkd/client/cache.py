@@ -174,6 +174,14 @@ class RequestCache:
         with self._lock:
             return float(self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM replies").fetchone()[0])
 
+    def totals(self, endpoint: str) -> tuple[int, int, int, float]:
+        """(replies, prompt tokens, completion tokens, cost) of every reply from `endpoint` in this cache: what that
+        endpoint was paid for over the run's whole life (each reply is paid once, however often it is reused)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+                                   "COALESCE(SUM(cost), 0) FROM replies WHERE endpoint = ?", (endpoint,)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), float(row[3])
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])

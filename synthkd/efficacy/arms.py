@@ -1,0 +1,217 @@
+"""The arms of an efficacy comparison, and the synthkd pipelines that run them.
+
+Every arm is built to differ from its baseline in the method only:
+- the same teacher spend: each run's `budget_usd` is the arm's cap, enforced by the engine's budget reservation at the
+  teacher's token prices; the data each arm asks for is sized from the probes' measured cost per call to use the cap;
+- the same optimizer steps, learning rate and schedule (cosine from the same learning rate); Lion restarts its
+  schedule every iteration, so its control restarts the same way;
+- answer-only loss (`completion_only_loss`), the same batch size and sequence length;
+- the same access to gold: none. Pool prompts reach the arms without their gold answers and Lion's referee compares
+  the student with the teacher (ROUGE-L), so gold is used only to score the held-out sets.
+
+Runs: `kd` holds the baseline (plain KD on greedy teacher answers, one checkpoint per training seed) and the DPO
+comparison group that starts from its checkpoints (extra SFT steps against DPO and DPO with an NLL term, the same
+number of extra steps, no extra teacher spend: the DPO stage's teacher answers are the KD answers, cache hits in the
+same run). `kd_sampled.sN`, `lion.sN` and `lion_control.sN` are one run per training seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthkd.efficacy.options import EfficacyOptions
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method under comparison."""
+
+    name: str
+    label: str
+    description: str
+    baseline: str | None  # the arm it is compared with, on the same prompts (None: a baseline or a control)
+    run: str  # the run group: "kd" (shared), or a run per seed named "<run>.s<seed>"
+    needs_generation: bool = False  # skipped when the generator-yield probe says the teacher cannot write instructions
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("kd", "plain KD, greedy targets", "sequence-level KD: SFT on the teacher's greedy answers to prompts drawn uniformly "
+        "from the pool (the baseline; several training seeds give its seed-to-seed spread)", None, "kd"),
+    Arm("kd_sampled", "plain KD, sampled targets", "the same with teacher answers sampled at the sampled temperature",
+        "kd", "kd_sampled"),
+    Arm("lion_control", "Lion control", "Lion's schedule (K iterations, restarting) with uniform draws from the pool "
+        "instead of discrimination and generation", "kd", "lion_control", needs_generation=True),
+    Arm("lion", "Lion", "imitation, discrimination (ROUGE-L referee against the teacher) and generation of new hard and "
+        "easy instructions, K iterations", "lion_control", "lion", needs_generation=True),
+    Arm("kd_more_sft", "KD + more SFT", "the KD checkpoint trained for the extra steps on the same KD data (the "
+        "control of the DPO arms)", None, "kd"),
+    Arm("kd_dpo", "KD + DPO", "the KD checkpoint trained for the extra steps with DPO on teacher-over-student pairs "
+        "(DistiLLM-2's black-box form)", "kd_more_sft", "kd"),
+    Arm("kd_dpo_nll", "KD + DPO with NLL", "the same with an NLL term on the chosen answer (loss_type [sigmoid, sft])",
+        "kd_more_sft", "kd"),
+)
+ARM_NAMES = tuple(a.name for a in ARMS)
+DPO_GROUP = ("kd_more_sft", "kd_dpo", "kd_dpo_nll")
+
+
+def arm(name: str) -> Arm:
+    return next(a for a in ARMS if a.name == name)
+
+
+@dataclass(frozen=True)
+class HeldoutSet:
+    """A held-out set as the arms see it: a normalized JSONL file (id, instruction, gold, family)."""
+
+    name: str
+    path: Path
+    size: int
+    gold: int  # rows with a gold answer
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data each arm asks the teacher for, sized so its planned spend fills (most of) its cap."""
+
+    kd_prompts: int
+    lion_seeds: int
+    lion_new: int  # new instructions per iteration (all iterations but the last, which trains and stops)
+    control_new: int  # uniform draws per iteration for the control (same dollars, no generation calls)
+
+
+@dataclass(frozen=True)
+class Files:
+    """The prompt files the efficacy command writes (gold removed) for the arms to read."""
+
+    kd_pool: Path
+    lion_seeds: Path
+    control_reserve: Path
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every generated pipeline shares."""
+
+    opts: EfficacyOptions
+    teacher: dict[str, Any]  # the teacher endpoint as written in the user's pipeline (prices filled in where absent)
+    student: dict[str, Any]
+    student_model: str  # the student's base weights (its serve.model_path)
+    prompts_dir: Path
+    heldout: tuple[HeldoutSet, ...]
+    budget_usd: float
+    sizes: Sizes
+    files: Files
+
+
+def eval_stage(name: str, cx: Context, s: HeldoutSet, *, teacher: bool = False) -> dict[str, Any]:
+    """Answers of what the student serves now on one held-out set (greedy); no teacher call unless `teacher`."""
+    return {"name": name, "type": "eval", "input": f"heldout.{s.name}", "gold_column": "gold" if s.gold else None,
+            "student": "student", "teacher": "teacher" if teacher else None, "judge": "code:rouge_l", "nll": False,
+            "answer_sampling": {"temperature": 0.0, "max_tokens": cx.opts.max_tokens}}
+
+
+def eval_name(arm_name: str, seed: int, set_name: str) -> str:
+    return f"{arm_name}.s{seed}.eval.{set_name}"
+
+
+def _evals(cx: Context, arm_name: str, seed: int) -> list[dict[str, Any]]:
+    return [eval_stage(eval_name(arm_name, seed, s.name), cx, s) for s in cx.heldout]
+
+
+def _sft(cx: Context, steps: int, seed: int) -> dict[str, Any]:
+    o = cx.opts
+    return {"max_steps": steps, "learning_rate": o.learning_rate, "lr_scheduler_type": "cosine", "per_device_train_batch_size": o.batch,
+            "max_length": o.max_length, "completion_only_loss": True, "seed": seed, "logging_steps": 5}
+
+
+def _dpo(cx: Context, steps: int, seed: int, nll: bool) -> dict[str, Any]:
+    o = cx.opts
+    block: dict[str, Any] = {"max_steps": steps, "learning_rate": o.dpo_learning_rate, "beta": o.dpo_beta, "lr_scheduler_type": "cosine",
+                             "per_device_train_batch_size": o.batch, "max_length": o.max_length, "seed": seed, "logging_steps": 5}
+    if nll:
+        block.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, o.nll_alpha])
+    return block
+
+
+def greedy(cx: Context) -> dict[str, Any]:
+    return {"temperature": 0.0, "max_tokens": cx.opts.max_tokens}
+
+
+def _pipeline(cx: Context, name: str, seed: int, stages: list[dict[str, Any]], budget: bool = True) -> dict[str, Any]:
+    """A run's pipeline: the held-out sets' load stages first, then `stages`; capped at the arm budget."""
+    loads = [{"name": f"heldout.{s.name}", "type": "load", "path": str(s.path)} for s in cx.heldout]
+    return {"name": name.replace(".", "_"), "description": f"synthkd efficacy: run {name}", "seed": seed,
+            "budget_usd": cx.budget_usd if budget else None, "prompts_dir": str(cx.prompts_dir),
+            "endpoints": {"teacher": cx.teacher, "student": cx.student}, "stages": [*loads, *stages]}
+
+
+def checkpoint(run_dir: Path, stage: str) -> str:
+    """Where an sft stage of a run keeps its weights (the runner's layout)."""
+    return str(run_dir / "checkpoints" / stage)
+
+
+def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
+    """The baseline's run: one answers stage, a checkpoint per seed, and the DPO group from those checkpoints."""
+    o = cx.opts
+    stages: list[dict[str, Any]] = [
+        {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)},
+        {"name": "kd.answers", "type": "generate", "input": "pool", "endpoint": "teacher", "template": "lion/answer.jinja2",
+         "sampling": greedy(cx)},
+    ]
+    assert o.baseline_seeds is not None and o.arm_seeds is not None and o.steps is not None and o.extra_steps is not None
+    for seed in range(o.baseline_seeds):
+        stages.append({"name": f"kd.s{seed}.sft", "type": "sft", "input": "kd.answers", "model": cx.student_model,
+                       "serve_as": "student", "sft": _sft(cx, o.steps, seed)})
+        stages += _evals(cx, "kd", seed)
+    for seed in range(min(o.arm_seeds, o.baseline_seeds)):
+        start = checkpoint(run_dir, f"kd.s{seed}.sft")
+        if "kd_more_sft" in arms:
+            stages.append({"name": f"kd_more_sft.s{seed}.sft", "type": "sft", "input": "kd.answers", "model": start,
+                           "serve_as": "student", "sft": _sft(cx, o.extra_steps, seed)})
+            stages += _evals(cx, "kd_more_sft", seed)
+        for name, nll in (("kd_dpo", False), ("kd_dpo_nll", True)):
+            if name in arms:
+                # Both DPO arms mine the same pairs (same judge, margin and answers) and differ in the loss only.
+                stages.append({"name": f"{name}.s{seed}.dpo", "type": "dpo", "input": "pool", "teacher": "teacher", "student": "student",
+                               "judge": "code:rouge_l", "model": start, "sources": ["teacher_vs_student"], "margin": 1.0,
+                               "iterations": 1, "answer_sampling": greedy(cx), "dpo": _dpo(cx, o.extra_steps, seed, nll)})
+                stages += _evals(cx, name, seed)
+    return _pipeline(cx, "kd", 0, stages)
+
+
+def sampled_pipeline(cx: Context, seed: int) -> dict[str, Any]:
+    o = cx.opts
+    assert o.steps is not None
+    stages = [
+        {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)},
+        {"name": "kd_sampled.answers", "type": "generate", "input": "pool", "endpoint": "teacher", "template": "lion/answer.jinja2",
+         "sampling": {"temperature": o.sampled_temperature, "max_tokens": o.max_tokens, "seed": seed}},
+        {"name": f"kd_sampled.s{seed}.sft", "type": "sft", "input": "kd_sampled.answers", "model": cx.student_model,
+         "serve_as": "student", "sft": _sft(cx, o.steps, seed)},
+    ]
+    return _pipeline(cx, f"kd_sampled.s{seed}", seed, stages + _evals(cx, "kd_sampled", seed))
+
+
+def lion_pipeline(cx: Context, seed: int, control: bool) -> dict[str, Any]:
+    """Lion, or its control: the same stage with `new_from: pool`, so schedule, referee and steps are the same."""
+    o = cx.opts
+    assert o.steps is not None
+    name = "lion_control" if control else "lion"
+    stage: dict[str, Any] = {
+        "name": name, "type": "lion", "input": "seeds", "teacher": "teacher", "referee": "code:rouge_l", "student": "student",
+        "iterations": o.iterations, "tau": o.tau, "hard_fraction": 0.5, "max_instruction_chars": 200,
+        "new_per_iteration": cx.sizes.control_new if control else cx.sizes.lion_new, "final_generation": False,
+        "answer_sampling": greedy(cx), "generation_sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 80, "seed": seed},
+        "sft": _sft(cx, o.steps // o.iterations, seed),
+    }
+    stages: list[dict[str, Any]] = [{"name": "seeds", "type": "load", "path": str(cx.files.lion_seeds)}]
+    if control:
+        stage.update(new_from="pool", pool="reserve")
+        stages.append({"name": "reserve", "type": "load", "path": str(cx.files.control_reserve)})
+    return _pipeline(cx, f"{name}.s{seed}", seed, [*stages, stage, *_evals(cx, name, seed)])
+
+
+def reference_pipeline(cx: Context) -> dict[str, Any]:
+    """The untrained student and the teacher on every held-out set (measurement: not charged to any arm)."""
+    return _pipeline(cx, "reference", 0, [eval_stage(f"reference.{s.name}", cx, s, teacher=True) for s in cx.heldout], budget=False)

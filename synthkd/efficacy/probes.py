@@ -1,0 +1,146 @@
+"""Probes: minutes of calls that say, before the budget is spent, what each arm can expect from this teacher and student.
+
+- answer cost: the teacher's greedy answers to a sample of pool prompts; their measured price per call sizes every arm.
+- generator yield: of N generation calls (Lion's "harder task" prompt, its schema and its filters), how many give a
+  usable new instruction, and what one costs. Too few, and Lion and its control are skipped, with the figure.
+- student competence: the untrained student against the teacher on the same prompts (Lion's ROUGE-L referee): the
+  fraction the referee would call hard. Near 1, discrimination has nothing to choose between.
+- best-of-n headroom: on pool prompts with gold, the teacher's greedy pass@1 against pass@n of n sampled answers: the
+  room a best-of-n method would have (such an arm does not exist yet; the figure tells whether it could pay).
+- judge sanity: the arms use a code referee (ROUGE-L against the teacher), which needs no check.
+Every call goes through the request cache of DIR/probes, so a rerun pays for nothing twice.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthkd.client.accounting import Meter
+from synthkd.client.calls import Call
+from synthkd.config.endpoints import Sampling
+from synthkd.efficacy.options import EfficacyOptions
+from synthkd.lion import steps
+from synthkd.lion.schemas import new_instruction_model
+from synthkd.rouge import RougeIndex
+from synthkd.scoring.code_judge import code_judgement
+from synthkd.scoring.metrics import gold_match
+
+MIN_YIELD = 0.25  # below this share of usable new instructions, Lion would spend its budget on rejects
+HARD_CEILING = 0.95  # above this hard fraction, the referee calls nearly everything hard
+
+
+@dataclass
+class Spend:
+    """What a probe's new replies cost (from the cache, so a probe resumed after a crash is still priced right)."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+    @property
+    def per_call(self) -> float:
+        return self.cost_usd / self.calls if self.calls else 0.0
+
+
+def _spent(rt: Any, before: tuple[int, int, int, float]) -> Spend:
+    after = rt.cache.totals("teacher")
+    return Spend(*(a - b for a, b in zip(after, before)))  # type: ignore[arg-type]
+
+
+async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every probe's figures, keyed by probe name (`status`, a one-line `summary`, figures)."""
+    rng = random.Random(f"efficacy-probes-{rt.config.seed}")
+    sample = rng.sample(pool, min(opts.probe_prompts, len(pool)))
+    answer_t = rt.prompts.get("lion/answer.jinja2")
+    greedy = Sampling(temperature=0.0, max_tokens=opts.max_tokens)
+    meter = Meter()
+    out: dict[str, dict[str, Any]] = {}
+
+    before = rt.cache.totals("teacher")
+    teacher = await rt.call_all("teacher", "probe: teacher answers", [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
+    spend = _spent(rt, before)
+    if spend.calls == 0:  # every reply was cached by an earlier, interrupted probe: the cache's mean price is as good
+        spend = Spend(*rt.cache.totals("teacher"))
+    answers = {x["id"]: (r.text or "").strip() for x, r in zip(sample, teacher) if r.ok}
+    gold = [x for x in sample if x.get("gold") not in (None, "") and x["id"] in answers]
+    out["answer_cost"] = {
+        "status": "ok" if answers else "failed", "calls": len(sample), "answered": len(answers),
+        "mean_cost_usd": spend.per_call, "mean_input_tokens": spend.input_tokens / max(1, spend.calls),
+        "mean_output_tokens": spend.output_tokens / max(1, spend.calls),
+        "teacher_gold_accuracy": sum(gold_match(answers[x["id"]], str(x["gold"])) for x in gold) / len(gold) if gold else None,
+        "summary": f"the teacher answered {len(answers)}/{len(sample)} pool prompts at ${spend.per_call:.3g} per call "
+                   f"({spend.input_tokens / max(1, spend.calls):.0f} input, {spend.output_tokens / max(1, spend.calls):.0f} output tokens)",
+    }
+
+    student = await rt.call_all("student", "probe: untrained student answers", [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
+    judged = [(answers[x["id"]], (r.text or "").strip()) for x, r in zip(sample, student) if r.ok and x["id"] in answers]
+    hard = sum(1 for t, s in judged if steps.is_hard(code_judgement("code:rouge_l", t, s, None), opts.tau))
+    frac = hard / len(judged) if judged else None
+    out["student_competence"] = {
+        "status": "ok" if judged else "failed", "judged": len(judged), "hard_fraction": frac,
+        "summary": (f"the referee (ROUGE-L, tau {opts.tau:g}) calls {hard}/{len(judged)} prompts hard for the untrained student"
+                    + ("; discrimination has almost nothing to choose between, so Lion is expected to behave like its control"
+                       if frac is not None and frac >= HARD_CEILING else "")),
+    }
+
+    out["generator_yield"] = await _generator_yield(rt, opts, pool, sample, meter)
+    out["best_of_n"] = await _best_of_n(rt, opts, gold, answers, answer_t, meter)
+    out["judge_sanity"] = {"status": "skipped", "summary": "not needed: the arms' referee is code (ROUGE-L against the teacher's answer), "
+                                                           "deterministic and the same in both orders"}
+    return out
+
+
+async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]], sample: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
+    """Lion's generation call on sampled seeds, through Lion's own schema and filters."""
+    template = rt.prompts.get("lion/generate_hard.jinja2")
+    seeds = [sample[i % len(sample)] for i in range(opts.probe_generations)] if sample else []
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=80)
+    calls = [Call(messages=steps.user(template.render(seed_instruction=s["instruction"])), sampling=sampling,
+                  schema=new_instruction_model(200), sample=i) for i, s in enumerate(seeds)]
+    before = rt.cache.totals("teacher")
+    results = await rt.call_all("teacher", "probe: generator yield", calls, meter)
+    spend = _spent(rt, before)
+    index = RougeIndex(0.7, [x["instruction"] for x in pool])
+    usable, reasons = 0, {}
+    for res in results:
+        text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
+        reason = steps.reject_reason(res, text, 4, index)
+        if reason is None:
+            usable += 1
+            index.add(text or "")
+        else:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    share = usable / len(calls) if calls else 0.0
+    low = share < MIN_YIELD
+    return {
+        "status": "ok", "calls": len(calls), "usable": usable, "yield": share, "rejected": reasons,
+        "mean_cost_usd": spend.per_call if spend.calls else None, "skips": ["lion", "lion_control"] if low else [],
+        "summary": f"{usable}/{len(calls)} generation calls gave a usable new instruction (rejected: "
+                   f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'})"
+                   + (f"; below {MIN_YIELD:.0%}, so Lion and its control are skipped: Lion would spend its budget on rejected instructions" if low else ""),
+    }
+
+
+async def _best_of_n(rt: Any, opts: EfficacyOptions, gold: list[dict[str, Any]], greedy_answers: dict[str, str], answer_t: Any,
+                     meter: Meter) -> dict[str, Any]:
+    """pass@1 (greedy) against pass@n (n samples at the sampled temperature) on pool prompts with gold."""
+    if not gold:
+        return {"status": "skipped", "summary": "no pool prompt in the probe's sample has gold"}
+    n = opts.probe_samples
+    sampling = Sampling(temperature=opts.sampled_temperature, max_tokens=opts.max_tokens)
+    calls = [Call(messages=steps.user(answer_t.render(instruction=x["instruction"])), sampling=sampling, sample=k) for x in gold for k in range(n)]
+    results = await rt.call_all("teacher", f"probe: best-of-{n} headroom", calls, meter)
+    pass1 = sum(gold_match(greedy_answers[x["id"]], str(x["gold"])) for x in gold) / len(gold)
+    passn = sum(any(gold_match(results[i * n + k].text or "", str(x["gold"])) for k in range(n) if results[i * n + k].ok)
+                for i, x in enumerate(gold)) / len(gold)
+    return {"status": "ok", "prompts": len(gold), "n": n, "pass_at_1": pass1, "pass_at_n": passn,
+            "summary": f"teacher pass@1 {pass1:.2f} against pass@{n} {passn:.2f} on {len(gold)} gold prompts: "
+                       + ("room for a best-of-n method (no such arm yet)" if passn > pass1 else "no room for a best-of-n method")}
+
+
+def probe_path(out: Path) -> Path:
+    return out / "probes" / "probes.json"
