@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
@@ -27,8 +27,8 @@ Plotter = Callable[[str, dict[str, Any], Path, str], list[Plot]]
 
 
 @contextmanager
-def _figure(path: Path, ncols: int = 1) -> Iterator[tuple[Any, Any]]:
-    """Yield (fig, axes); save to path on success; always close the figure."""
+def _figure(path: Path | IO[bytes], ncols: int = 1) -> Iterator[tuple[Any, Any]]:
+    """Yield (fig, axes); save to path (or a binary file object) on success; always close the figure."""
     with plt.rc_context({"text.parse_math": False, "font.size": 9}):
         fig, axes = plt.subplots(1, ncols, figsize=FIG_SIZE, dpi=DPI, layout="constrained")
         try:

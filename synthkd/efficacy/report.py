@@ -1,0 +1,291 @@
+"""The `synthkd efficacy` report: efficacy.json rendered as markdown and as one self-contained HTML page.
+
+The result dict is read defensively (an arm skipped before anything ran has no spend, training or sets; a probe
+may lack figures), so a partial result still renders. Text from the data (labels, reasons, model answers) is
+escaped by the shared renderers in synthkd.report.render.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synthkd.efficacy.stats import NO_DIFFERENCE
+from synthkd.report.plots import _figure
+from synthkd.report.render import Block, _render_html, _render_md
+from synthkd.report.tables import _d, _fmt, _list, _num
+from synthkd.scoring.metrics import gold_match, rouge_l_f1
+
+# metric -> (name, scale applied for display, number format, unit of a level, unit of a gain)
+_METRICS = {"gold_accuracy": ("gold accuracy", 100.0, ".1f", "%", " pts"),
+            "rouge_l": ("ROUGE-L", 1.0, ".1f", "", ""),
+            "nll": ("NLL", 1.0, ".3f", "", "")}
+SET_COLS = ["arm", "gold accuracy", "ROUGE-L", "NLL (lower: better)", "gain vs baseline", "Holm p", "verdict"]
+SPEND_COLS = ["arm", "teacher calls", "input tokens", "output tokens", "dollars vs cap", "untrained paid calls",
+              "distinct examples", "steps", "student wall min"]
+HACKING = "⚠ TEACHER HACKING: proxy up while gold down"
+
+
+def _interval(summary: Any, metric: str, gain: bool = False) -> str:
+    """'mean [low, high]' in the metric's display units; a gain is signed; '–' without a mean."""
+    s, (_, scale, spec, unit, gain_unit) = _d(summary), _METRICS[metric]
+    mean, lo, hi = (_num(s.get(k)) for k in ("mean", "ci_low", "ci_high"))
+    if mean is None:
+        return "–"
+    form = ("+" if gain else "") + spec
+    text = f"{mean * scale:{form}}{gain_unit if gain else unit}"
+    return text + (f" [{lo * scale:{form}}, {hi * scale:{form}}]" if lo is not None and hi is not None else "")
+
+
+def _usd4(value: Any) -> str:
+    """Dollars to 4 significant digits."""
+    return _fmt(value, ".4g", "$")
+
+
+def _arms(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The arms that are dicts, by name."""
+    return {str(k): v for k, v in _d(result.get("arms")).items() if isinstance(v, dict)}
+
+
+def _label(arms: dict[str, dict[str, Any]], name: Any) -> str:
+    """An arm's human label, or its name."""
+    return str(_d(arms.get(str(name))).get("label") or name)
+
+
+def _set_names(result: dict[str, Any]) -> list[str]:
+    """Every held-out set named by the reference or by an arm, in first-seen order."""
+    names = list(_d(_d(result.get("reference")).get("sets")))
+    names += [s for arm in _arms(result).values() for s in _d(arm.get("sets"))]
+    return list(dict.fromkeys(map(str, names)))
+
+
+def _has_gold(result: dict[str, Any], set_name: str) -> bool:
+    """Whether a set has gold answers (a gold count in the reference, or any gold accuracy scored on it)."""
+    ref = _d(_d(_d(result.get("reference")).get("sets")).get(set_name))
+    if (_num(ref.get("gold_n")) or 0) > 0 or "gold_accuracy" in _d(ref.get("teacher")):
+        return True
+    return any("gold_accuracy" in _d(_d(_d(a.get("sets")).get(set_name)).get("metrics")) for a in _arms(result).values())
+
+
+def _primary(result: dict[str, Any], set_name: str) -> str:
+    """The metric gains are judged on: gold accuracy where the set has gold, else ROUGE-L."""
+    return "gold_accuracy" if _has_gold(result, set_name) else "rouge_l"
+
+
+def _levels(metrics: Any) -> list[str]:
+    """The three metric cells of a row."""
+    return [_interval(_d(metrics).get(m), m) for m in _METRICS]
+
+
+def _verdict(arms: dict[str, dict[str, Any]], arm: dict[str, Any], row: dict[str, Any], vs: dict[str, Any],
+             metric: str) -> str:
+    """The verdict against the named baseline, with the detectable difference and a teacher-hacking flag."""
+    text, (_, scale, spec, _, unit) = str(vs.get("verdict") or "–"), _METRICS[metric]
+    if text == NO_DIFFERENCE and (detectable := _num(vs.get("detectable"))) is not None:
+        text += f" (smallest detectable: {detectable * scale:{spec}}{unit})"
+    if arm.get("baseline"):
+        text += f" vs {_label(arms, arm['baseline'])}"
+    return text + (f" {HACKING}" if row.get("teacher_hacking") is True else "")
+
+
+def _arm_row(arms: dict[str, dict[str, Any]], name: str, set_name: str, primary: str) -> list[str]:
+    """One arm's row in a held-out set's table."""
+    arm = arms[name]
+    label, status = _label(arms, name), str(arm.get("status") or "?")
+    if status != "done":
+        return [label, "–", "–", "–", "–", "–", f"{status}: {arm.get('reason') or 'no reason given'}"]
+    row = _d(_d(arm.get("sets")).get(set_name))
+    if not row:
+        return [label, "–", "–", "–", "–", "–", "no results on this set"]
+    if not arm.get("baseline"):
+        return [label, *_levels(row.get("metrics")), "(baseline)", "–", "–"]
+    vs = _d(_d(row.get("vs_baseline")).get(primary))
+    p = _num(vs.get("p_holm"))
+    return [label, *_levels(row.get("metrics")), _interval(vs, primary, gain=True),
+            f"{p:.3g}" if p is not None else "–", _verdict(arms, arm, row, vs, primary)]
+
+
+def _set_table(result: dict[str, Any], set_name: str) -> list[Block]:
+    """A held-out set's heading, note and table: floor, ceiling, then every arm."""
+    ref, primary = _d(_d(_d(result.get("reference")).get("sets")).get(set_name)), _primary(result, set_name)
+    arms = _arms(result)
+    headers = SET_COLS[:4] + [f"gain vs baseline ({_METRICS[primary][0]})"] + SET_COLS[5:]
+    rows = [["untrained student (floor)", *_levels(ref.get("floor")), "–", "–", "reference"],
+            ["teacher (ceiling)", *_levels(ref.get("teacher")), "–", "–", "reference"]]
+    rows += [_arm_row(arms, name, set_name, primary) for name in arms]
+    note = f"{_fmt(ref.get('n'))} prompts, {_fmt(ref.get('gold_n'))} with gold; gains judged on {_METRICS[primary][0]}" \
+           " (arm minus its baseline; 95% paired bootstrap interval; p Holm-corrected across arms)."
+    return [("h2", f"Held-out set: {set_name}"), ("p", note), ("table", headers, rows)]
+
+
+def _spend_row(arms: dict[str, dict[str, Any]], name: str) -> list[str]:
+    """One arm's teacher spend and training."""
+    arm = arms[name]
+    spend, training = _d(arm.get("spend")), _d(arm.get("training"))
+    cost, cap = _num(spend.get("cost_usd")), _num(spend.get("cap_usd"))
+    dollars = "–" if cost is None else f"{_usd4(cost)} of {_usd4(cap)}" + (" OVER CAP" if cap is not None and cost > cap else "")
+    untrained = f"{_fmt(spend.get('untrained_calls'))} ({_usd4(spend.get('untrained_usd'))})"
+    wall = _num(training.get("wall_s"))
+    status = "" if arm.get("status") == "done" else f" ({arm.get('status') or '?'}: {arm.get('reason') or 'no reason given'})"
+    label = _label(arms, name) + status
+    return [label, _fmt(spend.get("calls")), _fmt(spend.get("input_tokens")), _fmt(spend.get("output_tokens")),
+            dollars, untrained, _fmt(training.get("examples")), _fmt(training.get("steps")),
+            _fmt(wall / 60 if wall is not None else None, ".1f")]
+
+
+def _header(result: dict[str, Any]) -> str:
+    """The one line saying what was compared, under which budget and steps."""
+    t, s = _d(result.get("teacher")), _d(result.get("student"))
+    price = f" (${_fmt(t.get('input_per_million'), '.4g')} in / ${_fmt(t.get('output_per_million'), '.4g')} out per " \
+            f"million tokens{', nominal price' if t.get('nominal_price') else ''})" if t.get("input_per_million") is not None else ""
+    extra = f" (+{_fmt(result.get('extra_steps'))} in the DPO comparison)" if result.get("extra_steps") else ""
+    wall = _num(result.get("wall_s"))
+    return (f"Teacher {t.get('model') or '?'}{price} → student {s.get('model') or '?'}; tier {result.get('tier') or '?'}; "
+            f"budget {_usd4(result.get('budget_usd'))} per arm; {_fmt(result.get('steps'))} optimizer steps per arm{extra}, "
+            f"batch {_fmt(result.get('batch'))}" + (f"; wall {wall / 60:.1f} min." if wall is not None else "."))
+
+
+def _blocks(result: dict[str, Any]) -> list[Block]:
+    """The tables, probes and conclusion shared by the markdown and the HTML."""
+    blocks: list[Block] = [("p", _header(result))]
+    if result.get("command"):
+        blocks.append(("p", f"Command: {result['command']}"))
+    sets, arms = _set_names(result), _arms(result)
+    blocks += [b for s in sets for b in _set_table(result, s)] or [("p", "No held-out results.")]
+    ref_cost = _d(result.get("reference")).get("cost_usd")
+    blocks += [("h2", "Teacher spend and training per arm"), ("table", SPEND_COLS, [_spend_row(arms, n) for n in arms])
+               if arms else ("p", "No arms."), ("p", f"Teacher answers for scoring (shared by all arms): {_usd4(ref_cost)}.")]
+    probes = [(str(k), _d(v)) for k, v in _d(result.get("probes")).items()]
+    blocks += [("h2", "Probes")] + ([("p", f"{k}: {p.get('status') or '?'} — {p.get('summary') or 'no summary'}")
+                                      for k, p in probes] or [("p", "No probes ran.")])
+    lines = [str(c) for c in _list(result.get("conclusion"))]
+    return blocks + [("h2", "What to conclude")] + ([("p", c) for c in lines] or [("p", "No conclusion recorded.")])
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The efficacy report as a markdown document."""
+    return _render_md("synthkd efficacy", _blocks(_d(result)))
+
+
+def _png(draw: Callable[[Any], None]) -> str:
+    """A plot drawn by `draw(ax)` as a data: URI of a PNG."""
+    buf = io.BytesIO()
+    with _figure(buf) as (_, ax):
+        draw(ax)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _gain_plot(result: dict[str, Any], set_name: str) -> Block | None:
+    """Gain on the primary metric against each arm's teacher dollars, with intervals; None with nothing to plot."""
+    arms, primary = _arms(result), _primary(result, set_name)
+    name, scale = _METRICS[primary][0], _METRICS[primary][1]
+    pts = []
+    for arm_name, arm in ((n, a) for n, a in arms.items() if a.get("status") == "done"):  # partial results mislead
+        cost, row = _num(_d(arm.get("spend")).get("cost_usd")), _d(_d(arm.get("sets")).get(set_name))
+        vs = _d(_d(row.get("vs_baseline")).get(primary))
+        mean = 0.0 if row and not arm.get("baseline") else _num(vs.get("mean"))  # a baseline's gain is 0 by definition
+        if cost is not None and mean is not None:
+            lo, hi = _num(vs.get("ci_low")), _num(vs.get("ci_high"))
+            pts.append((cost, mean * scale, max(0.0, (mean - (lo if lo is not None else mean)) * scale),
+                        max(0.0, ((hi if hi is not None else mean) - mean) * scale), _label(arms, arm_name)))
+    if not pts:
+        return None
+
+    def draw(ax: Any) -> None:
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[p[2] for p in pts], [p[3] for p in pts]],
+                    fmt="o", capsize=3)
+        for x, y, _, _, label in pts:
+            ax.annotate(label[:32], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(title=f"{set_name[:40]}: gain against teacher dollars", xlabel="teacher dollars spent",
+               ylabel=f"gain in {name}{' (pts)' if primary == 'gold_accuracy' else ''} vs baseline")
+        ax.margins(x=0.15)  # room for the labels of the outermost arms
+        ax.grid(alpha=0.3)
+    cap = f"Held-out set {set_name}: each arm's gain in {name} over its baseline (95% interval) against its teacher spend."
+    return ("fig", _png(draw), cap)
+
+
+def _gold_proxy_plot(result: dict[str, Any]) -> Block | None:
+    """Gold accuracy against ROUGE-L, one point per arm per set with gold; arrows from the baseline where an arm
+    hacks the teacher (proxy up, gold down); None with nothing to plot."""
+    arms, pts = _arms(result), []
+    for set_name in (s for s in _set_names(result) if _has_gold(result, s)):
+        for arm_name, arm in ((n, a) for n, a in arms.items() if a.get("status") == "done"):
+            row = _d(_d(arm.get("sets")).get(set_name))
+            m = _d(row.get("metrics"))
+            x, y = _num(_d(m.get("rouge_l")).get("mean")), _num(_d(m.get("gold_accuracy")).get("mean"))
+            if x is not None and y is not None:
+                pts.append((set_name, arm_name, x, y, _label(arms, arm_name), row.get("teacher_hacking") is True))
+    if not pts:
+        return None
+    where = {(s, n): (x, y) for s, n, x, y, _, _ in pts}
+
+    def draw(ax: Any) -> None:
+        for set_name in dict.fromkeys(p[0] for p in pts):
+            mine = [p for p in pts if p[0] == set_name]
+            ax.scatter([p[2] for p in mine], [p[3] for p in mine], label=set_name[:30])
+        for set_name, arm_name, x, y, label, hacked in pts:
+            ax.annotate(label[:28] + (" ⚠ hacking" if hacked else ""), (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color="#c0392b" if hacked else "black")
+            base = (set_name, str(arms[arm_name].get("baseline")))
+            if hacked and base in where:  # the move from the baseline: right (proxy up) and down (gold down)
+                ax.annotate("", xy=(x, y), xytext=where[base], arrowprops={"arrowstyle": "->", "color": "#c0392b"})
+        ax.set(title="gold against proxy", xlabel="ROUGE-L vs teacher (proxy)", ylabel="gold accuracy")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    hacked = sorted({f"{p[4]} ({p[0]})" for p in pts if p[5]})
+    cap = "Gold accuracy against the ROUGE-L proxy per arm, on sets with gold."
+    cap += f" Teacher hacking (proxy up, gold down vs the baseline; red arrow): {', '.join(hacked)}." if hacked else ""
+    return ("fig", _png(draw), cap)
+
+
+def _example_blocks(result: dict[str, Any]) -> list[Block]:
+    """Per set, a table of held-out prompts with the teacher's and each arm's answers."""
+    arms, blocks = _arms(result), []
+    for set_name, rows in _d(result.get("examples")).items():
+        rows = [r for r in _list(rows) if isinstance(r, dict)]
+        names = list(dict.fromkeys([*arms, *(str(a) for r in rows for a in _d(r.get("answers")))]))
+        names = [n for n in names if any(n in _d(r.get("answers")) for r in rows)]
+        table = [[str(r.get("instruction") or ""), str(r.get("gold") if r.get("gold") is not None else "–"),
+                  str(r.get("teacher") or ""), *(str(_d(r.get("answers")).get(n, "–")) for n in names)] for r in rows]
+        if table:
+            blocks += [("h3", f"Held-out set: {set_name}"),
+                       ("table", ["prompt", "gold", "teacher", *(_label(arms, n) for n in names)], table)]
+    return [("h2", "Side-by-side examples"), *(blocks or [("p", "No examples recorded.")])]
+
+
+def write_html(result: dict[str, Any], path: Path) -> None:
+    """Write the efficacy report as one self-contained HTML page (plots inlined as base64 PNGs) to `path`."""
+    result = _d(result)
+    plots = [_gain_plot(result, s) for s in _set_names(result)] + [_gold_proxy_plot(result)]
+    figs = [p for p in plots if p is not None]
+    blocks = _blocks(result) + [("h2", "Plots"), *(figs or [("p", "No plottable results.")])] + _example_blocks(result)
+    t, s = _d(result.get("teacher")), _d(result.get("student"))
+    title = f"synthkd efficacy: {t.get('model') or '?'} → {s.get('model') or '?'}"
+    Path(path).write_text(_render_html(title, blocks), encoding="utf-8")
+
+
+def pick_examples(set_rows: dict[str, dict[str, str]], teacher: dict[str, str], items: list[dict[str, Any]],
+                  k: int = 6) -> list[dict[str, Any]]:
+    """The k held-out prompts where the arms' answers differ most, as `examples` rows of efficacy.json.
+
+    A prompt scores the spread (max - min, on 0..1) of the arms' ROUGE-L against the teacher's answer, plus 1
+    when the arms disagree on gold correctness, so a gold split always ranks first; ties go by id.
+    """
+    def score(item: dict[str, Any]) -> float:
+        pid, gold = str(item.get("id")), item.get("gold")
+        answers = [rows[pid] for rows in set_rows.values() if pid in rows]
+        if len(answers) < 2:
+            return 0.0
+        rouge = [rouge_l_f1(a, teacher.get(pid, "")) for a in answers]
+        split = gold is not None and len({gold_match(a, str(gold)) for a in answers}) > 1
+        return (max(rouge) - min(rouge)) / 100.0 + (1.0 if split else 0.0)
+
+    chosen = sorted(items, key=lambda it: (-score(it), str(it.get("id"))))[:k]
+    return [{"id": str(it.get("id")), "instruction": str(it.get("instruction") or ""), "gold": it.get("gold"),
+             "teacher": teacher.get(str(it.get("id")), ""),
+             "answers": {arm: rows[str(it.get("id"))] for arm, rows in set_rows.items() if str(it.get("id")) in rows}}
+            for it in chosen]
