@@ -54,6 +54,11 @@ def is_done(run_dir: Path, stage: str, fingerprint: str) -> bool:
         return False
 
 
+def is_done_any(run_dir: Path, stage: str) -> bool:
+    """True if the stage's output is complete, whatever inputs made it (for readers of a finished run)."""
+    return (output_dir(run_dir, stage) / _DONE).is_file()
+
+
 def write_output(run_dir: Path, stage: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], card: CardInfo, fingerprint: str,
                  columns: list[str] | None = None) -> Path:
     """Write a stage's output atomically (temporary directory, then rename).

@@ -9,6 +9,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +156,20 @@ async def run_pipeline(loaded: LoadedPipeline, run_dir: Path, settings: Settings
     plan = validate_pipeline(loaded, settings)
     with run_lock(run_dir):  # before anything in the run directory is read, written or paid for
         return await _run_locked(loaded, run_dir, settings, reporter, plan, weights)
+
+
+@asynccontextmanager
+async def probe_runtime(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter) -> AsyncIterator[Runtime]:
+    """A runtime for calls made outside any stage (`synthkd efficacy`'s probes): validated, locked, preflighted and
+    closed like a run, with its own request cache in `run_dir`."""
+    plan = validate_pipeline(loaded, settings)
+    with run_lock(run_dir):
+        rt = Runtime(loaded, run_dir, settings, reporter)
+        try:
+            preflight(rt, plan)
+            yield rt
+        finally:
+            await _finish(rt, rt.state)
 
 
 async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings, reporter: Reporter, plan: Plan,

@@ -1,0 +1,166 @@
+"""From per-prompt scores to the comparison efficacy.json reports: metrics with intervals, paired differences
+against each arm's baseline, Holm's correction across arms, verdicts, teacher-hacking flags and plain conclusions.
+
+One scoring rule everywhere (`prompt_scores`): every held-out prompt is scored for every arm; a missing or empty
+student answer is a wrong answer with ROUGE-L 0; a prompt the teacher left empty scores ROUGE-L 0 for every arm (it
+cannot separate arms) and has no NLL (there is nothing to be likely), the same prompts for every arm.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from synthkd.efficacy import stats
+from synthkd.scoring.metrics import gold_match, rouge_l_f1, summary
+
+METRICS = ("gold_accuracy", "rouge_l", "nll")
+LOWER_IS_BETTER = frozenset({"nll"})
+
+
+@dataclass(frozen=True)
+class Item:
+    """A held-out prompt."""
+
+    id: str
+    instruction: str
+    gold: str | None = None
+    family: str | None = None
+
+
+def prompt_scores(items: Sequence[Item], answers: Mapping[str, str], teacher: Mapping[str, str]) -> dict[str, list[float]]:
+    """Per-prompt gold (over prompts with gold) and ROUGE-L (over all prompts), in item order."""
+    gold = [1.0 if gold_match(answers.get(x.id) or "", x.gold) else 0.0 for x in items if x.gold is not None]
+    rouge = [rouge_l_f1(answers.get(x.id) or "", teacher.get(x.id) or "") if teacher.get(x.id) else 0.0 for x in items]
+    return {"gold_accuracy": gold, "rouge_l": rouge}
+
+
+def nll_pairs(items: Sequence[Item], teacher: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(instruction, teacher answer) of the prompts the NLL is measured on: those the teacher answered."""
+    return [(x.instruction, teacher[x.id]) for x in items if teacher.get(x.id)]
+
+
+Runs = list[list[float]]  # one score list per training seed, aligned on the same prompts
+
+
+def _metric(runs: Runs) -> dict[str, Any] | None:
+    if not runs or not runs[0]:
+        return None
+    per_prompt = [statistics.fmean(run[i] for run in runs) for i in range(len(runs[0]))]
+    return summary(per_prompt)
+
+
+def _difference(metric: str, base: Runs, arm: Runs) -> dict[str, Any]:
+    """The paired difference arm − baseline; computed on the gain's scale (−NLL for NLL) so verdicts read one way."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    b = [[sign * v for v in run] for run in base]
+    a = [[sign * v for v in run] for run in arm]
+    d = stats.paired_bootstrap(b, a)
+    out: dict[str, Any] = {"_gain": d, "_spread": stats.seed_spread(b), "detectable": stats.detectable_difference(b, a),
+                           "p_value": d.p_value}
+    if sign > 0:
+        out.update(mean=d.mean, ci_low=d.ci_low, ci_high=d.ci_high)
+    else:  # reported as arm − baseline in NLL's own direction (negative is better)
+        out.update(mean=-d.mean, ci_low=-d.ci_high, ci_high=-d.ci_low)
+    if metric == "gold_accuracy" and len(base) == 1 and len(arm) == 1:
+        m = stats.mcnemar([v > 0.5 for v in base[0]], [v > 0.5 for v in arm[0]])
+        out["mcnemar"] = {"b": m.b, "c": m.c, "p_value": m.p_value}
+        out["p_value"] = m.p_value  # the exact test, where it applies, is the p-value the verdict uses
+    return out
+
+
+def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: Mapping[str, str | None]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`scores[arm][set][metric]` -> `out[arm][set]` = {"metrics", "vs_baseline", "teacher_hacking"}.
+
+    Holm's correction runs over the arms compared on the same set and metric (the family of tests a reader scans).
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {arm: {} for arm in scores}
+    for arm, sets in scores.items():
+        for set_name, metrics in sets.items():
+            entry = out[arm].setdefault(set_name, {"metrics": {}, "vs_baseline": {}, "teacher_hacking": False})
+            for metric, runs in metrics.items():
+                if (m := _metric(runs)) is not None:
+                    entry["metrics"][metric] = m
+            base = baselines.get(arm)
+            if base is None or base not in scores:
+                continue
+            for metric, runs in metrics.items():
+                base_runs = scores[base].get(set_name, {}).get(metric)
+                if runs and runs[0] and base_runs and base_runs[0] and len(base_runs[0]) == len(runs[0]):
+                    entry["vs_baseline"][metric] = _difference(metric, base_runs, runs)
+    families: dict[tuple[str, str], dict[str, float]] = {}
+    for arm, sets in out.items():
+        for set_name, entry in sets.items():
+            for metric, diff in entry["vs_baseline"].items():
+                families.setdefault((set_name, metric), {})[arm] = diff["p_value"]
+    for (set_name, metric), ps in families.items():
+        for arm, p_holm in stats.holm(ps).items():
+            diff = out[arm][set_name]["vs_baseline"][metric]
+            diff["p_holm"] = p_holm
+            diff["verdict"] = stats.verdict(diff.pop("_gain"), diff.pop("_spread"), adjusted_p=p_holm)
+    for sets in out.values():
+        for entry in sets.values():
+            entry["teacher_hacking"] = hacking(entry["vs_baseline"])
+    return out
+
+
+def hacking(vs: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A proxy (ROUGE-L or NLL) pays off against the baseline while gold accuracy falls: the student imitates the
+    teacher's surface better and gets fewer answers right."""
+    gold = vs.get("gold_accuracy")
+    if not gold or not gold["mean"] < 0:
+        return False
+    return any(vs.get(p, {}).get("verdict") == stats.PAYS_OFF for p in ("rouge_l", "nll"))
+
+
+def per_family(items: Sequence[Item], runs: Runs) -> dict[str, dict[str, Any]]:
+    """Gold accuracy per family (seed-averaged), over the prompts with gold, in the order `prompt_scores` used."""
+    graded = [x for x in items if x.gold is not None]
+    out: dict[str, list[float]] = {}
+    for i, x in enumerate(graded):
+        if x.family:
+            out.setdefault(x.family, []).append(statistics.fmean(run[i] for run in runs))
+    return {f: {"gold_accuracy": statistics.fmean(v), "n": len(v)} for f, v in sorted(out.items())}
+
+
+def primary(entry: Mapping[str, Any]) -> str:
+    """The metric a verdict is read on: gold where the set has it, else ROUGE-L."""
+    return "gold_accuracy" if "gold_accuracy" in entry.get("vs_baseline", {}) else "rouge_l"
+
+
+def conclusions(arms: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """Plain-English lines: per set, which arms pay off, which are worse, and what this setup could detect."""
+    lines: list[str] = []
+    sets = sorted({s for a in arms.values() for s in (a.get("sets") or {})})
+    for set_name in sets:
+        pays, worse, none, hacked = [], [], [], []
+        detectable: list[float] = []
+        for name, a in arms.items():
+            entry = (a.get("sets") or {}).get(set_name)
+            if not entry or not entry.get("vs_baseline"):
+                continue
+            metric = primary(entry)
+            diff = entry["vs_baseline"].get(metric)
+            if not diff:
+                continue
+            versus = labels.get(a.get("baseline") or "", a.get("baseline") or "")
+            what = f"{labels.get(name, name)} (vs {versus}: {diff['mean']:+.3g} [{diff['ci_low']:+.3g}, {diff['ci_high']:+.3g}])"
+            {stats.PAYS_OFF: pays, stats.WORSE: worse}.get(diff["verdict"], none).append(what)
+            if diff["verdict"] == stats.NO_DIFFERENCE and math.isfinite(diff["detectable"]):
+                detectable.append(diff["detectable"])
+            if entry.get("teacher_hacking"):
+                hacked.append(labels.get(name, name))
+        metric_name = "gold accuracy" if any(primary((a.get("sets") or {}).get(set_name) or {}) == "gold_accuracy" for a in arms.values()) else "ROUGE-L"
+        head = f"{set_name} ({metric_name}):"
+        if pays:
+            lines.append(f"{head} pays off: {'; '.join(pays)}.")
+        if worse:
+            lines.append(f"{head} worse than its baseline: {'; '.join(worse)}.")
+        if none:
+            tail = f" the smallest difference this setup could detect is about {min(detectable):.3g}" if detectable else ""
+            lines.append(f"{head} no detectable difference at this budget: {'; '.join(none)};{tail}.")
+        if hacked:
+            lines.append(f"{head} teacher hacking (the proxy rises while gold falls): {', '.join(hacked)}.")
+    return lines
