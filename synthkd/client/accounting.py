@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -152,6 +153,8 @@ class Budget:
 
     A request reserves its worst-case cost before it is sent; if that could cross the cap the
     request is not sent and BudgetExceeded is raised. In-flight requests still finish and are cached.
+    Online requests reserve with `acquire`, which waits for requests in flight to settle (their real cost
+    is usually far below their worst case) before it gives up; batch submissions reserve with `reserve`.
     """
 
     def __init__(self, limit_usd: float | None, already_spent: float) -> None:
@@ -159,24 +162,63 @@ class Budget:
         self.spent = already_spent
         self.reserved = 0.0
         self.exhausted = False
+        self._in_flight = 0  # reservations made by `acquire` and not settled yet: what a waiter can wait for
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def _fits(self, worst_case: float) -> bool:
+        return self.limit is None or self.spent + self.reserved + worst_case <= self.limit
+
+    def _refuse(self, worst_case: float) -> BudgetExceeded:
+        assert self.limit is not None
+        self.exhausted = True
+        return BudgetExceeded(
+            f"budget_usd={self.limit:g} reached: ${self.spent:.4f} spent, the next call could cost up to ${worst_case:.4f}",
+            fix=f"every paid reply is cached; rerun with --set budget_usd={max(self.limit * 2, self.spent + 1):g} (or more) to continue",
+        )
 
     def reserve(self, worst_case: float) -> None:
+        """Reserve `worst_case` now or raise BudgetExceeded (batch submissions: nothing to wait for)."""
         if self.limit is None:
             return
-        if self.exhausted or self.spent + self.reserved + worst_case > self.limit:
-            self.exhausted = True
-            raise BudgetExceeded(
-                f"budget_usd={self.limit:g} reached: ${self.spent:.4f} spent, the next call could cost up to ${worst_case:.4f}",
-                fix=f"every paid reply is cached; rerun with --set budget_usd={max(self.limit * 2, self.spent + 1):g} (or more) to continue",
-            )
+        if self.exhausted or not self._fits(worst_case):
+            raise self._refuse(worst_case)
         self.reserved += worst_case
+
+    async def acquire(self, worst_case: float) -> None:
+        """Reserve `worst_case` for a request about to be sent; settle it with `settle(worst_case, actual)`.
+
+        While it does not fit but other requests reserved with `acquire` are in flight, wait until one settles
+        and check again: their worst cases, not their real costs, are what crowds the cap. BudgetExceeded only
+        once nothing is in flight and it still does not fit (or the budget is already exhausted). Nothing is
+        reserved when this raises or is cancelled.
+        """
+        if self.limit is None:
+            return
+        while not self.exhausted and not self._fits(worst_case) and self._in_flight > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        if self.exhausted or not self._fits(worst_case):
+            raise self._refuse(worst_case)
+        self.reserved += worst_case
+        self._in_flight += 1
 
     def hold(self, amount: float) -> None:
         """Hold money already committed elsewhere (a batch submitted by an earlier run) without a check."""
         if self.limit is not None:
             self.reserved += amount
 
-    def settle(self, worst_case: float, actual: float) -> None:
+    def settle(self, worst_case: float, actual: float, acquired: bool = False) -> None:
+        """Release a reservation of `worst_case` and count what was really spent. `acquired`: it was made by
+        `acquire`. Requests waiting in `acquire` check again."""
         if self.limit is not None:
             self.reserved -= worst_case
+            if acquired:
+                self._in_flight -= 1
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         self.spent += actual

@@ -295,10 +295,13 @@ class EndpointClient:
         if self._fatal is not None:
             raise self._fatal
         worst = self.worst_case_cost(kwargs)  # the whole request: the prompt once, n times the reply cap
-        self.budget.reserve(worst)
+        reserved = False
         actual = 0.0
         try:
             async with self._semaphore:
+                # Reserved once a slot is ours: the worst cases of queued requests must not crowd the cap.
+                await self.budget.acquire(worst)
+                reserved = True
                 await self._limiter.acquire(self._estimate_tokens(kwargs))
                 completion = await self._send_with_retries(kwargs, meter)
             try:
@@ -317,7 +320,8 @@ class EndpointClient:
                 raise
             return replies
         finally:
-            self.budget.settle(worst, actual)
+            if reserved:
+                self.budget.settle(worst, actual, acquired=True)
 
     async def _send_with_retries(self, kwargs: dict[str, Any], meter: Meter) -> dict[str, Any]:
         try:

@@ -178,6 +178,17 @@ class LionStage(StageBase):
     max_instruction_chars: int = Field(1500, ge=20, description="Upper bound on a generated instruction (schema maxLength).")
     generation_rounds: int = Field(4, ge=1, description="Rounds of generation to make up for filtered candidates.")
     generation_oversample: float = Field(1.3, ge=1, description="Candidates asked per missing instruction in a round.")
+    final_generation: bool = Field(
+        True, description="Generate new instructions in the last iteration too. false: the last iteration discriminates "
+        "but generates nothing (its new instructions would never be trained on; the paper's loop ends there)."
+    )
+    new_from: Literal["teacher", "pool"] = Field(
+        "teacher", description="Where each iteration's new instructions come from. teacher: Lion's generation from hard "
+        "and easy seeds; pool: new_per_iteration instructions drawn uniformly at random, without replacement, from the "
+        "`pool` stage (a control arm: Lion's schedule without discrimination steering the data; discrimination still runs)."
+    )
+    pool: str | None = Field(None, description="Stage with the instructions (column `instruction`) that new_from: pool draws from "
+                             "(read only with new_from: pool).")
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024), description="Teacher and student answers.")
     referee_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Referee calls.")
     generation_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_tokens=512), description="Instruction generation (paper: temperature 1.0, top_p 1.0).")
@@ -196,6 +207,13 @@ class LionStage(StageBase):
         "preference pairs (teacher answer over student answer where the gap >= tau; no extra teacher calls). "
         "Passed straight to trl.DPOConfig; null: no DPO phase.",
     )
+
+    @model_validator(mode="after")
+    def _pool_named(self) -> "LionStage":
+        if self.new_from == "pool" and self.pool is None:
+            raise ValueError("new_from: pool draws new instructions from a stage: set `pool` to the name of a stage with "
+                             "an `instruction` column (or use new_from: teacher)")
+        return self
 
 
 class DPOTemplates(Strict):

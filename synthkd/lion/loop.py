@@ -8,6 +8,8 @@
         generation:     the teacher writes N new instructions, half from hard seeds (harder, same
                         domain and task), half from easy seeds (same domain, rarer); filter;
                         teacher answers them; they join both pools
+                        (new_from: pool, a control arm: N drawn uniformly from the pool stage instead;
+                        final_generation: false, as the paper's loop: none after the last imitation)
 
 Every call goes through the request cache, every checkpoint carries a fingerprint, and every
 random choice is seeded by (pipeline seed, iteration, step), so a rerun after a crash redoes only
@@ -55,7 +57,8 @@ class Pools:
 class LionRun:
     """One Lion stage execution."""
 
-    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None,
+                 pool: list[dict[str, Any]] | None = None) -> None:
         self.cfg, self.rt = cfg, rt
         # `gold` rides along where a seed has it, for the code:exact_match referee.
         self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
@@ -68,6 +71,15 @@ class LionRun:
         self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_referee, self.t_hard, self.t_easy)}
         student_cfg = rt.config.endpoints[cfg.student]
         self.base_student = cfg.student_model or (student_cfg.serve.model_path if student_cfg.serve else None)
+        # new_from: pool: the pool stage's instructions not drawn yet, each text once, in its order (draws are seeded, so a
+        # rerun draws the same).
+        self.undrawn: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for i, row in enumerate(pool or []):
+            text = str(row.get("instruction") or "")
+            if text.strip() and text not in seen:
+                seen.add(text)
+                self.undrawn.append({"id": str(row.get("id", i)), "instruction": text})
         self.stats: list[dict[str, Any]] = []
         self.total = Meter()
         self.eval_meter = Meter()
@@ -127,7 +139,12 @@ class LionRun:
             checkpoint = await self.imitation(it, pools, previous, stats)
             judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
             checkpoint = await self.dpo_phase(it, judged, checkpoint, stats)
-            await self.generation(it, pools, judged, stats, it_meter)
+            if it == self.cfg.iterations and not self.cfg.final_generation:
+                self.skip_generation(it, stats)
+            elif self.cfg.new_from == "pool":
+                await self.draw_from_pool(it, pools, stats, it_meter)
+            else:
+                await self.generation(it, pools, judged, stats, it_meter)
             if self.heldout is not None and checkpoint is not None:
                 if self.rt.config.endpoints[self.cfg.student].served:
                     self.rt.serve_weights(self.cfg.student, checkpoint)  # the DPO checkpoint when there is one
@@ -304,13 +321,44 @@ class LionRun:
                 slot += ask
             stats[f"new_{kind}"] = got
             stats[f"seeds_{kind}"] = len(seeds_)
+        stats["generation_rejected"] = reasons
+        await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
+
+    async def add_new(self, it: int, pools: Pools, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], reasons: dict[str, int],
+                      stats: dict[str, Any], meter: Meter, what: str) -> None:
+        """The teacher answers the iteration's new instructions; those answered join both pools and the `generated` dataset."""
         await self.teacher_answers(pools, kept, meter, f"iter {it}: teacher answers new instructions")
         answered = [x for x in kept if x["id"] in pools.answers]
         pools.train.extend(answered)
         pools.cache.extend(answered)
-        stats.update({"new_instructions": len(answered), "generation_rejected": reasons})
+        stats["new_instructions"] = len(answered)
         out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
         self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", out_rows, rejected, row_type=GeneratedRow, fingerprint=digest(out_rows), templates=self.templates,
                               models=self._models(), counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
-                              fmt="sft (messages)", description=f"Lion iteration {it}: new instructions (hard and easy) with teacher answers.")
+                              fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")
+
+    async def draw_from_pool(self, it: int, pools: Pools, stats: dict[str, Any], meter: Meter) -> None:
+        """new_from: pool: N instructions drawn uniformly at random from the pool stage, none already drawn or in the pools."""
+        known = {x["instruction"] for x in pools.cache}
+        candidates = [x for x in self.undrawn if x["instruction"] not in known]
+        target = self.cfg.new_per_iteration
+        drawn = self._rng(it, "pool").sample(candidates, min(target, len(candidates)))
+        taken = {x["id"] for x in drawn}
+        self.undrawn = [x for x in self.undrawn if x["id"] not in taken]
+        kept = [{"id": f"{self.cfg.name}-it{it}-pool-{i:05d}", "kind": "pool", "seed_id": x["id"], "seed_instruction": x["instruction"],
+                 "instruction": x["instruction"], "origin": f"iter{it}-pool"} for i, x in enumerate(drawn)]
+        stats.update({"generation": f"drawn uniformly from stage {self.cfg.pool!r} (new_from: pool)", "pool_drawn": len(drawn),
+                      "pool_exhausted": len(drawn) < target})
+        if len(drawn) < target:
+            self.rt.reporter.note(f"[lion] iteration {it}: the pool stage {self.cfg.pool!r} had {len(drawn)} instruction(s) left to draw, "
+                                  f"not {target}")
+        await self.add_new(it, pools, kept, [], {}, stats, meter, f"instructions drawn from stage {self.cfg.pool!r}")
+
+    def skip_generation(self, it: int, stats: dict[str, Any]) -> None:
+        """final_generation: false: no new instructions after the last imitation (nothing would train on them)."""
+        stats.update({"generation": "skipped: final_generation is false", "new_instructions": 0})
+        # Written empty, so no `generated` dataset of an earlier run with final_generation: true stays beside this one.
+        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", [], [], row_type=GeneratedRow, fingerprint=digest([]), templates=self.templates,
+                              models=self._models(), counts={"iteration": it}, fmt="sft (messages)",
+                              description=f"Lion iteration {it}: no new instructions (final_generation: false).")
 

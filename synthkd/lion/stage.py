@@ -37,10 +37,10 @@ class DiscriminationRow(Record):
 
 
 class GeneratedRow(Record):
-    """A new instruction written from a hard or easy seed, with the teacher's answer."""
+    """A new instruction written from a hard or easy seed (or drawn from the pool stage), with the teacher's answer."""
 
     id: str
-    kind: str  # hard | easy
+    kind: str  # hard | easy, or pool: drawn as it is from the `pool` stage (new_from: pool), whose row seed_id names
     seed_id: str
     seed_instruction: str
     instruction: str
@@ -72,6 +72,9 @@ class LionIteration(Iteration):
     seeds_easy: int = 0
     new_instructions: int = 0
     generation_rejected: dict[str, int] = {}
+    generation: str | None = None  # how the new instructions came, where not Lion's generation (skipped, or drawn from the pool)
+    pool_drawn: int | None = None  # new_from: pool: instructions drawn this iteration
+    pool_exhausted: bool | None = None  # new_from: pool: fewer than new_per_iteration were left to draw
 
     def line(self) -> str:
         return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  hard {self.hard_fraction:.2f}  "
@@ -93,7 +96,8 @@ class LionImpl(StageImpl[LionStage]):
 
     def reads(self) -> list[Reads]:
         need = frozenset({"instruction"})
-        return [Reads("input", self.cfg.input, need), Reads("heldout", self.cfg.heldout, need)]
+        return [Reads("input", self.cfg.input, need), Reads("heldout", self.cfg.heldout, need),
+                Reads("pool", self.cfg.pool if self.cfg.new_from == "pool" else None, need)]
 
     def uses(self) -> list[Uses]:
         return [Uses("teacher", self.cfg.teacher), Uses("student", self.cfg.student), Uses("referee", self.cfg.referee, judge=True)]
@@ -126,7 +130,7 @@ class LionImpl(StageImpl[LionStage]):
 
         # A seed without an instruction is nothing to pay for: a failed row, never sent.
         seeds, empty = split_blank(inp.get("input"), "instruction")
-        result = await LionRun(self.cfg, inp.rt, seeds, inp.get("heldout")).run()
+        result = await LionRun(self.cfg, inp.rt, seeds, inp.get("heldout"), inp.get("pool")).run()
         result.failed[:0] = empty
         return result
 
