@@ -320,6 +320,63 @@ def eval_(
 
 
 @app.command()
+def efficacy(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML with the teacher and student endpoints, a `pool` load stage and "
+                                    "optionally held-out load stages."),
+    heldout: Optional[list[Path]] = typer.Option(None, "--heldout", help="A held-out JSONL file (id, instruction, optional gold); "
+                                                 "repeatable; each is reported as its own set, named after the file."),
+    out: Path = typer.Option(Path("runs/efficacy"), "--out", help="Output directory (resumable: rerun the same command)."),
+    tier: str = typer.Option("quick", "--tier", help="quick (about an hour on 2 CPU cores) or thorough (a GPU machine)."),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Teacher spend cap per arm, USD (default: the tier's "
+                                               "answer count at the probe's measured price)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps per arm (default: the tier's)."),
+    extra_steps: Optional[int] = typer.Option(None, "--extra-steps", help="Extra steps of the DPO group (DPO vs the same SFT steps)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Training seeds per arm (the baseline gets at least 2)."),
+    heldout_limit: Optional[int] = typer.Option(None, "--heldout-limit", help="Prompts per held-out set (default: the tier's; 0: all)."),
+    arms: Optional[str] = typer.Option(None, "--arms", help="Comma-separated arms (default: all): kd, kd_sampled, lion_control, "
+                                       "lion, kd_more_sft, kd_dpo, kd_dpo_nll. The baseline kd always runs."),
+    teacher: str = typer.Option("teacher", "--teacher", help="Teacher endpoint name in the pipeline."),
+    student: str = typer.Option("student", "--student", help="Student endpoint name (served by synthkd: it is trained)."),
+    pool: str = typer.Option("pool", "--pool", help="Load stage holding the prompt pool."),
+    batch: int = typer.Option(8, "--batch", help="per_device_train_batch_size of every arm."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Cap on every teacher and student answer."),
+) -> None:
+    """Which method gives the better student per teacher dollar, on YOUR teacher and student: every arm gets the same
+    teacher spend (a hard cap), the same steps and schedule, answer-only loss and no gold; paired statistics decide."""
+    from synthkd.efficacy.command import Efficacy
+    from synthkd.efficacy.options import EfficacyOptions
+    from synthkd.progress import Reporter
+    from synthkd.settings import Settings
+
+    _quiet_libraries()
+
+    def body() -> None:
+        if tier not in ("quick", "thorough"):
+            raise _usage_error(f"unknown tier {tier!r}", "use --tier quick or --tier thorough")
+        for name, value in (("--steps", steps), ("--extra-steps", extra_steps), ("--seeds", seeds), ("--batch", batch), ("--max-tokens", max_tokens)):
+            if value is not None and value < 1:
+                raise _usage_error(f"{name} must be at least 1 (got {value})", f"give {name} a positive whole number")
+        if budget_usd is not None and not budget_usd > 0:
+            raise _usage_error(f"--budget-usd must be above 0 (got {budget_usd})", "give the spend cap per arm in dollars, e.g. --budget-usd 5")
+        if heldout_limit is not None and heldout_limit < 0:
+            raise _usage_error(f"--heldout-limit must be 0 (all) or more (got {heldout_limit})", "give a number of prompts per set")
+        _check_run_dir(out)
+        opts = EfficacyOptions(
+            pipeline=pipeline, out=out, tier=tier, heldout_files=tuple(heldout or ()), teacher=teacher, student=student, pool=pool,
+            budget_usd=budget_usd, steps=steps, extra_steps=extra_steps, arm_seeds=seeds,
+            baseline_seeds=max(2, seeds) if seeds else None, heldout_limit=heldout_limit, batch=batch, max_tokens=max_tokens,
+            arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()), command="synthkd efficacy " + " ".join(sys.argv[2:]),
+        )
+        reporter = Reporter()
+        runner = Efficacy(opts, Settings.from_environ(), reporter)
+        result = _run_async(runner.run())
+        typer.echo((out / "efficacy.md").read_text(encoding="utf-8"))
+        reporter.note(f"synthkd efficacy: done in {result['wall_s'] / 60:.1f} min: {out / 'efficacy.json'}, {out / 'efficacy.md'}, {out / 'efficacy.html'}")
+
+    _guard(body)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Write RUN_DIR/report/index.html (and report.md) with tables and plots of run.json."""
     from synthkd.report import write_report

@@ -11,7 +11,6 @@ then DIR/efficacy.json, DIR/efficacy.md and DIR/efficacy.html.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import math
@@ -351,8 +350,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def run_efficacy(opts: EfficacyOptions, settings: Settings, reporter: Reporter) -> dict[str, Any]:
-    """Build and run; the coroutine runs under the caller's loop helper (see cli)."""
-    return asyncio.run(Efficacy(opts, settings, reporter).run())
