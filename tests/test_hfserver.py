@@ -77,3 +77,27 @@ def test_served_student_trained_then_asked_on_its_checkpoint(tmp_path: Path, syn
     loaded = [log.read_text().split(" (", 1)[1].split(")", 1)[0] for log in logs]  # "hfserver: NAME (DIR) on URL"
     assert len(loaded) == 2 and checkpoint in loaded and any("/tiny/student-" in path for path in loaded), loaded
     assert [pid for log in logs for pid in _servers_on(int(log.stem.rsplit("-", 1)[1]))] == []
+
+
+@pytest.mark.needs_torch
+def test_hfserver_replies_as_an_openai_server(synthkd_home: Path) -> None:
+    """What synthkd relies on from a server: greedy is repeatable, a seed fixes a sample, caps and usage are honest."""
+    from synthkd.serve.tiny import tiny_model_dir
+    from tests.hfserver import Model
+
+    model = Model(str(tiny_model_dir(synthkd_home, REPO, "student")), "student")
+    ask = {"model": "student", "messages": [{"role": "user", "content": "Name a colour."}]}
+    greedy = model.complete({**ask, "max_tokens": 6})
+    assert greedy["choices"][0]["message"]["content"] == model.complete({**ask, "max_tokens": 6})["choices"][0]["message"]["content"]
+    sampled = [model.complete({**ask, "max_completion_tokens": 8, "temperature": 1.0, "seed": s}) for s in (1, 1, 2)]
+    texts = [r["choices"][0]["message"]["content"] for r in sampled]
+    assert texts[0] == texts[1] != texts[2]
+    two = model.complete({**ask, "max_tokens": 8, "temperature": 1.0, "seed": 1, "n": 2})
+    assert [c["message"]["content"] for c in two["choices"]] == [texts[0], texts[2]]  # choice i samples with seed + i
+    usage, choice = sampled[0]["usage"], sampled[0]["choices"][0]
+    prompt = model.tokenizer.apply_chat_template(ask["messages"], tokenize=False, add_generation_prompt=True)
+    assert usage["prompt_tokens"] == len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert usage["completion_tokens"] <= 8 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert choice["finish_reason"] == ("length" if usage["completion_tokens"] == 8 else "stop")
+    with pytest.raises(ValueError):
+        model.complete({"model": "student", "messages": []})
