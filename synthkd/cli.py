@@ -339,6 +339,7 @@ def efficacy(
     student: str = typer.Option("student", "--student", help="Student endpoint name (served by synthkd: it is trained)."),
     pool: str = typer.Option("pool", "--pool", help="Load stage holding the prompt pool."),
     batch: int = typer.Option(8, "--batch", help="per_device_train_batch_size of every arm."),
+    iterations: int = typer.Option(3, "--iterations", help="Lion's K (and its control's); steps are split evenly over them."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Cap on every teacher and student answer."),
 ) -> None:
     """Which method gives the better student per teacher dollar, on YOUR teacher and student: every arm gets the same
@@ -353,7 +354,8 @@ def efficacy(
     def body() -> None:
         if tier not in ("quick", "thorough"):
             raise _usage_error(f"unknown tier {tier!r}", "use --tier quick or --tier thorough")
-        for name, value in (("--steps", steps), ("--extra-steps", extra_steps), ("--seeds", seeds), ("--batch", batch), ("--max-tokens", max_tokens)):
+        for name, value in (("--steps", steps), ("--extra-steps", extra_steps), ("--seeds", seeds), ("--batch", batch), ("--max-tokens", max_tokens),
+                            ("--iterations", iterations)):
             if value is not None and value < 1:
                 raise _usage_error(f"{name} must be at least 1 (got {value})", f"give {name} a positive whole number")
         if budget_usd is not None and not budget_usd > 0:
@@ -365,6 +367,7 @@ def efficacy(
             pipeline=pipeline, out=out, tier=tier, heldout_files=tuple(heldout or ()), teacher=teacher, student=student, pool=pool,
             budget_usd=budget_usd, steps=steps, extra_steps=extra_steps, arm_seeds=seeds,
             baseline_seeds=max(2, seeds) if seeds else None, heldout_limit=heldout_limit, batch=batch, max_tokens=max_tokens,
+            iterations=iterations,
             arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()), command="synthkd efficacy " + " ".join(sys.argv[2:]),
         )
         reporter = Reporter()

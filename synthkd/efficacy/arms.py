@@ -112,7 +112,8 @@ def eval_stage(name: str, cx: Context, s: HeldoutSet, *, teacher: bool = False) 
 
 
 def eval_name(arm_name: str, seed: int, set_name: str) -> str:
-    return f"{arm_name}.s{seed}.eval.{set_name}"
+    # Not under the arm's name: a stage named `lion` owns every dataset name starting with `lion.`.
+    return f"eval.{arm_name}.s{seed}.{set_name}"
 
 
 def _evals(cx: Context, arm_name: str, seed: int) -> list[dict[str, Any]]:

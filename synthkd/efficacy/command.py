@@ -178,7 +178,7 @@ class Efficacy:
         share = max(float(gen.get("yield") or 0.0), 0.05)
         if k == 1:
             return budget, A.Sizes(kd, kd, 0, 0), why
-        seeds = min(pool_size, int(0.5 * plan // c_ans))
+        seeds = min(pool_size // 2, int(0.5 * plan // c_ans))  # half the pool at most: the control draws from the rest
         per_new = c_gen * max(1.3, 1.0 / share) + c_ans  # generation calls per kept instruction, then its answer
         lion_new = int(0.5 * plan / (k - 1) // per_new)
         control_new = min((pool_size - seeds) // (k - 1), int(0.5 * plan / (k - 1) // c_ans))
@@ -208,6 +208,7 @@ class Efficacy:
         with run_lock(self.out):
             self.note(f"[1/5] reading the pool and the held-out sets into {self.out / 'data'}")
             pool, sets = await self.read_data()
+            (self.out / "data").mkdir(parents=True, exist_ok=True)
             write_jsonl(self.out / "data" / "pool.jsonl", pool)
             teacher, student, nominal = self.endpoints()
             self.note(f"[2/5] probes ({o.probe_prompts} prompts, {o.probe_generations} generation calls)")
@@ -275,7 +276,7 @@ class Efficacy:
                 arms_out[a.name] = {**entry, "status": "skipped", "reason": skipped[a.name]}
                 continue
             got = reader.arm(a, sets, teacher_answers, with_nll=final)
-            if a.name in failed or got is None:
+            if a.name in failed or got is None or "scores" not in got:
                 arms_out[a.name] = {**entry, "status": "failed" if a.name in failed else "running", "reason": failed.get(a.name), **(got or {}).get("entry", {})}
                 continue
             arms_out[a.name] = {**entry, **got["entry"]}

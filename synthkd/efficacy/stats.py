@@ -140,7 +140,13 @@ def detectable_difference(baseline: Sequence[Sequence[float]], arm: Sequence[Seq
     base = [statistics.fmean(run[i] for run in baseline) for i in range(n)]
     diffs = [statistics.fmean(run[i] for run in arm) - base[i] for i in range(n)]
     paired = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.inf
-    independent = statistics.stdev(base) * math.sqrt(2 / n) if n > 1 else math.inf
+    spread = statistics.stdev(base) if n > 1 else math.inf
+    if all(v in (0.0, 1.0) for run in (*baseline, *arm) for v in run):
+        # A right/wrong score: a baseline at 0% (or 100%) has no spread, yet a gain needs prompts that flip; the
+        # binomial spread at a rate of at least half a prompt keeps "could detect" honest there.
+        rate = min(max(statistics.fmean(base), 0.5 / n), 1 - 0.5 / n)
+        spread = max(spread, math.sqrt(rate * (1 - rate)))
+    independent = spread * math.sqrt(2 / n) if n > 1 else math.inf
     return max((_Z_ALPHA + _Z_POWER) * max(paired, independent), seed_spread(baseline))
 
 
