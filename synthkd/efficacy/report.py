@@ -118,7 +118,20 @@ def _set_table(result: dict[str, Any], set_name: str) -> list[Block]:
     rows += [_arm_row(arms, name, set_name, primary) for name in arms]
     note = f"{_fmt(ref.get('n'))} prompts, {_fmt(ref.get('gold_n'))} with gold; gains judged on {_METRICS[primary][0]}" \
            " (arm minus its baseline; 95% paired bootstrap interval; p Holm-corrected across arms)."
-    return [("h2", f"Held-out set: {set_name}"), ("p", note), ("table", headers, rows)]
+    return [("h2", f"Held-out set: {set_name}"), ("p", note), ("table", headers, rows), *_family_table(arms, set_name)]
+
+
+def _family_table(arms: dict[str, dict[str, Any]], set_name: str) -> list[Block]:
+    """Gold accuracy per family (prompts in the family with gold), one row per arm: where a method gains or loses."""
+    per = {name: _d(_d(_d(arm.get("sets")).get(set_name)).get("per_family")) for name, arm in arms.items()}
+    families = sorted({f for fam in per.values() for f in fam})
+    if not families:
+        return []
+    counts = {f: next((_d(fam.get(f)).get("n") for fam in per.values() if f in fam), None) for f in families}
+    headers = ["arm"] + [f"{f} (n={_fmt(counts[f])})" for f in families]
+    rows = [[_label(arms, name)] + [_fmt(100 * v, ".0f") + "%" if (v := _num(_d(fam.get(f)).get("gold_accuracy"))) is not None else "–"
+                                    for f in families] for name, fam in per.items() if fam]
+    return [("p", f"Gold accuracy per family on {set_name}:"), ("table", headers, rows)]
 
 
 def _spend_row(arms: dict[str, dict[str, Any]], name: str) -> list[str]:
