@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from synthkd.jsonl import read_jsonl
 from tests import scripted_best_of_n as teacher
 from tests.conftest import REPO, check_run_outputs, read_rows, remote_endpoint, run_cli, run_json
 from tests.fakeserver import ServerHandle, running_server
@@ -137,6 +138,22 @@ def test_a_rerun_is_paid_for_by_the_cache(run: Run, tmp_path: Path) -> None:
     for name in ("answers", "answers.candidates", "answers.pairs", "labels", "labels.candidates"):
         assert read_rows(again, name) == read_rows(out, name), name
     assert run_json(again)["stages"]["answers"]["cache_hits"] == 12
+
+
+def test_an_endpoint_that_answers_nothing_still_stops_the_run(tmp_path: Path) -> None:
+    """Every candidate of every row failing at the endpoint is the endpoint's failure, as without select: the run
+    stops with one line naming it, the failed rows (with their candidates) kept."""
+    with running_server(faults=[{"kind": "server_error", "rate": 1.0, "times": -1, "status": 500}]) as server:
+        path = _pipeline(tmp_path, server.base_url)
+        data = yaml.safe_load(path.read_text())
+        data["endpoints"]["teacher"]["max_retries"] = 0
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        proc = run_cli("run", str(path), "--out", str(tmp_path / "run"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "stage 'answers' produced no rows from 3 input rows" in proc.stderr and "gave_up:500" in proc.stderr
+    failed = read_jsonl(tmp_path / "run" / "failed" / "answers.jsonl")
+    assert [f["reason"] for f in failed] == ["gave_up:500"] * 3
+    assert [[c["reason"] for c in f["candidates"]] for f in failed] == [["gave_up:500"] * 4] * 3
 
 
 URL = "http://127.0.0.1:9/v1"  # nothing listens on port 9: no call may be made

@@ -41,11 +41,11 @@ def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> 
     return out, unsent
 
 
-async def _ask(cfg: GenerateStage, rt: Runtime, pairs: list[tuple[dict[str, Any], Call]], meter: Meter) -> list[Result]:
+async def _ask(cfg: GenerateStage, rt: Runtime, calls: list[tuple[dict[str, Any], Call]], meter: Meter) -> list[Result]:
     """The results of the calls, in order."""
     client = await rt.client(cfg.endpoint)
-    with rt.reporter.step(cfg.name, len(pairs), meter) as progress:
-        return await run_calls(client, [c for _, c in pairs], meter, progress, batch=rt.batch_for(cfg.endpoint))
+    with rt.reporter.step(cfg.name, len(calls), meter) as progress:
+        return await run_calls(client, [c for _, c in calls], meter, progress, batch=rt.batch_for(cfg.endpoint))
 
 
 def _unusable(res: Result, meter: Meter) -> tuple[str, str | None] | None:
@@ -68,10 +68,10 @@ def _reply_row(cfg: GenerateStage, base: dict[str, Any], call: Call, res: Result
     return out
 
 
-def keep_all(cfg: GenerateStage, pairs: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Without `select`: (a row per usable reply, a failed row per other one), in call order."""
     kept, failed = [], []
-    for (row, call), res in zip(pairs, results):
+    for (row, call), res in zip(calls, results):
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
         if (bad := _unusable(res, meter)) is not None:
             failed.append({**base, "reason": bad[0], "detail": bad[1], "raw": res.text})
@@ -144,15 +144,15 @@ class Selected:
             mean_agreement=round(sum(agreement) / len(agreement), 4) if agreement else None)
 
 
-def select_rows(cfg: GenerateStage, pairs: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> Selected:
-    """With `select`: per input row, its n candidates (consecutive in `pairs`) checked, one kept by the rule."""
+def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> Selected:
+    """With `select`: per input row, its n candidates (consecutive in `calls`) checked, one kept by the rule."""
     sel = cfg.select
     assert sel is not None
     # keep_truncated: false refuses cut replies with select too, as it does without.
     checks = sel.checks.model_copy(update={"not_truncated": sel.checks.not_truncated or not cfg.keep_truncated})
     out = Selected()
-    for start in range(0, len(pairs), sel.n):
-        row, call = pairs[start]
+    for start in range(0, len(calls), sel.n):
+        row, call = calls[start]
         replies = results[start:start + sel.n]
         cands = []
         for k, res in enumerate(replies):
@@ -252,16 +252,16 @@ class GenerateImpl(StageImpl[GenerateStage]):
 
     async def run(self, inp: RunInputs) -> StageResult:
         cfg, result = self.cfg, StageResult(rows=[])
-        pairs, result.failed = build_calls(cfg, inp.rt, inp.get("input"))
+        calls, result.failed = build_calls(cfg, inp.rt, inp.get("input"))
         for row in result.failed:
             result.meter.failures[row["reason"]] += 1
         # Nothing to send: no client (nor a server) is started.
-        results = await _ask(cfg, inp.rt, pairs, result.meter) if pairs else []
+        results = await _ask(cfg, inp.rt, calls, result.meter) if calls else []
         if cfg.select is None:
-            result.rows, failed = keep_all(cfg, pairs, results, result.meter)
+            result.rows, failed = keep_all(cfg, calls, results, result.meter)
             result.failed += failed
             return result
-        sel = select_rows(cfg, pairs, results, result.meter)
+        sel = select_rows(cfg, calls, results, result.meter)
         result.rows, result.failed = sel.rows, result.failed + sel.failed
         result.stats = GenerateStats(selection=sel.summary())
         result.datasets += [
