@@ -26,7 +26,8 @@ it received (``authorization`` in ``/_control/stats``), so a second server can s
 
 A *reply hook* (``--reply-hook module:function``) scripts replies for tests that need a model
 to behave in a known way: it is called as ``function(body, index)`` and returns the reply's
-content, or None to fall back to the generated reply. Faults apply to hooked replies as well.
+content (finish reason ``stop``), a ``(content, finish_reason)`` pair (e.g. ``"length"`` for a reply cut by
+max_tokens), or None to fall back to the generated reply. Faults apply to hooked replies as well.
 
 Behaviours of modern hosted APIs, each off unless asked for:
 ``--reasoning`` adds a reasoning trace to each reply's message (``reasoning_content``, as vLLM's
@@ -686,7 +687,7 @@ class FakeServer:
         choices, completion_tokens, reasoning_tokens = [], 0, 0
         for index in range(_n(body)):
             scripted = self.hook(body, index) if self.hook else None
-            reply = (scripted, "stop") if scripted is not None else build_reply(body, index)
+            reply = build_reply(body, index) if scripted is None else scripted if isinstance(scripted, tuple) else (scripted, "stop")
             content, finish = _corrupt(*reply, fault, body)
             completion_tokens += len(content.split())
             message: dict[str, Any] = {"role": "assistant", "content": _as_parts(content) if fault == "parts" else content}
@@ -736,7 +737,7 @@ def _n(body: dict[str, Any]) -> int:
         return 1
 
 
-def _load_hook(spec: str) -> Callable[[dict[str, Any], int], str | None]:
+def _load_hook(spec: str) -> Callable[[dict[str, Any], int], str | tuple[str, str] | None]:
     module, _, name = spec.partition(":")
     if not module or not name:
         raise ValueError(f"a reply hook is module:function, got {spec!r}")

@@ -84,6 +84,36 @@ class LoadStage(StageBase):
     limit: int | None = Field(None, ge=1, description="Keep only the first N records.")
 
 
+class SelectChecks(Strict):
+    """Format checks a candidate answer must pass before a selection rule may choose it."""
+
+    non_empty: bool = Field(True, description="The answer has a letter or digit (a blank reply is never a candidate, whatever this says).")
+    not_truncated: bool = Field(True, description="The reply was not cut by max_tokens (finish_reason length).")
+    one_line: bool = Field(False, description="The answer, stripped, is one line.")
+    max_words: int | None = Field(None, ge=1, description="At most this many words (whitespace-separated); null: no limit.")
+    labels: list[str] | None = Field(
+        None, min_length=1, description="The answer, normalized (case, surrounding quotes and brackets, a final period), is one "
+        "of these labels (normalized the same way); null: any answer.")
+
+
+class Select(Strict):
+    """Best-of-n: ask n candidate answers per row, keep one chosen by code (sequence-level KD's Seq-Inter, Kim & Rush
+    2016; generate-then-filter as in symbolic KD / I2D2)."""
+
+    n: int = Field(4, ge=1, le=MAX_SAMPLES, description="Candidates per row, asked as samples 0..n-1 (each its own cached "
+                   "request, or one request with `n` where the endpoint has n_per_request).")
+    rule: Literal["auto", "gold", "consensus"] = Field(
+        "auto", description="gold: the first candidate (in sample order) whose answer matches the row's gold "
+        "(consensus when none does, or the row has no gold); consensus: minimum Bayes risk, the candidate with the "
+        "highest mean ROUGE-L to the other candidates (ties: the lowest sample), gold never read; auto: gold where "
+        "the row has one, else consensus.")
+    gold_column: str = Field("gold", description="Column with the row's gold short answer (null or blank: the row has none). "
+                             "Required in the input with rule: gold, or when set explicitly; with auto an input "
+                             "without it means consensus everywhere.")
+    checks: SelectChecks = Field(default_factory=SelectChecks, description="Format checks; only candidates passing them "
+                                 "are chosen from, and a row none passes is a failed row.")
+
+
 class GenerateStage(StageBase):
     """Render a template for each input record, call an endpoint, store the reply in a column."""
 
@@ -111,6 +141,25 @@ class GenerateStage(StageBase):
         "reasoning", description="Column the reply's separate reasoning trace goes to (reasoning_content / reasoning, "
         "as reasoning models and vLLM's reasoning parsers return it); null when the reply has none. null: no such column."
     )
+    # Left out of the fingerprint when unset, so the stages of runs made before `select` existed stay done.
+    select: Select | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="Best-of-n: ask select.n candidates per row and keep the one a rule that is code chooses, with a "
+        "`selection` column saying which and why; the candidates go to the dataset <stage>.candidates and, where "
+        "the row has gold, gold-matching over mismatching answers to <stage>.pairs (TRL preference format). "
+        "null: one reply per sample, all kept. Not with samples > 1 (select keeps one of n, samples keeps all).")
+
+    @model_validator(mode="after")
+    def _select_or_samples(self) -> "GenerateStage":
+        if self.select is not None and self.samples > 1:
+            raise ValueError(f"select keeps one of n candidates per row and samples: {self.samples} keeps every sample: "
+                             "use one of them (select.n sets how many candidates are asked)")
+        return self
+
+    @property
+    def per_row(self) -> int:
+        """Requests per input row: the candidates of `select`, else `samples`."""
+        return self.select.n if self.select is not None else self.samples
 
 
 class SFTStage(StageBase, TrainingLaunch):

@@ -6,11 +6,15 @@ import statistics
 from typing import Any, Sequence
 
 
-def _pair(pid: str, instruction: str, chosen: str, rejected: str, margin: float, source: str) -> dict[str, Any]:
-    """A TRL conversational preference row (prompt/chosen/rejected) with its provenance."""
+def preference_pair(pid: str, instruction: str, chosen: str, rejected: str, margin: float, source: str,
+                    prompt: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """A TRL conversational preference row (prompt/chosen/rejected) with its provenance (`PreferencePair`).
+
+    `prompt`: the messages the answers reply to (default: the instruction as the one user message).
+    """
     return {
         "id": pid, "source": source, "margin": margin, "instruction": instruction,
-        "prompt": [{"role": "user", "content": instruction}],
+        "prompt": prompt if prompt is not None else [{"role": "user", "content": instruction}],
         "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": rejected}],
     }
@@ -26,7 +30,7 @@ def teacher_vs_student_pairs(rows: Sequence[dict[str, Any]], margin: float) -> l
     for r in rows:
         gap = r["teacher_score"] - r["student_score"]
         if gap >= margin and r["teacher_answer"] != r["student_answer"]:
-            pairs.append(_pair(f"{r['id']}:tvs", r["instruction"], r["teacher_answer"], r["student_answer"], gap, "teacher_vs_student"))
+            pairs.append(preference_pair(f"{r['id']}:tvs", r["instruction"], r["teacher_answer"], r["student_answer"], gap, "teacher_vs_student"))
     return pairs
 
 
@@ -45,7 +49,7 @@ def ranked_pairs(groups: Sequence[dict[str, Any]], margin: float) -> list[dict[s
         worst = min(range(len(samples)), key=lambda i: (samples[i][1], -i))
         gap = samples[best][1] - samples[worst][1]
         if gap >= margin and samples[best][0] != samples[worst][0]:
-            pairs.append(_pair(f"{g['id']}:rank", g["instruction"], samples[best][0], samples[worst][0], gap, "ranked_student_samples"))
+            pairs.append(preference_pair(f"{g['id']}:rank", g["instruction"], samples[best][0], samples[worst][0], gap, "ranked_student_samples"))
     return pairs
 
 

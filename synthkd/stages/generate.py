@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import Field
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.client.executor import run_calls
-from synthkd.client.replies import empty_detail
+from synthkd.client.replies import Result, empty_detail
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import GenerateStage
+from synthkd.dpo.mining import preference_pair
 from synthkd.errors import ConfigError
+from synthkd.records import PreferencePair, Record, StageStats, Stats
 from synthkd.runtime import Runtime
-from synthkd.stages.base import CheckContext, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses, render_row
+from synthkd.selection import CHECK_REASONS, GOLD, check_answer, choose, row_gold
+from synthkd.stages.base import (CheckContext, ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses,
+                                 render_row)
 
 
 def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], Call]], list[dict[str, Any]]]:
@@ -28,46 +36,188 @@ def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> 
         except RowProblem as problem:
             unsent.append(problem.failed(row))
             continue
-        for k in range(cfg.samples):
+        for k in range(cfg.per_row):
             out.append((row, Call(messages=messages, sampling=sampling, sample=k)))
     return out, unsent
 
 
-async def run_generate(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(kept rows, failed rows); each in input order."""
-    pairs, unsent = build_calls(cfg, rt, rows)
-    for row in unsent:
-        meter.failures[row["reason"]] += 1
-    if not pairs:  # nothing to send: no client (nor a server) is started
-        return [], unsent
+async def _ask(cfg: GenerateStage, rt: Runtime, calls: list[tuple[dict[str, Any], Call]], meter: Meter) -> list[Result]:
+    """The results of the calls, in order."""
     client = await rt.client(cfg.endpoint)
-    with rt.reporter.step(cfg.name, len(pairs), meter) as progress:
-        results = await run_calls(client, [c for _, c in pairs], meter, progress, batch=rt.batch_for(cfg.endpoint))
-    kept, failed = [], unsent
-    for (row, call), res in zip(pairs, results):
+    with rt.reporter.step(cfg.name, len(calls), meter) as progress:
+        return await run_calls(client, [c for _, c in calls], meter, progress, batch=rt.batch_for(cfg.endpoint))
+
+
+def _unusable(res: Result, meter: Meter) -> tuple[str, str | None] | None:
+    """(reason, detail) when a reply gives no text to keep (the call failed, or the reply is blank), else None."""
+    if not res.ok or res.text is None:
+        return str(res.error), res.detail
+    if (empty := empty_detail(res)) is not None:  # paid and cached, but nothing to train on
+        meter.failures["empty_reply"] += 1
+        return "empty_reply", empty
+    return None
+
+
+def _reply_row(cfg: GenerateStage, base: dict[str, Any], call: Call, res: Result) -> dict[str, Any]:
+    """The output row of a kept reply: the input row's columns plus the reply (and its trace, and `messages`)."""
+    out = {**base, cfg.output_column: res.text, "truncated": res.truncated}
+    if cfg.reasoning_column:
+        out[cfg.reasoning_column] = res.reasoning  # None when the model returns no separate trace
+    if cfg.sft_format:
+        out["messages"] = call.messages + [{"role": "assistant", "content": res.text}]
+    return out
+
+
+def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Without `select`: (a row per usable reply, a failed row per other one), in call order."""
+    kept, failed = [], []
+    for (row, call), res in zip(calls, results):
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
-        if not res.ok or res.text is None:
-            failed.append({**base, "reason": res.error, "detail": res.detail, "raw": res.text})
-        elif (empty := empty_detail(res)) is not None:  # paid and cached, but nothing to train on
-            meter.failures["empty_reply"] += 1
-            failed.append({**base, "reason": "empty_reply", "detail": empty, "raw": res.text})
+        if (bad := _unusable(res, meter)) is not None:
+            failed.append({**base, "reason": bad[0], "detail": bad[1], "raw": res.text})
         elif res.truncated and not cfg.keep_truncated:
             meter.failures["truncated"] += 1
             failed.append({**base, "reason": "truncated", "detail": "finish_reason=length", "raw": res.text})
         else:
-            out = {**base, cfg.output_column: res.text, "truncated": res.truncated}
-            if cfg.reasoning_column:
-                out[cfg.reasoning_column] = res.reasoning  # None when the model returns no separate trace
-            if cfg.sft_format:
-                out["messages"] = call.messages + [{"role": "assistant", "content": res.text}]
-            kept.append(out)
+            kept.append(_reply_row(cfg, base, call, res))
     return kept, failed
 
 
+class CandidateRow(Record):
+    """One candidate answer of a best-of-n generate stage (dataset <stage>.candidates)."""
+
+    id: str
+    sample: int
+    text: str | None  # None: the call gave no reply
+    truncated: bool
+    passed: bool  # passed the format checks (a rule chose among these)
+    reason: str | None  # why it could not be chosen: a check (empty, truncated, ...) or the call's failure
+    detail: str | None = None
+    chosen: bool
+    gold_match: bool | None  # None: gold not read (no gold, or rule consensus)
+
+
+class SelectionSummary(Stats):
+    """What best-of-n selection did in one run of a generate stage (run.json)."""
+
+    rows: int = 0
+    failed_rows: int = 0  # rows no candidate passed the checks of
+    candidates: int = 0
+    passed: int = 0
+    by_rule: dict[str, int] = Field(default_factory=dict)
+    rejected: dict[str, int] = Field(default_factory=dict)  # candidates by reason
+    pairs: int = 0
+    mean_agreement: float | None = None
+
+
+class GenerateStats(StageStats):
+    """run.json entry of a generate stage (`selection` only with `select`)."""
+
+    selection: SelectionSummary | None = None
+    detail_blocks = ("selection",)
+
+    def lines(self) -> list[str]:
+        s = self.selection
+        if s is None:
+            return super().lines()
+        rules = ", ".join(f"{rule} {count}" for rule, count in sorted(s.by_rule.items()))
+        return [f"best of n: {rules or 'none kept'}; {s.passed}/{s.candidates} candidates passed the checks; {s.pairs} pairs"]
+
+
+@dataclass
+class Selected:
+    """What best-of-n selection made of a stage's replies."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> SelectionSummary:
+        """The figures run.json keeps about it."""
+        agreement = [r["selection"]["agreement"] for r in self.rows if r["selection"]["agreement"] is not None]
+        return SelectionSummary(
+            rows=len(self.rows), failed_rows=len(self.failed), candidates=len(self.candidates),
+            passed=sum(c["passed"] for c in self.candidates), pairs=len(self.pairs),
+            by_rule=dict(Counter(r["selection"]["rule"] for r in self.rows)),
+            rejected=dict(Counter(c["reason"] for c in self.candidates if c["reason"])),
+            mean_agreement=round(sum(agreement) / len(agreement), 4) if agreement else None)
+
+
+def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> Selected:
+    """With `select`: per input row, its n candidates (consecutive in `calls`) checked, one kept by the rule."""
+    sel = cfg.select
+    assert sel is not None
+    # keep_truncated: false refuses cut replies with select too, as it does without.
+    checks = sel.checks.model_copy(update={"not_truncated": sel.checks.not_truncated or not cfg.keep_truncated})
+    out = Selected()
+    for start in range(0, len(calls), sel.n):
+        row, call = calls[start]
+        replies = results[start:start + sel.n]
+        cands = []
+        for k, res in enumerate(replies):
+            bad = _unusable(res, meter)
+            reason = bad[0] if bad else check_answer(str(res.text), res.truncated, checks)
+            cands.append({"id": str(row.get("id")), "sample": k, "text": res.text, "truncated": res.truncated, "passed": reason is None,
+                          "reason": reason, "detail": bad[1] if bad else None, "chosen": False, "gold_match": None})
+        out.candidates += cands
+        passed = [c for c in cands if c["passed"]]
+        if not passed:
+            out.failed.append(_no_candidate(row, cands, meter))
+            continue
+        choice = choose([str(c["text"]) for c in passed], row_gold(row, sel.gold_column), sel.rule)
+        winner = passed[choice.index]
+        winner["chosen"] = True
+        for c, match in zip(passed, choice.matches or ()):
+            c["gold_match"] = match
+        out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner["sample"]]), "selection": {
+            "n": sel.n, "chosen": winner["sample"], "rule": choice.rule, "passed_checks": len(passed),
+            "agreement": None if choice.agreement is None else round(choice.agreement, 4)}})
+        if choice.rule == GOLD:
+            out.pairs += _gold_pairs(call, winner, passed)
+    return out
+
+
+def _no_candidate(row: dict[str, Any], cands: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
+    """The failed row of an input row none of whose candidates can be kept, with its candidates.
+
+    Where no candidate got a reply and all failed the same way (a dead endpoint), that is the row's reason, as
+    without `select` (so a run whose endpoint answers nothing stops); otherwise `no_candidate_passed_checks`.
+    """
+    reasons = Counter(str(c["reason"]) for c in cands)
+    if len(reasons) == 1 and cands[0]["reason"] not in CHECK_REASONS:
+        reason, detail = cands[0]["reason"], cands[0]["detail"]
+    else:
+        reason = "no_candidate_passed_checks"
+        meter.failures[reason] += 1
+        detail = f"{len(cands)} candidates: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+    return {**row, "reason": reason, "detail": detail, "raw": None,
+            "candidates": [{k: v for k, v in c.items() if k != "id"} for c in cands]}
+
+
+def _gold_pairs(call: Call, winner: dict[str, Any], passed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Teacher-side preference pairs of one row: its gold-matching kept answer over each mismatching one that passed."""
+    instruction = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
+    pairs, seen = [], {winner["text"]}
+    for c in passed:
+        if c["gold_match"] is False and c["text"] not in seen:
+            seen.add(c["text"])
+            pairs.append(preference_pair(f"{winner['id']}:s{winner['sample']}>s{c['sample']}", instruction, winner["text"], c["text"],
+                                         1.0, "gold_match", prompt=call.messages))
+    return pairs
+
+
 class GenerateImpl(StageImpl[GenerateStage]):
-    """One call per input record (and sample); the reply joins the record's columns."""
+    """One call per input record (and sample); the reply joins the record's columns. With `select`, n calls per
+    record and one reply kept, chosen by code."""
+
+    stats_type = GenerateStats
 
     def reads(self) -> list[Reads]:
+        sel = self.cfg.select
+        # An explicitly named gold column, or rule gold, must exist; auto on an input without one is consensus.
+        if sel is not None and sel.rule != "consensus" and (sel.rule == "gold" or "gold_column" in sel.model_fields_set):
+            return [Reads("input", self.cfg.input, frozenset({sel.gold_column}), columns_key="select.gold_column")]
         return [Reads("input", self.cfg.input)]
 
     def uses(self) -> list[Uses]:
@@ -77,19 +227,47 @@ class GenerateImpl(StageImpl[GenerateStage]):
         names = {"template": self.cfg.template, "system_template": self.cfg.system_template}
         return [TemplateUse(key, name, None) for key, name in names.items() if name]
 
+    def check(self, ctx: CheckContext) -> None:
+        cfg = self.cfg
+        if cfg.select is None or cfg.select.n < 2:
+            return
+        temperature = ctx.loaded.config.endpoints[cfg.endpoint].sampling.merged(cfg.sampling).temperature
+        if temperature == 0:  # n greedy replies are one reply paid for n times
+            raise ConfigError(f"select.n is {cfg.select.n} but stage {cfg.name!r} samples at temperature 0, so its candidates "
+                              "would all be the same reply", where=ctx.where("select.n"),
+                              fix="sample the candidates, e.g. sampling: {temperature: 0.7}, or set select.n: 1 (greedy, format checks only)")
+
     def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
         cfg = self.cfg
         # The reply would silently replace a column of the input, or one this stage writes itself.
-        own = {"id", "messages", "truncated", "sample", cfg.reasoning_column} - {None}
+        own = {"id", "messages", "truncated", "sample", cfg.reasoning_column, "selection" if cfg.select else None} - {None}
         if cfg.output_column in own | inputs["input"]:
             what = "an input column" if cfg.output_column in inputs["input"] else "a column this stage writes itself"
             raise ConfigError(f"output_column {cfg.output_column!r} of stage {cfg.name!r} is {what}; the reply would overwrite it",
                               where=ctx.where("output_column"), fix=f"name a new column, e.g. output_column: {cfg.name}_{cfg.output_column}")
         # The reasoning column is declared always: whether a model returns a trace is only known from its replies.
         return (inputs["input"] | {cfg.output_column, "truncated"} | ({"messages"} if cfg.sft_format else set())
-                | ({"sample"} if cfg.samples > 1 else set()) | ({cfg.reasoning_column} if cfg.reasoning_column else set()))
+                | ({"sample"} if cfg.samples > 1 else set()) | ({cfg.reasoning_column} if cfg.reasoning_column else set())
+                | ({"selection"} if cfg.select else set()))
 
     async def run(self, inp: RunInputs) -> StageResult:
-        result = StageResult(rows=[])
-        result.rows, result.failed = await run_generate(self.cfg, inp.rt, inp.get("input"), result.meter)
+        cfg, result = self.cfg, StageResult(rows=[])
+        calls, result.failed = build_calls(cfg, inp.rt, inp.get("input"))
+        for row in result.failed:
+            result.meter.failures[row["reason"]] += 1
+        # Nothing to send: no client (nor a server) is started.
+        results = await _ask(cfg, inp.rt, calls, result.meter) if calls else []
+        if cfg.select is None:
+            result.rows, failed = keep_all(cfg, calls, results, result.meter)
+            result.failed += failed
+            return result
+        sel = select_rows(cfg, calls, results, result.meter)
+        result.rows, result.failed = sel.rows, result.failed + sel.failed
+        result.stats = GenerateStats(selection=sel.summary())
+        result.datasets += [
+            ExtraDataset("candidates", sel.candidates, CandidateRow, f"Stage {cfg.name}: every candidate answer (select.n per row), "
+                         "whether it passed the format checks, and which one was kept."),
+            ExtraDataset("pairs", sel.pairs, PreferencePair, f"Stage {cfg.name}: teacher-side preference pairs, a gold-matching "
+                         "candidate over a mismatching one (TRL conversational preference format)."),
+        ]
         return result
