@@ -99,8 +99,9 @@ def reject_reason(result: Result, text: str | None, min_words: int, index: Rouge
     return None
 
 
-# A list item's marker: "3.", "3)", "(3)", "#3", "-", "*", "+", "•", before the item's first word.
-_MARKER = re.compile(r"^\s*(?:\(?\d{1,4}[.):]\)?|#\d{1,4}[.:)]?|[-*+\u2022\u2013])\s+")
+# A list item's marker before the item's first word: "3.", "3)", "(3)", "3:", "#3" (then a space, or a letter at once:
+# "3.Name"; "2.5 kg" is no marker), or a bullet "-", "*", "+", "•", "–" and a space.
+_MARKER = re.compile(r"^\s*(?:(?:\(?\d{1,4}[.):]\)?|#\d{1,4}[.:)]?)(?:\s+|(?=[A-Za-z]))|[-*+\u2022\u2013]\s+)")
 
 
 def one_line(text: str) -> str:
