@@ -138,7 +138,18 @@ def test_json_mode_yield_counts_real_calls_and_final_imitation_trains_on_the_las
     # A remote student without student_model trains nothing: the step is recorded, and says why it was skipped.
     final = stage["final_imitation"]
     assert final["train_pool"] == final["sft_examples"] == len(final_pool) and final["sft"].startswith("skipped:")
-    assert "final imitation: SFT on" in status.stdout
+    assert "final imitation: skipped: no student weights" in status.stdout
+
+
+def test_final_imitation_after_a_generation_that_added_nothing_is_skipped_and_says_so(tmp_path: Path) -> None:
+    with running_server() as server:
+        pipeline = lion_pipeline(tmp_path, server.base_url, n_seeds=8, iterations=1, new_per_iteration=0, final_imitation=True)
+        out = tmp_path / "run"
+        proc = run_cli("run", str(pipeline), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    final = run_json(out)["stages"]["lion"]["final_imitation"]
+    assert final == {"train_pool": 8, "sft": "skipped: the last generation added no instruction to the train pool"}
+    assert not (out / "checkpoints" / "lion" / "final").exists()
 
 
 def test_final_imitation_without_final_generation_is_one_clear_error(tmp_path: Path) -> None:

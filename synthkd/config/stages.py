@@ -194,7 +194,8 @@ class LionStage(StageBase):
     final_imitation: bool = Field(
         False, description="After the last iteration's generation, one more imitation step: SFT (the same `sft` block "
         "as every iteration) on the final train pool, so the last new instructions are trained on; the student endpoint "
-        "moves onto that checkpoint. Needs final_generation: true (without it there is nothing new to imitate)."
+        "moves onto that checkpoint. Needs final_generation: true (without it there is nothing new to imitate); skipped, "
+        "and recorded so, when the last generation added no instruction."
     )
     generation_mode: Literal["json", "list"] = Field(
         "json", description="How the teacher writes new instructions. json: zero-shot, one seed in the prompt, the reply "

@@ -205,7 +205,12 @@ class LionRun:
         generated instruction goes untrained; recorded as the stage's `final_imitation`, with held-out figures.
         Returns the weights the student ends on (`last` where nothing trains)."""
         stats: dict[str, Any] = {"train_pool": len(pools.train)}
-        checkpoint = await self.imitation(self.cfg.iterations + 1, pools, previous, stats, tag="final")
+        if not self.stats[-1]["new_instructions"]:
+            # The last imitation saw this very pool: another pass would be extra steps, not new data.
+            stats["sft"] = "skipped: the last generation added no instruction to the train pool"
+            checkpoint = None
+        else:
+            checkpoint = await self.imitation(self.cfg.iterations + 1, pools, previous, stats, tag="final")
         if self.heldout is not None and checkpoint is not None:
             stats["heldout"] = await self.evaluate_heldout(self.cfg.iterations + 1, final=True)
         self.rt.state.stage(self.cfg.name)["final_imitation"] = FinalImitation.strict(stats).model_dump(exclude_none=True)

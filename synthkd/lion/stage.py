@@ -104,8 +104,10 @@ class LionStats(StageStats):
 
     def lines(self) -> list[str]:
         final = self.final_imitation
-        trained = "" if final is None or isinstance(final.sft, dict) else f" ({final.sft})"
-        return super().lines() + ([f"final imitation: SFT on {final.sft_examples} examples{trained}"] if final else [])
+        if final is None:
+            return super().lines()
+        what = final.sft if isinstance(final.sft, str) else f"SFT on {final.sft_examples} examples"
+        return super().lines() + [f"final imitation: {what}"]
 
 
 class LionImpl(StageImpl[LionStage]):
