@@ -131,6 +131,8 @@ def test_json_mode_yield_counts_real_calls_and_final_imitation_trains_on_the_las
         # then an answer per new instruction.
         teacher = it["usage"]["by_endpoint"]["teacher"]
         assert teacher["calls"] + teacher["cache_hits"] == y["calls"] + it["new_instructions"]
+        # A seed drawn again in iteration 2 is asked again, never answered by iteration 1's cached instruction.
+        assert teacher["cache_hits"] == 0
     final_pool = read_rows(out, "lion.final.train_pool")
     last = stage["iterations"][-1]
     assert len(final_pool) == last["train_pool"] + last["new_instructions"] == len(read_rows(out, "lion"))

@@ -49,6 +49,10 @@ from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, 
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
+# Generation calls of one kind in one iteration number fewer than this (rounds x oversample x N stays far below).
+ITERATION_SAMPLES = 10_000_000
+
+
 @dataclass
 class Pools:
     """The train pool and the cache pool (lists of {id, instruction, origin}) and teacher answers."""
@@ -342,7 +346,10 @@ class LionRun:
                     break
                 rng = self._rng(it, kind, rnd)
                 chosen = steps.pick_seeds(seeds_, ask, rng)
-                asks = [self._generation_call(kind, template, seed, seeds_, rng, slot + i) for i, seed in enumerate(chosen)]
+                # The sample index counts on across iterations: a seed drawn again at the same slot in a later iteration
+                # is a new sample, not the cached reply of an earlier one (whose instruction is in the pools already).
+                first = (it - 1) * ITERATION_SAMPLES + slot
+                asks = [self._generation_call(kind, template, seed, seeds_, rng, first + i) for i, seed in enumerate(chosen)]
                 results = await self._calls(self.cfg.teacher, f"iter {it}: generate {kind} (round {rnd + 1})", [c for c, _ in asks], meter)
                 for i, (seed, (_, max_words), res) in enumerate(zip(chosen, asks, results)):
                     text, reason = self._read_generated(res, max_words, index)
