@@ -37,7 +37,8 @@ which completion_tokens includes); ``--cached-prefix-tokens N`` reports
 words were seen before; ``--max-inflight N`` answers 429 (``Retry-After``) to a request that
 arrives while N are being worked on (a hidden concurrency limit); ``--reject-max-tokens``
 answers 400 to a request that sends ``max_tokens`` (as hosted reasoning models do, which take
-``max_completion_tokens``). The request log records which cap field a request sent (``cap``).
+``max_completion_tokens``). The request log records which cap field a request sent (``cap``), the
+``response_format`` type it asked for (or null) and its ``stop`` sequences (which replies ignore).
 ``--rpm N`` is a provider's per-minute request quota, enforced over one second as providers
 quantize theirs (at most N/60 at once, refilled at N/60 per second; 429 with Retry-After above
 it), and announced on every reply in ``x-ratelimit-limit-requests`` and
@@ -641,7 +642,9 @@ class FakeServer:
                                         "fault": kind, "model": model,
                                         "cap": next((f for f in ("max_tokens", "max_completion_tokens")
                                                      if f in body), None),
-                                        "n": body.get("n")}) + "\n")
+                                        "n": body.get("n"),
+                                        "response_format": (body.get("response_format") or {}).get("type"),
+                                        "stop": body.get("stop")}) + "\n")
             if self.log_sync:
                 self._log.flush()
         if self.reject_max_tokens and "max_tokens" in body:

@@ -46,3 +46,45 @@ def test_instruction_schema_bounds_length() -> None:
     schema = model.model_json_schema()
     assert schema["properties"]["instruction"]["maxLength"] == 50
     assert new_instruction_model(50) is model  # one class per bound: stable cache keys
+
+
+def test_list_items_lose_their_marker_and_what_follows_the_line() -> None:
+    for reply in ("5. Name three rivers in Spain.", "5) Name three rivers in Spain.\n6) Name a lake.", "(5) Name three rivers in Spain.",
+                  "- Name three rivers in Spain.", "  * Name three rivers in Spain.\n", "#5 Name three rivers in Spain.",
+                  "\n5. Name three rivers in Spain.", "5.Name three rivers in Spain."):
+        assert steps.list_item(reply)[0] == "Name three rivers in Spain.", reply
+    assert steps.list_item("5. Name a lake.\n6. Name a river.") == ("Name a lake.", True)
+    assert steps.list_item("5. Name a lake.") == ("Name a lake.", False)
+    # A number that is the task's own, not a marker, stays.
+    assert steps.list_item("2.5 kg of flour: how many grams?")[0] == "2.5 kg of flour: how many grams?"
+    assert steps.list_item("") == ("", False) and steps.list_item(None) == (None, False)
+
+
+def test_heldout_filter_and_word_cap() -> None:
+    heldout = steps.HeldoutFilter(["What is the capital of Peru? Answer with one word.", "  "], 0.7)
+    index = RougeIndex(0.7, [])
+    ok = Result(text="x")
+    assert steps.reject_reason(ok, "what is the CAPITAL of peru -- answer with one word", 4, index, heldout=heldout) == "heldout_copy"
+    assert steps.reject_reason(ok, "What is the capital of Peru? Answer in one word please.", 4, index, heldout=heldout) == "heldout_rouge_l"
+    assert steps.reject_reason(ok, "What is the capital of Chile? Reply briefly.", 4, index, heldout=heldout) is None
+    assert steps.reject_reason(ok, "Name five rivers of Europe, longest first.", 4, index, max_words=6) == "too_long"
+    assert steps.reject_reason(ok, "Name five rivers of Europe.", 4, index, max_words=6) is None
+
+
+def test_fewshot_examples_share_the_seed_family() -> None:
+    pool = [{"id": str(i), "instruction": f"task {i}", "family": "ab"[i % 2]} for i in range(10)]
+    pool.append({"id": "dup", "instruction": "task  0", "family": "a"})  # the seed's text again (spacing aside)
+    chosen = steps.fewshot(pool[0], pool, 4, random.Random(1))
+    assert len(chosen) == 4 and pool[0] in chosen and {x["family"] for x in chosen} == {"a"}
+    assert len({steps.one_line(x["instruction"]) for x in chosen}) == 4
+    assert len(steps.fewshot(pool[0], pool, 9, random.Random(1))) == 5  # as many as the family has
+    bare = [{"id": str(i), "instruction": f"task {i}"} for i in range(6)]
+    assert len(steps.fewshot(bare[2], bare, 4, random.Random(1))) == 4  # no family: any of the kind
+
+
+def test_generation_yield_adds_up() -> None:
+    y = steps.GenerationYield("list")
+    for reason in (None, "too_long", None, "heldout_copy", "too_long"):
+        y.count(reason)
+    assert y.to_json() == {"mode": "list", "calls": 5, "usable": 2, "rejected": {"heldout_copy": 1, "too_long": 2}, "yield": 0.4}
+    assert steps.GenerationYield("json").to_json()["yield"] is None

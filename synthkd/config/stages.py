@@ -185,8 +185,14 @@ class LionTemplates(Strict):
 
     answer: str = Field("lion/answer.jinja2", description="How teacher and student are asked to answer an instruction.")
     referee: str = Field("lion/referee.jinja2", description="Referee: score two answers 1-10 in one call.")
-    generate_hard: str = Field("lion/generate_hard.jinja2", description="New instruction: same domain and task type, harder.")
+    generate_hard: str = Field(
+        "lion/generate_hard.jinja2", description="New instruction from a hard seed: same domain and task type, similar "
+        "length and difficulty (the paper's hard prompt). lion/generate_harder.jinja2 asks for a noticeably harder one "
+        "instead (synthkd's earlier default; it pushes a weak teacher off the distribution and past what it can answer).")
     generate_easy: str = Field("lion/generate_easy.jinja2", description="New instruction: same domain, rarer topic.")
+    generate_list: str = Field(
+        "lion/generate_list.jinja2", description="generation_mode: list: a numbered list of same-family instructions "
+        "(examples, kind, family) that the teacher continues with one more; used for hard and easy seeds alike.")
 
 
 class LionStage(StageBase):
@@ -215,14 +221,17 @@ class LionStage(StageBase):
     heldout: str | None = Field(
         None,
         description="Stage with held-out instructions (optional `gold`): judge-free evaluation of the base student and of "
-        "the student after every iteration (ROUGE-L against the teacher, NLL of the teacher's answers, gold accuracy).",
+        "the student after every iteration (ROUGE-L against the teacher, NLL of the teacher's answers, gold accuracy). "
+        "Generated instructions that copy a held-out one (after normalising case, punctuation and spacing) or come within "
+        "rouge_threshold of one are dropped.",
     )
     heldout_sampling: Sampling = Field(
         default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Held-out answers (greedy, as MiniLLM/DistiLLM)."
     )
     new_per_iteration: int = Field(6000, ge=0, description="New instructions per iteration, N (paper: 6000).")
     hard_fraction: float = Field(0.5, ge=0, le=1, description="Share of N from hard seeds (paper: 1:1, i.e. 0.5).")
-    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop new instructions with ROUGE-L above this vs the pools (paper: 0.7).")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="Drop new instructions with ROUGE-L above this vs the pools (paper: 0.7), and vs "
+                                   "the held-out instructions where `heldout` is set.")
     min_words: int = Field(4, ge=1, description="Drop new instructions shorter than this many words (paper: more than 3).")
     max_instruction_chars: int = Field(1500, ge=20, description="Upper bound on a generated instruction (schema maxLength).")
     generation_rounds: int = Field(4, ge=1, description="Rounds of generation to make up for filtered candidates.")
@@ -231,6 +240,23 @@ class LionStage(StageBase):
         True, description="Generate new instructions in the last iteration too. false: the last iteration discriminates "
         "but generates nothing (its new instructions would never be trained on; the paper's loop ends there)."
     )
+    final_imitation: bool = Field(
+        False, description="After the last iteration's generation, one more imitation step: SFT (the same `sft` block "
+        "as every iteration) on the final train pool, so the last new instructions are trained on; the student endpoint "
+        "moves onto that checkpoint. Needs final_generation: true (without it there is nothing new to imitate); skipped, "
+        "and recorded so, when the last generation added no instruction."
+    )
+    generation_mode: Literal["json", "list"] = Field(
+        "json", description="How the teacher writes new instructions. json: zero-shot, one seed in the prompt, the reply "
+        "a JSON object under a schema (the paper's way; for strong teachers). list: few-shot continuation for small "
+        "teachers: fewshot_examples same-family instructions of the seed's kind as a numbered list, the reply plain text "
+        "cut at the first newline (stop: [\"\\n\"]), list markers stripped; one instruction per call."
+    )
+    fewshot_examples: int = Field(4, ge=1, le=64, description="generation_mode: list: instructions shown per call (same family "
+                                  "as the drawn seed where rows have `family`, else any of the same kind).")
+    fewshot_length_ratio: float = Field(
+        2.0, gt=0, description="generation_mode: list: drop a new instruction with more words than this times the longest "
+        "example shown (a continuation that ran on).")
     new_from: Literal["teacher", "pool"] = Field(
         "teacher", description="Where each iteration's new instructions come from. teacher: Lion's generation from hard "
         "and easy seeds; pool: new_per_iteration instructions drawn uniformly at random, without replacement, from the "
@@ -262,6 +288,10 @@ class LionStage(StageBase):
         if self.new_from == "pool" and self.pool is None:
             raise ValueError("new_from: pool draws new instructions from a stage: set `pool` to the name of a stage with "
                              "an `instruction` column (or use new_from: teacher)")
+        if self.final_imitation and not self.final_generation:
+            raise ValueError("final_imitation: true trains on the last iteration's new instructions, but final_generation: "
+                             "false makes none (the last imitation already saw the whole train pool): set "
+                             "final_generation: true, or final_imitation: false")
         return self
 
 

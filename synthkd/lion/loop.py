@@ -5,11 +5,14 @@
         imitation:      SFT the student on (train pool, teacher answers)
         discrimination: student and teacher answer the cache pool; the referee scores both, in
                         both orders; hard if teacher - student >= tau, else easy
-        generation:     the teacher writes N new instructions, half from hard seeds (harder, same
-                        domain and task), half from easy seeds (same domain, rarer); filter;
-                        teacher answers them; they join both pools
-                        (new_from: pool, a control arm: N drawn uniformly from the pool stage instead;
+        generation:     the teacher writes N new instructions, half from hard seeds (same domain and
+                        task type, similar length and difficulty), half from easy seeds (same domain,
+                        rarer); filter; teacher answers them; they join both pools
+                        (generation_mode: list, for small teachers: each call continues a list of
+                        same-family seeds of the kind in plain text, one instruction per call;
+                        new_from: pool, a control arm: N drawn uniformly from the pool stage instead;
                         final_generation: false, as the paper's loop: none after the last imitation)
+    final_imitation: one more imitation on the final train pool, so the last generation is trained on
 
 Every call goes through the request cache, every checkpoint carries a fingerprint, and every
 random choice is seeded by (pipeline seed, iteration, step), so a rerun after a crash redoes only
@@ -26,11 +29,13 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
+from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import LionStage
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex
 from synthkd.hashing import digest
+from synthkd.prompts import Prompt
 from synthkd.runtime import Runtime
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.dpo import train_dpo
@@ -40,8 +45,12 @@ from synthkd.judging import Judgement
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.records import HeldoutRow, PreferencePair
-from synthkd.lion.stage import DiscriminationRow, GeneratedRow, LionIteration, LionRow
+from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+
+
+# Generation calls of one kind in one iteration number fewer than this (rounds x oversample x N stays far below).
+ITERATION_SAMPLES = 10_000_000
 
 
 @dataclass
@@ -60,15 +69,20 @@ class LionRun:
     def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None,
                  pool: list[dict[str, Any]] | None = None) -> None:
         self.cfg, self.rt = cfg, rt
-        # `gold` rides along where a seed has it, for the code:exact_match referee.
+        # `gold` rides along where a seed has it, for the code:exact_match referee; `family` for list-mode generation.
         self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
-                       **({"gold": str(s["gold"])} if s.get("gold") not in (None, "") else {})} for s in seeds]
+                       **({"gold": str(s["gold"])} if s.get("gold") not in (None, "") else {}),
+                       **({"family": str(s["family"])} if s.get("family") not in (None, "") else {})} for s in seeds]
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
         self.t_referee = p.get(cfg.templates.referee)
         self.t_hard = p.get(cfg.templates.generate_hard)
         self.t_easy = p.get(cfg.templates.generate_easy)
-        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_referee, self.t_hard, self.t_easy)}
+        self.t_list = p.get(cfg.templates.generate_list) if cfg.generation_mode == "list" else None
+        generators = (self.t_list,) if self.t_list is not None else (self.t_hard, self.t_easy)
+        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_referee, *generators)}
+        # list mode: the teacher continues a list, so its reply ends at the newline (unless generation_sampling says otherwise).
+        self.list_sampling = Sampling(stop=["\n"]).merged(cfg.generation_sampling)
         student_cfg = rt.config.endpoints[cfg.student]
         self.base_student = cfg.student_model or (student_cfg.serve.model_path if student_cfg.serve else None)
         # new_from: pool: the pool stage's instructions not drawn yet, each text once, in its order (draws are seeded, so a
@@ -83,6 +97,8 @@ class LionRun:
         self.stats: list[dict[str, Any]] = []
         self.total = Meter()
         self.eval_meter = Meter()
+        self.heldout_filter = (steps.HeldoutFilter([str(x.get("instruction") or "") for x in heldout], cfg.rouge_threshold)
+                               if heldout else None)
         self.heldout = (HeldoutEvaluator(rt, heldout_items(heldout), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
                                          sampling=cfg.heldout_sampling) if heldout else None)
 
@@ -97,8 +113,9 @@ class LionRun:
         roles = (("teacher", self.cfg.teacher), ("student", self.cfg.student)) + (() if is_code_judge(self.cfg.referee) else (("referee", self.cfg.referee),))
         return {role: self.rt.endpoint_identity(ep) for role, ep in roles} | ({"referee": self.cfg.referee} if is_code_judge(self.cfg.referee) else {})
 
-    async def evaluate_heldout(self, it: int) -> dict[str, Any] | None:
-        """Judge-free held-out figures of what the student serves now (iteration 0: the base student).
+    async def evaluate_heldout(self, it: int, final: bool = False) -> dict[str, Any] | None:
+        """Judge-free held-out figures of what the student serves now (iteration 0: the base student; final: after the
+        final imitation).
 
         Its calls are counted apart (`heldout_usage` in run.json), so the stage's own counts are what
         the method spent on making training data: the number a per-teacher-call comparison needs.
@@ -109,13 +126,14 @@ class LionRun:
         if not self.heldout.reference:
             self.teacher_heldout = await self.heldout.teacher_reference(meter)
             self.rt.state.stage(self.cfg.name)["heldout_teacher"] = self.teacher_heldout
-        figures = await self.heldout.evaluate(f"iter {it}: held-out", meter)
+        who = "base student" if it == 0 else "student after the final imitation" if final else f"student after iteration {it}"
+        figures = await self.heldout.evaluate(f"{'final' if final else f'iter {it}'}: held-out", meter)
         rows = self.heldout.last_rows
-        self.rt.write_dataset(f"{self.cfg.name}.heldout.iter{it}", rows, [], row_type=HeldoutRow, fingerprint=digest(rows), models=self._models(),
-                              counts={"iteration": it}, description=f"Lion: held-out answers of the {'base student' if it == 0 else f'student after iteration {it}'} "
+        self.rt.write_dataset(f"{self.cfg.name}.heldout.{'final' if final else f'iter{it}'}", rows, [], row_type=HeldoutRow, fingerprint=digest(rows),
+                              models=self._models(), counts={"iteration": it}, description=f"Lion: held-out answers of the {who} "
                               "beside the teacher's (reference), with ROUGE-L and gold match per prompt.")
-        self.rt.reporter.note(f"[lion] held-out after iteration {it}{' (base student)' if it == 0 else ''}: {brief(figures)}"
-                              f"  | teacher: {brief(self.teacher_heldout)}")
+        after = "after the final imitation" if final else f"after iteration {it}{' (base student)' if it == 0 else ''}"
+        self.rt.reporter.note(f"[lion] held-out {after}: {brief(figures)}  | teacher: {brief(self.teacher_heldout)}")
         self.rt.state.stage(self.cfg.name)["heldout_usage"] = meter.to_json()
         return figures
 
@@ -159,6 +177,8 @@ class LionRun:
             self.stats.append(stats)
             previous = checkpoint if not self.cfg.retrain_from_base else self.base_student
             final_weights = checkpoint
+        if self.cfg.final_imitation:
+            final_weights = await self.final_imitation(pools, previous, final_weights)
         final = self._training_rows(pools, pools.train)
         self.total = meter
         # The student endpoint stays on the last checkpoint, so a later stage (eval) sees the trained student.
@@ -184,24 +204,44 @@ class LionRun:
             for x in items if x["id"] in pools.answers
         ]
 
-    async def imitation(self, it: int, pools: Pools, previous: str | None, stats: dict[str, Any]) -> str | None:
-        """SFT the student on the train pool; returns the checkpoint directory."""
+    async def final_imitation(self, pools: Pools, previous: str | None, last: str | None) -> str | None:
+        """final_imitation: one more SFT on the final train pool (with the last iteration's new instructions), so no
+        generated instruction goes untrained; recorded as the stage's `final_imitation`, with held-out figures.
+        Returns the weights the student ends on (`last` where nothing trains)."""
+        stats: dict[str, Any] = {"train_pool": len(pools.train)}
+        if not self.stats[-1]["new_instructions"]:
+            # The last imitation saw this very pool: another pass would be extra steps, not new data.
+            stats["sft"] = "skipped: the last generation added no instruction to the train pool"
+            checkpoint = None
+        else:
+            checkpoint = await self.imitation(self.cfg.iterations + 1, pools, previous, stats, tag="final")
+        if self.heldout is not None and checkpoint is not None:
+            stats["heldout"] = await self.evaluate_heldout(self.cfg.iterations + 1, final=True)
+        self.rt.state.stage(self.cfg.name)["final_imitation"] = FinalImitation.strict(stats).model_dump(exclude_none=True)
+        self.rt.state.save()
+        return checkpoint or last
+
+    async def imitation(self, it: int, pools: Pools, previous: str | None, stats: dict[str, Any], tag: str | None = None) -> str | None:
+        """SFT the student on the train pool; returns the checkpoint directory. `tag` names the step's dataset and
+        checkpoint (default iter<it>; `final` for the final imitation)."""
+        tag = tag or f"iter{it}"
+        what = f"iteration {it}" if tag == f"iter{it}" else f"{tag} imitation"
         rows = self._training_rows(pools, pools.train)
         fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
                      "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it})
-        name = f"{self.cfg.name}.iter{it}.train_pool"
+        name = f"{self.cfg.name}.{tag}.train_pool"
         self.rt.write_dataset(name, rows, [], row_type=LionRow, fingerprint=fp, templates=self.templates, models=self._models(),
-                              counts={"iteration": it}, fmt="sft (messages)", description=f"Lion iteration {it}: the train pool with teacher answers.")
+                              counts={"iteration": it}, fmt="sft (messages)", description=f"Lion {what}: the train pool with teacher answers.")
         stats["sft_examples"] = len(rows)
         if self.base_student is None:
             stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
             return None
-        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}")
+        out = checkpoint_dir(self.rt, self.cfg.name, tag)
         base = self.rt.servers.resolve_model_path(previous or self.base_student)
         if checkpoint_done(out, fp):
-            self.rt.reporter.note(f"[lion] iteration {it}: imitation checkpoint already trained ({out})")
+            self.rt.reporter.note(f"[lion] {what}: imitation checkpoint already trained ({out})")
         else:
-            self.rt.reporter.note(f"[lion] iteration {it}: imitation, SFT on {len(rows)} examples")
+            self.rt.reporter.note(f"[lion] {what}: imitation, SFT on {len(rows)} examples")
             await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
         stats["sft"] = read_metrics(out)
         stats["checkpoint"] = str(out)
@@ -289,13 +329,14 @@ class LionRun:
     async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: dict[str, Any], meter: Meter) -> None:
         """Write N new instructions (hard:easy at the configured ratio), filter, answer, add to pools."""
         index = RougeIndex(self.cfg.rouge_threshold, [x["instruction"] for x in pools.cache])
-        hard_seeds = [r for r in judged if r["hard"]]
-        easy_seeds = [r for r in judged if not r["hard"]]
+        family = {x["id"]: x.get("family") for x in pools.cache}
+        hard_seeds = [{**r, "family": family.get(r["id"])} for r in judged if r["hard"]]
+        easy_seeds = [{**r, "family": family.get(r["id"])} for r in judged if not r["hard"]]
         n_hard, n_easy = steps.split_target(self.cfg.new_per_iteration, self.cfg.hard_fraction)
-        schema = new_instruction_model(self.cfg.max_instruction_chars)
         kept: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         reasons: dict[str, int] = {}
+        tally = steps.GenerationYield(self.cfg.generation_mode)
         for kind, seeds_, target, template in (("hard", hard_seeds, n_hard, self.t_hard), ("easy", easy_seeds, n_easy, self.t_easy)):
             got = 0
             slot = 0
@@ -303,14 +344,20 @@ class LionRun:
                 ask = steps.calls_to_ask(target - got, self.cfg.generation_oversample)
                 if ask == 0 or not seeds_:
                     break
-                chosen = steps.pick_seeds(seeds_, ask, self._rng(it, kind, rnd))
-                calls = [Call(messages=steps.user(template.render(seed_instruction=s["instruction"])),
-                              sampling=self.cfg.generation_sampling, schema=schema, sample=slot + i) for i, s in enumerate(chosen)]
-                results = await self._calls(self.cfg.teacher, f"iter {it}: generate {kind} (round {rnd + 1})", calls, meter)
-                for i, (seed, res) in enumerate(zip(chosen, results)):
-                    text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
-                    base = {"id": f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}", "kind": kind, "seed_id": seed["id"], "seed_instruction": seed["instruction"]}
-                    reason = "surplus" if got >= target else steps.reject_reason(res, text, self.cfg.min_words, index)
+                rng = self._rng(it, kind, rnd)
+                chosen = steps.pick_seeds(seeds_, ask, rng)
+                # The sample index counts on across iterations: a seed drawn again at the same slot in a later iteration
+                # is a new sample, not the cached reply of an earlier one (whose instruction is in the pools already).
+                first = (it - 1) * ITERATION_SAMPLES + slot
+                asks = [self._generation_call(kind, template, seed, seeds_, rng, first + i) for i, seed in enumerate(chosen)]
+                results = await self._calls(self.cfg.teacher, f"iter {it}: generate {kind} (round {rnd + 1})", [c for c, _ in asks], meter)
+                for i, (seed, (_, max_words), res) in enumerate(zip(chosen, asks, results)):
+                    text, reason = self._read_generated(res, max_words, index)
+                    tally.count(reason)
+                    base = {"id": f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}", "kind": kind, "seed_id": seed["id"],
+                            "seed_instruction": seed["instruction"], "family": seed["family"]}
+                    if reason is None and got >= target:
+                        reason = "surplus"  # usable, but the kind's target is met
                     if reason is None:
                         index.add(text or "")
                         kept.append({**base, "instruction": text, "origin": f"iter{it}-{kind}"})
@@ -322,7 +369,35 @@ class LionRun:
             stats[f"new_{kind}"] = got
             stats[f"seeds_{kind}"] = len(seeds_)
         stats["generation_rejected"] = reasons
+        stats["generation_yield"] = tally.to_json()
         await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
+
+    def _generation_call(self, kind: str, template: Prompt, seed: dict[str, Any], seeds: list[dict[str, Any]], rng: random.Random,
+                         sample: int) -> tuple[Call, int | None]:
+        """One generation call from `seed`, and the word cap its reply must keep (list mode), or None.
+
+        json: the seed alone in the kind's template, a JSON reply under the schema. list: the seed among
+        fewshot_examples instructions of its family and kind, as a list the teacher continues in plain text."""
+        if self.t_list is None:
+            prompt = template.render(seed_instruction=seed["instruction"])
+            return Call(messages=steps.user(prompt), sampling=self.cfg.generation_sampling,
+                        schema=new_instruction_model(self.cfg.max_instruction_chars), sample=sample), None
+        examples = [steps.one_line(x["instruction"]) for x in steps.fewshot(seed, seeds, self.cfg.fewshot_examples, rng)]
+        prompt = self.t_list.render(examples=examples, kind=kind, family=seed["family"])
+        cap = int(self.cfg.fewshot_length_ratio * max(len(x.split()) for x in examples))
+        return Call(messages=steps.user(prompt), sampling=self.list_sampling, sample=sample), cap
+
+    def _read_generated(self, res: Result, max_words: int | None, index: RougeIndex) -> tuple[str | None, str | None]:
+        """(the new instruction in a generation reply, why it is rejected or None); max_words: list mode's cap."""
+        if max_words is None:
+            text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
+            return text, steps.reject_reason(res, text, self.cfg.min_words, index, heldout=self.heldout_filter)
+        text, more = steps.list_item(res.text if res.ok else None)
+        if res.ok and res.truncated and not more:
+            return text, "truncated"  # cut by max_tokens before the line ended
+        if text is not None and len(text) > self.cfg.max_instruction_chars:
+            return text, "too_long"
+        return text, steps.reject_reason(res, text, self.cfg.min_words, index, heldout=self.heldout_filter, max_words=max_words)
 
     async def add_new(self, it: int, pools: Pools, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], reasons: dict[str, int],
                       stats: dict[str, Any], meter: Meter, what: str) -> None:

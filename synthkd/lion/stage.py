@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 from synthkd.config.stages import LionStage
-from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
+from synthkd.records import Iteration, Messages, Metrics, Record, Stats, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.sft import check_sft_args
@@ -47,6 +48,7 @@ class GeneratedRow(Record):
     origin: str
     teacher_answer: str
     messages: Messages
+    family: str | None = None  # the seed's `family` where the input has one (list mode's examples share it)
 
 
 class LionIteration(Iteration):
@@ -71,20 +73,41 @@ class LionIteration(Iteration):
     new_easy: int = 0
     seeds_easy: int = 0
     new_instructions: int = 0
-    generation_rejected: dict[str, int] = {}
+    generation_rejected: dict[str, int] = {}  # why generated instructions did not join the pools (surplus: usable, not needed)
+    # The generation calls' yield: {mode, calls, usable, rejected: {reason: n}, yield: usable / calls}; usable + rejected = calls.
+    generation_yield: dict[str, Any] | None = None
     generation: str | None = None  # how the new instructions came, where not Lion's generation (skipped, or drawn from the pool)
     pool_drawn: int | None = None  # new_from: pool: instructions drawn this iteration
     pool_exhausted: bool | None = None  # new_from: pool: fewer than new_per_iteration were left to draw
 
     def line(self) -> str:
         return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  hard {self.hard_fraction:.2f}  "
-                f"teacher {self.mean_teacher_score:.2f}  student {self.mean_student_score:.2f}  new {self.new_instructions}")
+                f"teacher {self.mean_teacher_score:.2f}  student {self.mean_student_score:.2f}  new {self.new_instructions}"
+                + (f"  yield {y:.2f}" if self.generation_yield and isinstance(y := self.generation_yield.get("yield"), (int, float)) else ""))
+
+
+class FinalImitation(Stats):
+    """final_imitation: the SFT step after the last iteration, on the final train pool."""
+
+    train_pool: int = 0
+    sft_examples: int | None = None
+    sft: Metrics | str | None = None
+    checkpoint: str | None = None
+    heldout: dict[str, Any] | None = None  # judge-free held-out figures of the final student
 
 
 class LionStats(StageStats):
     """run.json entry of a lion stage."""
 
     iterations: list[LionIteration] = []  # type: ignore[assignment]
+    final_imitation: FinalImitation | None = None
+
+    def lines(self) -> list[str]:
+        final = self.final_imitation
+        if final is None:
+            return super().lines()
+        what = final.sft if isinstance(final.sft, str) else f"SFT on {final.sft_examples} examples"
+        return super().lines() + [f"final imitation: {what}"]
 
 
 class LionImpl(StageImpl[LionStage]):
@@ -108,7 +131,9 @@ class LionImpl(StageImpl[LionStage]):
         return [TemplateUse("templates.answer", t.answer, frozenset({"instruction"})),
                 TemplateUse("templates.referee", t.referee, frozenset({"instruction", "answer_1", "answer_2"})),
                 TemplateUse("templates.generate_hard", t.generate_hard, seed),
-                TemplateUse("templates.generate_easy", t.generate_easy, seed)]
+                TemplateUse("templates.generate_easy", t.generate_easy, seed)] + (
+            [TemplateUse("templates.generate_list", t.generate_list, frozenset({"examples", "kind", "family"}))]
+            if self.cfg.generation_mode == "list" else [])
 
     def models(self) -> list[ModelUse]:
         return [ModelUse("student_model", self.cfg.student_model)] if self.cfg.student_model else []

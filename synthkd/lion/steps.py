@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import string
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
 
 from synthkd.client.calls import Call
 from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.judging import Judgement, judge, pairwise_calls  # noqa: F401  (judge: used as steps.judge)
 from synthkd.prompts import Prompt
-from synthkd.rouge import RougeIndex
+from synthkd.rouge import RougeIndex, tokenize
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -50,22 +52,110 @@ def calls_to_ask(missing: int, oversample: float) -> int:
     return math.ceil(missing * oversample) if missing > 0 else 0
 
 
-def reject_reason(result: Result, text: str | None, min_words: int, index: RougeIndex) -> str | None:
-    """Why a generated instruction is dropped, or None to keep it (paper's filters)."""
+class HeldoutFilter:
+    """The held-out instructions a new instruction must not copy: the same after normalising case, punctuation and
+    spacing, or ROUGE-L above the threshold against any of them (a near copy leaks the evaluation into training)."""
+
+    def __init__(self, instructions: Iterable[str], threshold: float) -> None:
+        texts = [t for t in instructions if t.strip()]
+        self.exact = {normalized(t) for t in texts}
+        self.index = RougeIndex(threshold, texts)
+
+    def reason(self, text: str) -> str | None:
+        """`heldout_copy`, `heldout_rouge_l`, or None when `text` is far enough from every held-out instruction."""
+        if normalized(text) in self.exact:
+            return "heldout_copy"
+        return "heldout_rouge_l" if self.index.too_similar(text) else None
+
+
+def normalized(text: str) -> str:
+    """Lowercase alphanumeric tokens joined by one space: what an exact-copy check compares."""
+    return " ".join(tokenize(text))
+
+
+def reject_reason(result: Result, text: str | None, min_words: int, index: RougeIndex, *,
+                  heldout: HeldoutFilter | None = None, max_words: int | None = None) -> str | None:
+    """Why a generated instruction is dropped, or None to keep it: the paper's filters (failed call, empty, 3 words
+    or fewer, a bad first character, control characters, ROUGE-L against the pools), then, where given, a word cap
+    (`too_long`) and the held-out set."""
     if not result.ok:
         return result.error or "failed"
     if text is None or not text.strip():
         return "empty"
     text = text.strip()
-    if len(text.split()) < min_words:
+    words = len(text.split())
+    if words < min_words:
         return "too_short"
+    if max_words is not None and words > max_words:
+        return "too_long"
     if text[0] in string.punctuation or not text[0].isascii():
         return "bad_start"
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         return "control_chars"
+    if heldout is not None and (leak := heldout.reason(text)) is not None:
+        return leak
     if index.too_similar(text):
         return "rouge_l"
     return None
+
+
+# A list item's marker before the item's first word: "3.", "3)", "(3)", "3:", "#3" (then a space, or a letter at once:
+# "3.Name"; "2.5 kg" is no marker), or a bullet "-", "*", "+", "•", "–" and a space.
+_MARKER = re.compile(r"^\s*(?:(?:\(?\d{1,4}[.):]\)?|#\d{1,4}[.:)]?)(?:\s+|(?=[A-Za-z]))|[-*+\u2022\u2013]\s+)")
+
+
+def one_line(text: str) -> str:
+    """`text` with its whitespace runs (newlines included) as single spaces: how a list shows an example."""
+    return " ".join(text.split())
+
+
+def list_item(text: str | None) -> tuple[str | None, bool]:
+    """(the first line of a list continuation without its list marker, whether more text followed it).
+
+    The call asks the server to stop at the newline; a server that ignores `stop` is cut here the same way."""
+    if text is None:
+        return None, False
+    first, newline, rest = text.strip().partition("\n")
+    return _MARKER.sub("", first, count=1).strip(), bool(newline and rest.strip())
+
+
+def fewshot(seed: dict[str, Any], pool: Sequence[dict[str, Any]], k: int, rng: random.Random) -> list[dict[str, Any]]:
+    """`seed` and up to k-1 other rows of `pool` of its family (any row of `pool` where the seed has no `family`),
+    drawn without replacement, each text once, in a random order: the examples of one list-mode call."""
+    family = seed.get("family")
+    texts = {one_line(seed["instruction"])}
+    others = []
+    for row in pool:
+        text = one_line(row["instruction"])
+        if text not in texts and (family is None or row.get("family") == family):
+            texts.add(text)
+            others.append(row)
+    chosen = [seed, *rng.sample(others, min(k - 1, len(others)))]
+    rng.shuffle(chosen)
+    return chosen
+
+
+@dataclass
+class GenerationYield:
+    """What one iteration's generation calls gave: calls, usable instructions (every filter passed, kept or surplus)
+    and rejections by reason; usable + sum(rejected) == calls."""
+
+    mode: str
+    calls: int = 0
+    usable: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def count(self, reason: str | None) -> None:
+        """One call's outcome: None for a usable instruction, else why it was rejected."""
+        self.calls += 1
+        if reason is None:
+            self.usable += 1
+        else:
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "calls": self.calls, "usable": self.usable, "rejected": dict(sorted(self.rejected.items())),
+                "yield": self.usable / self.calls if self.calls else None}
 
 
 def sft_example(instruction: str, answer: str) -> list[dict[str, str]]:

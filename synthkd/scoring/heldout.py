@@ -119,13 +119,17 @@ def brief(figures: dict[str, Any]) -> str:
 
 
 def heldout_curve(stage: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, figures) for a stage's held-out evaluations in order: base student, each iteration, teacher."""
+    """(label, figures) for a stage's held-out evaluations in order: base student, each iteration, the final
+    imitation (Lion), teacher."""
     points: list[tuple[str, dict[str, Any]]] = []
     if isinstance(stage.get("heldout_base"), dict):
         points.append(("base student", stage["heldout_base"]))
     for it in stage.get("iterations", []) or []:
         if isinstance(it, dict) and isinstance(it.get("heldout"), dict):
             points.append((f"iteration {it.get('iteration')}", it["heldout"]))
+    final = stage.get("final_imitation") if isinstance(stage.get("final_imitation"), dict) else {}
+    if isinstance(final.get("heldout"), dict):  # Lion's final_imitation
+        points.append(("final imitation", final["heldout"]))
     ev = stage.get("eval") if isinstance(stage.get("eval"), dict) else {}
     if isinstance(ev.get("student"), dict) and "rouge_l" in ev["student"]:  # an eval stage
         points.append(("student", ev["student"]))
