@@ -29,6 +29,7 @@ from synthkd.efficacy.compare import Item, compare, conclusions, nll_pairs, per_
 from synthkd.efficacy.options import EfficacyOptions
 from synthkd.efficacy.probes import probe_path, run_probes
 from synthkd.efficacy.report import markdown, pick_examples, write_html
+from synthkd.hashing import file_digest
 from synthkd.errors import BudgetExceeded, ConfigError, SynthkdError
 from synthkd.jsonl import write_jsonl
 from synthkd.outputs import load_output
@@ -156,7 +157,9 @@ class Efficacy:
 
     def _probe_key(self) -> list[Any]:
         o = self.opts
-        return [o.probe_prompts, o.probe_generations, o.probe_samples, o.max_tokens, o.tau, o.sampled_temperature]
+        # The prompts' content too: a changed generation prompt must be probed again, not read from the last probe.
+        prompts = [file_digest(self.loaded.prompts_dir / name) for name in ("lion/answer.jinja2", "lion/generate_hard.jinja2")]
+        return [o.probe_prompts, o.probe_generations, o.probe_samples, o.max_tokens, o.tau, o.sampled_temperature, *prompts]
 
     def sizes(self, probes: dict[str, Any], pool_size: int) -> tuple[float, A.Sizes, str]:
         """(the cap per arm, the data sizes that fill it, how the cap was chosen)."""
