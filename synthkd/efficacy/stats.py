@@ -146,8 +146,13 @@ def detectable_difference(baseline: Sequence[Sequence[float]], arm: Sequence[Seq
         # binomial spread at a rate of at least half a prompt keeps "could detect" honest there.
         rate = min(max(statistics.fmean(base), 0.5 / n), 1 - 0.5 / n)
         spread = max(spread, math.sqrt(rate * (1 - rate)))
+        # McNemar's exact test needs at least this many prompts flipping one way before any gain is significant
+        # (2 * 0.5^k < 5%: k = 6), however small the spread: the normal approximation is wrong near 0% and 100%.
+        floor = math.ceil(math.log2(2 / 0.05)) / n
+    else:
+        floor = 0.0
     independent = spread * math.sqrt(2 / n) if n > 1 else math.inf
-    return max((_Z_ALPHA + _Z_POWER) * max(paired, independent), seed_spread(baseline))
+    return max((_Z_ALPHA + _Z_POWER) * max(paired, independent), seed_spread(baseline), floor)
 
 
 def verdict(difference: PairedDifference, spread: float, *, adjusted_p: float | None = None, alpha: float = 0.05) -> str:
