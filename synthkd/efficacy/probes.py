@@ -34,7 +34,7 @@ HARD_CEILING = 0.95  # above this hard fraction, the referee calls nearly everyt
 
 @dataclass
 class Spend:
-    """What a probe's new replies cost (from the cache, so a probe resumed after a crash is still priced right)."""
+    """What a probe's replies cost."""
 
     calls: int
     input_tokens: int
@@ -46,9 +46,13 @@ class Spend:
         return self.cost_usd / self.calls if self.calls else 0.0
 
 
-def _spent(rt: Any, before: tuple[int, int, int, float]) -> Spend:
-    after = rt.cache.totals("teacher")
-    return Spend(*(a - b for a, b in zip(after, before)))  # type: ignore[arg-type]
+async def _priced(rt: Any, calls: list[Call]) -> Spend:
+    """What the teacher's replies to `calls` cost, read from the cache: the same figure on a rerun, when every reply
+    is a cache hit, as when they were paid for."""
+    client = await rt.client("teacher")
+    replies = [rt.cache.get(client.request_for(call, 0)[0]) for call in calls]
+    paid = [r for r in replies if r is not None]
+    return Spend(len(paid), sum(r.prompt_tokens for r in paid), sum(r.completion_tokens for r in paid), sum(r.cost for r in paid))
 
 
 async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -60,11 +64,9 @@ async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]])
     meter = Meter()
     out: dict[str, dict[str, Any]] = {}
 
-    before = rt.cache.totals("teacher")
-    teacher = await rt.call_all("teacher", "probe: teacher answers", [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
-    spend = _spent(rt, before)
-    if spend.calls == 0:  # every reply was cached by an earlier, interrupted probe: the cache's mean price is as good
-        spend = Spend(*rt.cache.totals("teacher"))
+    calls = [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample]
+    teacher = await rt.call_all("teacher", "probe: teacher answers", calls, meter)
+    spend = await _priced(rt, calls)
     answers = {x["id"]: (r.text or "").strip() for x, r in zip(sample, teacher) if r.ok}
     gold = [x for x in sample if x.get("gold") not in (None, "") and x["id"] in answers]
     out["answer_cost"] = {
@@ -101,9 +103,8 @@ async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, 
     sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=80)
     calls = [Call(messages=steps.user(template.render(seed_instruction=s["instruction"])), sampling=sampling,
                   schema=new_instruction_model(200), sample=i) for i, s in enumerate(seeds)]
-    before = rt.cache.totals("teacher")
     results = await rt.call_all("teacher", "probe: generator yield", calls, meter)
-    spend = _spent(rt, before)
+    spend = await _priced(rt, calls)
     index = RougeIndex(0.7, [x["instruction"] for x in pool])
     usable, reasons = 0, {}
     for res in results:
