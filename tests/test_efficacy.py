@@ -137,10 +137,13 @@ def test_outputs_name_every_heldout_set_with_gold_and_statistics(first_run: tupl
 def test_a_rerun_pays_for_nothing_and_reports_the_same(first_run: tuple[Path, Path, dict[str, Any]]) -> None:
     tmp, out, result = first_run
     before = _teacher_replies(out)
+    # The probes run again too (as after a changed prompt): priced from the cache, they must plan the same arms.
+    (out / "probes" / "probes.json").unlink()
     proc = _efficacy(tmp, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _teacher_replies(out) == before
     again = json.loads((out / "efficacy.json").read_text())
+    assert again["sizes"] == result["sizes"] and again["budget_usd"] == result["budget_usd"]
     for name, a in result["arms"].items():
         assert again["arms"][name]["sets"] == a["sets"], name
         assert again["arms"][name]["spend"] == a["spend"], name

@@ -174,17 +174,17 @@ class Efficacy:
             budget = o.defaults().answer_calls * c_ans / PLAN_SHARE
             why = f"the {o.tier} tier's default: about {o.defaults().answer_calls} teacher answers at the measured ${c_ans:.3g} each"
         plan = PLAN_SHARE * budget
-        kd = min(pool_size, int(plan // c_ans))
+        kd = min(pool_size, _count(plan, c_ans))
         k = o.iterations
         gen = probes.get("generator_yield") or {}
         c_gen = float(gen.get("mean_cost_usd") or c_ans)
         share = max(float(gen.get("yield") or 0.0), 0.05)
         if k == 1:
             return budget, A.Sizes(kd, kd, 0, 0), why
-        seeds = min(pool_size // 2, int(0.5 * plan // c_ans))  # half the pool at most: the control draws from the rest
+        seeds = min(pool_size // 2, _count(0.5 * plan, c_ans))  # half the pool at most: the control draws from the rest
         per_new = c_gen * max(1.3, 1.0 / share) + c_ans  # generation calls per kept instruction, then its answer
-        lion_new = int(0.5 * plan / (k - 1) // per_new)
-        control_new = min((pool_size - seeds) // (k - 1), int(0.5 * plan / (k - 1) // c_ans))
+        lion_new = _count(0.5 * plan / (k - 1), per_new)
+        control_new = min((pool_size - seeds) // (k - 1), _count(0.5 * plan / (k - 1), c_ans))
         return budget, A.Sizes(kd, seeds, lion_new, control_new), why
 
     def write_files(self, pool: list[dict[str, Any]], sets: dict[str, list[Item]], sizes: A.Sizes) -> tuple[A.Files, tuple[A.HeldoutSet, ...]]:
@@ -332,6 +332,12 @@ def _row(row: dict[str, Any], where: str) -> dict[str, Any]:
     gold = row.get("gold")
     return {"id": str(row["id"]), "instruction": text, "gold": None if gold in (None, "") else str(gold),
             "family": str(row["family"]) if row.get("family") not in (None, "") else None}
+
+
+def _count(money: float, price: float) -> int:
+    """How many items at `price` fit in `money`; a hair of tolerance, so that the same two numbers summed in another
+    order (a rerun) cannot round to one item fewer."""
+    return int(money / price + 1e-6)
 
 
 def _norm(text: str) -> str:
