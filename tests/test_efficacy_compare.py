@@ -60,3 +60,17 @@ def test_teacher_hacking_is_proxy_up_while_gold_down() -> None:
     assert hacking({"rouge_l": {"verdict": stats.PAYS_OFF}, "gold_accuracy": {"mean": 0.01}}) is False
     lines = conclusions({"hack": {"baseline": "kd", "sets": out["hack"]}}, {"hack": "Hack", "kd": "KD"})
     assert any("worse than its baseline" in x for x in lines) and any("teacher hacking" in x for x in lines)
+
+
+def test_a_one_seed_baseline_still_has_to_beat_the_training_noise() -> None:
+    """The DPO group's baseline has one seed; the KD baseline's two seeds measure how far training noise alone moves
+    the score, and a gain smaller than that is not called a pay-off, however small its interval."""
+    n = 100
+    kd = {"s": {"gold_accuracy": [[1.0] * 10 + [0.0] * 90, [1.0] * 30 + [0.0] * 70]}}  # seeds 20 points apart
+    more = {"s": {"gold_accuracy": [[1.0] * 10 + [0.0] * 90]}}
+    dpo = {"s": {"gold_accuracy": [[1.0] * 25 + [0.0] * 75]}}  # +15 points on 15 prompts flipped one way
+    out = compare({"kd": kd, "more": more, "dpo": dpo}, {"kd": None, "more": None, "dpo": "more"})
+    d = out["dpo"]["s"]["vs_baseline"]["gold_accuracy"]
+    assert d["ci_low"] > 0 and d["p_holm"] < 0.05 and abs(d["seed_spread"] - 0.2) < 1e-9
+    assert d["verdict"] == stats.NO_DIFFERENCE
+    assert len(kd["s"]["gold_accuracy"][0]) == n

@@ -90,6 +90,15 @@ def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: M
                 base_runs = scores[base].get(set_name, {}).get(metric)
                 if runs and runs[0] and base_runs and base_runs[0] and len(base_runs[0]) == len(runs[0]):
                     entry["vs_baseline"][metric] = _difference(metric, base_runs, runs)
+    # Training noise: the largest seed-to-seed spread of any arm trained with several seeds (the baseline), on each set
+    # and metric. A comparison whose baseline has one seed (the DPO group's) must beat it too: the same training noise
+    # is in every checkpoint, whether or not that arm was trained twice.
+    noise: dict[tuple[str, str], float] = {}
+    for sets in scores.values():
+        for set_name, metrics in sets.items():
+            for metric, runs in metrics.items():
+                if len(runs) > 1 and runs[0]:
+                    noise[(set_name, metric)] = max(noise.get((set_name, metric), 0.0), stats.seed_spread(runs))
     families: dict[tuple[str, str], dict[str, float]] = {}
     for arm, sets in out.items():
         for set_name, entry in sets.items():
@@ -99,7 +108,8 @@ def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: M
         for arm, p_holm in stats.holm(ps).items():
             diff = out[arm][set_name]["vs_baseline"][metric]
             diff["p_holm"] = p_holm
-            diff["verdict"] = stats.verdict(diff.pop("_gain"), diff.pop("_spread"), adjusted_p=p_holm)
+            diff["seed_spread"] = max(diff.pop("_spread"), noise.get((set_name, metric), 0.0))
+            diff["verdict"] = stats.verdict(diff.pop("_gain"), diff["seed_spread"], adjusted_p=p_holm)
     for sets in out.values():
         for entry in sets.values():
             entry["teacher_hacking"] = hacking(entry["vs_baseline"])
