@@ -5,8 +5,9 @@ the tiny random student can learn from the warm-up (16 other countries plus two 
 without memorising facts. Once it has, a duplicate of a reference example is helpful (influence
 < 0), and a wrong, unrelated reply to a reference question ("Bananas") takes probability from
 "Yes, it is a country." and is harmful (> 0). These settings keep both signs, in the exact and the
-first-order values, and a rank correlation of at least 0.9 between them, on each of seven builds
-of the tiny student seen so far (a build depends on the repo's data and prompts).
+first-order values, and a rank correlation of at least 0.9 between them, on each of eight builds
+of the tiny student seen so far (a build depends on the repo's data and prompts; at the eighth, new
+prompts, a warm-up rate of 0.05 left first order calling the wrong reply helpful: it is 0.1 since).
 
 The tests run torch on one thread: on a busy two-core machine, two spinning OpenMP threads made
 the same warm-up take 50 s instead of 3 s (the numbers do not depend on the thread count).
@@ -61,7 +62,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def warm_model(home: Path, optimizer: str = "sgd", lr: float = 1e-3, warmup_lr: float = 0.05) -> InfluenceModel:
+def warm_model(home: Path, optimizer: str = "sgd", lr: float = 1e-3, warmup_lr: float = 0.1) -> InfluenceModel:
     base = tiny_model_dir(home, REPO, "student")
     model = InfluenceModel(str(base), learning_rate=lr, optimizer=optimizer, seed=0)
     stats = model.warmup(WARMUP, epochs=25, batch_size=4, learning_rate=warmup_lr)
