@@ -16,7 +16,8 @@ from synthkd.client.cache import RequestCache
 from tests.conftest import REPO, hf_served, remote_endpoint, run_cli
 from tests.fakeserver import running_server
 
-pytestmark = [pytest.mark.needs_torch, pytest.mark.needs_trl]
+# One worker runs the module: its end-to-end fixture is built once, not once per xdist worker.
+pytestmark = [pytest.mark.needs_torch, pytest.mark.needs_trl, pytest.mark.xdist_group("efficacy")]
 
 FAST_ARMS = "kd,lion_control,lion"  # the fast tier: the baseline, a restarting control and the method against it
 ALL_ARMS = "kd,kd_sampled,lion_control,lion,kd_more_sft,kd_dpo,kd_dpo_nll"
