@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from synthkd import yamlio
-from synthkd.config.loader import LoadedPipeline, load_pipeline
+from synthkd.config.loader import load_pipeline
 from synthkd.efficacy import arms as A
-from synthkd.efficacy.compare import Item, compare, conclusions, nll_pairs, per_family, prompt_scores
+from synthkd.efficacy.compare import Item, compare, conclusions, per_family
 from synthkd.efficacy.options import EfficacyOptions
 from synthkd.efficacy.probes import probe_path, run_probes
 from synthkd.efficacy.report import markdown, pick_examples, write_html
