@@ -4,6 +4,8 @@ Pure functions of the candidates' texts, the row's gold answer and the declared 
 
 * :func:`check_answer` applies the format checks (non-empty, not truncated, one line, at most K words,
   one of a set of labels); only candidates passing them are chosen from.
+* :func:`pick` applies both to one row's n replies (what a generate stage with `select` and Lion's
+  `answer_select` do per row).
 * :func:`choose` keeps one: the first gold-matching candidate (sequence-level KD's Seq-Inter, Kim & Rush
   2016, keeps the beam closest to the reference), else the consensus candidate, the one with the highest
   mean ROUGE-L to the others (minimum Bayes risk; ties to the lowest index).
@@ -12,11 +14,18 @@ Pure functions of the candidates' texts, the row's gold answer and the declared 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from pydantic import Field
+
 from synthkd.answers import normalize_answer
+from synthkd.client.accounting import Meter
+from synthkd.client.replies import Result, empty_detail
 from synthkd.config.stages import SelectChecks
+from synthkd.errors import ConfigError
+from synthkd.records import Record, Stats
 from synthkd.scoring.metrics import gold_match, rouge_l_f1
 
 Rule = Literal["auto", "gold", "consensus"]
@@ -102,3 +111,107 @@ def choose(texts: Sequence[str], gold: str | None, rule: Rule) -> Choice:
     label = NO_GOLD_MATCH if matches is not None else NO_GOLD if rule == "gold" else CONSENSUS
     index = consensus_index(agree)
     return Choice(index, label, agree[index], matches)
+
+
+def check_sampled(knob: str, n: int, temperature: float | None, stage: str, where: str, fix: str) -> None:
+    """ConfigError when n > 1 candidates (`knob`) would be sampled at temperature 0: n copies of one reply, paid n times."""
+    if n > 1 and temperature == 0:
+        raise ConfigError(f"{knob} is {n} but stage {stage!r} samples at temperature 0, so its candidates "
+                          "would all be the same reply", where=where, fix=fix)
+
+
+def unusable(res: Result, meter: Meter) -> tuple[str, str | None] | None:
+    """(reason, detail) when a reply gives no text to keep (the call failed, or the reply is blank), else None."""
+    if not res.ok or res.text is None:
+        return str(res.error), res.detail
+    if (empty := empty_detail(res)) is not None:  # paid and cached, but nothing to train on
+        meter.failures["empty_reply"] += 1
+        return "empty_reply", empty
+    return None
+
+
+class CandidateRow(Record):
+    """One candidate answer of best-of-n selection (dataset <stage>.candidates)."""
+
+    id: str
+    sample: int
+    text: str | None  # None: the call gave no reply
+    truncated: bool
+    passed: bool  # passed the format checks (a rule chose among these)
+    reason: str | None  # why it could not be chosen: a check (empty, truncated, ...) or the call's failure
+    detail: str | None = None
+    chosen: bool
+    gold_match: bool | None  # None: gold not read (no gold, or rule consensus)
+
+
+@dataclass
+class Picked:
+    """One row's candidates (CandidateRow dicts, in sample order), the kept one (None: none passed) and why."""
+
+    candidates: list[dict[str, Any]]
+    winner: dict[str, Any] | None
+    choice: Choice | None
+
+    @property
+    def passed(self) -> list[dict[str, Any]]:
+        return [c for c in self.candidates if c["passed"]]
+
+    def selection(self, n: int) -> dict[str, Any]:
+        """The `selection` record of the kept answer: n, the kept sample, the rule, how many passed, its agreement."""
+        assert self.winner is not None and self.choice is not None
+        agreement = self.choice.agreement
+        return {"n": n, "chosen": self.winner["sample"], "rule": self.choice.rule, "passed_checks": len(self.passed),
+                "agreement": None if agreement is None else round(agreement, 4)}
+
+
+def pick(row_id: str, replies: Sequence[Result], gold: str | None, rule: Rule, checks: SelectChecks, meter: Meter) -> Picked:
+    """Check one row's replies (samples 0..n-1) and keep one by `rule` among those that pass."""
+    cands = []
+    for k, res in enumerate(replies):
+        bad = unusable(res, meter)
+        reason = bad[0] if bad else check_answer(str(res.text), res.truncated, checks)
+        cands.append({"id": row_id, "sample": k, "text": res.text, "truncated": res.truncated, "passed": reason is None,
+                      "reason": reason, "detail": bad[1] if bad else None, "chosen": False, "gold_match": None})
+    passed = [c for c in cands if c["passed"]]
+    if not passed:
+        return Picked(cands, None, None)
+    choice = choose([str(c["text"]) for c in passed], gold, rule)
+    winner = passed[choice.index]
+    winner["chosen"] = True
+    for c, match in zip(passed, choice.matches or ()):
+        c["gold_match"] = match
+    return Picked(cands, winner, choice)
+
+
+class SelectionSummary(Stats):
+    """What best-of-n selection did in one run of a stage (run.json)."""
+
+    rows: int = 0
+    failed_rows: int = 0  # rows no candidate passed the checks of
+    candidates: int = 0
+    passed: int = 0
+    by_rule: dict[str, int] = Field(default_factory=dict)
+    rejected: dict[str, int] = Field(default_factory=dict)  # candidates by reason
+    pairs: int = 0
+    mean_agreement: float | None = None
+
+
+@dataclass
+class Selected:
+    """What best-of-n selection made of a stage's replies: kept rows (each with its `selection` record), failed
+    rows, every candidate, and teacher-side preference pairs."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> SelectionSummary:
+        """The figures run.json keeps about it."""
+        agreement = [r["selection"]["agreement"] for r in self.rows if r["selection"]["agreement"] is not None]
+        return SelectionSummary(
+            rows=len(self.rows), failed_rows=len(self.failed), candidates=len(self.candidates),
+            passed=sum(c["passed"] for c in self.candidates), pairs=len(self.pairs),
+            by_rule=dict(Counter(r["selection"]["rule"] for r in self.rows)),
+            rejected=dict(Counter(c["reason"] for c in self.candidates if c["reason"])),
+            mean_agreement=round(sum(agreement) / len(agreement), 4) if agreement else None)

@@ -265,6 +265,11 @@ class LionStage(StageBase):
     pool: str | None = Field(None, description="Stage with the instructions (column `instruction`) that new_from: pool draws from "
                              "(read only with new_from: pool).")
     answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=1024), description="Teacher and student answers.")
+    answer_select: Select | None = Field(
+        None, description="Best-of-n teacher answers (not in the paper): each instruction's teacher answer is the one of "
+        "n samples (at answer_sampling) kept by code: the gold-matching candidate where a seed has `gold` (rule gold/auto), "
+        "else the consensus candidate (minimum Bayes risk), among those passing the checks. Every candidate is kept in "
+        "<stage>.answer_candidates. null: one answer per instruction, as the paper.")
     referee_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Referee calls.")
     generation_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_tokens=512), description="Instruction generation (paper: temperature 1.0, top_p 1.0).")
     templates: LionTemplates = Field(default_factory=LionTemplates, description="Prompt files.")

@@ -46,7 +46,8 @@ from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.records import HeldoutRow, PreferencePair
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
-from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.selection import CandidateRow, Selected, pick
+from synthkd.stages.base import ExtraDataset, StageResult, checkpoint_dir, failed_row
 
 
 # Generation calls of one kind in one iteration number fewer than this (rounds x oversample x N stays far below).
@@ -70,8 +71,9 @@ class LionRun:
                  pool: list[dict[str, Any]] | None = None) -> None:
         self.cfg, self.rt = cfg, rt
         # `gold` rides along where a seed has it, for the code:exact_match referee; `family` for list-mode generation.
+        gold = cfg.answer_select.gold_column if cfg.answer_select else "gold"
         self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
-                       **({"gold": str(s["gold"])} if s.get("gold") not in (None, "") else {}),
+                       **({"gold": str(s[gold])} if s.get(gold) not in (None, "") else {}),
                        **({"family": str(s["family"])} if s.get("family") not in (None, "") else {})} for s in seeds]
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
@@ -95,6 +97,7 @@ class LionRun:
                 seen.add(text)
                 self.undrawn.append({"id": str(row.get("id", i)), "instruction": text})
         self.stats: list[dict[str, Any]] = []
+        self.selected = Selected()  # answer_select: every teacher answer's candidates and the kept one's record
         self.total = Meter()
         self.eval_meter = Meter()
         self.heldout_filter = (steps.HeldoutFilter([str(x.get("instruction") or "") for x in heldout], cfg.rouge_threshold)
@@ -183,19 +186,42 @@ class LionRun:
         self.total = meter
         # The student endpoint stays on the last checkpoint, so a later stage (eval) sees the trained student.
         moves = {self.cfg.student: final_weights} if final_weights and self.rt.config.endpoints[self.cfg.student].served else {}
-        return StageResult(rows=final, failed=list(pools.answer_failures.values()), meter=meter, moves=moves)
+        result = StageResult(rows=final, failed=list(pools.answer_failures.values()), meter=meter, moves=moves)
+        if self.cfg.answer_select is not None:
+            self.rt.state.stage(self.cfg.name)["answer_selection"] = self.selected.summary().model_dump(exclude_none=True)
+            result.datasets.append(ExtraDataset(
+                "answer_candidates", self.selected.candidates, CandidateRow, f"Lion stage {self.cfg.name}: every candidate "
+                f"teacher answer (answer_select.n = {self.cfg.answer_select.n} per instruction), whether it passed the checks, "
+                "and which one was kept."))
+        return result
 
     async def teacher_answers(self, pools: Pools, items: list[dict[str, Any]], meter: Meter, label: str) -> None:
-        """Teacher answers for every item without one (cached calls cost nothing on a rerun)."""
+        """Teacher answers for every item without one (cached calls cost nothing on a rerun); with answer_select, the
+        one of n samples that code keeps."""
         todo = [x for x in items if x["id"] not in pools.answers]
-        sampling = self.cfg.answer_sampling
-        results = await self._calls(self.cfg.teacher, label, [steps.answer_call(self.t_answer, x["instruction"], sampling) for x in todo], meter)
-        for item, res in zip(todo, results):
-            if res.ok and res.text and res.text.strip():
-                pools.answers[item["id"]] = res.text.strip()
+        sampling, sel = self.cfg.answer_sampling, self.cfg.answer_select
+        n = sel.n if sel else 1
+        calls = [steps.answer_call(self.t_answer, x["instruction"], sampling, sample=k) for x in todo for k in range(n)]
+        results = await self._calls(self.cfg.teacher, label, calls, meter)
+        for i, item in enumerate(todo):
+            replies = results[i * n:(i + 1) * n]
+            if sel is None:
+                res = replies[0]
+                text = res.text.strip() if res.ok and res.text and res.text.strip() else None
+                failure = None if text else failed_row(item, res, "teacher_answer")
+            else:
+                picked = pick(item["id"], replies, item.get("gold"), sel.rule, sel.checks, meter)
+                self.selected.candidates += picked.candidates
+                text = str(picked.winner["text"]).strip() if picked.winner else None
+                failure = None if text else {**failed_row(item, replies[0], "teacher_answer"), "reason": "no_candidate_passed_checks",
+                                             "detail": f"{n} candidates: " + ", ".join(sorted({str(c['reason']) for c in picked.candidates}))}
+                if text:
+                    self.selected.rows.append({"id": item["id"], "selection": picked.selection(n)})
+            if text:
+                pools.answers[item["id"]] = text
                 pools.answer_failures.pop(item["id"], None)
             else:
-                pools.answer_failures[item["id"]] = failed_row(item, res, "teacher_answer")
+                pools.answer_failures[item["id"]] = failure
 
     def _training_rows(self, pools: Pools, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [

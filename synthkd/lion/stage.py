@@ -6,6 +6,7 @@ import importlib.util
 from typing import Any
 
 from synthkd.config.stages import LionStage
+from synthkd.selection import SelectionSummary, check_sampled
 from synthkd.records import Iteration, Messages, Metrics, Record, Stats, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
@@ -101,13 +102,17 @@ class LionStats(StageStats):
 
     iterations: list[LionIteration] = []  # type: ignore[assignment]
     final_imitation: FinalImitation | None = None
+    answer_selection: SelectionSummary | None = None  # answer_select: what best-of-n made of the teacher's answers
 
     def lines(self) -> list[str]:
-        final = self.final_imitation
-        if final is None:
-            return super().lines()
-        what = final.sft if isinstance(final.sft, str) else f"SFT on {final.sft_examples} examples"
-        return super().lines() + [f"final imitation: {what}"]
+        lines = super().lines()
+        if (s := self.answer_selection) is not None:
+            rules = ", ".join(f"{rule} {count}" for rule, count in sorted(s.by_rule.items()))
+            lines.append(f"teacher answers, best of n: {rules or 'none kept'}; {s.passed}/{s.candidates} candidates passed the checks")
+        if (final := self.final_imitation) is not None:
+            what = final.sft if isinstance(final.sft, str) else f"SFT on {final.sft_examples} examples"
+            lines.append(f"final imitation: {what}")
+        return lines
 
 
 class LionImpl(StageImpl[LionStage]):
@@ -142,6 +147,10 @@ class LionImpl(StageImpl[LionStage]):
         return [self.cfg.student]
 
     def check(self, ctx: CheckContext) -> None:
+        if (sel := self.cfg.answer_select) is not None:
+            temperature = ctx.loaded.config.endpoints[self.cfg.teacher].sampling.merged(self.cfg.answer_sampling).temperature
+            check_sampled("answer_select.n", sel.n, temperature, self.cfg.name, ctx.where("answer_select.n"),
+                          "sample the candidates, e.g. answer_sampling: {temperature: 0.7}, or answer_select: null (one answer each)")
         # The student trains only where there are weights to train (student_model, or a served student);
         # a Lion that does not train checks its sft:/dpo: blocks where TRL is there, and needs no TRL otherwise.
         if self.cfg.student_model is None and not ctx.served(self.cfg.student) and importlib.util.find_spec("trl") is None:

@@ -21,8 +21,9 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def answer_call(prompt: Prompt, instruction: str, sampling: Sampling) -> Call:
-    return Call(messages=user(prompt.render(instruction=instruction)), sampling=sampling)
+def answer_call(prompt: Prompt, instruction: str, sampling: Sampling, sample: int = 0) -> Call:
+    """The call asking an endpoint to answer `instruction` (sample k of a best-of-n: its own cached request)."""
+    return Call(messages=user(prompt.render(instruction=instruction)), sampling=sampling, sample=sample)
 
 
 def referee_calls(prompt: Prompt, instruction: str, teacher: str, student: str, sampling: Sampling) -> tuple[Call, Call]:

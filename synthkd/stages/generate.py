@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import Field
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.client.executor import run_calls
-from synthkd.client.replies import Result, empty_detail
+from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import GenerateStage
 from synthkd.dpo.mining import preference_pair
 from synthkd.errors import ConfigError
-from synthkd.records import PreferencePair, Record, StageStats, Stats
+from synthkd.records import PreferencePair, StageStats
 from synthkd.runtime import Runtime
-from synthkd.selection import CHECK_REASONS, GOLD, check_answer, choose, row_gold
+from synthkd.selection import CHECK_REASONS, GOLD, CandidateRow, Selected, SelectionSummary, check_sampled, pick, row_gold, unusable
 from synthkd.stages.base import (CheckContext, ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses,
                                  render_row)
 
@@ -48,16 +45,6 @@ async def _ask(cfg: GenerateStage, rt: Runtime, calls: list[tuple[dict[str, Any]
         return await run_calls(client, [c for _, c in calls], meter, progress, batch=rt.batch_for(cfg.endpoint))
 
 
-def _unusable(res: Result, meter: Meter) -> tuple[str, str | None] | None:
-    """(reason, detail) when a reply gives no text to keep (the call failed, or the reply is blank), else None."""
-    if not res.ok or res.text is None:
-        return str(res.error), res.detail
-    if (empty := empty_detail(res)) is not None:  # paid and cached, but nothing to train on
-        meter.failures["empty_reply"] += 1
-        return "empty_reply", empty
-    return None
-
-
 def _reply_row(cfg: GenerateStage, base: dict[str, Any], call: Call, res: Result) -> dict[str, Any]:
     """The output row of a kept reply: the input row's columns plus the reply (and its trace, and `messages`)."""
     out = {**base, cfg.output_column: res.text, "truncated": res.truncated}
@@ -73,7 +60,7 @@ def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], resul
     kept, failed = [], []
     for (row, call), res in zip(calls, results):
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
-        if (bad := _unusable(res, meter)) is not None:
+        if (bad := unusable(res, meter)) is not None:
             failed.append({**base, "reason": bad[0], "detail": bad[1], "raw": res.text})
         elif res.truncated and not cfg.keep_truncated:
             meter.failures["truncated"] += 1
@@ -81,33 +68,6 @@ def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], resul
         else:
             kept.append(_reply_row(cfg, base, call, res))
     return kept, failed
-
-
-class CandidateRow(Record):
-    """One candidate answer of a best-of-n generate stage (dataset <stage>.candidates)."""
-
-    id: str
-    sample: int
-    text: str | None  # None: the call gave no reply
-    truncated: bool
-    passed: bool  # passed the format checks (a rule chose among these)
-    reason: str | None  # why it could not be chosen: a check (empty, truncated, ...) or the call's failure
-    detail: str | None = None
-    chosen: bool
-    gold_match: bool | None  # None: gold not read (no gold, or rule consensus)
-
-
-class SelectionSummary(Stats):
-    """What best-of-n selection did in one run of a generate stage (run.json)."""
-
-    rows: int = 0
-    failed_rows: int = 0  # rows no candidate passed the checks of
-    candidates: int = 0
-    passed: int = 0
-    by_rule: dict[str, int] = Field(default_factory=dict)
-    rejected: dict[str, int] = Field(default_factory=dict)  # candidates by reason
-    pairs: int = 0
-    mean_agreement: float | None = None
 
 
 class GenerateStats(StageStats):
@@ -124,26 +84,6 @@ class GenerateStats(StageStats):
         return [f"best of n: {rules or 'none kept'}; {s.passed}/{s.candidates} candidates passed the checks; {s.pairs} pairs"]
 
 
-@dataclass
-class Selected:
-    """What best-of-n selection made of a stage's replies."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> SelectionSummary:
-        """The figures run.json keeps about it."""
-        agreement = [r["selection"]["agreement"] for r in self.rows if r["selection"]["agreement"] is not None]
-        return SelectionSummary(
-            rows=len(self.rows), failed_rows=len(self.failed), candidates=len(self.candidates),
-            passed=sum(c["passed"] for c in self.candidates), pairs=len(self.pairs),
-            by_rule=dict(Counter(r["selection"]["rule"] for r in self.rows)),
-            rejected=dict(Counter(c["reason"] for c in self.candidates if c["reason"])),
-            mean_agreement=round(sum(agreement) / len(agreement), 4) if agreement else None)
-
-
 def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> Selected:
     """With `select`: per input row, its n candidates (consecutive in `calls`) checked, one kept by the rule."""
     sel = cfg.select
@@ -154,27 +94,15 @@ def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], re
     for start in range(0, len(calls), sel.n):
         row, call = calls[start]
         replies = results[start:start + sel.n]
-        cands = []
-        for k, res in enumerate(replies):
-            bad = _unusable(res, meter)
-            reason = bad[0] if bad else check_answer(str(res.text), res.truncated, checks)
-            cands.append({"id": str(row.get("id")), "sample": k, "text": res.text, "truncated": res.truncated, "passed": reason is None,
-                          "reason": reason, "detail": bad[1] if bad else None, "chosen": False, "gold_match": None})
-        out.candidates += cands
-        passed = [c for c in cands if c["passed"]]
-        if not passed:
-            out.failed.append(_no_candidate(row, cands, meter))
+        picked = pick(str(row.get("id")), replies, row_gold(row, sel.gold_column), sel.rule, checks, meter)
+        out.candidates += picked.candidates
+        if picked.winner is None or picked.choice is None:
+            out.failed.append(_no_candidate(row, picked.candidates, meter))
             continue
-        choice = choose([str(c["text"]) for c in passed], row_gold(row, sel.gold_column), sel.rule)
-        winner = passed[choice.index]
-        winner["chosen"] = True
-        for c, match in zip(passed, choice.matches or ()):
-            c["gold_match"] = match
-        out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner["sample"]]), "selection": {
-            "n": sel.n, "chosen": winner["sample"], "rule": choice.rule, "passed_checks": len(passed),
-            "agreement": None if choice.agreement is None else round(choice.agreement, 4)}})
-        if choice.rule == GOLD:
-            out.pairs += _gold_pairs(call, winner, passed)
+        winner = picked.winner
+        out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner["sample"]]), "selection": picked.selection(sel.n)})
+        if picked.choice.rule == GOLD:
+            out.pairs += _gold_pairs(call, winner, picked.passed)
     return out
 
 
@@ -229,13 +157,11 @@ class GenerateImpl(StageImpl[GenerateStage]):
 
     def check(self, ctx: CheckContext) -> None:
         cfg = self.cfg
-        if cfg.select is None or cfg.select.n < 2:
+        if cfg.select is None:
             return
         temperature = ctx.loaded.config.endpoints[cfg.endpoint].sampling.merged(cfg.sampling).temperature
-        if temperature == 0:  # n greedy replies are one reply paid for n times
-            raise ConfigError(f"select.n is {cfg.select.n} but stage {cfg.name!r} samples at temperature 0, so its candidates "
-                              "would all be the same reply", where=ctx.where("select.n"),
-                              fix="sample the candidates, e.g. sampling: {temperature: 0.7}, or set select.n: 1 (greedy, format checks only)")
+        check_sampled("select.n", cfg.select.n, temperature, cfg.name, ctx.where("select.n"),
+                      "sample the candidates, e.g. sampling: {temperature: 0.7}, or set select.n: 1 (greedy, format checks only)")
 
     def output_columns(self, inputs: dict[str, set[str]], ctx: CheckContext) -> set[str]:
         cfg = self.cfg
