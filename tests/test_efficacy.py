@@ -20,7 +20,7 @@ from tests.fakeserver import running_server
 pytestmark = [pytest.mark.needs_torch, pytest.mark.needs_trl, pytest.mark.xdist_group("efficacy")]
 
 FAST_ARMS = "kd,lion_control,lion"  # the fast tier: the baseline, a restarting control and the method against it
-ALL_ARMS = "kd,kd_sampled,lion_control,lion,kd_more_sft,kd_dpo,kd_dpo_nll"
+ALL_ARMS = "kd,kd_sampled,kd_best_of_n,lion_control,lion,lion_list,kd_more_sft,kd_dpo,kd_dpo_nll"
 
 
 def _pipeline(tmp: Path, base_url: str) -> Path:
@@ -103,13 +103,25 @@ def test_all_arms_with_the_dpo_group(tmp_path: Path) -> None:
     dpo = [s for s in yaml.safe_load((out / "runs" / "kd" / "pipeline.yaml").read_text())["stages"] if s["type"] == "dpo"]
     assert [s["dpo"].get("loss_type") for s in dpo] == [None, ["sigmoid", "sft"]]
     assert all(set(a["sets"]) == {"indist", "heldout_families"} for a in arms.values())
+    # Best of n: n sampled answers per prompt, the consensus kept (no gold), on 1/n of KD's prompts.
+    bon = yaml.safe_load((out / "runs" / "kd_best_of_n.s0" / "pipeline.yaml").read_text())["stages"]
+    answers = next(s for s in bon if s["name"] == "kd_best_of_n.answers")
+    assert answers["select"] == {"n": 4, "rule": "consensus"} and answers["sampling"]["temperature"] > 0
+    assert next(s for s in bon if s["name"] == "pool")["limit"] == result["sizes"]["kd_prompts"] // 4
+    # List mode: the same Lion as the json arm but for the generation mode.
+    lion, lion_list = ({k: v for k, v in _lion_stage(out, name).items() if k != "name"} for name in ("lion", "lion_list"))
+    assert lion_list.pop("generation_mode") == "list" and lion_list.pop("fewshot_examples") == 4 and lion_list == lion
+
+
+def _lion_stage(out: Path, name: str) -> dict[str, Any]:
+    return next(s for s in yaml.safe_load((out / "runs" / f"{name}.s0" / "pipeline.yaml").read_text())["stages"] if s["type"] == "lion")
 
 
 def test_no_arm_sees_gold_and_every_arm_trains_on_answers_only(first_run: tuple[Path, Path, dict[str, Any]]) -> None:
     _, out, _ = first_run
     for name in ("kd_pool.jsonl", "lion_seeds.jsonl", "control_reserve.jsonl"):
         rows = [json.loads(line) for line in (out / "data" / name).read_text().splitlines()]
-        assert rows and all(set(r) == {"id", "instruction"} for r in rows), name
+        assert rows and all(set(r) <= {"id", "instruction", "family"} and "instruction" in r for r in rows), name
     for spec in (out / "runs").glob("*/pipeline.yaml"):
         for stage in yaml.safe_load(spec.read_text())["stages"]:
             if "sft" in stage:

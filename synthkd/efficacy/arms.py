@@ -12,7 +12,8 @@ Every arm is built to differ from its baseline in the method only:
 Runs: `kd` holds the baseline (plain KD on greedy teacher answers, one checkpoint per training seed) and the DPO
 comparison group that starts from its checkpoints (extra SFT steps against DPO and DPO with an NLL term, the same
 number of extra steps, no extra teacher spend: the DPO stage's teacher answers are the KD answers, cache hits in the
-same run). `kd_sampled.sN`, `lion.sN` and `lion_control.sN` are one run per training seed.
+same run). `kd_sampled.sN`, `kd_best_of_n.sN`, `lion.sN`, `lion_list.sN` and `lion_control.sN` are one run per
+training seed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Arm:
     baseline: str | None  # the arm it is compared with, on the same prompts (None: a baseline or a control)
     run: str  # the run group: "kd" (shared), or a run per seed named "<run>.s<seed>"
     needs_generation: bool = False  # skipped when the generator-yield probe says the teacher cannot write instructions
+    kind: str = "kd"  # how its run reads back: kd (an answers stage, then SFT), lion (a lion stage), dpo (from KD's checkpoint)
+    generates: bool = False  # its training data includes instructions the teacher wrote (their calls reached training)
 
 
 ARMS: tuple[Arm, ...] = (
@@ -41,16 +44,22 @@ ARMS: tuple[Arm, ...] = (
         "from the pool (the baseline; several training seeds give its seed-to-seed spread)", None, "kd"),
     Arm("kd_sampled", "plain KD, sampled targets", "the same with teacher answers sampled at the sampled temperature",
         "kd", "kd_sampled"),
+    Arm("kd_best_of_n", "plain KD, best of n", "SFT on one teacher answer per prompt kept from n sampled ones by "
+        "consensus (minimum Bayes risk under ROUGE-L; no gold): n calls per prompt, so 1/n of the prompts at the same spend",
+        "kd", "kd_best_of_n"),
     Arm("lion_control", "Lion control", "Lion's schedule (K iterations, restarting) with uniform draws from the pool "
-        "instead of discrimination and generation", "kd", "lion_control", needs_generation=True),
+        "instead of discrimination and generation", "kd", "lion_control", needs_generation=True, kind="lion"),
     Arm("lion", "Lion", "imitation, discrimination (ROUGE-L referee against the teacher) and generation of new hard and "
-        "easy instructions, K iterations", "lion_control", "lion", needs_generation=True),
+        "easy instructions (the paper's zero-shot prompt, JSON reply), K iterations", "lion_control", "lion",
+        needs_generation=True, kind="lion", generates=True),
+    Arm("lion_list", "Lion, list mode", "the same with generation for small teachers: few-shot continuation of a list of "
+        "same-family instructions, one line per call", "lion_control", "lion_list", needs_generation=True, kind="lion", generates=True),
     Arm("kd_more_sft", "KD + more SFT", "the KD checkpoint trained for the extra steps on the same KD data (the "
-        "control of the DPO arms)", None, "kd"),
+        "control of the DPO arms)", None, "kd", kind="dpo"),
     Arm("kd_dpo", "KD + DPO", "the KD checkpoint trained for the extra steps with DPO on teacher-over-student pairs "
-        "(DistiLLM-2's black-box form)", "kd_more_sft", "kd"),
+        "(DistiLLM-2's black-box form)", "kd_more_sft", "kd", kind="dpo"),
     Arm("kd_dpo_nll", "KD + DPO with NLL", "the same with an NLL term on the chosen answer (loss_type [sigmoid, sft])",
-        "kd_more_sft", "kd"),
+        "kd_more_sft", "kd", kind="dpo"),
 )
 ARM_NAMES = tuple(a.name for a in ARMS)
 DPO_GROUP = ("kd_more_sft", "kd_dpo", "kd_dpo_nll")
@@ -75,6 +84,7 @@ class Sizes:
     """How much data each arm asks the teacher for, sized so its planned spend fills (most of) its cap."""
 
     kd_prompts: int
+    best_of_n_prompts: int  # kd_best_of_n: prompts whose n answers each fill the same cap
     lion_seeds: int
     lion_new: int  # new instructions per iteration (all iterations but the last, which trains and stops)
     control_new: int  # uniform draws per iteration for the control (same dollars, no generation calls)
@@ -181,24 +191,30 @@ def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
     return _pipeline(cx, "kd", 0, stages)
 
 
-def sampled_pipeline(cx: Context, seed: int) -> dict[str, Any]:
+def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[str, Any]:
+    """Plain KD on sampled teacher answers: one per prompt (kd_sampled), or the consensus of n per prompt on the
+    first 1/n of the prompts (kd_best_of_n)."""
     o = cx.opts
     assert o.steps is not None
-    stages = [
-        {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)},
-        {"name": "kd_sampled.answers", "type": "generate", "input": "pool", "endpoint": "teacher", "template": "lion/answer.jinja2",
-         "sampling": {"temperature": o.sampled_temperature, "max_tokens": o.max_tokens, "seed": seed}},
-        {"name": f"kd_sampled.s{seed}.sft", "type": "sft", "input": "kd_sampled.answers", "model": cx.student_model,
-         "serve_as": "student", "sft": _sft(cx, o.steps, seed)},
-    ]
-    return _pipeline(cx, f"kd_sampled.s{seed}", seed, stages + _evals(cx, "kd_sampled", seed))
+    name = "kd_best_of_n" if best_of_n else "kd_sampled"
+    answers: dict[str, Any] = {"name": f"{name}.answers", "type": "generate", "input": "pool", "endpoint": "teacher",
+                               "template": "lion/answer.jinja2",
+                               "sampling": {"temperature": o.sampled_temperature, "max_tokens": o.max_tokens, "seed": seed}}
+    pool: dict[str, Any] = {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)}
+    if best_of_n:
+        answers["select"] = {"n": o.probe_samples, "rule": "consensus"}
+        pool["limit"] = max(1, cx.sizes.best_of_n_prompts)
+    stages = [pool, answers, {"name": f"{name}.s{seed}.sft", "type": "sft", "input": f"{name}.answers", "model": cx.student_model,
+                              "serve_as": "student", "sft": _sft(cx, o.steps, seed)}]
+    return _pipeline(cx, f"{name}.s{seed}", seed, stages + _evals(cx, name, seed))
 
 
-def lion_pipeline(cx: Context, seed: int, control: bool) -> dict[str, Any]:
-    """Lion, or its control: the same stage with `new_from: pool`, so schedule, referee and steps are the same."""
+def lion_pipeline(cx: Context, seed: int, name: str) -> dict[str, Any]:
+    """Lion (`lion`, or `lion_list` in list mode), or its control (`lion_control`): the same stage with
+    `new_from: pool`, so schedule, referee and steps are the same."""
     o = cx.opts
     assert o.steps is not None
-    name = "lion_control" if control else "lion"
+    control = name == "lion_control"
     stage: dict[str, Any] = {
         "name": name, "type": "lion", "input": "seeds", "teacher": "teacher", "referee": "code:rouge_l", "student": "student",
         "iterations": o.iterations, "tau": o.tau, "hard_fraction": 0.5, "max_instruction_chars": 200,
@@ -207,6 +223,8 @@ def lion_pipeline(cx: Context, seed: int, control: bool) -> dict[str, Any]:
         "sft": _sft(cx, o.steps // o.iterations, seed),
     }
     stages: list[dict[str, Any]] = [{"name": "seeds", "type": "load", "path": str(cx.files.lion_seeds)}]
+    if name == "lion_list":
+        stage.update(generation_mode="list", fewshot_examples=4)
     if control:
         stage.update(new_from="pool", pool="reserve")
         stages.append({"name": "reserve", "type": "load", "path": str(cx.files.control_reserve)})

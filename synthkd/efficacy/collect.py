@@ -137,27 +137,27 @@ class ArmReader:
     def _trained_calls(self, arm: A.Arm, run: Path, seed: int) -> int:
         """Teacher replies that reached a training example: an answer trained on, and the generation call that wrote a
         kept instruction (Lion's rejected candidates and any answer that failed are paid and untrained)."""
-        if arm.run in ("lion", "lion_control"):
+        if arm.kind == "lion":
             if not is_done_any(run, arm.name):
                 return 0
             rows = load_output(run, arm.name)
-            generated = sum(1 for r in rows if r.get("origin") != "seed") if arm.name == "lion" else 0
+            generated = sum(1 for r in rows if r.get("origin") != "seed") if arm.generates else 0
             return len(rows) + generated
-        stage = "kd.answers" if arm.run == "kd" else "kd_sampled.answers"
+        stage = f"{arm.run}.answers"
         return len(load_output(run, stage)) if is_done_any(run, stage) else 0
 
     def training(self, arm: A.Arm, seeds: list[int]) -> dict[str, Any]:
         """Optimizer steps, distinct training examples and the wall time of the arm's own stages (mean over seeds)."""
-        steps, examples, wall = [], [], []
+        steps, examples, wall, gen_calls, gen_usable = [], [], [], [], []
         for seed in seeds:
             st = _state(self.run_dir(arm, seed))
             evals = [A.eval_name(arm.name, seed, s.name) for s in self.cx.heldout]
-            if arm.name in ("kd", "kd_sampled"):
+            if arm.kind == "kd":
                 sft = st.get(f"{arm.name}.s{seed}.sft") or {}
                 own = [f"{arm.name}.answers", f"{arm.name}.s{seed}.sft"]
                 steps.append(int(sft.get("steps") or 0))
                 examples.append(int(sft.get("examples") or 0))
-            elif arm.name in A.DPO_GROUP:
+            elif arm.kind == "dpo":
                 base = st.get(f"kd.s{seed}.sft") or {}
                 stage = f"{arm.name}.s{seed}.sft" if arm.name == "kd_more_sft" else f"{arm.name}.s{seed}.dpo"
                 entry = st.get(stage) or {}
@@ -174,6 +174,14 @@ class ArmReader:
                 own = [arm.name]
                 steps.append(sum(int((i.get("sft") or {}).get("steps") or 0) for i in its if isinstance(i.get("sft"), dict)))
                 examples.append(int(entry.get("records_out") or 0))
+                yields = [i["generation_yield"] for i in its if isinstance(i.get("generation_yield"), dict)]
+                if yields:  # Lion's generation calls and how many gave a usable instruction (the mode's yield)
+                    gen_calls.append(sum(int(y.get("calls") or 0) for y in yields))
+                    gen_usable.append(sum(int(y.get("usable") or 0) for y in yields))
             wall.append(sum(float((st.get(s) or {}).get("elapsed_s") or 0.0) for s in own + evals))
         n = max(1, len(seeds))
-        return {"steps": round(sum(steps) / n), "steps_per_seed": steps, "examples": round(sum(examples) / n), "wall_s": round(sum(wall) / n, 1)}
+        out = {"steps": round(sum(steps) / n), "steps_per_seed": steps, "examples": round(sum(examples) / n), "wall_s": round(sum(wall) / n, 1)}
+        if gen_calls:
+            out["generation"] = {"calls": sum(gen_calls), "usable": sum(gen_usable),
+                                 "yield": round(sum(gen_usable) / sum(gen_calls), 4) if sum(gen_calls) else None}
+        return out

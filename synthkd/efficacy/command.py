@@ -180,19 +180,20 @@ class Efficacy:
         c_gen = float(gen.get("mean_cost_usd") or c_ans)
         share = max(float(gen.get("yield") or 0.0), 0.05)
         if k == 1:
-            return budget, A.Sizes(kd, kd, 0, 0), why
+            return budget, A.Sizes(kd, kd // o.probe_samples, kd, 0, 0), why
         seeds = min(pool_size // 2, _count(0.5 * plan, c_ans))  # half the pool at most: the control draws from the rest
         per_new = c_gen * max(1.3, 1.0 / share) + c_ans  # generation calls per kept instruction, then its answer
         lion_new = _count(0.5 * plan / (k - 1), per_new)
         control_new = min((pool_size - seeds) // (k - 1), _count(0.5 * plan / (k - 1), c_ans))
-        return budget, A.Sizes(kd, seeds, lion_new, control_new), why
+        return budget, A.Sizes(kd, kd // o.probe_samples, seeds, lion_new, control_new), why
 
     def write_files(self, pool: list[dict[str, Any]], sets: dict[str, list[Item]], sizes: A.Sizes) -> tuple[A.Files, tuple[A.HeldoutSet, ...]]:
         """The prompt files the arms read: gold removed from the pool (no arm trains on gold)."""
         data = self.out / "data"
         order = list(pool)
         random.Random("efficacy-pool").shuffle(order)
-        bare = [{"id": r["id"], "instruction": r["instruction"]} for r in order]
+        # No gold; a `family` stays (list-mode Lion shows same-family examples; the other arms ignore it).
+        bare = [{"id": r["id"], "instruction": r["instruction"], **({"family": r["family"]} if r.get("family") else {})} for r in order]
         files = A.Files(data / "kd_pool.jsonl", data / "lion_seeds.jsonl", data / "control_reserve.jsonl")
         write_jsonl(files.kd_pool, bare[:sizes.kd_prompts])
         write_jsonl(files.lion_seeds, bare[:sizes.lion_seeds])
@@ -228,7 +229,8 @@ class Efficacy:
             skipped = {a: f"probe generator_yield: {probes['generator_yield']['summary']}"
                        for a in probes.get("generator_yield", {}).get("skips", []) if a in selected}
             if sizes.lion_new == 0 and o.iterations > 1:
-                skipped.update({a: "the cap does not buy one new instruction per iteration" for a in ("lion", "lion_control") if a in selected})
+                skipped.update({a.name: "the cap does not buy one new instruction per iteration" for a in A.ARMS
+                                if a.kind == "lion" and a.name in selected})
             self.note("[3/5] the teacher and the untrained student on the held-out sets (reference)")
             reference = await self._run("reference", A.reference_pipeline(cx))
             runs = self._runs(cx, selected - set(skipped))
@@ -254,11 +256,12 @@ class Efficacy:
         kd_members = [a for a in ("kd", *A.DPO_GROUP) if a in selected]
         out = [("kd", A.kd_pipeline(cx, self.out / "runs" / "kd" / "run", selected), kd_members)]
         for seed in range(o.arm_seeds):
-            if "kd_sampled" in selected:
-                out.append((f"kd_sampled.s{seed}", A.sampled_pipeline(cx, seed), ["kd_sampled"]))
-            for name, control in (("lion_control", True), ("lion", False)):
+            for name, best_of_n in (("kd_sampled", False), ("kd_best_of_n", True)):
                 if name in selected:
-                    out.append((f"{name}.s{seed}", A.lion_pipeline(cx, seed, control), [name]))
+                    out.append((f"{name}.s{seed}", A.sampled_pipeline(cx, seed, best_of_n), [name]))
+            for name in ("lion_control", "lion", "lion_list"):
+                if name in selected:
+                    out.append((f"{name}.s{seed}", A.lion_pipeline(cx, seed, name), [name]))
         return out
 
     # ---- reading the runs ------------------------------------------------------------------

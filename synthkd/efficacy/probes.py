@@ -21,6 +21,7 @@ from typing import Any
 from synthkd.client.accounting import Meter
 from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
+from synthkd.efficacy.arms import ARMS
 from synthkd.efficacy.options import EfficacyOptions
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
@@ -119,7 +120,7 @@ async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, 
     low = share < MIN_YIELD
     return {
         "status": "ok", "calls": len(calls), "usable": usable, "yield": share, "rejected": reasons,
-        "mean_cost_usd": spend.per_call if spend.calls else None, "skips": ["lion", "lion_control"] if low else [],
+        "mean_cost_usd": spend.per_call if spend.calls else None, "skips": [a.name for a in ARMS if a.kind == "lion"] if low else [],
         "summary": f"{usable}/{len(calls)} generation calls gave a usable new instruction (rejected: "
                    f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'})"
                    + (f"; below {MIN_YIELD:.0%}, so Lion and its control are skipped: Lion would spend its budget on rejected instructions" if low else ""),

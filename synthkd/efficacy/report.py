@@ -25,7 +25,7 @@ _METRICS = {"gold_accuracy": ("gold accuracy", 100.0, ".1f", "%", " pts"),
             "nll": ("NLL", 1.0, ".3f", "", "")}
 SET_COLS = ["arm", "gold accuracy", "ROUGE-L", "NLL (lower: better)", "gain vs baseline", "Holm p", "verdict"]
 SPEND_COLS = ["arm", "teacher calls", "input tokens", "output tokens", "dollars vs cap", "untrained paid calls",
-              "distinct examples", "steps", "student wall min"]
+              "distinct examples", "steps", "student wall min", "generation yield"]
 HACKING = "⚠ TEACHER HACKING: proxy up while gold down"
 
 
@@ -144,9 +144,11 @@ def _spend_row(arms: dict[str, dict[str, Any]], name: str) -> list[str]:
     wall = _num(training.get("wall_s"))
     status = "" if arm.get("status") == "done" else f" ({arm.get('status') or '?'}: {arm.get('reason') or 'no reason given'})"
     label = _label(arms, name) + status
+    gen = _d(training.get("generation"))
+    made = f"{_fmt(gen.get('usable'))}/{_fmt(gen.get('calls'))} ({_fmt(gen.get('yield'), '.0%')})" if gen else "–"
     return [label, _fmt(spend.get("calls")), _fmt(spend.get("input_tokens")), _fmt(spend.get("output_tokens")),
             dollars, untrained, _fmt(training.get("examples")), _fmt(training.get("steps")),
-            _fmt(wall / 60 if wall is not None else None, ".1f")]
+            _fmt(wall / 60 if wall is not None else None, ".1f"), made]
 
 
 def _header(result: dict[str, Any]) -> str:
