@@ -53,3 +53,18 @@ def test_trls_trainer_stays_where_the_losses_would_differ(tmp_path: Path) -> Non
 
     for extra in ({"loss_type": "dft"}, {"label_smoothing_factor": 0.1}, {"padding_free": True}):
         assert _trainer_class(SFTConfig(output_dir=str(tmp_path), report_to=[], bf16=False, **extra)) is SFTTrainer, extra
+
+
+def test_freeze_embeddings_trains_the_layers_only(tmp_path: Path, synthkd_home: Path) -> None:
+    from safetensors.torch import load_file
+
+    from synthkd.train.sft import train_sft
+
+    base = resolve_model("tiny:student", synthkd_home, REPO)
+    args = {"max_steps": 2, "learning_rate": 1e-2, "per_device_train_batch_size": 4, "max_length": 64, "completion_only_loss": True}
+    train_sft(ROWS, base, tmp_path / "frozen", sft_args=args, lora=None, seed=0, fingerprint="f", freeze_embeddings=True)
+    before, after = load_file(str(Path(base) / "model.safetensors")), load_file(str(tmp_path / "frozen" / "model.safetensors"))
+    embed = next(k for k in before if k.endswith("embed_tokens.weight"))
+    assert (after[embed] == before[embed]).all()
+    moved = [k for k in before if k != embed and k in after and not (after[k] == before[k]).all()]
+    assert any(".layers." in k for k in moved), moved

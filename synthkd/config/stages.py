@@ -176,6 +176,10 @@ class SFTStage(StageBase, TrainingLaunch):
     input: str = Field(..., description="Earlier stage with a `messages` column.")
     model: str = Field(..., description="Base weights: local directory, hub name, or tiny:NAME.")
     sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
+    freeze_embeddings: bool = Field(
+        False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
+        "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
+        "takes about 14% off each CPU step.")
     lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
     serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
 
@@ -278,6 +282,10 @@ class LionStage(StageBase):
         description="Passed straight to trl.SFTConfig (paper: 3 epochs, lr 2e-5, cosine, warmup 3%, max length 1024).",
     )
     lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
+    freeze_embeddings: bool = Field(
+        False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
+        "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
+        "takes about 14% off each CPU step.")
     retrain_from_base: bool = Field(
         False, description="Each iteration trains from the base weights (true) or continues from the last checkpoint (false)."
     )

@@ -254,7 +254,8 @@ class LionRun:
         what = f"iteration {it}" if tag == f"iter{it}" else f"{tag} imitation"
         rows = self._training_rows(pools, pools.train)
         fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
-                     "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it})
+                     "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it,
+                     **({"freeze_embeddings": True} if self.cfg.freeze_embeddings else {})})  # absent when off: older checkpoints stay valid
         name = f"{self.cfg.name}.{tag}.train_pool"
         self.rt.write_dataset(name, rows, [], row_type=LionRow, fingerprint=fp, templates=self.templates, models=self._models(),
                               counts={"iteration": it}, fmt="sft (messages)", description=f"Lion {what}: the train pool with teacher answers.")
@@ -268,7 +269,8 @@ class LionRun:
             self.rt.reporter.note(f"[lion] {what}: imitation checkpoint already trained ({out})")
         else:
             self.rt.reporter.note(f"[lion] {what}: imitation, SFT on {len(rows)} examples")
-            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
+            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp,
+                                    freeze_embeddings=self.cfg.freeze_embeddings)
         stats["sft"] = read_metrics(out)
         stats["checkpoint"] = str(out)
         if self.rt.config.endpoints[self.cfg.student].served:

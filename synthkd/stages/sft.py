@@ -56,13 +56,14 @@ class SFTImpl(StageImpl[SFTStage]):
             return StageResult(rows=rows, stats=SFTStats(skipped="no training examples"))
         # processes / accelerate_config are left out: 1 process keeps the fingerprints of earlier runs, and a
         # checkpoint trained on N processes is reused on M (how training runs, not what it trains on).
-        fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed})
+        fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed,
+                     **({"freeze_embeddings": True} if cfg.freeze_embeddings else {})})  # absent when off: older checkpoints stay valid
         out = checkpoint_dir(rt, cfg.name)
         if not checkpoint_done(out, fp):
             base = rt.servers.resolve_model_path(cfg.model)
             rt.reporter.note(f"[{cfg.name}] SFT of {cfg.model} on {len(rows)} examples")
             await train_async(Job("sft", rows, base, out, cfg.sft, cfg.lora, rt.config.seed, fp, processes=cfg.processes,
                                   accelerate_config=rt.pipeline.resolve(cfg.accelerate_config) if cfg.accelerate_config else None,
-                                  log_path=rt.run_dir / "logs" / f"train-{cfg.name}.log"))
+                                  log_path=rt.run_dir / "logs" / f"train-{cfg.name}.log", freeze_embeddings=cfg.freeze_embeddings))
         return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **read_metrics(out)),
                            moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

@@ -52,6 +52,7 @@ class Job:
     processes: int = 1
     accelerate_config: Path | None = None
     log_path: Path | None = None  # default: OUT.train.log beside the checkpoint
+    freeze_embeddings: bool = False  # sft only: train_sft's freeze_embeddings
 
     @property
     def distributed(self) -> bool:
@@ -98,7 +99,8 @@ def _in_process(job: Job) -> dict[str, Any]:
     if job.kind == "sft":
         from synthkd.train.sft import train_sft
 
-        return train_sft(job.rows, job.base_model, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint)
+        return train_sft(job.rows, job.base_model, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint,
+                         freeze_embeddings=job.freeze_embeddings)
     from synthkd.train.dpo import train_dpo
 
     return train_dpo(job.rows, job.base_model, job.out_dir, dpo_args=job.trainer_args, lora=job.lora, seed=job.seed,
@@ -128,6 +130,7 @@ def write_job(job: Job) -> Path:
         "seed": job.seed,
         "fingerprint": job.fingerprint,
         "evaluate_before": job.evaluate_before,
+        "freeze_embeddings": job.freeze_embeddings,
     }
     path = directory / "job.json"
     path.write_text(json.dumps(spec, indent=2, default=str))

@@ -67,14 +67,21 @@ def train_sft(
     lora: dict[str, Any] | None,
     seed: int,
     fingerprint: str,
+    freeze_embeddings: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune `base_model` on rows with a `messages` column; save model + tokenizer to out_dir."""
+    """Fine-tune `base_model` on rows with a `messages` column; save model + tokenizer to out_dir.
+
+    freeze_embeddings: the input embeddings (and an output head tied to them) are not trained: a depth-pruned
+    student keeps its source's embeddings intact, only its layers must heal, and the 49k x 576 matrix's gradient
+    and Adam state are a large share of a small model's step."""
     from datasets import Dataset
     from trl import SFTConfig
 
     tmp = scratch_dir(out_dir)
     seed = int(sft_args.get("seed", seed))  # a `seed:` in the YAML block wins over the pipeline's
     model, tokenizer = load_for_training(base_model, seed)
+    if freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     dataset = Dataset.from_list(training_examples(rows, bool(sft_args.get("completion_only_loss"))))
     config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed})
     trainer = _trainer_class(config)(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))

@@ -22,7 +22,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "sft":
         from synthkd.train.sft import train_sft
 
-        return train_sft(rows, spec["base_model"], out_dir, sft_args=spec["trainer_args"], **common)
+        return train_sft(rows, spec["base_model"], out_dir, sft_args=spec["trainer_args"], freeze_embeddings=bool(spec.get("freeze_embeddings")), **common)
     if spec["kind"] == "dpo":
         from synthkd.train.dpo import train_dpo
 
