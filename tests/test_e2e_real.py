@@ -54,7 +54,11 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
     out = tmp_path / "run"
     small = ["--set", "stages.seeds.limit=12", "--set", "stages.heldout.limit=10", "--set", "stages.lion.iterations=1",
              "--set", "stages.lion.new_per_iteration=4", "--set", "stages.lion.sft.max_steps=3",
-             "--set", "stages.lion.answer_sampling.max_tokens=24", "--set", "stages.lion.heldout_sampling.max_tokens=24"]
+             "--set", "stages.lion.answer_sampling.max_tokens=24", "--set", "stages.lion.heldout_sampling.max_tokens=24",
+             # Best of 2 sampled teacher answers kept by code, and the list-mode generation of the one iteration (kept
+             # for the counters: nothing trains on it), as a small teacher runs them.
+             "--set", "stages.lion.answer_select.n=2", "--set", "stages.lion.answer_sampling.temperature=0.7",
+             "--set", "stages.lion.final_generation=true"]
     proc = run_cli("run", str(REPO / "pipelines" / "lion.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stage = run_json(out)["stages"]["lion"]
@@ -82,6 +86,14 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
     assert "referee" in (out / "datasets" / "lion" / "README.md").read_text()
     final = load_from_disk(str(out / "datasets" / "lion"))
     assert len(final) >= 12 and final[0]["messages"][1]["role"] == "assistant"
+    # Every teacher answer is one of 2 samples, kept by gold or consensus; the candidates are a dataset.
+    chosen = stage["answer_selection"]
+    assert chosen["rows"] == len(final) and chosen["candidates"] == 2 * len(final)  # seeds and new instructions alike
+    assert set(chosen["by_rule"]) <= {"gold", "consensus", "consensus (no gold match)"} and sum(chosen["by_rule"].values()) == len(final)
+    assert len(load_from_disk(str(out / "datasets" / "lion.answer_candidates"))) == chosen["candidates"]
+    # List mode on the real teacher: every generation call counted once, as usable or by its rejection reason.
+    y = stage["iterations"][0]["generation_yield"]
+    assert y["mode"] == "list" and y["calls"] > 0 and y["usable"] + sum(y["rejected"].values()) == y["calls"]
     # status prints the held-out curve
     status = run_cli("status", str(out))
     assert status.returncode == 0 and "held-out base student" in status.stdout and "held-out teacher" in status.stdout

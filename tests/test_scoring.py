@@ -80,3 +80,21 @@ def test_empty_answers_score_zero_instead_of_vanishing() -> None:
     items = [HeldoutItem("1", "q1", "paris"), HeldoutItem("2", "q2")]
     rows, out = score_answers(items, {"1": "", "2": "x y"}, {"1": "Paris.", "2": "x y"})
     assert out["n"] == 2 and out["rouge_l"]["mean"] == 50.0 and out["gold_accuracy"]["mean"] == 0.0
+
+
+def test_a_hedge_naming_another_label_of_a_closed_set_is_not_the_answer() -> None:
+    from synthkd.scoring.metrics import gold_match, label_rivals
+
+    golds = ["positive", "negative", "negative", "positive", "Paris", "Oslo", None]
+    families = ["sentiment", "sentiment", "sentiment", "sentiment", "capital", "capital", "open"]
+    rivals = label_rivals(golds, families)
+    assert rivals == [("negative",), ("positive",), ("positive",), ("negative",), (), (), ()]
+    # Without families, the recurring golds of the whole set are the closed set.
+    assert label_rivals(golds)[:2] == [("negative",), ("positive",)] and label_rivals(golds)[4] == ()
+    hedge = "This is a mix of both positive and negative. The positive part is the food."
+    assert gold_match(hedge, "negative") and not gold_match(hedge, "negative", rivals[1])
+    assert gold_match("The sentiment of this review is negative.", "negative", rivals[1])
+    assert gold_match("negative", "negative", rivals[1])  # the bare label is the answer
+    # Only the first sentence is read: a later mention of the other label is no hedge.
+    assert gold_match("It is negative. Some would call it positive.", "negative", rivals[1])
+    assert gold_match("The capital of France is Paris, not Oslo.", "Paris", rivals[4])  # open answers: no rivals

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from synthkd.efficacy import stats
-from synthkd.scoring.metrics import gold_match, rouge_l_f1, summary
+from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
 
 METRICS = ("gold_accuracy", "rouge_l", "nll")
 LOWER_IS_BETTER = frozenset({"nll"})
@@ -32,7 +32,8 @@ class Item:
 
 def prompt_scores(items: Sequence[Item], answers: Mapping[str, str], teacher: Mapping[str, str]) -> dict[str, list[float]]:
     """Per-prompt gold (over prompts with gold) and ROUGE-L (over all prompts), in item order."""
-    gold = [1.0 if gold_match(answers.get(x.id) or "", x.gold) else 0.0 for x in items if x.gold is not None]
+    rivals = label_rivals([x.gold for x in items], [x.family for x in items])
+    gold = [1.0 if gold_match(answers.get(x.id) or "", x.gold, r) else 0.0 for x, r in zip(items, rivals) if x.gold is not None]
     rouge = [rouge_l_f1(answers.get(x.id) or "", teacher.get(x.id) or "") if teacher.get(x.id) else 0.0 for x in items]
     return {"gold_accuracy": gold, "rouge_l": rouge}
 

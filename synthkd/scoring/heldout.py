@@ -16,7 +16,7 @@ from synthkd.client.accounting import Meter
 from synthkd.config.endpoints import Sampling
 from synthkd.lion.steps import answer_call
 from synthkd.prompts import Prompt
-from synthkd.scoring.metrics import gold_match, rouge_l_f1, summary
+from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class HeldoutItem:
     id: str
     instruction: str
     gold: str | None = None
+    family: str | None = None  # groups the closed label sets of gold scoring (metrics.label_rivals)
 
 
 def heldout_items(rows: Sequence[dict[str, Any]], question_column: str = "instruction", gold_column: str | None = "gold") -> list[HeldoutItem]:
@@ -31,20 +32,23 @@ def heldout_items(rows: Sequence[dict[str, Any]], question_column: str = "instru
     items = []
     for r in rows:
         gold = r.get(gold_column) if gold_column else None
-        items.append(HeldoutItem(str(r["id"]), str(r[question_column]), str(gold) if gold not in (None, "") else None))
+        family = r.get("family")
+        items.append(HeldoutItem(str(r["id"]), str(r[question_column]), str(gold) if gold not in (None, "") else None,
+                                 str(family) if family not in (None, "") else None))
     return items
 
 
 def score_answers(items: Sequence[HeldoutItem], answers: dict[str, str], reference: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-item ROUGE-L against the reference and gold match; (rows, summary). Pure."""
     rows = []
+    rivals = dict(zip((x.id for x in items), label_rivals([x.gold for x in items], [x.family for x in items])))
     for x in items:
         if x.id not in answers or x.id not in reference:
             continue
         row: dict[str, Any] = {"id": x.id, "instruction": x.instruction, "answer": answers[x.id], "reference": reference[x.id],
                                "rouge_l": rouge_l_f1(answers[x.id], reference[x.id])}
         if x.gold is not None:
-            row["gold"], row["gold_correct"] = x.gold, gold_match(answers[x.id], x.gold)
+            row["gold"], row["gold_correct"] = x.gold, gold_match(answers[x.id], x.gold, rivals[x.id])
         rows.append(row)
     out: dict[str, Any] = {"n": len(rows), "rouge_l": summary([r["rouge_l"] for r in rows])}
     graded = [1.0 if r["gold_correct"] else 0.0 for r in rows if "gold_correct" in r]

@@ -10,7 +10,7 @@ import random
 import re
 import statistics
 from functools import lru_cache
-from typing import Sequence
+from typing import Collection, Sequence
 
 from synthkd.answers import answers_match, extract_final_answer, normalize_answer
 
@@ -35,14 +35,16 @@ def first_sentence(text: str) -> str:
     return _SENTENCE_END.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
 
 
-def gold_match(answer: str, gold: str) -> bool:
+def gold_match(answer: str, gold: str, rivals: Collection[str] = ()) -> bool:
     """Whether a free-form answer gives the gold short answer.
 
     True when the extracted final answer ("the answer is X", a number, ...) or the whole answer
     normalises to the gold answer, or when the gold answer appears as whole words in the answer's
     first sentence ("The capital of France is Paris."). Short-answer families (antonyms, capitals,
     plurals, sentiment) are answered in a sentence by chat models, so exact match alone would score
-    a correct teacher 0; the first-sentence rule keeps a later hedge from counting.
+    a correct teacher 0; the first-sentence rule keeps a later hedge from counting. `rivals` are the
+    other answers of a closed label set (`label_rivals`): a first sentence naming one of them too
+    ("a mix of both positive and negative") is a hedge, not the answer.
     """
     if answers_match(extract_final_answer(answer), gold) or answers_match(answer, gold):
         return True
@@ -50,8 +52,40 @@ def gold_match(answer: str, gold: str) -> bool:
     if not g:
         return False
     words = " ".join(re.findall(r"[a-z0-9]+", first_sentence(answer).lower()))
-    target = " ".join(re.findall(r"[a-z0-9]+", g))
+    if not _names(words, g):
+        return False
+    return not any(_names(words, normalize_answer(r)) for r in rivals if normalize_answer(r) != g)
+
+
+def _names(words: str, answer: str) -> bool:
+    """Whether `answer` occurs as whole words in `words` (lower-case words joined by single spaces)."""
+    target = " ".join(re.findall(r"[a-z0-9]+", answer))
     return bool(target) and re.search(rf"(^| ){re.escape(target)}( |$)", words) is not None
+
+
+def label_rivals(golds: Sequence[str | None], groups: Sequence[str | None] | None = None) -> list[tuple[str, ...]]:
+    """For each item, the other answers of its closed label set, for `gold_match`.
+
+    A closed label set is read off the items themselves: the gold answers that recur (on two items or more)
+    within the item's group (its family where known, else the whole set), as `positive`/`negative` do in a
+    sentiment family. An item whose gold occurs once (a capital, an antonym) has open answers and no rivals.
+    """
+    groups = list(groups) if groups is not None else [None] * len(golds)
+    counts: dict[tuple[str | None, str], int] = {}
+    for gold, group in zip(golds, groups):
+        if gold is not None and normalize_answer(gold):
+            key = (group, normalize_answer(gold))
+            counts[key] = counts.get(key, 0) + 1
+    labels: dict[str | None, list[str]] = {}
+    for (group, label), n in counts.items():
+        if n >= 2:
+            labels.setdefault(group, []).append(label)
+    out = []
+    for gold, group in zip(golds, groups):
+        own = normalize_answer(gold) if gold is not None else None
+        pool = labels.get(group, [])
+        out.append(tuple(sorted(x for x in pool if x != own)) if own in pool else ())
+    return out
 
 
 def mean(values: Sequence[float]) -> float:
