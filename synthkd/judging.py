@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from synthkd.chat import user
 from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.prompts import Prompt
@@ -29,22 +30,18 @@ class PointScore(BaseModel):
     score: Score
 
 
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
 def pairwise_calls(prompt: Prompt, instruction: str, a: str, b: str, sampling: Sampling) -> tuple[Call, Call]:
     """The same judgement asked twice, `a` first and `b` first (position bias cancels)."""
     first = prompt.render(instruction=instruction, answer_1=a, answer_2=b)
     swapped = prompt.render(instruction=instruction, answer_1=b, answer_2=a)
     return (
-        Call(messages=_user(first), sampling=sampling, schema=RefereeScores),
-        Call(messages=_user(swapped), sampling=sampling, schema=RefereeScores),
+        Call(messages=user(first), sampling=sampling, schema=RefereeScores),
+        Call(messages=user(swapped), sampling=sampling, schema=RefereeScores),
     )
 
 
 def pointwise_call(prompt: Prompt, instruction: str, answer: str, sampling: Sampling) -> Call:
-    return Call(messages=_user(prompt.render(instruction=instruction, answer=answer)), sampling=sampling, schema=PointScore)
+    return Call(messages=user(prompt.render(instruction=instruction, answer=answer)), sampling=sampling, schema=PointScore)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from synthkd.client.accounting import Meter
 from synthkd.config.stages import DPOStage
 from synthkd.dpo import mining
 from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
-from synthkd.lion.steps import answer_call
+from synthkd.chat import answer_call
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.scoring.code_judge import code_judgement, is_code_judge

@@ -9,21 +9,13 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from synthkd.chat import answer_call, sft_example, user  # noqa: F401  (used as steps.answer_call, ...)
 from synthkd.client.calls import Call
 from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.judging import Judgement, judge, pairwise_calls  # noqa: F401  (judge: used as steps.judge)
 from synthkd.prompts import Prompt
 from synthkd.rouge import RougeIndex, tokenize
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def answer_call(prompt: Prompt, instruction: str, sampling: Sampling, sample: int = 0) -> Call:
-    """The call asking an endpoint to answer `instruction` (sample k of a best-of-n: its own cached request)."""
-    return Call(messages=user(prompt.render(instruction=instruction)), sampling=sampling, sample=sample)
 
 
 def referee_calls(prompt: Prompt, instruction: str, teacher: str, student: str, sampling: Sampling) -> tuple[Call, Call]:
@@ -159,6 +151,3 @@ class GenerationYield:
                 "yield": self.usable / self.calls if self.calls else None}
 
 
-def sft_example(instruction: str, answer: str) -> list[dict[str, str]]:
-    """A TRL `messages` example: user instruction, assistant answer."""
-    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]

@@ -16,12 +16,12 @@ import asyncio
 import random
 from typing import Any
 
+from synthkd.chat import answer_call, sft_example, user
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.config.montessori import MontessoriStage
 from synthkd.judging import pointwise_call
 from synthkd.lion.schemas import new_instruction_model
-from synthkd.lion.steps import answer_call
 from synthkd.montessori import pairs as mp
 from synthkd.rouge import RougeIndex
 from synthkd.hashing import digest
@@ -34,10 +34,6 @@ from synthkd.montessori.stage import CandidateRow, MontessoriIteration, Montesso
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 
 
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
 class MontessoriRun:
     """One `montessori` stage execution."""
 
@@ -45,7 +41,7 @@ class MontessoriRun:
                  probe: list[dict[str, Any]]) -> None:
         self.cfg, self.rt = cfg, rt
         self.seeds = [str(r["instruction"]) for r in seeds]
-        self.reference = [{"messages": [{"role": "user", "content": str(r["instruction"])}, {"role": "assistant", "content": str(r["response"])}]} for r in reference]
+        self.reference = [{"messages": sft_example(str(r["instruction"]), str(r["response"]))} for r in reference]
         self.probe = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in probe]
         self.generated: list[str] = []
         self.prompts: dict[str, list[dict[str, str]]] = {}
@@ -101,7 +97,7 @@ class MontessoriRun:
         for s, r in zip(seeds, results):
             if not (r.ok and r.text and r.text.strip()):
                 self._fail(0, "warmup_answer", {"instruction": s}, r)
-        return [{"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": r.text.strip()}]}
+        return [{"messages": sft_example(s, r.text.strip())}
                 for s, r in zip(seeds, results) if r.ok and r.text and r.text.strip()]
 
     async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,7 +110,7 @@ class MontessoriRun:
             rng = random.Random(digest([self.rt.config.seed, self.cfg.name, it, phase, p]))
             n_gen = s.k_generated if len(self.generated) >= s.k_generated else 0
             examples = rng.sample(self.seeds, min(s.k - n_gen, len(self.seeds))) + (rng.sample(self.generated, n_gen) if n_gen else [])
-            messages = _user(template.render(examples=examples))
+            messages = user(template.render(examples=examples))
             prompts.append(messages)
             for j in range(s.n):
                 calls.append(Call(messages=messages, sampling=s.sampling, schema=schema, sample=j))
@@ -140,7 +136,7 @@ class MontessoriRun:
             if not (a.ok and a.text and a.text.strip()):
                 self._fail(it, f"{phase}_responder", {k: v for k, v in c.items() if k != "raw"}, a)
             else:
-                answered.append({**c, "messages": [{"role": "user", "content": c["instruction"]}, {"role": "assistant", "content": a.text.strip()}]})
+                answered.append({**c, "messages": sft_example(c["instruction"], a.text.strip())})
         self.generated.extend(c["instruction"] for c in answered)
         stats[f"{phase}_synthesis"] = {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons}
         self.prompts = {f"it{it}-{phase}-p{p:04d}": m for p, m in enumerate(prompts)}
@@ -200,7 +196,7 @@ class MontessoriRun:
         from synthkd.answers import answers_match, extract_final_answer
 
         demos: list[list[dict[str, str]]] = [c["messages"] for c in probe] + [[]]
-        calls = [Call(messages=demo + _user(q["question"]), sampling=self.cfg.answer_sampling) for demo in demos for q in self.probe]
+        calls = [Call(messages=demo + user(q["question"]), sampling=self.cfg.answer_sampling) for demo in demos for q in self.probe]
         results = await self.rt.call_all(self.cfg.student, f"{self.cfg.name}: iter {it} in-context accuracy", calls, meter)
         n = len(self.probe)
         out = []

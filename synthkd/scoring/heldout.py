@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from synthkd.client.accounting import Meter
 from synthkd.config.endpoints import Sampling
-from synthkd.lion.steps import answer_call
+from synthkd.chat import answer_call
 from synthkd.prompts import Prompt
 from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from synthkd.chat import sft_example, user
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
 from synthkd.config.skd import SKDStage
@@ -39,10 +40,6 @@ class Verdict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     verdict: Literal["accept", "reject"]
-
-
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 class SKDRun:
@@ -107,7 +104,7 @@ class SKDRun:
         calls, shown = [], []
         for p in range(h.prompts):
             seeds = numbered_seeds(self.seeds, h.k, random.Random(digest([self.rt.config.seed, self.cfg.name, "heads", p])))
-            messages = _user(template.render(seeds=seeds, next_number=len(seeds) + 1, prefix=h.prefix))
+            messages = user(template.render(seeds=seeds, next_number=len(seeds) + 1, prefix=h.prefix))
             for j in range(h.n):
                 calls.append(Call(messages=messages, sampling=h.sampling, sample=j, logprobs=True))
                 shown.append(p)
@@ -132,9 +129,9 @@ class SKDRun:
         for head in heads:
             for rel, (phrase, template_name, examples) in self.relations.items():
                 if student_format:
-                    messages = _user(student_prompt.render(head=head, relation=rel, phrase=phrase))
+                    messages = user(student_prompt.render(head=head, relation=rel, phrase=phrase))
                 else:
-                    messages = _user(self.rt.prompts.get(template_name).render(head=head, relation=rel, phrase=phrase, examples=examples))
+                    messages = user(self.rt.prompts.get(template_name).render(head=head, relation=rel, phrase=phrase, examples=examples))
                 for j in range(n):
                     calls.append(Call(messages=messages, sampling=sampling, sample=j))
                     keys.append((head, rel))
@@ -167,7 +164,7 @@ class SKDRun:
     async def _judge(self, triples: list[dict[str, Any]], meter: Meter, label: str, step: str) -> list[bool | None]:
         """The judge's accept/reject per triple; None (and a failed row) where its call failed."""
         prompt = self.rt.prompts.get(self.cfg.critic.judge_template)
-        calls = [Call(messages=_user(prompt.render(head=t["head"], relation=t["relation"], phrase=t["phrase"], tail=t["tail"])),
+        calls = [Call(messages=user(prompt.render(head=t["head"], relation=t["relation"], phrase=t["phrase"], tail=t["tail"])),
                       sampling=self.rt.config.endpoints[self.cfg.judge].sampling, schema=Verdict) for t in triples]
         results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: {label}", calls, meter)
         for t, r in zip(triples, results):
@@ -227,7 +224,7 @@ class SKDRun:
     # ---- the student ----------------------------------------------------------------
     def _sft_row(self, t: dict[str, Any]) -> dict[str, Any]:
         prompt = self.rt.prompts.get(self.cfg.student_template).render(head=t["head"], relation=t["relation"], phrase=t["phrase"])
-        return {**t, "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": t["tail"]}]}
+        return {**t, "messages": sft_example(prompt, t["tail"])}
 
     async def train_student(self, rows: list[dict[str, Any]]) -> str | None:
         if not rows:

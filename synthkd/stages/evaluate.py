@@ -14,7 +14,7 @@ from synthkd.answers import answers_match, extract_final_answer
 from synthkd.client.accounting import Meter
 from synthkd.config.stages import EvalStage
 from synthkd.judging import judge, pairwise_call_pairs
-from synthkd.lion.steps import answer_call
+from synthkd.chat import answer_call
 from synthkd.records import Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
