@@ -55,7 +55,7 @@ def test_lion_keeps_the_gold_match_or_the_consensus_as_the_teacher_answer(tmp_pa
     assert [c["gold_match"] for c in cands if c["id"] == "capital"] == [False, True, True, False]
     summary = run_json(out)["stages"]["lion"]["answer_selection"]
     assert summary["by_rule"] == {"gold": 1, "consensus (no gold match)": 1, "consensus": 1}
-    assert (summary["rows"], summary["candidates"], summary["passed"]) == (3, 12, 12)
+    assert (summary["rows"], summary["failed_rows"], summary["candidates"], summary["passed"]) == (3, 0, 12, 12)
     assert "teacher answers, best of n: consensus 1, consensus (no gold match) 1, gold 1" in status.stdout
 
 

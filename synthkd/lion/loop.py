@@ -217,6 +217,8 @@ class LionRun:
                                              "detail": f"{n} candidates: " + ", ".join(sorted({str(c['reason']) for c in picked.candidates}))}
                 if text:
                     self.selected.rows.append({"id": item["id"], "selection": picked.selection(n)})
+                else:
+                    self.selected.failed.append(failure)
             if text:
                 pools.answers[item["id"]] = text
                 pools.answer_failures.pop(item["id"], None)
