@@ -106,7 +106,8 @@ def test_all_arms_with_the_dpo_group(tmp_path: Path) -> None:
     # Best of n: n sampled answers per prompt, the consensus kept (no gold), on 1/n of KD's prompts.
     bon = yaml.safe_load((out / "runs" / "kd_best_of_n.s0" / "pipeline.yaml").read_text())["stages"]
     answers = next(s for s in bon if s["name"] == "kd_best_of_n.answers")
-    assert answers["select"] == {"n": 4, "rule": "consensus"} and answers["sampling"]["temperature"] > 0
+    assert answers["select"] == {"n": 4, "rule": "consensus", "checks": {"not_truncated": False}}
+    assert answers["sampling"]["temperature"] > 0
     assert next(s for s in bon if s["name"] == "pool")["limit"] == result["sizes"]["kd_prompts"] // 4
     # List mode: the same Lion as the json arm but for the generation mode.
     lion, lion_list = ({k: v for k, v in _lion_stage(out, name).items() if k != "name"} for name in ("lion", "lion_list"))

@@ -202,7 +202,9 @@ def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[st
                                "sampling": {"temperature": o.sampled_temperature, "max_tokens": o.max_tokens, "seed": seed}}
     pool: dict[str, Any] = {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)}
     if best_of_n:
-        answers["select"] = {"n": o.probe_samples, "rule": "consensus"}
+        # Truncated answers stay candidates, as the baseline keeps its truncated answers: the arm differs in the
+        # selection only.
+        answers["select"] = {"n": o.probe_samples, "rule": "consensus", "checks": {"not_truncated": False}}
         pool["limit"] = max(1, cx.sizes.best_of_n_prompts)
     stages = [pool, answers, {"name": f"{name}.s{seed}.sft", "type": "sft", "input": f"{name}.answers", "model": cx.student_model,
                               "serve_as": "student", "sft": _sft(cx, o.steps, seed)}]
