@@ -179,7 +179,7 @@ class SFTStage(StageBase, TrainingLaunch):
     freeze_embeddings: bool = Field(
         False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
         "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
-        "takes about 14% off each CPU step.")
+        "takes about 12% off each CPU step (measured once, 20 steps).")
     lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
     serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
 
@@ -285,7 +285,7 @@ class LionStage(StageBase):
     freeze_embeddings: bool = Field(
         False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
         "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
-        "takes about 14% off each CPU step.")
+        "takes about 12% off each CPU step (measured once, 20 steps).")
     retrain_from_base: bool = Field(
         False, description="Each iteration trains from the base weights (true) or continues from the last checkpoint (false)."
     )
