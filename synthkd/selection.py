@@ -183,6 +183,23 @@ def pick(row_id: str, replies: Sequence[Result], gold: str | None, rule: Rule, c
     return Picked(cands, winner, choice)
 
 
+def no_candidate(row: dict[str, Any], cands: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
+    """The failed row of an input row none of whose candidates can be kept, with its candidates.
+
+    Where no candidate got a reply and all failed the same way (a dead endpoint), that is the row's reason, as
+    without `select` (so a run whose endpoint answers nothing stops); otherwise `no_candidate_passed_checks`.
+    """
+    reasons = Counter(str(c["reason"]) for c in cands)
+    if len(reasons) == 1 and cands[0]["reason"] not in CHECK_REASONS:
+        reason, detail = cands[0]["reason"], cands[0]["detail"]
+    else:
+        reason = "no_candidate_passed_checks"
+        meter.failures[reason] += 1
+        detail = f"{len(cands)} candidates: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+    return {**row, "reason": reason, "detail": detail, "raw": None,
+            "candidates": [{k: v for k, v in c.items() if k != "id"} for c in cands]}
+
+
 class SelectionSummary(Stats):
     """What best-of-n selection did in one run of a stage (run.json)."""
 

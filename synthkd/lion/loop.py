@@ -46,7 +46,7 @@ from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.records import HeldoutRow, PreferencePair
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
-from synthkd.selection import CandidateRow, Selected, pick
+from synthkd.selection import CandidateRow, Selected, no_candidate, pick
 from synthkd.stages.base import ExtraDataset, StageResult, checkpoint_dir, failed_row
 
 
@@ -213,8 +213,7 @@ class LionRun:
                 picked = pick(item["id"], replies, item.get("gold"), sel.rule, sel.checks, meter)
                 self.selected.candidates += picked.candidates
                 text = str(picked.winner["text"]).strip() if picked.winner else None
-                failure = None if text else {**failed_row(item, replies[0], "teacher_answer"), "reason": "no_candidate_passed_checks",
-                                             "detail": f"{n} candidates: " + ", ".join(sorted({str(c['reason']) for c in picked.candidates}))}
+                failure = None if text else {**no_candidate(item, picked.candidates, meter), "step": "teacher_answer"}
                 if text:
                     self.selected.rows.append({"id": item["id"], "selection": picked.selection(n)})
                 else:

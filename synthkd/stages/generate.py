@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from synthkd.client.accounting import Meter
@@ -15,7 +14,7 @@ from synthkd.dpo.mining import preference_pair
 from synthkd.errors import ConfigError
 from synthkd.records import PreferencePair, StageStats
 from synthkd.runtime import Runtime
-from synthkd.selection import CHECK_REASONS, GOLD, CandidateRow, Selected, SelectionSummary, check_sampled, pick, row_gold, unusable
+from synthkd.selection import GOLD, CandidateRow, Selected, SelectionSummary, check_sampled, no_candidate, pick, row_gold, unusable
 from synthkd.stages.base import (CheckContext, ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses,
                                  render_row)
 
@@ -97,30 +96,13 @@ def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], re
         picked = pick(str(row.get("id")), replies, row_gold(row, sel.gold_column), sel.rule, checks, meter)
         out.candidates += picked.candidates
         if picked.winner is None or picked.choice is None:
-            out.failed.append(_no_candidate(row, picked.candidates, meter))
+            out.failed.append(no_candidate(row, picked.candidates, meter))
             continue
         winner = picked.winner
         out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner["sample"]]), "selection": picked.selection(sel.n)})
         if picked.choice.rule == GOLD:
             out.pairs += _gold_pairs(call, winner, picked.passed)
     return out
-
-
-def _no_candidate(row: dict[str, Any], cands: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
-    """The failed row of an input row none of whose candidates can be kept, with its candidates.
-
-    Where no candidate got a reply and all failed the same way (a dead endpoint), that is the row's reason, as
-    without `select` (so a run whose endpoint answers nothing stops); otherwise `no_candidate_passed_checks`.
-    """
-    reasons = Counter(str(c["reason"]) for c in cands)
-    if len(reasons) == 1 and cands[0]["reason"] not in CHECK_REASONS:
-        reason, detail = cands[0]["reason"], cands[0]["detail"]
-    else:
-        reason = "no_candidate_passed_checks"
-        meter.failures[reason] += 1
-        detail = f"{len(cands)} candidates: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
-    return {**row, "reason": reason, "detail": detail, "raw": None,
-            "candidates": [{k: v for k, v in c.items() if k != "id"} for c in cands]}
 
 
 def _gold_pairs(call: Call, winner: dict[str, Any], passed: list[dict[str, Any]]) -> list[dict[str, Any]]:
