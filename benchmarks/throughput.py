@@ -75,7 +75,7 @@ def _pipeline(tmp: Path, base_url: str, n: int, inflight: int) -> Path:
 
 def synthkd_stage(pipeline: Path, run_dir: Path) -> tuple[float, float, dict]:
     """(wall, CPU, stage stats) of one `synthkd run` in this process."""
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.progress import Reporter
     from synthkd.runner import run_pipeline
     from synthkd.settings import Settings

@@ -78,7 +78,7 @@ def _quiet_libraries() -> None:
 @app.command()
 def validate(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."), set_: Optional[list[str]] = SetOpt) -> None:
     """Check a pipeline without any network: schema, templates, stage inputs, endpoints."""
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.settings import Settings
     from synthkd.validate import validate_pipeline
 
@@ -98,7 +98,7 @@ def run(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Run a pipeline. Rerunning the same command resumes: cached replies and finished stages are reused."""
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.progress import Reporter
     from synthkd.runner import default_run_dir, run_pipeline
     from synthkd.settings import Settings
@@ -118,7 +118,7 @@ def run(
         now = state.get("this_invocation", {})
         calls, hits, cost = now.get("calls", 0), now.get("cache_hits", 0), now.get("cost_usd", 0.0)
         reporter.note(f"synthkd: done in {time.monotonic() - t0:.0f}s: {calls} calls, {hits} cache hits, ${cost:.4f}. Outputs: {run_dir}/datasets/, report: {run_dir}/run.json")
-        from synthkd.records import read_stage_stats
+        from synthkd.pipeline import read_stage_stats
         from synthkd.scoring.heldout import heldout_table
 
         for name, stage in state.get("stages", {}).items():
@@ -162,7 +162,7 @@ def status(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         path = run_dir / "run.json"
         if not path.is_file():
             raise _usage_error(f"no run.json in {run_dir}", fix="pass a directory written by `synthkd run`")
-        from synthkd.records import read_stage_stats
+        from synthkd.pipeline import read_stage_stats
         from synthkd.scoring.heldout import heldout_lines
 
         try:
@@ -238,7 +238,7 @@ def serve(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Start an endpoint's vLLM server by hand and keep it up until Ctrl-C."""
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.serve.vllm_server import ServerManager
     from synthkd.settings import Settings
 
@@ -298,7 +298,7 @@ def eval_(
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Evaluate a student against the teacher on its own: the eval stage and the load stages it reads."""
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.evalcmd import eval_only
     from synthkd.progress import Reporter
     from synthkd.runner import run_pipeline

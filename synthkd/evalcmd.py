@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import EvalStage, LoadStage
+from synthkd.stages.evaluate import EvalStage
+from synthkd.stages.load import LoadStage
 from synthkd.errors import ConfigError
 
 

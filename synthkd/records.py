@@ -153,22 +153,3 @@ class HeldoutRow(Record):
     rouge_l: float
     gold: str | None = None
     gold_correct: bool | None = None
-
-
-def stats_type_of(stage_type: str | None) -> type[StageStats]:
-    """The stats model of a stage type (from run.json's `type`), found through the configs' union."""
-    from synthkd.config.pipeline import stage_types
-
-    cls = stage_types().get(stage_type or "")
-    return cls.implementation_class().stats_type if cls is not None else StageStats
-
-
-def read_stage_stats(entry: Any) -> StageStats:
-    """A run.json stage entry as its typed model; a malformed entry reads as an empty one."""
-    if not isinstance(entry, dict):
-        return StageStats()
-    model = stats_type_of(entry.get("type") if isinstance(entry.get("type"), str) else None)
-    try:
-        return model.model_validate(entry)
-    except ValidationError:
-        return StageStats.model_validate({k: v for k, v in entry.items() if k in ("status", "type")})

@@ -23,6 +23,7 @@ from synthkd.errors import BudgetExceeded, EndpointError, StorageError, SynthkdE
 from synthkd.jsonl import write_jsonl
 from synthkd.outputs import is_done, load_output
 from synthkd.paths import inside
+from synthkd.pipeline import implementation
 from synthkd.progress import Reporter
 from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
@@ -184,7 +185,7 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
         fps: dict[str, str] = {}
         invocation = Meter()  # what this invocation did (stages skipped as done count nothing)
         for stage in loaded.config.stages:
-            impl = stage.implementation()
+            impl = implementation(stage)
             reads = [r for r in impl.reads() if r.stage]
             fp = _fingerprint(rt, impl, {r.key: fps.get(r.stage or "") for r in reads})
             fps[stage.name] = fp

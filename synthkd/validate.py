@@ -12,6 +12,7 @@ from typing import Any
 from synthkd.config.loader import LoadedPipeline
 from synthkd.errors import ConfigError
 from synthkd.models import check_model_spec
+from synthkd.pipeline import implementation
 from synthkd.prompts import PromptLibrary
 from synthkd.serve.vllm_server import check_command
 from synthkd.scoring.code_judge import CODE_JUDGES, code_judge_kind, is_code_judge
@@ -36,7 +37,7 @@ def validate_pipeline(loaded: LoadedPipeline, settings: Settings, check_keys: bo
     for i, stage in enumerate(cfg.stages):
         ctx = CheckContext(loaded, i, accepted)
         _check_name(ctx, stage.name, [s.name for s in cfg.stages])
-        plan.columns[stage.name] = _check_stage(ctx, prompts, plan, stage.implementation())
+        plan.columns[stage.name] = _check_stage(ctx, prompts, plan, implementation(stage))
     _served_models(loaded, plan)
     if check_keys:
         for name in sorted(plan.endpoints_used):

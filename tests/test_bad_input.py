@@ -100,7 +100,7 @@ def test_overrides_and_env_interpolation_apply(tmp_path: Path) -> None:
     path = _edit(generate_pipeline(tmp_path, URL), lambda d: d["endpoints"]["teacher"].update(model="${env:SYNTHKD_TEST_MODEL:-fallback}"))
     proc = run_cli("validate", str(path), "--set", "stages.answers.samples=3", "--set", "endpoints.teacher.base_url=http://x/v1")
     assert proc.returncode == 0, proc.stderr
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.settings import Settings
 
     loaded = load_pipeline(path, ["stages.answers.samples=3", "endpoints.teacher.base_url=http://x/v1"], Settings.from_environ({"SYNTHKD_TEST_MODEL": "m1"}))
@@ -140,7 +140,7 @@ def test_pipeline_path_is_a_directory(tmp_path: Path) -> None:
 
 def test_pipeline_file_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # In-process: as root, chmod 000 would not stop the read.
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.errors import ConfigError
 
     path = generate_pipeline(tmp_path, URL)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from synthkd.config.loader import load_pipeline
+from synthkd.pipeline import load_pipeline
 from synthkd.errors import ConfigError, SynthkdError
 from synthkd.settings import Settings
 from tests.conftest import REPO, generate_pipeline, run_cli
@@ -250,7 +250,7 @@ def test_json_layouts_are_rows(tmp_path: Path, content: str) -> None:
 
 
 def test_directory_of_jsonl_shards_read_in_name_order(tmp_path: Path) -> None:
-    from synthkd.config.stages import LoadStage
+    from synthkd.stages.load import LoadStage
     from synthkd.stages.load import load_rows
 
     shards = tmp_path / "shards"
@@ -268,7 +268,7 @@ def test_directory_of_jsonl_shards_read_in_name_order(tmp_path: Path) -> None:
 def test_mixed_types_in_a_text_column_become_text(tmp_path: Path) -> None:
     from datasets import Dataset
 
-    from synthkd.config.stages import LoadStage
+    from synthkd.stages.load import LoadStage
     from synthkd.stages.load import load_rows
 
     data = tmp_path / "d.jsonl"

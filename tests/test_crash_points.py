@@ -13,7 +13,7 @@ import yaml
 
 import synthkd.runtime
 from synthkd.client.cache import RequestCache
-from synthkd.config.loader import load_pipeline
+from synthkd.pipeline import load_pipeline
 from synthkd.errors import StorageError
 from synthkd.progress import Reporter
 from synthkd.runner import run_pipeline

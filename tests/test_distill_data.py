@@ -3,7 +3,7 @@
 import json
 from collections import Counter
 
-from synthkd.config.stages import DecontaminateStage
+from synthkd.stages.decontaminate import DecontaminateStage
 from synthkd.stages.decontaminate import decontaminate
 from tests.conftest import REPO
 

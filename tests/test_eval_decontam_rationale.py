@@ -4,7 +4,8 @@ rejection sampling and the student formats."""
 
 import pytest
 
-from synthkd.config.stages import DecontaminateStage, RationaleStage
+from synthkd.stages.decontaminate import DecontaminateStage
+from synthkd.stages.rationale import RationaleStage
 from synthkd.judging import RefereeScores, judge
 from synthkd.prompts import PromptLibrary
 from synthkd.stages.decontaminate import decontaminate

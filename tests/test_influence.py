@@ -166,7 +166,7 @@ def test_stage_passes_first_order_options(synthkd_home: Path) -> None:
     """influence_params / influence_projection_dim / warmup_lr in a montessori stage reach the estimate."""
     from types import SimpleNamespace
 
-    from synthkd.config.montessori import MontessoriStage
+    from synthkd.montessori.config import MontessoriStage
     from synthkd.montessori.loop import MontessoriRun
 
     base = str(tiny_model_dir(synthkd_home, REPO, "student"))

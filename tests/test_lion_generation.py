@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from synthkd.config.stages import LionTemplates
+from synthkd.lion.config import LionTemplates
 from synthkd.lion.steps import normalized, one_line
 from tests.conftest import REPO, hf_served, lion_pipeline, read_rows, run_cli, run_json
 from tests.fakeserver import running_server

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthkd.config.pipeline import stage_types
+from synthkd.pipeline import implementation_class, stage_types
 from synthkd.records import Record, StageStats
 from synthkd.stages.base import StageImpl
 from tests.conftest import REPO, check_run_outputs, read_rows, remote_endpoint, run_cli, run_json
@@ -24,7 +24,7 @@ def test_every_stage_type_has_one_implementation_with_typed_outputs() -> None:
     types = stage_types()
     assert {"load", "generate", "sft", "lion", "dpo", "eval", "decontaminate", "rationale", "skd", "montessori", "dedup"} <= set(types)
     for name, config in types.items():
-        impl = config.implementation_class()
+        impl = implementation_class(config)
         assert issubclass(impl, StageImpl), name
         assert issubclass(impl.stats_type, StageStats), name
         assert impl.row_type is None or issubclass(impl.row_type, Record), name
@@ -133,7 +133,7 @@ def test_skd_failed_judge_calls_reach_failed_jsonl_instead_of_scoring_zero(tmp_p
 @pytest.mark.parametrize("pipeline", sorted(p.name for p in (REPO / "pipelines").glob("*.yaml")))
 def test_every_shipped_pipeline_validates(pipeline: str) -> None:
     # In-process (TRL's configs are imported once for all of them): what `synthkd validate` runs.
-    from synthkd.config.loader import load_pipeline
+    from synthkd.pipeline import load_pipeline
     from synthkd.settings import Settings
     from synthkd.validate import validate_pipeline
 

@@ -1,11 +1,5 @@
-"""Pipeline configuration: pydantic models that mirror the YAML, and the loader."""
+"""What every stage config shares: endpoints, sampling, the stage base, the launch block, and reading the YAML.
 
-from synthkd.config.endpoints import EndpointConfig, Prices, Sampling, ServeConfig
-from synthkd.config.loader import LoadedPipeline, load_pipeline
-from synthkd.config.pipeline import AnyStage, PipelineConfig, stage_types
-from synthkd.config.stages import GenerateStage, LionStage, LoadStage, SFTStage
-
-__all__ = [
-    "EndpointConfig", "Prices", "Sampling", "ServeConfig", "LoadedPipeline", "load_pipeline",
-    "PipelineConfig", "AnyStage", "stage_types", "GenerateStage", "LionStage", "LoadStage", "SFTStage",
-]
+Plain data at the bottom of the house: nothing here imports a stage. Each stage type's config lives beside
+its implementation, and `synthkd.pipeline` (the pipeline file and its loader) gathers them.
+"""

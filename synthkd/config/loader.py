@@ -1,21 +1,26 @@
-"""Load a pipeline YAML: `${env:VAR}` interpolation, `--set` overrides, and errors that name file:line."""
+"""Read a pipeline YAML: `${env:VAR}` interpolation, `--set` overrides, and errors that name file:line.
+
+Validation against the stage types is `synthkd.pipeline.load_pipeline`, which sits above them.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from synthkd import yamlio
 from pydantic import ValidationError
 
-from synthkd.config.pipeline import PipelineConfig
 from synthkd.errors import ConfigError
 from synthkd.redact import SECRET_NAME, register_secret
 from synthkd.settings import Settings
+
+if TYPE_CHECKING:
+    from synthkd.pipeline import PipelineConfig
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -189,10 +194,9 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings: Settings | None = None) -> LoadedPipeline:
-    """Read, interpolate, override and validate a pipeline file. Raises ConfigError on bad input."""
-    settings = settings or Settings.from_environ()
-    path = Path(path)
+def read_pipeline(path: Path, overrides: list[str] | None, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The pipeline file's text, and its data after `--set` overrides and `${env:...}` interpolation (not yet
+    validated: `synthkd.pipeline.load_pipeline` validates it against the stage types). Raises ConfigError."""
     text = _read_text(path)
     try:
         raw = yamlio.load(text)
@@ -206,19 +210,15 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, settings
         raise ConfigError("a pipeline file must be a YAML mapping", where=str(path), fix="start with `name:`, `endpoints:`, `stages:`")
     for assignment in overrides or []:
         _apply_override(raw, assignment)
-    data = _interpolate(raw, settings, (), path)
-    try:
-        config = PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = _line_index(text)
-        err = exc.errors()[0]
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(
-            _describe(err) + more,
-            where=_locate(tuple(err["loc"]), data, lines, path),
-            fix=_fix_for(err),
-        ) from None
-    return LoadedPipeline(config=config, path=path.resolve(), yaml_text=text)
+    return text, _interpolate(raw, settings, (), path)
+
+
+def invalid_pipeline(exc: ValidationError, text: str, data: dict[str, Any], path: Path, stage_types: list[str]) -> ConfigError:
+    """The one-line error for a pipeline that does not validate: its first problem, at file:line, with a fix."""
+    err = exc.errors()[0]
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return ConfigError(_describe(err) + more, where=_locate(tuple(err["loc"]), data, _line_index(text), path),
+                       fix=_fix_for(err, stage_types))
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -248,7 +248,7 @@ def _describe_kind(err: dict[str, Any]) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def _fix_for(err: dict[str, Any]) -> str:
+def _fix_for(err: dict[str, Any], stage_types: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden" and SECRET_NAME.search(str(err["loc"][-1])) and "url" not in str(err["loc"][-1]).lower():
         return ("remove it: synthkd reads API keys only from the environment; write `api_key_env: NAME` on the endpoint "
@@ -256,9 +256,7 @@ def _fix_for(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "remove or rename it; `synthkd validate --help` and the README list the keys"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        from synthkd.config.pipeline import stage_types
-
-        return f"use one of the stage types: {', '.join(stage_types())}"
+        return f"use one of the stage types: {', '.join(stage_types)}"
     if kind == "missing":
         return "add the key"
     return "change the value as the message says"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from synthkd.client.accounting import Meter
-from synthkd.config.stages import DPOStage
+from synthkd.dpo.config import DPOStage
 from synthkd.dpo import mining
 from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
 from synthkd.chat import answer_call

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synthkd.config.stages import DPOStage
+from synthkd.dpo.config import DPOStage
 from synthkd.errors import ConfigError
 from synthkd.records import Iteration, Metrics, PreferencePair, StageStats
 from synthkd.scoring.code_judge import is_code_judge

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from synthkd import yamlio
-from synthkd.config.loader import load_pipeline
+from synthkd.pipeline import load_pipeline
 from synthkd.efficacy import arms as A
 from synthkd.efficacy.compare import Item, compare, conclusions, per_family
 from synthkd.efficacy.options import EfficacyOptions

@@ -30,7 +30,7 @@ from typing import Any
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
 from synthkd.config.endpoints import Sampling
-from synthkd.config.stages import LionStage
+from synthkd.lion.config import LionStage
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex

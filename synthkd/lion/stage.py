@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from synthkd.config.stages import LionStage
+from synthkd.lion.config import LionStage
 from synthkd.selection import SelectionSummary, check_sampled
 from synthkd.records import Iteration, Messages, Metrics, Record, Stats, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank

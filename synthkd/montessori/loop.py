@@ -19,7 +19,7 @@ from typing import Any
 from synthkd.chat import answer_call, sft_example, user
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
-from synthkd.config.montessori import MontessoriStage
+from synthkd.montessori.config import MontessoriStage
 from synthkd.judging import pointwise_call
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.montessori import pairs as mp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synthkd.config.montessori import MontessoriStage
+from synthkd.montessori.config import MontessoriStage
 from synthkd.errors import ConfigError
 from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses

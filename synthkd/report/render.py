@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from synthkd.records import read_stage_stats
+from synthkd.pipeline import read_stage_stats
 from synthkd.report.plots import IMG_H, IMG_W, _plots_for_stage
 from synthkd.report.tables import (STAGE_COLS, _detail_rows, _endpoint_rows, _failure_rows, _header_rows, _load,
                                    _stage_rows)

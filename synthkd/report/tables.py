@@ -113,7 +113,7 @@ def _endpoint_rows(stages: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
 
 def _detail_rows(stages: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
     """The result blocks each stage type names (eval, decontamination, rationale, ...) as key=value lists."""
-    from synthkd.records import read_stage_stats
+    from synthkd.pipeline import read_stage_stats
 
     rows = []
     for name, s in stages:

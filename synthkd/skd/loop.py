@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from synthkd.chat import sft_example, user
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call, Result
-from synthkd.config.skd import SKDStage
+from synthkd.skd.config import SKDStage
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synthkd.config.skd import SKDStage
+from synthkd.skd.config import SKDStage
 from synthkd.errors import ConfigError
 from synthkd.records import Messages, Metrics, Record, StageStats, Stats
 from synthkd.skd.generation import DEFAULT_RELATIONS

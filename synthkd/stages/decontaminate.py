@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
-from synthkd.config.stages import DecontaminateStage
+from pydantic import Field
+
+from synthkd.config.stages import StageBase
 from synthkd.records import StageStats, Stats
 from synthkd.rouge import tokenize
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult
+
+
+class DecontaminateStage(StageBase):
+    """Drop records that share a long n-gram with an evaluation set."""
+
+    type: Literal["decontaminate"]
+
+    input: str = Field(..., description="Stage whose records are filtered.")
+    column: str = Field("instruction", description="Column checked for overlap.")
+    against: str = Field(..., description="Stage holding the evaluation set.")
+    against_column: str = Field("instruction", description="Column of the evaluation set.")
+    ngram: int = Field(13, ge=1, description="Drop a record sharing any n-gram of this many tokens (default 13).")
 
 
 def ngrams(text: str, n: int) -> Iterator[tuple[str, ...]]:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from synthkd.config.dedup import DedupStage
+from typing import Literal
+
+from pydantic import Field
+
+from synthkd.config.stages import StageBase
 from synthkd.records import StageStats
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult
+
+
+class DedupStage(StageBase):
+    """Drop records whose text repeats an earlier record's (after case and whitespace folding)."""
+
+    type: Literal["dedup"]
+    input: str = Field(..., description="Stage whose records are deduplicated.")
+    column: str = Field("instruction", description="Column compared.")
 
 
 class DedupStats(StageStats):

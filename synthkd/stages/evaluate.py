@@ -8,11 +8,14 @@ capability"), win/tie/loss counts, and exact-match accuracy where gold answers e
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from synthkd.answers import answers_match, extract_final_answer
 from synthkd.client.accounting import Meter
-from synthkd.config.stages import EvalStage
+from synthkd.config.endpoints import Sampling, Strict
+from synthkd.config.stages import StageBase
 from synthkd.judging import judge, pairwise_call_pairs
 from synthkd.chat import answer_call
 from synthkd.records import Record, StageStats, Stats
@@ -22,6 +25,30 @@ from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import heldout_items, score_answers
 from synthkd.scoring.metrics import summary as metric_summary
 from synthkd.scoring.nll import cached_answer_nll
+
+
+class EvalTemplates(Strict):
+    """Prompts of the eval stage, as jinja2 files under prompts_dir."""
+
+    answer: str = Field("lion/answer.jinja2", description="How student and teacher are asked (variable: instruction).")
+    pairwise: str = Field("lion/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
+
+
+class EvalStage(StageBase):
+    """Student against teacher on a held-out set: judge in both orders, and exact match where gold exists."""
+
+    type: Literal["eval"]
+
+    input: str = Field(..., description="Stage with the held-out set.")
+    question_column: str = Field("instruction", description="Column with the instruction or question.")
+    gold_column: str | None = Field(None, description="Column with gold final answers: adds exact-match accuracy.")
+    student: str = Field("student", description="Endpoint of the student (served from its newest checkpoint, or remote).")
+    teacher: str | None = Field("teacher", description="Endpoint of the teacher; null: no judged comparison, exact match only.")
+    judge: str = Field("judge", description="Endpoint of the judge, or a judge that is code: code:rouge_l, code:exact_match.")
+    nll: bool = Field(True, description="Also report the NLL of the teacher's answers under the student and the teacher (served, local weights).")
+    templates: EvalTemplates = Field(default_factory=EvalTemplates, description="Prompt files.")
+    answer_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=1024), description="Student and teacher answers.")
+    judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Judge calls.")
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

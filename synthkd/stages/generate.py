@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.client.executor import run_calls
 from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
-from synthkd.config.stages import GenerateStage
+from synthkd.config.stages import MAX_SAMPLES, Select, StageBase
 from synthkd.dpo.mining import preference_pair
 from synthkd.errors import ConfigError
 from synthkd.records import PreferencePair, StageStats
@@ -17,6 +19,48 @@ from synthkd.runtime import Runtime
 from synthkd.selection import GOLD, CandidateRow, Selected, SelectionSummary, check_sampled, no_candidate, pick, row_gold, unusable
 from synthkd.stages.base import (CheckContext, ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses,
                                  render_row)
+
+
+class GenerateStage(StageBase):
+    """Render a template for each input record, call an endpoint, store the reply in a column."""
+
+    type: Literal["generate"]
+
+    input: str = Field(..., description="Name of an earlier stage whose records this stage reads.")
+    endpoint: str = Field(..., description="Endpoint name from `endpoints:`.")
+    template: str = Field(..., description="Jinja2 template of the user message, relative to prompts_dir.")
+    system_template: str | None = Field(None, description="Optional jinja2 template of a system message.")
+    output_column: str = Field("response", description="Column the reply text (or parsed object) goes to.")
+    # The caps keep a typo (an extra zero or three) from building billions of requests before any message.
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Samples per record; each is its own cached request.")
+    sampling: Sampling | None = Field(None, description="Overrides of the endpoint's sampling parameters.")
+    keep_truncated: bool = Field(True, description="Keep replies cut by max_tokens (flagged `truncated`).")
+    sft_format: bool = Field(
+        True, description="Also write a `messages` column (user prompt + reply) so the set feeds TRL SFT as is."
+    )
+    reasoning_column: str | None = Field(
+        "reasoning", description="Column the reply's separate reasoning trace goes to (reasoning_content / reasoning, "
+        "as reasoning models and vLLM's reasoning parsers return it); null when the reply has none. null: no such column."
+    )
+    # Left out of the fingerprint when unset, so the stages of runs made before `select` existed stay done.
+    select: Select | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="Best-of-n: ask select.n candidates per row and keep the one a rule that is code chooses, with a "
+        "`selection` column saying which and why; the candidates go to the dataset <stage>.candidates and, where "
+        "the row has gold, gold-matching over mismatching answers to <stage>.pairs (TRL preference format). "
+        "null: one reply per sample, all kept. Not with samples > 1 (select keeps one of n, samples keeps all).")
+
+    @model_validator(mode="after")
+    def _select_or_samples(self) -> "GenerateStage":
+        if self.select is not None and self.samples > 1:
+            raise ValueError(f"select keeps one of n candidates per row and samples: {self.samples} keeps every sample: "
+                             "use one of them (select.n sets how many candidates are asked)")
+        return self
+
+    @property
+    def per_row(self) -> int:
+        """Requests per input row: the candidates of `select`, else `samples`."""
+        return self.select.n if self.select is not None else self.samples
 
 
 def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], Call]], list[dict[str, Any]]]:

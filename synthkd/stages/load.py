@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from synthkd.config.loader import LoadedPipeline
-from synthkd.config.stages import LoadStage
+from pydantic import Field
+
+from synthkd.config.stages import StageBase
 from synthkd.errors import ConfigError
 from synthkd.hashing import digest, file_digest
 from synthkd.stages.base import CheckContext, RunInputs, StageImpl, StageResult
+
+if TYPE_CHECKING:
+    from synthkd.config.loader import LoadedPipeline
+
+
+class LoadStage(StageBase):
+    """Read records from JSONL, JSON, parquet or a `datasets` directory."""
+
+    type: Literal["load"]
+
+    path: str = Field(..., description="File or directory, relative to the pipeline file.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Rename columns: {source: target}.")
+    id_column: str | None = Field(None, description="Column holding a stable record id (default: row number).")
+    limit: int | None = Field(None, ge=1, description="Keep only the first N records.")
 
 FORMATS = (".jsonl", ".json", ".parquet")
 _FORMS_FIX = "use .jsonl (one JSON object a line), .json (a list of objects, or columns {\"col\": [...]}), .parquet, " \

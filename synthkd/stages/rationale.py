@@ -17,18 +17,57 @@ renders the inline target with its own template, e.g. the trace inside <think>..
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from synthkd.answers import answers_match, majority, normalize_answer
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
-from synthkd.config.stages import RationaleStage
+from synthkd.config.endpoints import Sampling
+from synthkd.config.stages import MAX_SAMPLES, StageBase
 from synthkd.prompts import Prompt
 from synthkd.records import Messages, Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses, render_row
+
+
+class RationaleStage(StageBase):
+    """Teacher rationales with final answers, rejection-sampled against gold (or self-consistent)."""
+
+    type: Literal["rationale"]
+
+    input: str = Field(..., description="Stage with the task inputs.")
+    question_column: str = Field("question", description="Column with the task input.")
+    gold_column: str | None = Field("answer", description="Column with gold final answers; null when there are none.")
+    teacher: str = Field("teacher", description="Endpoint writing rationales.")
+    samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="Rationales per input (k), for diversity.")
+    template: str = Field("rationale/teacher.jinja2", description="Prompt asking for step-by-step reasoning and a final answer.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=512), description="Teacher sampling.")
+    self_consistency: bool = Field(True, description="Without gold: keep only the majority answer's rationales.")
+    format: Literal["inline", "multitask"] = Field(
+        "inline", description="inline: rationale then answer in one reply; multitask: Distilling Step-by-Step's two examples per rationale."
+    )
+    inline_template: str = Field("rationale/inline_target.jinja2", description="Student target for the inline format (rationale, answer).")
+    answer_prefix: str = Field("[label] ", description="Task prefix of the answer example (multitask).")
+    rationale_prefix: str = Field("[rationale] ", description="Task prefix of the rationale example (multitask).")
+    max_rationale_chars: int = Field(2000, ge=20, description="Upper bound on a rationale (schema maxLength).")
+    rationale_source: Literal["structured", "reasoning"] = Field(
+        "structured", description="structured: the teacher replies with JSON {rationale, answer}; reasoning: the teacher's "
+        "reasoning trace (reasoning_content / reasoning of a reasoning model) is the rationale and its reply, plain text, "
+        "the final answer. With reasoning the default template is rationale/teacher_reasoning.jinja2."
+    )
+    think_format: str | None = Field(
+        None, description="Jinja2 template (rationale, answer) of the student target in the inline format instead of "
+        "inline_template, e.g. rationale/think_target.jinja2: the rationale inside <think>...</think>, then the answer."
+    )
+
+    @model_validator(mode="after")
+    def _reasoning_template(self) -> "RationaleStage":
+        # The default prompt asks for JSON; a reasoning teacher reasons on its own and answers in plain text.
+        if self.rationale_source == "reasoning" and self.template == "rationale/teacher.jinja2":
+            self.template = "rationale/teacher_reasoning.jinja2"
+        return self
 
 
 @lru_cache(maxsize=None)

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from synthkd.config.stages import SFTStage
+from typing import Any, Literal
+
+from pydantic import Field
+
+from synthkd.config.stages import StageBase, TrainingLaunch
 from synthkd.records import StageStats
 from synthkd.hashing import digest
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses, checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.launch import Job, check_accelerate_config, train_async
 from synthkd.train.sft import check_sft_args
+
+
+class SFTStage(StageBase, TrainingLaunch):
+    """TRL SFT of a model on an earlier stage's `messages` column."""
+
+    type: Literal["sft"]
+
+    input: str = Field(..., description="Earlier stage with a `messages` column.")
+    model: str = Field(..., description="Base weights: local directory, hub name, or tiny:NAME.")
+    sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
+    freeze_embeddings: bool = Field(
+        False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
+        "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
+        "takes about 12% off each CPU step (measured once, 20 steps).")
+    lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
+    serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
 
 
 class SFTStats(StageStats):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
-
-if TYPE_CHECKING:
-    from synthkd.stages.base import StageImpl
 
 
 class MontessoriSynthesis(Strict):
@@ -35,12 +32,6 @@ class MontessoriStage(StageBase):
     synthetic data that helps the student most, then let it write the student's training set."""
 
     type: Literal["montessori"]
-
-    @classmethod
-    def implementation_class(cls) -> "type[StageImpl[Any]]":
-        from synthkd.montessori.stage import MontessoriImpl
-
-        return MontessoriImpl
 
     input: str = Field(..., description="Stage with seed instructions (column `instruction`).")
     reference: str = Field(..., description="Stage with the reference set: held-out `instruction` and strong `response` pairs.")

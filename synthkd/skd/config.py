@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
-
-if TYPE_CHECKING:
-    from synthkd.stages.base import StageImpl
 
 
 class RelationSpec(Strict):
@@ -72,12 +69,6 @@ class SKDStage(StageBase):
     a critic filters it, the student learns from what survives."""
 
     type: Literal["skd"]
-
-    @classmethod
-    def implementation_class(cls) -> "type[StageImpl[Any]]":
-        from synthkd.skd.stage import SKDImpl
-
-        return SKDImpl
 
     input: str = Field(..., description="Stage with the seed heads (column `head`).")
     heldout: str | None = Field(None, description="Stage with held-out heads (column `head`) for the student evaluation.")
