@@ -29,9 +29,9 @@ from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
-from synthkd.scoring.code_judge import is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.base import RunInputs, StageImpl, StageResult
+from synthkd.stages.outlet import StageOutlet, stage_endpoints, stage_models, stage_templates
 from synthkd.validate import Plan, validate_pipeline
 
 
@@ -129,22 +129,12 @@ def _probe(url: str, key: str | None, timeout: float) -> tuple[int, bytes, str |
             return exc.code, exc.read(_PROBE_BYTES), urllib.parse.urljoin(target, location) if location is not None else None
 
 
-def _endpoints(impl: StageImpl[Any]) -> list[str]:
-    """Endpoints a stage calls (judges that are code call none)."""
-    return [u.endpoint for u in impl.uses() if u.endpoint and not is_code_judge(u.endpoint)]
-
-
-def _templates(rt: Runtime, impl: StageImpl[Any]) -> dict[str, str]:
-    """Template name -> hash, for the templates a stage renders."""
-    return {t.name: rt.prompts.get(t.name).sha256 for t in impl.templates()}
-
-
 def _fingerprint(rt: Runtime, impl: StageImpl[Any], upstream: dict[str, str | None]) -> str:
     """What a stage's output depends on: its config, inputs, templates, endpoints' weights, seed, source data."""
     return digest({
-        "stage": impl.cfg.model_dump(), "input": upstream, "templates": _templates(rt, impl),
+        "stage": impl.cfg.model_dump(), "input": upstream, "templates": stage_templates(rt, impl),
         "source": impl.source_identity(rt.pipeline),
-        "endpoints": {e: rt.endpoint_identity(e) for e in _endpoints(impl)}, "seed": rt.config.seed,
+        "endpoints": {e: rt.endpoint_identity(e) for e in stage_endpoints(impl)}, "seed": rt.config.seed,
     })
 
 
@@ -202,8 +192,8 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
             state.save()
             inputs = {r.key: rows.get(r.stage or "", []) for r in reads}
             started = time.monotonic()
-            rt.stage_batch = stage.batch
-            result = await impl.run(RunInputs(rt, inputs))
+            outlet = StageOutlet(rt, impl)
+            result = await impl.run(RunInputs(rt.for_stage(stage.batch), inputs, outlet))
             for endpoint, moved in result.moves.items():
                 rt.serve_weights(endpoint, moved)
             entry["weights"] = dict(result.moves)  # saved before the output is marked done: a rerun re-applies it
@@ -219,7 +209,7 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
                 raise _all_failed_error(stage.name, records_in, result, kept)
             # The entry is checked against the stage's stats type before the output is marked done.
             _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
-            _write_outputs(rt, impl, result, fp, inputs)
+            _write_outputs(rt, outlet, impl, result, fp, inputs)
             rows[stage.name] = result.rows
             invocation.merge(result.meter)
             state.data["this_invocation"] = invocation.to_json()
@@ -294,7 +284,8 @@ def _all_failed_error(name: str, records_in: int, result: StageResult, kept: Pat
         "paid for are reused from the cache")
 
 
-def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: str, inputs: dict[str, list[dict[str, Any]]]) -> None:
+def _write_outputs(rt: Runtime, outlet: StageOutlet, impl: StageImpl[Any], result: StageResult, fp: str,
+                   inputs: dict[str, list[dict[str, Any]]]) -> None:
     """The extra datasets a stage returned, then its main dataset (rows checked against its row type).
 
     The main dataset's done-marker is what makes a rerun skip the stage, so it is written last: a process that dies
@@ -302,11 +293,10 @@ def _write_outputs(rt: Runtime, impl: StageImpl[Any], result: StageResult, fp: s
     """
     name = impl.name
     for extra in result.datasets:
-        rt.write_dataset(f"{name}.{extra.suffix}", extra.rows, extra.failed, row_type=extra.row_type,
-                         fingerprint=digest(extra.rows), description=extra.description)
+        outlet.dataset(extra.suffix, extra.rows, extra.failed, row_type=extra.row_type, description=extra.description)
     passthrough = None if impl.row_type is not None else {k for r in inputs.get("input", [])[:100] for k in r}
     rt.write_dataset(name, result.rows, result.failed, row_type=impl.row_type, columns=passthrough, fingerprint=fp,
-                     models=_models(rt, impl), fmt=impl.fmt, templates=_templates(rt, impl),
+                     models=stage_models(rt, impl), fmt=impl.fmt, templates=stage_templates(rt, impl),
                      counts={"records_in": len(inputs.get(impl.input_key() or "", []))},
                      description=f"Output of stage {name} ({impl.cfg.type}).")
 
@@ -319,8 +309,3 @@ def _record(entry: dict[str, Any], impl: StageImpl[Any], result: StageResult, re
     entry.update(status="done", type=impl.cfg.type, records_in=records_in, records_out=len(result.rows),
                  failed=len(result.failed), elapsed_s=elapsed_s, weights=dict(result.moves))
     impl.stats_type.strict(entry)
-
-
-def _models(rt: Runtime, impl: StageImpl[Any]) -> dict[str, str]:
-    """What the dataset card names as the models behind a stage's data."""
-    return {**{m.key: m.spec for m in impl.models()}, **{e: rt.endpoint_identity(e) for e in _endpoints(impl)}}

@@ -6,6 +6,7 @@ Stages receive a Runtime and never import the CLI or the runner.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import time
@@ -23,7 +24,9 @@ from synthkd.outputs import CardInfo, write_output
 from synthkd.progress import Reporter
 from synthkd.prompts import PromptLibrary
 from synthkd.redact import register_secret, scrub, scrub_strings
-from synthkd.serve.vllm_server import ServerManager, fingerprint, wait_healthy
+from synthkd.models.store import weights_fingerprint as fingerprint
+from synthkd.serve.process import wait_healthy
+from synthkd.serve.vllm_server import ServerManager
 from synthkd.records import Iteration, Record, check_failed
 from synthkd.settings import Settings
 
@@ -88,7 +91,14 @@ class Runtime:
         self._overrides: dict[str, str] = {}  # endpoint -> weights it must serve now
         self._restarting: dict[str, set[int]] = {}  # endpoint -> replicas being restarted
         self._tasks: set[asyncio.Task[None]] = set()
-        self.stage_batch: bool | None = None  # the running stage's `batch:` (set by the runner)
+        self.stage_batch: bool | None = None  # a stage's `batch:`, fixed in the view `for_stage` makes
+
+    def for_stage(self, batch: bool | None) -> "Runtime":
+        """A view of this runtime for one stage, its calls sent as the stage's `batch:` says. It shares everything
+        else (cache, budget, clients, servers, run.json), so a stage sees what the stages before it did."""
+        view = copy.copy(self)
+        view.stage_batch = batch
+        return view
 
     # ---- endpoints ----------------------------------------------------------------
     def api_key(self, endpoint: str) -> str | None:

@@ -14,7 +14,7 @@ from synthkd.errors import ConfigError
 from synthkd.models import check_model_spec
 from synthkd.pipeline import implementation
 from synthkd.prompts import PromptLibrary
-from synthkd.serve.vllm_server import check_command
+from synthkd.serve.process import check_command
 from synthkd.scoring.code_judge import CODE_JUDGES, code_judge_kind, is_code_judge
 from synthkd.settings import Settings
 from synthkd.stages.base import CheckContext, StageImpl

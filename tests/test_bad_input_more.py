@@ -404,7 +404,7 @@ def test_bad_serve_command_caught_at_validate(tmp_path: Path, command: list[str]
 
 def test_serve_command_keeps_other_braces() -> None:
     from synthkd.config.endpoints import ServeConfig
-    from synthkd.serve.vllm_server import server_command
+    from synthkd.serve.process import server_command
 
     serve = ServeConfig(model_path="m", command=["srv", "--port={port}", "--model", "{model}", "--override", '{"a": 1}', "{{x}}"])
     assert server_command(serve, "/w", ["teacher"], "127.0.0.1", 8000, {}) == [

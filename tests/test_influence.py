@@ -174,7 +174,7 @@ def test_stage_passes_first_order_options(synthkd_home: Path) -> None:
                           influence_params="lora", influence_projection_dim=64, influence_lr=1e-3, warmup_lr=0.05, warmup_epochs=3)
     rt = SimpleNamespace(servers=SimpleNamespace(resolve_model_path=lambda p: p), config=SimpleNamespace(seed=0))
     ref_rows = [{"instruction": r["messages"][0]["content"], "response": r["messages"][1]["content"]} for r in REFERENCE]
-    run = MontessoriRun(cfg, rt, [], ref_rows, [])  # type: ignore[arg-type]
+    run = MontessoriRun(cfg, rt, None, [], ref_rows, [])  # type: ignore[arg-type]
     got = run._influence(CANDIDATES, WARMUP)
 
     model = InfluenceModel(base, learning_rate=1e-3, seed=0)

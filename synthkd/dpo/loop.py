@@ -31,13 +31,14 @@ from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
 from synthkd.records import PreferencePair
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.stages.outlet import StageOutlet
 
 
 class DPORun:
     """One `dpo` stage execution."""
 
-    def __init__(self, cfg: DPOStage, rt: Runtime, rows: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
-        self.cfg, self.rt = cfg, rt
+    def __init__(self, cfg: DPOStage, rt: Runtime, out: StageOutlet, rows: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt, self.out = cfg, rt, out
         self.rows = [{"id": str(r["id"]), "instruction": r["instruction"], **({"gold": str(r["gold"])} if r.get("gold") not in (None, "") else {})} for r in rows]
         self.heldout = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in heldout]
         heldout_rows = heldout
@@ -45,7 +46,6 @@ class DPORun:
         self.t_answer = p.get(cfg.templates.answer)
         self.t_pair = p.get(cfg.templates.pairwise)
         self.t_point = p.get(cfg.templates.pointwise)
-        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_pair, self.t_point)}
         self.code_judge = is_code_judge(cfg.judge)
         # With a judge that is code, held-out progress is judge-free (ROUGE-L, NLL, gold) instead of an LLM win rate.
         self.evaluator = (HeldoutEvaluator(rt, heldout_items(heldout_rows), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
@@ -76,12 +76,12 @@ class DPORun:
             stats["margins"] = mining.margin_summary([p["margin"] for p in pairs])
             stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
             fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair, fingerprint=fp, templates=self.templates,
-                                  fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
-                                  description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
+            self.out.dataset(f"iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair,
+                             fingerprint=fp, fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
+                             description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
             if self.evaluator is not None and it == 1:
-                self.rt.state.stage(self.cfg.name)["heldout_teacher"] = await self.evaluator.teacher_reference(it_meter)
-                self.rt.state.stage(self.cfg.name)["heldout_base"] = await self.evaluator.evaluate("held-out (before DPO)", it_meter)
+                self.out.block("heldout_teacher", await self.evaluator.teacher_reference(it_meter))
+                self.out.block("heldout_base", await self.evaluator.evaluate("held-out (before DPO)", it_meter))
             before = await self._student_answers(self.heldout, f"iter {it}: held-out answers (before)", it_meter) if self.evaluator is None else {}
             new = await self.train(it, pairs, weights, fp, stats)
             if self.evaluator is not None:
@@ -93,11 +93,10 @@ class DPORun:
                 stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self.rt.state.save_iteration(self.cfg.name, DPOIteration.strict(stats))
+            self.out.iteration(DPOIteration.strict(stats))
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {brief(stats['heldout']) if 'heldout' in stats else stats.get('heldout_vs_previous')}")
             all_pairs += pairs
             weights = new
-        self.rt.state.stage(self.cfg.name)["final_weights"] = weights
         return StageResult(rows=all_pairs, failed=self.failed, meter=meter, moves={self.cfg.student: weights})
 
     async def _student_answers(self, items: list[dict[str, Any]], label: str, meter: Meter) -> dict[str, str]:

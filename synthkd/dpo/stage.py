@@ -36,7 +36,6 @@ class DPOStats(StageStats):
     """run.json entry of a dpo stage."""
 
     iterations: list[DPOIteration] = []  # type: ignore[assignment]
-    final_weights: str | None = None
 
 
 class DPOImpl(StageImpl[DPOStage]):
@@ -78,6 +77,6 @@ class DPOImpl(StageImpl[DPOStage]):
 
         # An instruction that is null or blank is nothing to pay for: a failed row, never sent.
         prompts, empty = split_blank(inp.get("input"), "instruction")
-        result = await DPORun(self.cfg, inp.rt, prompts, inp.get("heldout")).run()
+        result = await DPORun(self.cfg, inp.rt, inp.out, prompts, inp.get("heldout")).run()
         result.failed[:0] = empty
         return result

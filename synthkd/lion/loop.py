@@ -48,6 +48,7 @@ from synthkd.records import HeldoutRow, PreferencePair
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
 from synthkd.selection import CandidateRow, Selected, no_candidate, pick
 from synthkd.stages.base import ExtraDataset, StageResult, checkpoint_dir, failed_row
+from synthkd.stages.outlet import StageOutlet
 
 
 # Generation calls of one kind in one iteration number fewer than this (rounds x oversample x N stays far below).
@@ -67,9 +68,9 @@ class Pools:
 class LionRun:
     """One Lion stage execution."""
 
-    def __init__(self, cfg: LionStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None,
+    def __init__(self, cfg: LionStage, rt: Runtime, out: StageOutlet, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]] | None = None,
                  pool: list[dict[str, Any]] | None = None) -> None:
-        self.cfg, self.rt = cfg, rt
+        self.cfg, self.rt, self.out = cfg, rt, out
         # `gold` rides along where a seed has it, for the code:exact_match referee; `family` for list-mode generation.
         gold = cfg.answer_select.gold_column if cfg.answer_select else "gold"
         self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
@@ -81,8 +82,6 @@ class LionRun:
         self.t_hard = p.get(cfg.templates.generate_hard)
         self.t_easy = p.get(cfg.templates.generate_easy)
         self.t_list = p.get(cfg.templates.generate_list) if cfg.generation_mode == "list" else None
-        generators = (self.t_list,) if self.t_list is not None else (self.t_hard, self.t_easy)
-        self.templates = {t.name: t.sha256 for t in (self.t_answer, self.t_referee, *generators)}
         # list mode: the teacher continues a list, so its reply ends at the newline (unless generation_sampling says otherwise).
         self.list_sampling = Sampling(stop=["\n"]).merged(cfg.generation_sampling)
         student_cfg = rt.config.endpoints[cfg.student]
@@ -112,10 +111,6 @@ class LionRun:
     async def _calls(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
         return await self.rt.call_all(endpoint, label, calls, meter)
 
-    def _models(self) -> dict[str, str]:
-        roles = (("teacher", self.cfg.teacher), ("student", self.cfg.student)) + (() if is_code_judge(self.cfg.referee) else (("referee", self.cfg.referee),))
-        return {role: self.rt.endpoint_identity(ep) for role, ep in roles} | ({"referee": self.cfg.referee} if is_code_judge(self.cfg.referee) else {})
-
     async def evaluate_heldout(self, it: int, final: bool = False) -> dict[str, Any] | None:
         """Judge-free held-out figures of what the student serves now (iteration 0: the base student; final: after the
         final imitation).
@@ -128,16 +123,16 @@ class LionRun:
         meter = self.eval_meter
         if not self.heldout.reference:
             self.teacher_heldout = await self.heldout.teacher_reference(meter)
-            self.rt.state.stage(self.cfg.name)["heldout_teacher"] = self.teacher_heldout
+            self.out.block("heldout_teacher", self.teacher_heldout)
         who = "base student" if it == 0 else "student after the final imitation" if final else f"student after iteration {it}"
         figures = await self.heldout.evaluate(f"{'final' if final else f'iter {it}'}: held-out", meter)
         rows = self.heldout.last_rows
-        self.rt.write_dataset(f"{self.cfg.name}.heldout.{'final' if final else f'iter{it}'}", rows, [], row_type=HeldoutRow, fingerprint=digest(rows),
-                              models=self._models(), counts={"iteration": it}, description=f"Lion: held-out answers of the {who} "
-                              "beside the teacher's (reference), with ROUGE-L and gold match per prompt.")
+        self.out.dataset(f"heldout.{'final' if final else f'iter{it}'}", rows, row_type=HeldoutRow, counts={"iteration": it},
+                         description=f"Lion: held-out answers of the {who} beside the teacher's (reference), with ROUGE-L and "
+                         "gold match per prompt.")
         after = "after the final imitation" if final else f"after iteration {it}{' (base student)' if it == 0 else ''}"
         self.rt.reporter.note(f"[lion] held-out {after}: {brief(figures)}  | teacher: {brief(self.teacher_heldout)}")
-        self.rt.state.stage(self.cfg.name)["heldout_usage"] = meter.to_json()
+        self.out.block("heldout_usage", meter.to_json())
         return figures
 
     # ---- the loop ---------------------------------------------------------------------
@@ -151,8 +146,7 @@ class LionRun:
                 self.rt.serve_weights(self.cfg.student, self.base_student)
             base = await self.evaluate_heldout(0)
             if base is not None:
-                self.rt.state.stage(self.cfg.name)["heldout_base"] = base
-                self.rt.state.save()
+                self.out.block("heldout_base", base)
         final_weights: str | None = None
         for it in range(1, self.cfg.iterations + 1):
             stats: dict[str, Any] = {"iteration": it, "train_pool": len(pools.train), "cache_pool": len(pools.cache)}
@@ -172,7 +166,7 @@ class LionRun:
                 stats["heldout"] = await self.evaluate_heldout(it)
             stats["usage"] = it_meter.to_json()
             meter.merge(it_meter)
-            self.rt.state.save_iteration(self.cfg.name, LionIteration.strict(stats))
+            self.out.iteration(LionIteration.strict(stats))
             self.rt.reporter.note(
                 f"[lion] iteration {it}: hard {stats['hard_fraction']:.2f}, teacher {stats['mean_teacher_score']:.2f}, "
                 f"student {stats['mean_student_score']:.2f}, new {stats['new_instructions']}, pools {len(pools.train)}/{len(pools.cache)}"
@@ -188,7 +182,7 @@ class LionRun:
         moves = {self.cfg.student: final_weights} if final_weights and self.rt.config.endpoints[self.cfg.student].served else {}
         result = StageResult(rows=final, failed=list(pools.answer_failures.values()), meter=meter, moves=moves)
         if self.cfg.answer_select is not None:
-            self.rt.state.stage(self.cfg.name)["answer_selection"] = self.selected.summary().model_dump(exclude_none=True)
+            self.out.block("answer_selection", self.selected.summary())
             result.datasets.append(ExtraDataset(
                 "answer_candidates", self.selected.candidates, CandidateRow, f"Lion stage {self.cfg.name}: every candidate "
                 f"teacher answer (answer_select.n = {self.cfg.answer_select.n} per instruction), whether it passed the checks, "
@@ -244,8 +238,7 @@ class LionRun:
             checkpoint = await self.imitation(self.cfg.iterations + 1, pools, previous, stats, tag="final")
         if self.heldout is not None and checkpoint is not None:
             stats["heldout"] = await self.evaluate_heldout(self.cfg.iterations + 1, final=True)
-        self.rt.state.stage(self.cfg.name)["final_imitation"] = FinalImitation.strict(stats).model_dump(exclude_none=True)
-        self.rt.state.save()
+        self.out.block("final_imitation", FinalImitation.strict(stats))
         return checkpoint or last
 
     async def imitation(self, it: int, pools: Pools, previous: str | None, stats: dict[str, Any], tag: str | None = None) -> str | None:
@@ -257,9 +250,8 @@ class LionRun:
         fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
                      "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it,
                      **({"freeze_embeddings": True} if self.cfg.freeze_embeddings else {})})  # absent when off: older checkpoints stay valid
-        name = f"{self.cfg.name}.{tag}.train_pool"
-        self.rt.write_dataset(name, rows, [], row_type=LionRow, fingerprint=fp, templates=self.templates, models=self._models(),
-                              counts={"iteration": it}, fmt="sft (messages)", description=f"Lion {what}: the train pool with teacher answers.")
+        self.out.dataset(f"{tag}.train_pool", rows, row_type=LionRow, fingerprint=fp, counts={"iteration": it}, fmt="sft (messages)",
+                         description=f"Lion {what}: the train pool with teacher answers.")
         stats["sft_examples"] = len(rows)
         if self.base_student is None:
             stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
@@ -309,13 +301,13 @@ class LionRun:
             "discrimination_failures": len(failed),
         })
         fp = digest({"rows": rows, "failed": failed})
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp, templates=self.templates,
-                              models=self._models(), counts={"iteration": it, "hard": len(hard)},
-                              description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
+        self.out.dataset(f"iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp,
+                         counts={"iteration": it, "hard": len(hard)},
+                         description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
         prefs = teacher_vs_student_pairs(rows, self.cfg.tau)
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.preference", prefs, [], row_type=PreferencePair, fingerprint=fp, templates=self.templates,
-                              models=self._models(), counts={"iteration": it}, fmt="preference (prompt/chosen/rejected)",
-                              description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
+        self.out.dataset(f"iter{it}.preference", prefs, row_type=PreferencePair, fingerprint=fp, counts={"iteration": it},
+                         fmt="preference (prompt/chosen/rejected)",
+                         description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
 
     async def referee(self, it: int, pools: Pools, judged_items: list[tuple[dict[str, Any], str]], failed: list[dict[str, Any]],
@@ -437,9 +429,9 @@ class LionRun:
         pools.cache.extend(answered)
         stats["new_instructions"] = len(answered)
         out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", out_rows, rejected, row_type=GeneratedRow, fingerprint=digest(out_rows), templates=self.templates,
-                              models=self._models(), counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
-                              fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")
+        self.out.dataset(f"iter{it}.generated", out_rows, rejected, row_type=GeneratedRow,
+                         counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
+                         fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")
 
     async def draw_from_pool(self, it: int, pools: Pools, stats: dict[str, Any], meter: Meter) -> None:
         """new_from: pool: N instructions drawn uniformly at random from the pool stage, none already drawn or in the pools."""
@@ -462,7 +454,6 @@ class LionRun:
         """final_generation: false: no new instructions after the last imitation (nothing would train on them)."""
         stats.update({"generation": "skipped: final_generation is false", "new_instructions": 0})
         # Written empty, so no `generated` dataset of an earlier run with final_generation: true stays beside this one.
-        self.rt.write_dataset(f"{self.cfg.name}.iter{it}.generated", [], [], row_type=GeneratedRow, fingerprint=digest([]), templates=self.templates,
-                              models=self._models(), counts={"iteration": it}, fmt="sft (messages)",
-                              description=f"Lion iteration {it}: no new instructions (final_generation: false).")
+        self.out.dataset(f"iter{it}.generated", [], row_type=GeneratedRow, counts={"iteration": it}, fmt="sft (messages)",
+                         description=f"Lion iteration {it}: no new instructions (final_generation: false).")
 

@@ -164,7 +164,7 @@ class LionImpl(StageImpl[LionStage]):
 
         # A seed without an instruction is nothing to pay for: a failed row, never sent.
         seeds, empty = split_blank(inp.get("input"), "instruction")
-        result = await LionRun(self.cfg, inp.rt, seeds, inp.get("heldout"), inp.get("pool")).run()
+        result = await LionRun(self.cfg, inp.rt, inp.out, seeds, inp.get("heldout"), inp.get("pool")).run()
         result.failed[:0] = empty
         return result
 

@@ -32,14 +32,16 @@ from synthkd.train.sft import train_sft
 from synthkd.client.endpoint import Result
 from synthkd.montessori.stage import CandidateRow, MontessoriIteration, MontessoriRow, TeacherPair
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.stages.outlet import StageOutlet
 
 
 class MontessoriRun:
     """One `montessori` stage execution."""
 
-    def __init__(self, cfg: MontessoriStage, rt: Runtime, seeds: list[dict[str, Any]], reference: list[dict[str, Any]],
-                 probe: list[dict[str, Any]]) -> None:
-        self.cfg, self.rt = cfg, rt
+    def __init__(self, cfg: MontessoriStage, rt: Runtime, out: StageOutlet | None, seeds: list[dict[str, Any]],
+                 reference: list[dict[str, Any]], probe: list[dict[str, Any]]) -> None:
+        # `out` is None only where no stage runs (the influence tests call the signal alone).
+        self.cfg, self.rt, self.out = cfg, rt, out
         self.seeds = [str(r["instruction"]) for r in seeds]
         self.reference = [{"messages": sft_example(str(r["instruction"]), str(r["response"]))} for r in reference]
         self.probe = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in probe]
@@ -68,21 +70,22 @@ class MontessoriRun:
             await self.signal(it, candidates, warmup, meter, stats)
             pairs = mp.build_pairs(self.groups(candidates), self.cfg.max_pairs_per_prompt)
             stats["pairs"] = len(pairs)
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates],
-                                  [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow,
-                                  fingerprint=digest(candidates), fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.pairs", pairs, [], row_type=TeacherPair, fingerprint=digest(pairs), fmt="preference (prompt/chosen/rejected)",
-                                  description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
+            assert self.out is not None
+            self.out.dataset(f"iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates],
+                             [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow, fingerprint=digest(candidates),
+                             fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
+            self.out.dataset(f"iter{it}.pairs", pairs, row_type=TeacherPair, fmt="preference (prompt/chosen/rejected)",
+                             description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
             teacher_weights = await self.tune_teacher(it, pairs, teacher_weights, stats)  # type: ignore[arg-type]
             self.rt.serve_weights(self.cfg.teacher, teacher_weights)
             final = await self.synthesize(it, "final", self.cfg.final_prompts, meter, stats)
             stats["final_set"] = len(final)
             final_rows = [{"id": c["id"], "instruction": c["instruction"], "messages": c["messages"], "iteration": it} for c in final]
-            self.rt.write_dataset(f"{self.cfg.name}.iter{it}.final", final_rows, [], row_type=MontessoriRow, fingerprint=digest(final_rows), fmt="sft (messages)",
-                                  description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
+            self.out.dataset(f"iter{it}.final", final_rows, row_type=MontessoriRow, fmt="sft (messages)",
+                             description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
             stats["student_sft"], student_checkpoint = await self.train_student(it, final_rows)
             stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
-            self.rt.state.save_iteration(self.cfg.name, MontessoriIteration.strict(stats))
+            self.out.iteration(MontessoriIteration.strict(stats))
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
         # The teacher stays on its tuned weights; a served student endpoint moves onto the trained student.
         moves = {self.cfg.teacher: teacher_weights}

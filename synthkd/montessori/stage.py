@@ -115,4 +115,4 @@ class MontessoriImpl(StageImpl[MontessoriStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.montessori.loop import MontessoriRun
 
-        return await MontessoriRun(self.cfg, inp.rt, inp.get("input"), inp.get("reference"), inp.get("icl_probe")).run()
+        return await MontessoriRun(self.cfg, inp.rt, inp.out, inp.get("input"), inp.get("reference"), inp.get("icl_probe")).run()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.errors import ConfigError, ServeError
-from synthkd.serve.vllm_server import LaunchSpec, Server, _die_with_parent, _terminate, server_command
+from synthkd.serve.process import LaunchSpec, Server, device_of, die_with_parent, terminate, server_command
 from synthkd.settings import Settings
 
 HEALTH_CACHE_S = 1.0  # how long a "still running" answer from an actor is trusted (pick() asks per request)
@@ -42,7 +42,7 @@ class _ServerActorImpl:
         self.log_path = Path(log_dir) / f"server-{cmd_spec.names[0]}-{self.host}-{self.port}.log"
         cwd = cmd_spec.cwd if os.path.isdir(cmd_spec.cwd) else None
         self.process = subprocess.Popen(cmd, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+                                        start_new_session=True, preexec_fn=die_with_parent)
 
     def address(self) -> tuple[str, int, int]:
         return self.host, self.port, self.process.pid
@@ -57,7 +57,7 @@ class _ServerActorImpl:
             return "(no log)"
 
     def stop(self) -> None:
-        _terminate(self.process)
+        terminate(self.process)
 
 
 def _free_port_on(host: str) -> int:
@@ -161,6 +161,4 @@ class RayLauncher:
 
 
 def _wants_gpu(spec: LaunchSpec) -> bool:
-    from synthkd.serve.vllm_server import _device
-
-    return spec.serve.command is None and _device(spec.serve.device) == "cuda"
+    return spec.serve.command is None and device_of(spec.serve.device) == "cuda"

@@ -30,9 +30,9 @@ from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_l
 from synthkd.skd.labels import read_labels
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.sft import train_sft
-from synthkd.records import Record
 from synthkd.skd.stage import HeadRow, ScoredTriple, SKDStats, SKDSummary, Triple, relations_of
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.stages.outlet import StageOutlet
 
 
 class Verdict(BaseModel):
@@ -45,16 +45,13 @@ class Verdict(BaseModel):
 class SKDRun:
     """One `skd` stage execution."""
 
-    def __init__(self, cfg: SKDStage, rt: Runtime, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
-        self.cfg, self.rt = cfg, rt
+    def __init__(self, cfg: SKDStage, rt: Runtime, out: StageOutlet, seeds: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
+        self.cfg, self.rt, self.out = cfg, rt, out
         self.seeds = [str(r["head"]) for r in seeds]
         self.heldout = [str(r["head"]) for r in heldout]
         self.relations = relations_of(cfg)
         self.summary: dict[str, Any] = {}
         self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
-
-    def _write(self, suffix: str, rows: list[dict[str, Any]], row_type: type[Record], failed: list[dict[str, Any]] | None = None, **card: Any) -> None:
-        self.rt.write_dataset(f"{self.cfg.name}.{suffix}", rows, failed or [], row_type=row_type, fingerprint=digest(rows), **card)
 
     def _fail(self, step: str, row: dict[str, Any], res: Result | None) -> None:
         """Keep what a failed call was for, with the reason (never scored as if the judge had said no)."""
@@ -72,15 +69,15 @@ class SKDRun:
         meter = Meter()
         heads = await self.generate_heads(meter)
         raw = await self.generate_tails(heads, meter, self.cfg.teacher, self.cfg.tails.n, self.cfg.tails.sampling, "teacher tails")
-        self._write("raw", raw, Triple, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
+        self.out.dataset("raw", raw, row_type=Triple, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
         if not raw:
             self.summary["corpus"] = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
             self.summary["note"] = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
             return self._result([], meter)
         scored, threshold = await self.critique(raw, meter)
-        self._write("scored", scored, ScoredTriple, description="SKD: every triple with the critic's score.")
+        self.out.dataset("scored", scored, row_type=ScoredTriple, description="SKD: every triple with the critic's score.")
         kept = [t for t in scored if t["critic_score"] >= threshold]
-        self._write("filtered", kept, ScoredTriple, description="SKD: triples the critic accepts, with their score.")
+        self.out.dataset("filtered", kept, row_type=ScoredTriple, description="SKD: triples the critic accepts, with their score.")
         sft_rows = [self._sft_row(t) for t in kept]
         checkpoint = await self.train_student(sft_rows)
         self.summary["corpus"] = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
@@ -93,7 +90,7 @@ class SKDRun:
                 self.rt.serve_weights(self.cfg.student, checkpoint)
             student = await self.generate_tails(self.heldout, meter, self.cfg.student, 1, self.cfg.eval_sampling, "student tails (held-out heads)", student_format=True)
             student_scored = await self._score(student, threshold_meter=meter)
-            self._write("student_eval", student_scored, ScoredTriple, description="SKD: the student's tails on held-out heads, with critic scores.")
+            self.out.dataset("student_eval", student_scored, row_type=ScoredTriple, description="SKD: the student's tails on held-out heads, with critic scores.")
             self.summary["acceptance"]["student_heldout"] = _rate(student_scored, threshold)
         return self._result(sft_rows, meter, checkpoint)
 
@@ -119,7 +116,7 @@ class SKDRun:
         if h.max_heads:
             heads = heads[: h.max_heads]
         self.summary["heads"] = {**stats, "kept_after_seed_overlap": len(heads)}
-        self._write("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], HeadRow, description="SKD: generated heads (events).")
+        self.out.dataset("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], row_type=HeadRow, description="SKD: generated heads (events).")
         return heads
 
     async def generate_tails(self, heads: list[str], meter: Meter, endpoint: str, n: int, sampling: Any, label: str,

@@ -119,4 +119,4 @@ class SKDImpl(StageImpl[SKDStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         from synthkd.skd.loop import SKDRun
 
-        return await SKDRun(self.cfg, inp.rt, inp.get("input"), inp.get("heldout")).run()
+        return await SKDRun(self.cfg, inp.rt, inp.out, inp.get("input"), inp.get("heldout")).run()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from synthkd.config.loader import LoadedPipeline
     from synthkd.prompts import Prompt
     from synthkd.runtime import Runtime
+    from synthkd.stages.outlet import StageOutlet
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ class StageResult:
 
 @dataclass
 class RunInputs:
-    """What the runner hands a stage's `run`: the runtime and the rows of each stage it reads."""
+    """What the runner hands a stage's `run`: the runtime (bound to the stage's `batch:` choice), the rows of each
+    stage it reads, and the outlet, the stage's one road to disk (datasets, iteration stats, run.json blocks)."""
 
     rt: "Runtime"
     rows: dict[str, list[dict[str, Any]]]  # Reads.key -> rows
+    out: "StageOutlet"
 
     def get(self, key: str) -> list[dict[str, Any]]:
         """The rows read under `key`; [] for an optional input left unset."""

@@ -139,7 +139,7 @@ def write_job(job: Job) -> Path:
 
 def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and its environment."""
-    from synthkd.serve.vllm_server import _free_port
+    from synthkd.serve.process import free_port
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
@@ -147,7 +147,7 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
     if job.accelerate_config is None or job.processes > 1:
         cmd += ["--num_processes", str(job.processes)]  # with a config file and processes 1, its num_processes holds
     if job.accelerate_config is None:
-        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
         # --multi_gpu is accelerate's torchrun launcher, also on a CPU: `--cpu` would take its
         # single-process launcher (one process, or mpirun with a hostfile). On a CPU-only machine
         # ACCELERATE_USE_CPU makes each process join a gloo group (accelerate's MULTI_CPU).
@@ -156,7 +156,7 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
     else:
         cmd += ["--config_file", str(job.accelerate_config)]  # as is: FSDP, DeepSpeed, mixed precision
         if "main_process_port" not in config and _count(config.get("num_machines")) <= 1:
-            cmd += ["--main_process_port", str(_free_port())]  # not accelerate's fixed 29500: runs side by side do not collide
+            cmd += ["--main_process_port", str(free_port())]  # not accelerate's fixed 29500: runs side by side do not collide
     processes = job.processes if job.processes > 1 or job.accelerate_config is None else _count(config.get("num_processes"))
     if not gpu:
         env["ACCELERATE_USE_CPU"] = "true"
@@ -202,7 +202,7 @@ def _gpu_visible() -> bool:
 
 
 def _start(job: Job) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    from synthkd.serve.vllm_server import _die_with_parent
+    from synthkd.serve.process import die_with_parent
 
     try:
         import accelerate  # noqa: F401
@@ -217,25 +217,25 @@ def _start(job: Job) -> tuple[subprocess.Popen[bytes], Path, Path]:
         log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} synthkd: {' '.join(cmd)}\n".encode())
         log.flush()
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                   start_new_session=True, preexec_fn=_die_with_parent)
+                                   start_new_session=True, preexec_fn=die_with_parent)
     return process, log_path, spec_path.parent
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Kill the launcher and every training process it started (one process group), if still running."""
-    from synthkd.serve.vllm_server import _terminate
+    from synthkd.serve.process import terminate
 
-    _terminate(process)
+    terminate(process)
 
 
 def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, directory: Path) -> dict[str, Any]:
-    from synthkd.serve.vllm_server import _tail
+    from synthkd.serve.process import log_tail
 
     if process.returncode != 0:
         raise SynthkdError(
             f"{job.kind} training under accelerate ({f'{job.processes} processes' if job.processes > 1 else f'config {job.accelerate_config}'}) "
             f"exited with code {process.returncode}; "
-            f"end of {log_path}:\n{_tail(log_path, 30)}",
+            f"end of {log_path}:\n{log_tail(log_path, 30)}",
             fix=f"read the full log at {log_path} (the job is in {directory})",
         )
     metrics = read_metrics(job.out_dir)
