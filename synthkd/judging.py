@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from synthkd.chat import user
+from synthkd.client.accounting import Meter
 from synthkd.client.calls import Call
+from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.prompts import Prompt
+
+if TYPE_CHECKING:
+    from synthkd.runtime import Runtime
 
 Score = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # an enum, so even a weak model can only emit 1..10
 
@@ -65,9 +70,16 @@ def judge(a_first: RefereeScores, b_first: RefereeScores) -> Judgement:
     return Judgement(a=(a1 + a2) / 2, b=(b1 + b2) / 2, raw=(a1, b1, a2, b2))
 
 
-def pairwise_call_pairs(prompt: Prompt, items: list[tuple[str, str, str]], sampling: Sampling) -> list[Call]:
-    """Flattened both-order calls for (instruction, a, b) items: results 2n and 2n+1 belong to item n."""
-    calls: list[Call] = []
-    for instruction, a, b in items:
-        calls.extend(pairwise_calls(prompt, instruction, a, b, sampling))
-    return calls
+async def both_orders(rt: "Runtime", endpoint: str, label: str, prompt: Prompt, items: Sequence[tuple[str, str, str]],
+                      sampling: Sampling, meter: Meter) -> list[Judgement | Result]:
+    """Judge each (instruction, a, b) item in both orders on `endpoint`: per item, in order, its `Judgement` (a is the
+    answer passed first), or the failed reply (the first of its two that failed) for the caller's failed row."""
+    calls = [call for instruction, a, b in items for call in pairwise_calls(prompt, instruction, a, b, sampling)]
+    replies = await rt.call_all(endpoint, label, calls, meter)
+    out: list[Judgement | Result] = []
+    for a_first, b_first in zip(replies[0::2], replies[1::2]):
+        if a_first.ok and b_first.ok:
+            out.append(judge(a_first.parsed, b_first.parsed))
+        else:
+            out.append(a_first if not a_first.ok else b_first)
+    return out

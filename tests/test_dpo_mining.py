@@ -1,6 +1,6 @@
 """DPO pair mining on scripted judge results: exact pairs and margins."""
 
-from synthkd.dpo.mining import margin_summary, ranked_pairs, teacher_vs_student_pairs, win_tie_loss
+from synthkd.pairs import margin_summary, ranked_pairs, teacher_vs_student_pairs, win_tie_loss
 from synthkd.judging import RefereeScores, judge
 
 

@@ -3,6 +3,7 @@
 import random
 
 from synthkd.client.endpoint import Result
+from synthkd.judging import judge
 from synthkd.lion import steps
 from synthkd.lion.schemas import RefereeScores, new_instruction_model
 from synthkd.rouge import RougeIndex
@@ -10,14 +11,14 @@ from synthkd.rouge import RougeIndex
 
 def test_both_orders_are_averaged() -> None:
     # Teacher shown first: teacher 8, student 4. Student shown first: student 6, teacher 7.
-    j = steps.judge(RefereeScores(score_assistant_1=8, score_assistant_2=4), RefereeScores(score_assistant_1=6, score_assistant_2=7))
+    j = judge(RefereeScores(score_assistant_1=8, score_assistant_2=4), RefereeScores(score_assistant_1=6, score_assistant_2=7))
     assert (j.a, j.b, j.gap) == (7.5, 5.0, 2.5)
     assert j.raw == (8, 4, 7, 6)
     assert steps.is_hard(j, 1.0) and not steps.is_hard(j, 3.0)
 
 
 def test_hard_threshold_is_inclusive() -> None:
-    j = steps.judge(RefereeScores(score_assistant_1=6, score_assistant_2=5), RefereeScores(score_assistant_1=5, score_assistant_2=6))
+    j = judge(RefereeScores(score_assistant_1=6, score_assistant_2=5), RefereeScores(score_assistant_1=5, score_assistant_2=6))
     assert j.gap == 1.0 and steps.is_hard(j, 1.0)
 
 

@@ -42,7 +42,7 @@ class StageBase(Strict):
 
 
 class TrainingLaunch(Strict):
-    """How a training stage runs (processes, accelerate config); shared by the `sft` and `dpo` stages."""
+    """How a training stage runs (processes, accelerate config); every stage type that trains a checkpoint has it."""
 
     # How training runs, not what it trains: `exclude=True` keeps both out of model_dump(), so the
     # stage fingerprint (and the checkpoint fingerprint, which never included them) is the same for

@@ -18,19 +18,18 @@ from typing import Any
 
 from synthkd.client.accounting import Meter
 from synthkd.dpo.config import DPOStage
-from synthkd.dpo import mining
-from synthkd.judging import judge, pairwise_call_pairs, pointwise_call
+from synthkd import pairs as mining
+from synthkd.judging import Judgement, both_orders, pointwise_call
 from synthkd.chat import answer_call
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
-from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.launch import Job, train_async
 from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
 from synthkd.records import PreferencePair
-from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.stages.training import train_checkpoint
+from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
 
 
@@ -120,16 +119,14 @@ class DPORun:
                 j = code_judgement(self.cfg.judge, t, s, x.get("gold"))
                 rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
             return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
-        judged = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge teacher vs student",
-                                        pairwise_call_pairs(self.t_pair, [(x["instruction"], t, s) for x, t, s in items], self.cfg.judge_sampling), meter)
+        judged = await both_orders(self.rt, self.cfg.judge, f"iter {it}: judge teacher vs student", self.t_pair,
+                                   [(x["instruction"], t, s) for x, t, s in items], self.cfg.judge_sampling, meter)
         rows = []
-        for n, (x, t, s) in enumerate(items):
-            a, b = judged[2 * n], judged[2 * n + 1]
-            if a.ok and b.ok:
-                j = judge(a.parsed, b.parsed)
+        for (x, t, s), j in zip(items, judged):
+            if isinstance(j, Judgement):
                 rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
             else:
-                self._fail(it, "judge", x, a if not a.ok else b, teacher_answer=t, student_answer=s)
+                self._fail(it, "judge", x, j, teacher_answer=t, student_answer=s)
         return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
 
     async def ranked(self, it: int, meter: Meter) -> list[dict[str, Any]]:
@@ -165,25 +162,13 @@ class DPORun:
         if not pairs:
             stats["dpo"] = "skipped: no pairs"
             return weights
-        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}")
-        if not checkpoint_done(out, fp):
-            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: DPO on {len(pairs)} pairs")
-            base = self.rt.servers.resolve_model_path(weights)
-            # processes / accelerate_config are not in `fp`: 1 process keeps earlier runs' fingerprints, and a
-            # checkpoint trained on N processes is reused on M (how training runs, not what it trains on).
-            await train_async(Job("dpo", pairs, base, out, self.cfg.dpo, self.cfg.lora, self.rt.config.seed, fp, processes=self.cfg.processes,
-                                  accelerate_config=self.rt.pipeline.resolve(self.cfg.accelerate_config) if self.cfg.accelerate_config else None,
-                                  log_path=self.rt.run_dir / "logs" / f"train-{self.cfg.name}-iter{it}.log"))
-        stats["dpo"] = read_metrics(out)
+        out, stats["dpo"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}", kind="dpo", rows=pairs, base=weights,
+                                                   trainer_args=self.cfg.dpo, lora=self.cfg.lora,
+                                                   note=f"iteration {it}: DPO on {len(pairs)} pairs")
         return str(out)
 
     async def win_rate(self, it: int, before: dict[str, str], after: dict[str, str], meter: Meter) -> dict[str, Any]:
         both = [x for x in self.heldout if x["id"] in before and x["id"] in after]
-        calls = pairwise_call_pairs(self.t_pair, [(x["instruction"], after[x["id"]], before[x["id"]]) for x in both], self.cfg.judge_sampling)
-        judged = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge new vs previous (held-out)", calls, meter)
-        gaps = []
-        for n in range(len(both)):
-            a, b = judged[2 * n], judged[2 * n + 1]
-            if a.ok and b.ok:
-                gaps.append(judge(a.parsed, b.parsed).gap)
-        return mining.win_tie_loss(gaps)
+        judged = await both_orders(self.rt, self.cfg.judge, f"iter {it}: judge new vs previous (held-out)", self.t_pair,
+                                   [(x["instruction"], after[x["id"]], before[x["id"]]) for x in both], self.cfg.judge_sampling, meter)
+        return mining.win_tie_loss([j.gap for j in judged if isinstance(j, Judgement)])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthkd.chat import answer_call, user
 from synthkd.client.accounting import Meter
 from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
@@ -65,7 +66,7 @@ async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]])
     meter = Meter()
     out: dict[str, dict[str, Any]] = {}
 
-    calls = [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample]
+    calls = [answer_call(answer_t, x["instruction"], greedy) for x in sample]
     teacher = await rt.call_all("teacher", "probe: teacher answers", calls, meter)
     spend = await _priced(rt, calls)
     answers = {x["id"]: (r.text or "").strip() for x, r in zip(sample, teacher) if r.ok}
@@ -79,7 +80,7 @@ async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]])
                    f"({spend.input_tokens / max(1, spend.calls):.0f} input, {spend.output_tokens / max(1, spend.calls):.0f} output tokens)",
     }
 
-    student = await rt.call_all("student", "probe: untrained student answers", [steps.answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
+    student = await rt.call_all("student", "probe: untrained student answers", [answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
     judged = [(answers[x["id"]], (r.text or "").strip()) for x, r in zip(sample, student) if r.ok and x["id"] in answers]
     hard = sum(1 for t, s in judged if steps.is_hard(code_judgement("code:rouge_l", t, s, None), opts.tau))
     frac = hard / len(judged) if judged else None
@@ -102,7 +103,7 @@ async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, 
     template = rt.prompts.get("lion/generate_hard.jinja2")
     seeds = [sample[i % len(sample)] for i in range(opts.probe_generations)] if sample else []
     sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=80)
-    calls = [Call(messages=steps.user(template.render(seed_instruction=s["instruction"])), sampling=sampling,
+    calls = [Call(messages=user(template.render(seed_instruction=s["instruction"])), sampling=sampling,
                   schema=new_instruction_model(200), sample=i) for i, s in enumerate(seeds)]
     results = await rt.call_all("teacher", "probe: generator yield", calls, meter)
     spend = await _priced(rt, calls)
@@ -134,7 +135,7 @@ async def _best_of_n(rt: Any, opts: EfficacyOptions, gold: list[dict[str, Any]],
         return {"status": "skipped", "summary": "no pool prompt in the probe's sample has gold"}
     n = opts.probe_samples
     sampling = Sampling(temperature=opts.sampled_temperature, max_tokens=opts.max_tokens)
-    calls = [Call(messages=steps.user(answer_t.render(instruction=x["instruction"])), sampling=sampling, sample=k) for x in gold for k in range(n)]
+    calls = [Call(messages=user(answer_t.render(instruction=x["instruction"])), sampling=sampling, sample=k) for x in gold for k in range(n)]
     results = await rt.call_all("teacher", f"probe: best-of-{n} headroom", calls, meter)
     pass1 = sum(gold_match(greedy_answers[x["id"]], str(x["gold"])) for x in gold) / len(gold)
     passn = sum(any(gold_match(results[i * n + k].text or "", str(x["gold"])) for k in range(n) if results[i * n + k].ok)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import Select, StageBase
+from synthkd.config.stages import Select, StageBase, TrainingLaunch
 
 
 class LionTemplates(Strict):
@@ -25,7 +25,7 @@ class LionTemplates(Strict):
         "(examples, kind, family) that the teacher continues with one more; used for hard and easy seeds alike.")
 
 
-class LionStage(StageBase):
+class LionStage(StageBase, TrainingLaunch):
     """Lion (Jiang et al., EMNLP 2023): imitation, discrimination and generation, K times."""
 
     type: Literal["lion"]

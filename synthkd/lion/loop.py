@@ -21,7 +21,6 @@ what is missing and ends with the same datasets.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -37,17 +36,16 @@ from synthkd.rouge import RougeIndex
 from synthkd.hashing import digest
 from synthkd.prompts import Prompt
 from synthkd.runtime import Runtime
-from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.dpo import train_dpo
-from synthkd.train.sft import train_sft
-from synthkd.dpo.mining import teacher_vs_student_pairs
-from synthkd.judging import Judgement
+from synthkd.pairs import teacher_vs_student_pairs
+from synthkd.chat import answer_call, sft_example, user
+from synthkd.judging import Judgement, both_orders
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
 from synthkd.records import HeldoutRow, PreferencePair
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
 from synthkd.selection import CandidateRow, Selected, no_candidate, pick
-from synthkd.stages.base import ExtraDataset, StageResult, checkpoint_dir, failed_row
+from synthkd.stages.training import train_checkpoint
+from synthkd.stages.base import ExtraDataset, StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
 
 
@@ -195,7 +193,7 @@ class LionRun:
         todo = [x for x in items if x["id"] not in pools.answers]
         sampling, sel = self.cfg.answer_sampling, self.cfg.answer_select
         n = sel.n if sel else 1
-        calls = [steps.answer_call(self.t_answer, x["instruction"], sampling, sample=k) for x in todo for k in range(n)]
+        calls = [answer_call(self.t_answer, x["instruction"], sampling, sample=k) for x in todo for k in range(n)]
         results = await self._calls(self.cfg.teacher, label, calls, meter)
         for i, item in enumerate(todo):
             replies = results[i * n:(i + 1) * n]
@@ -221,7 +219,7 @@ class LionRun:
     def _training_rows(self, pools: Pools, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
             {"id": x["id"], "origin": x["origin"], "instruction": x["instruction"],
-             "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])}
+             "messages": sft_example(x["instruction"], pools.answers[x["id"]])}
             for x in items if x["id"] in pools.answers
         ]
 
@@ -247,24 +245,16 @@ class LionRun:
         tag = tag or f"iter{it}"
         what = f"iteration {it}" if tag == f"iter{it}" else f"{tag} imitation"
         rows = self._training_rows(pools, pools.train)
-        fp = digest({"rows": [(r["id"], r["messages"]) for r in rows], "base": previous, "sft": self.cfg.sft,
-                     "lora": self.cfg.lora, "seed": self.rt.config.seed, "it": it,
-                     **({"freeze_embeddings": True} if self.cfg.freeze_embeddings else {})})  # absent when off: older checkpoints stay valid
-        self.out.dataset(f"{tag}.train_pool", rows, row_type=LionRow, fingerprint=fp, counts={"iteration": it}, fmt="sft (messages)",
+        self.out.dataset(f"{tag}.train_pool", rows, row_type=LionRow, counts={"iteration": it}, fmt="sft (messages)",
                          description=f"Lion {what}: the train pool with teacher answers.")
         stats["sft_examples"] = len(rows)
         if self.base_student is None:
             stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
             return None
-        out = checkpoint_dir(self.rt, self.cfg.name, tag)
-        base = self.rt.servers.resolve_model_path(previous or self.base_student)
-        if checkpoint_done(out, fp):
-            self.rt.reporter.note(f"[lion] {what}: imitation checkpoint already trained ({out})")
-        else:
-            self.rt.reporter.note(f"[lion] {what}: imitation, SFT on {len(rows)} examples")
-            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp,
-                                    freeze_embeddings=self.cfg.freeze_embeddings)
-        stats["sft"] = read_metrics(out)
+        out, stats["sft"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, tag, kind="sft", rows=rows,
+                                                   base=previous or self.base_student, trainer_args=self.cfg.sft, lora=self.cfg.lora,
+                                                   freeze_embeddings=self.cfg.freeze_embeddings,
+                                                   note=f"{what}: imitation, SFT on {len(rows)} examples")
         stats["checkpoint"] = str(out)
         if self.rt.config.endpoints[self.cfg.student].served:
             self.rt.serve_weights(self.cfg.student, str(out))
@@ -274,7 +264,7 @@ class LionRun:
         """Score teacher vs student on the cache pool; returns rows with `hard` set."""
         items = [x for x in pools.cache if x["id"] in pools.answers]
         s_results = await self._calls(self.cfg.student, f"iter {it}: student answers the cache pool",
-                                      [steps.answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items], meter)
+                                      [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items], meter)
         judged_items, failed = [], []
         for item, res in zip(items, s_results):
             if res.ok and res.text is not None:
@@ -315,19 +305,15 @@ class LionRun:
         """One judgement per (item, student answer): the code judge, or the referee endpoint in both orders."""
         if is_code_judge(self.cfg.referee):
             return [code_judgement(self.cfg.referee, pools.answers[item["id"]], answer, item.get("gold")) for item, answer in judged_items]
-        calls: list[Call] = []
-        for item, student_answer in judged_items:
-            calls.extend(steps.referee_calls(self.t_referee, item["instruction"], pools.answers[item["id"]], student_answer, self.cfg.referee_sampling))
-        r_results = await self._calls(self.cfg.referee, f"iter {it}: referee, both orders", calls, meter)
+        # the teacher's answer is a, the student's b
+        judged = await both_orders(self.rt, self.cfg.referee, f"iter {it}: referee, both orders", self.t_referee,
+                                   [(item["instruction"], pools.answers[item["id"]], answer) for item, answer in judged_items],
+                                   self.cfg.referee_sampling, meter)
         out: list[Judgement | None] = []
-        for n, (item, _) in enumerate(judged_items):
-            a, b = r_results[2 * n], r_results[2 * n + 1]
-            if not (a.ok and b.ok):
-                bad = a if not a.ok else b
-                failed.append(failed_row(item, bad, "referee"))
-                out.append(None)
-            else:
-                out.append(steps.judge(a.parsed, b.parsed))
+        for (item, _), j in zip(judged_items, judged):
+            if not isinstance(j, Judgement):
+                failed.append(failed_row(item, j, "referee"))
+            out.append(j if isinstance(j, Judgement) else None)
         return out
 
     async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: dict[str, Any]) -> str | None:
@@ -339,12 +325,9 @@ class LionRun:
         if not pairs:
             stats["dpo"] = "skipped: no pairs"
             return checkpoint
-        fp = digest({"pairs": pairs, "base": checkpoint, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-        out = checkpoint_dir(self.rt, self.cfg.name, f"iter{it}-dpo")
-        if not checkpoint_done(out, fp):
-            self.rt.reporter.note(f"[lion] iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
-            await asyncio.to_thread(train_dpo, pairs, checkpoint, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
-        stats["dpo"] = read_metrics(out)
+        out, stats["dpo"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}-dpo", kind="dpo", rows=pairs, base=checkpoint,
+                                                   trainer_args=self.cfg.dpo, lora=self.cfg.lora,
+                                                   note=f"iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
         return str(out)
 
     async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: dict[str, Any], meter: Meter) -> None:
@@ -401,12 +384,12 @@ class LionRun:
         fewshot_examples instructions of its family and kind, as a list the teacher continues in plain text."""
         if self.t_list is None:
             prompt = template.render(seed_instruction=seed["instruction"])
-            return Call(messages=steps.user(prompt), sampling=self.cfg.generation_sampling,
+            return Call(messages=user(prompt), sampling=self.cfg.generation_sampling,
                         schema=new_instruction_model(self.cfg.max_instruction_chars), sample=sample), None
         examples = [steps.one_line(x["instruction"]) for x in steps.fewshot(seed, seeds, self.cfg.fewshot_examples, rng)]
         prompt = self.t_list.render(examples=examples, kind=kind, family=seed["family"])
         cap = int(self.cfg.fewshot_length_ratio * max(len(x.split()) for x in examples))
-        return Call(messages=steps.user(prompt), sampling=self.list_sampling, sample=sample), cap
+        return Call(messages=user(prompt), sampling=self.list_sampling, sample=sample), cap
 
     def _read_generated(self, res: Result, max_words: int | None, index: RougeIndex) -> tuple[str | None, str | None]:
         """(the new instruction in a generation reply, why it is rejected or None); max_words: list mode's cap."""
@@ -428,7 +411,7 @@ class LionRun:
         pools.train.extend(answered)
         pools.cache.extend(answered)
         stats["new_instructions"] = len(answered)
-        out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": steps.sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
+        out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
         self.out.dataset(f"iter{it}.generated", out_rows, rejected, row_type=GeneratedRow,
                          counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
                          fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")

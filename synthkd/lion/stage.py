@@ -10,6 +10,7 @@ from synthkd.selection import SelectionSummary, check_sampled
 from synthkd.records import Iteration, Messages, Metrics, Record, Stats, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
+from synthkd.train.launch import check_accelerate_config
 from synthkd.train.sft import check_sft_args
 
 
@@ -147,6 +148,7 @@ class LionImpl(StageImpl[LionStage]):
         return [self.cfg.student]
 
     def check(self, ctx: CheckContext) -> None:
+        check_accelerate_config(self.cfg.accelerate_config, ctx)
         if (sel := self.cfg.answer_select) is not None:
             temperature = ctx.loaded.config.endpoints[self.cfg.teacher].sampling.merged(self.cfg.answer_sampling).temperature
             check_sampled("answer_select.n", sel.n, temperature, self.cfg.name, ctx.where("answer_select.n"),

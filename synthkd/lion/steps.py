@@ -9,18 +9,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from synthkd.chat import answer_call, sft_example, user  # noqa: F401  (used as steps.answer_call, ...)
-from synthkd.client.calls import Call
 from synthkd.client.replies import Result
-from synthkd.config.endpoints import Sampling
-from synthkd.judging import Judgement, judge, pairwise_calls  # noqa: F401  (judge: used as steps.judge)
-from synthkd.prompts import Prompt
+from synthkd.judging import Judgement
 from synthkd.rouge import RougeIndex, tokenize
-
-
-def referee_calls(prompt: Prompt, instruction: str, teacher: str, student: str, sampling: Sampling) -> tuple[Call, Call]:
-    """Lion's referee: teacher and student answers judged in both orders."""
-    return pairwise_calls(prompt, instruction, teacher, student, sampling)
 
 
 def is_hard(j: Judgement, tau: float) -> bool:

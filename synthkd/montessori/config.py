@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import StageBase
+from synthkd.config.stages import StageBase, TrainingLaunch
 
 
 class MontessoriSynthesis(Strict):
@@ -27,7 +27,7 @@ class MontessoriSynthesis(Strict):
     max_instruction_chars: int = Field(1000, ge=20, description="Upper bound on an instruction (schema maxLength).")
 
 
-class MontessoriStage(StageBase):
+class MontessoriStage(StageBase, TrainingLaunch):
     """Montessori-Instruct (Li, Yu and Xiong, ICLR 2025): tune the teacher with DPO toward the
     synthetic data that helps the student most, then let it write the student's training set."""
 

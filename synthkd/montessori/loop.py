@@ -26,12 +26,10 @@ from synthkd.montessori import pairs as mp
 from synthkd.rouge import RougeIndex
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
-from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.dpo import train_dpo
-from synthkd.train.sft import train_sft
 from synthkd.client.endpoint import Result
 from synthkd.montessori.stage import CandidateRow, MontessoriIteration, MontessoriRow, TeacherPair
-from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
+from synthkd.stages.training import train_checkpoint
+from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
 
 
@@ -212,25 +210,18 @@ class MontessoriRun:
         if not pairs:
             stats["teacher_dpo"] = "skipped: no pairs"
             return weights
-        out = checkpoint_dir(self.rt, self.cfg.name, f"teacher-iter{it}")
-        fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-        if not checkpoint_done(out, fp):
-            base = self.rt.servers.resolve_model_path(weights)
-            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: teacher DPO on {len(pairs)} pairs")
-            rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
-            await asyncio.to_thread(train_dpo, rows, base, out, dpo_args=self.cfg.dpo, lora=self.cfg.lora, seed=self.rt.config.seed,
-                                    fingerprint=fp, evaluate_before=True)
-        stats["teacher_dpo"] = read_metrics(out)
+        out, stats["teacher_dpo"] = await train_checkpoint(
+            self.rt, self.cfg.name, self.cfg, f"teacher-iter{it}", kind="dpo", rows=pairs, base=weights, trainer_args=self.cfg.dpo,
+            lora=self.cfg.lora, evaluate_before=True, note=f"iteration {it}: teacher DPO on {len(pairs)} pairs")
         return str(out)
 
     async def train_student(self, it: int, rows: list[dict[str, Any]]) -> tuple[Any, str | None]:
         """(metrics, checkpoint) of the student's SFT on the final set."""
         if not rows:
             return "skipped: empty final set", None
-        out = checkpoint_dir(self.rt, self.cfg.name, f"student-iter{it}")
-        fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "seed": self.rt.config.seed})
-        if not checkpoint_done(out, fp):
-            base = self.rt.servers.resolve_model_path(self.cfg.student_model)
-            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=None, seed=self.rt.config.seed, fingerprint=fp)
-        return read_metrics(out), str(out)
+        # lora is the teacher's (its DPO); the student is fine-tuned in full.
+        out, metrics = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"student-iter{it}", kind="sft", rows=rows,
+                                              base=self.cfg.student_model, trainer_args=self.cfg.sft, lora=None,
+                                              note=f"iteration {it}: SFT of the student on {len(rows)} examples")
+        return metrics, str(out)
 

@@ -9,6 +9,7 @@ from synthkd.errors import ConfigError
 from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.train.dpo import check_dpo_args
+from synthkd.train.launch import check_accelerate_config
 from synthkd.train.sft import check_sft_args
 
 
@@ -102,6 +103,7 @@ class MontessoriImpl(StageImpl[MontessoriStage]):
 
     def check(self, ctx: CheckContext) -> None:
         cfg = self.cfg
+        check_accelerate_config(cfg.accelerate_config, ctx)
         if cfg.signal == "influence" and cfg.influence == "exact":
             for key in ("influence_params", "influence_projection_dim"):
                 if key in cfg.model_fields_set:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import StageBase
+from synthkd.config.stages import StageBase, TrainingLaunch
 
 
 class RelationSpec(Strict):
@@ -64,7 +64,7 @@ class SKDCritic(Strict):
         return self
 
 
-class SKDStage(StageBase):
+class SKDStage(StageBase, TrainingLaunch):
     """Symbolic knowledge distillation (West et al., NAACL 2022): teacher writes a knowledge graph,
     a critic filters it, the student learns from what survives."""
 

@@ -29,8 +29,8 @@ from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
 from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.sft import train_sft
 from synthkd.skd.stage import HeadRow, ScoredTriple, SKDStats, SKDSummary, Triple, relations_of
+from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 from synthkd.stages.outlet import StageOutlet
 
@@ -227,13 +227,9 @@ class SKDRun:
         if not rows:
             self.summary["student"] = "skipped: the critic kept no triples"
             return None
-        out = checkpoint_dir(self.rt, self.cfg.name, "student")
-        fp = digest({"rows": [r["messages"] for r in rows], "model": self.cfg.student_model, "sft": self.cfg.sft, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-        if not checkpoint_done(out, fp):
-            base = self.rt.servers.resolve_model_path(self.cfg.student_model)
-            self.rt.reporter.note(f"[{self.cfg.name}] SFT of the student on {len(rows)} filtered triples")
-            await asyncio.to_thread(train_sft, rows, base, out, sft_args=self.cfg.sft, lora=self.cfg.lora, seed=self.rt.config.seed, fingerprint=fp)
-        self.summary["student"] = read_metrics(out)
+        out, self.summary["student"] = await train_checkpoint(
+            self.rt, self.cfg.name, self.cfg, "student", kind="sft", rows=rows, base=self.cfg.student_model, trainer_args=self.cfg.sft,
+            lora=self.cfg.lora, note=f"SFT of the student on {len(rows)} filtered triples")
         return str(out)
 
 

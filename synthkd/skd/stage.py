@@ -9,6 +9,7 @@ from synthkd.errors import ConfigError
 from synthkd.records import Messages, Metrics, Record, StageStats, Stats
 from synthkd.skd.generation import DEFAULT_RELATIONS
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
+from synthkd.train.launch import check_accelerate_config
 from synthkd.train.sft import check_sft_args
 
 
@@ -107,6 +108,7 @@ class SKDImpl(StageImpl[SKDStage]):
     def check(self, ctx: CheckContext) -> None:
         from synthkd.skd.labels import read_labels
 
+        check_accelerate_config(self.cfg.accelerate_config, ctx)
         if self.cfg.critic.labels:
             where = ctx.where("critic.labels")
             relations = relations_of(self.cfg)

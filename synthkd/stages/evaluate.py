@@ -16,7 +16,7 @@ from synthkd.answers import answers_match, extract_final_answer
 from synthkd.client.accounting import Meter
 from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
-from synthkd.judging import judge, pairwise_call_pairs
+from synthkd.judging import Judgement, both_orders
 from synthkd.chat import answer_call
 from synthkd.records import Record, StageStats, Stats
 from synthkd.runtime import Runtime
@@ -108,16 +108,13 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
             j = code_judgement(cfg.judge, row["teacher_answer"], row["student_answer"], row.get("gold"))
             row.update(student_score=j.b, teacher_score=j.a, outcome=outcome(j.b, j.a))
     elif cfg.teacher:
-        judged = await rt.call_all(cfg.judge, f"{cfg.name}: judge student vs teacher", pairwise_call_pairs(
-            rt.prompts.get(cfg.templates.pairwise), [(r["instruction"], r["student_answer"], r["teacher_answer"]) for r in out], cfg.judge_sampling), meter)
-        for n, row in enumerate(out):
-            a, b = judged[2 * n], judged[2 * n + 1]
-            if a.ok and b.ok:
-                j = judge(a.parsed, b.parsed)  # student shown first in call 1, teacher first in call 2
+        judged = await both_orders(rt, cfg.judge, f"{cfg.name}: judge student vs teacher", rt.prompts.get(cfg.templates.pairwise),
+                                   [(r["instruction"], r["student_answer"], r["teacher_answer"]) for r in out], cfg.judge_sampling, meter)
+        for row, j in zip(out, judged):
+            if isinstance(j, Judgement):  # the student's answer is a
                 row.update(student_score=j.a, teacher_score=j.b, outcome=outcome(j.a, j.b))
             else:
-                bad = a if not a.ok else b
-                row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=bad.error)
+                row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=j.error)
     weights = {f"{who}_weights": rt.current_weights(ep) for who, ep in (("student", cfg.student), ("teacher", cfg.teacher))
                if ep and rt.config.endpoints[ep].served}
     return out, failed, {**summarize(out), **extra, **weights}

@@ -12,7 +12,7 @@ from synthkd.client.executor import run_calls
 from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import MAX_SAMPLES, Select, StageBase
-from synthkd.dpo.mining import preference_pair
+from synthkd.pairs import preference_pair
 from synthkd.errors import ConfigError
 from synthkd.records import PreferencePair, StageStats
 from synthkd.runtime import Runtime

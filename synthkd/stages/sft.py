@@ -8,10 +8,9 @@ from pydantic import Field
 
 from synthkd.config.stages import StageBase, TrainingLaunch
 from synthkd.records import StageStats
-from synthkd.hashing import digest
-from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses, checkpoint_dir
-from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.train.launch import Job, check_accelerate_config, train_async
+from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses
+from synthkd.stages.training import train_checkpoint
+from synthkd.train.launch import check_accelerate_config
 from synthkd.train.sft import check_sft_args
 
 
@@ -74,16 +73,8 @@ class SFTImpl(StageImpl[SFTStage]):
         if not rows:
             rt.reporter.note(f"[{cfg.name}] no training examples: SFT skipped, {cfg.serve_as or 'no endpoint'} keeps its weights")
             return StageResult(rows=rows, stats=SFTStats(skipped="no training examples"))
-        # processes / accelerate_config are left out: 1 process keeps the fingerprints of earlier runs, and a
-        # checkpoint trained on N processes is reused on M (how training runs, not what it trains on).
-        fp = digest({"rows": [r["messages"] for r in rows], "model": cfg.model, "sft": cfg.sft, "lora": cfg.lora, "seed": rt.config.seed,
-                     **({"freeze_embeddings": True} if cfg.freeze_embeddings else {})})  # absent when off: older checkpoints stay valid
-        out = checkpoint_dir(rt, cfg.name)
-        if not checkpoint_done(out, fp):
-            base = rt.servers.resolve_model_path(cfg.model)
-            rt.reporter.note(f"[{cfg.name}] SFT of {cfg.model} on {len(rows)} examples")
-            await train_async(Job("sft", rows, base, out, cfg.sft, cfg.lora, rt.config.seed, fp, processes=cfg.processes,
-                                  accelerate_config=rt.pipeline.resolve(cfg.accelerate_config) if cfg.accelerate_config else None,
-                                  log_path=rt.run_dir / "logs" / f"train-{cfg.name}.log", freeze_embeddings=cfg.freeze_embeddings))
-        return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **read_metrics(out)),
+        out, metrics = await train_checkpoint(rt, cfg.name, cfg, None, kind="sft", rows=rows, base=cfg.model, trainer_args=cfg.sft,
+                                              lora=cfg.lora, freeze_embeddings=cfg.freeze_embeddings,
+                                              note=f"SFT of {cfg.model} on {len(rows)} examples")
+        return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **metrics),
                            moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

@@ -3,7 +3,6 @@ in TRL's formats) without a pipeline, with the same passthrough and checkpoint l
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,5 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
 
     check(trainer_args, "--set")  # first: a bad --set (or no TRL) fails before a model is built or converted
     base = resolve_model(model, tiny_home, Path.cwd(), where="--model")
-    # The process count and accelerate config are not in the fingerprint: how training runs, not what it trains.
-    fingerprint = hashlib.sha256(repr((kind, str(data.resolve()), model, sorted(trainer_args.items()), lora, seed, len(rows))).encode()).hexdigest()[:16]
-    return train(Job(kind, rows, base, out, trainer_args, lora, seed, fingerprint, processes=processes,
+    return train(Job(kind, rows, model, out, trainer_args, lora, seed, processes=processes, base_path=base,
                      accelerate_config=accelerate_config.resolve() if accelerate_config else None))

@@ -38,6 +38,9 @@ def own_defaults() -> dict[str, Any]:
     return dict(_BOOKKEEPING) if gpu else {**_BOOKKEEPING, "bf16": False}
 
 
+TRAIN_LOG_FILE = "train_log.jsonl"
+
+
 def checkpoint_done(out_dir: Path, fingerprint: str) -> bool:
     marker = out_dir / FINGERPRINT_FILE
     return marker.is_file() and marker.read_text().strip() == fingerprint
@@ -181,6 +184,8 @@ def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metr
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         (tmp / "train_metrics.json").write_text(json.dumps(metrics))
+        # The trainer's own record, step by step (loss, learning rate, grad norm): what the run's log shows.
+        (tmp / TRAIN_LOG_FILE).write_text("".join(json.dumps(entry, default=str) + "\n" for entry in trainer.state.log_history))
         (tmp / FINGERPRINT_FILE).write_text(fingerprint)
         if out_dir.exists():
             shutil.rmtree(out_dir)

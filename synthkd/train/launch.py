@@ -22,12 +22,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthkd.errors import ConfigError, SynthkdError
+from synthkd.hashing import digest
 from synthkd.jsonl import write_jsonl
-from synthkd.train.common import read_metrics
+from synthkd.train.common import TRAIN_LOG_FILE, read_metrics
 
 if TYPE_CHECKING:
     from synthkd.stages.base import CheckContext
@@ -38,25 +40,44 @@ COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
 
 @dataclass(frozen=True)
 class Job:
-    """One training run: what `train_sft` / `train_dpo` take, plus how many processes run it."""
+    """One training run: what `train_sft` / `train_dpo` take, plus how many processes run it.
+
+    The job names its own checkpoint: `fingerprint` is derived from what the weights depend on (the kind, the
+    training columns of the rows, the base model as the pipeline names it, the trainer and LoRA arguments, the
+    seed, and the switches that change the result), never from how training runs (processes, accelerate
+    config, log): a checkpoint trained on N processes is reused on M.
+    """
 
     kind: str  # sft | dpo
     rows: list[dict[str, Any]]
-    base_model: str
+    base_model: str  # as the pipeline names it (a model string, or a checkpoint directory): part of the fingerprint
     out_dir: Path
     trainer_args: dict[str, Any]
     lora: dict[str, Any] | None
     seed: int
-    fingerprint: str
     evaluate_before: bool = False  # dpo only
     processes: int = 1
     accelerate_config: Path | None = None
     log_path: Path | None = None  # default: OUT.train.log beside the checkpoint
     freeze_embeddings: bool = False  # sft only: train_sft's freeze_embeddings
+    base_path: str | None = None  # the local weights `base_model` resolves to (None: base_model as it is)
 
     @property
     def distributed(self) -> bool:
         return self.processes > 1 or self.accelerate_config is not None
+
+    @property
+    def weights(self) -> str:
+        """What training loads."""
+        return self.base_path or self.base_model
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return digest({"kind": self.kind, "rows": [[row[k] for k in COLUMNS[self.kind]] for row in self.rows],
+                       "base": self.base_model, "args": self.trainer_args, "lora": self.lora, "seed": self.seed,
+                       # switches enter only when on, so turning on a new one later leaves older fingerprints as they were
+                       **({"freeze_embeddings": True} if self.freeze_embeddings else {}),
+                       **({"evaluate_before": True} if self.evaluate_before else {})})
 
 
 def check_accelerate_config(path: str | None, ctx: "CheckContext") -> None:
@@ -96,14 +117,35 @@ async def train_async(job: Job) -> dict[str, Any]:
 
 
 def _in_process(job: Job) -> dict[str, Any]:
+    """Train in this process; the log (what was trained, then the trainer's record step by step, or the error) goes
+    where a multi-process run's log goes, so every training run leaves one."""
+    log_path = job.log_path or job.out_dir.with_name(job.out_dir.name + ".train.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as log:
+        log.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} synthkd: {job.kind} in this process: {len(job.rows)} rows, "
+                  f"base {job.base_model}, out {job.out_dir}, fingerprint {job.fingerprint}\n")
+    try:
+        metrics = _train_here(job)
+    except BaseException as exc:
+        with log_path.open("a") as log:
+            log.write(f"failed: {type(exc).__name__}: {exc}\n")
+        raise
+    record = job.out_dir / TRAIN_LOG_FILE
+    with log_path.open("a") as log:
+        log.write(record.read_text() if record.is_file() else "")
+        log.write(f"done: {json.dumps(metrics, default=str)}\n")
+    return metrics
+
+
+def _train_here(job: Job) -> dict[str, Any]:
     if job.kind == "sft":
         from synthkd.train.sft import train_sft
 
-        return train_sft(job.rows, job.base_model, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint,
+        return train_sft(job.rows, job.weights, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint,
                          freeze_embeddings=job.freeze_embeddings)
     from synthkd.train.dpo import train_dpo
 
-    return train_dpo(job.rows, job.base_model, job.out_dir, dpo_args=job.trainer_args, lora=job.lora, seed=job.seed,
+    return train_dpo(job.rows, job.weights, job.out_dir, dpo_args=job.trainer_args, lora=job.lora, seed=job.seed,
                      fingerprint=job.fingerprint, evaluate_before=job.evaluate_before)
 
 
@@ -119,11 +161,11 @@ def write_job(job: Job) -> Path:
     directory.mkdir(parents=True)
     rows_path = directory / "rows.jsonl"
     write_jsonl(rows_path, ({k: row[k] for k in COLUMNS[job.kind]} for row in job.rows), default=str)
-    base = Path(job.base_model)
+    base = Path(job.weights)
     spec = {
         "kind": job.kind,
         "rows": str(rows_path.resolve()),
-        "base_model": str(base.resolve()) if base.exists() else job.base_model,  # a local directory, or a hub name
+        "base_model": str(base.resolve()) if base.exists() else job.weights,  # a local directory, or a hub name
         "out_dir": str(job.out_dir.resolve()),
         "trainer_args": job.trainer_args,
         "lora": job.lora,
