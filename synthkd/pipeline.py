@@ -27,12 +27,15 @@ from synthkd.skd.config import SKDStage
 from synthkd.skd.stage import SKDImpl
 from synthkd.stages.base import StageImpl
 from synthkd.stages.decontaminate import DecontaminateImpl, DecontaminateStage
+from synthkd.stages.conversation import ConversationImpl, ConversationStage
+from synthkd.stages.conversation_eval import ConversationEvalImpl, ConversationEvalStage
 from synthkd.stages.dedup import DedupImpl, DedupStage
 from synthkd.stages.evaluate import EvalImpl, EvalStage
 from synthkd.stages.generate import GenerateImpl, GenerateStage
 from synthkd.stages.load import LoadImpl, LoadStage
 from synthkd.stages.rationale import RationaleImpl, RationaleStage
 from synthkd.stages.sft import SFTImpl, SFTStage
+from synthkd.stages.tool_use import ToolUseImpl, ToolUseStage
 
 # Every stage type a pipeline may use: its config (discriminated by `type`) and its implementation. This is
 # the one list of stage types: a new type adds its pair here, and everything else (validate, the runner,
@@ -40,7 +43,8 @@ from synthkd.stages.sft import SFTImpl, SFTStage
 _TYPES: dict[type[StageBase], type[StageImpl[Any]]] = {
     LoadStage: LoadImpl, GenerateStage: GenerateImpl, SFTStage: SFTImpl, LionStage: LionImpl, DPOStage: DPOImpl,
     EvalStage: EvalImpl, DecontaminateStage: DecontaminateImpl, RationaleStage: RationaleImpl, SKDStage: SKDImpl,
-    MontessoriStage: MontessoriImpl, DedupStage: DedupImpl,
+    MontessoriStage: MontessoriImpl, DedupStage: DedupImpl, ConversationStage: ConversationImpl,
+    ToolUseStage: ToolUseImpl, ConversationEvalStage: ConversationEvalImpl,
 }
 AnyStage = Union[tuple(_TYPES)]  # type: ignore[valid-type]  # noqa: UP007 (the union of the configs above)
 

@@ -85,7 +85,7 @@ def _check_stage(ctx: CheckContext, prompts: PromptLibrary, plan: Plan, impl: St
                 where=ctx.where(use.key), fix="point it at a local open model that synthkd serves: base_url: null and a serve: block",
             )
     for t in impl.templates():
-        available = set(t.provides) if t.provides is not None else inputs.get("input", set())
+        available = (set(t.provides) if t.provides is not None else inputs.get("input", set())) | t.also
         prompts.get(t.name, ctx.where(t.key)).check_context(available, ctx.where(t.key))
     for m in impl.models():
         check_model_spec(m.spec, ctx.where(m.key))

@@ -27,7 +27,14 @@ it received (``authorization`` in ``/_control/stats``), so a second server can s
 A *reply hook* (``--reply-hook module:function``) scripts replies for tests that need a model
 to behave in a known way: it is called as ``function(body, index)`` and returns the reply's
 content (finish reason ``stop``), a ``(content, finish_reason)`` pair (e.g. ``"length"`` for a reply cut by
-max_tokens), or None to fall back to the generated reply. Faults apply to hooked replies as well.
+max_tokens), a ``{"tool_calls": [{"name": ..., "arguments": {...}}, ...], "content": ...}`` mapping (tool calls in
+OpenAI's form, finish reason ``tool_calls``), or None to fall back to the generated reply. Faults apply to hooked
+replies as well.
+
+Function calling: a request with ``tools`` (and ``tool_choice`` other than ``"none"``) whose last message is not a
+tool result gets, by default, a call of the tool ``tool_choice`` names, else the first one, with arguments made
+from its JSON schema (``schema_instance``); once a tool result is the last message, a text answer. The request
+log records the tool names offered (``tools``).
 
 Behaviours of modern hosted APIs, each off unless asked for:
 ``--reasoning`` adds a reasoning trace to each reply's message (``reasoning_content``, as vLLM's
@@ -283,6 +290,21 @@ def build_reply(body: dict[str, Any], index: int) -> tuple[str, str]:
     if isinstance(limit, int) and 0 < limit < len(words):
         return " ".join(words[:limit]), "length"
     return " ".join(words), "stop"
+
+
+def default_tool_calls(body: dict[str, Any], index: int) -> dict[str, Any] | None:
+    """The default reply to a request that offers tools: a call of one (arguments from its schema) until a tool result
+    is the last message; None (a text reply) after that, with tool_choice "none", or without tools."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    messages = body.get("messages") or []
+    if not tools or choice == "none" or (messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"):
+        return None
+    wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    tool = next((t for t in tools if t.get("function", {}).get("name") == wanted), tools[0]).get("function", {})
+    key = canonical({"model": body.get("model"), "messages": messages, "index": index, "part": "tool"})
+    arguments = schema_instance(tool.get("parameters") or {"type": "object"}, key)
+    return {"tool_calls": [{"name": tool.get("name", ""), "arguments": arguments}]}
 
 
 def build_reasoning(body: dict[str, Any], index: int) -> str:
@@ -644,7 +666,9 @@ class FakeServer:
                                                      if f in body), None),
                                         "n": body.get("n"),
                                         "response_format": (body.get("response_format") or {}).get("type"),
-                                        "stop": body.get("stop")}) + "\n")
+                                        "stop": body.get("stop"),
+                                        "tools": [t.get("function", {}).get("name") for t in body.get("tools") or []
+                                                  if isinstance(t, dict)] or None}) + "\n")
             if self.log_sync:
                 self._log.flush()
         if self.reject_max_tokens and "max_tokens" in body:
@@ -690,10 +714,21 @@ class FakeServer:
         choices, completion_tokens, reasoning_tokens = [], 0, 0
         for index in range(_n(body)):
             scripted = self.hook(body, index) if self.hook else None
+            if scripted is None:
+                scripted = default_tool_calls(body, index)
+            calls = None
+            if isinstance(scripted, dict):  # tool calls (and maybe text)
+                calls = [{"id": f"call_{index}_{i}", "type": "function",
+                          "function": {"name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"])}}
+                         for i, c in enumerate(scripted.get("tool_calls") or [])]
+                scripted = (str(scripted.get("content") or ""), "tool_calls" if calls else "stop")
             reply = build_reply(body, index) if scripted is None else scripted if isinstance(scripted, tuple) else (scripted, "stop")
             content, finish = _corrupt(*reply, fault, body)
             completion_tokens += len(content.split())
             message: dict[str, Any] = {"role": "assistant", "content": _as_parts(content) if fault == "parts" else content}
+            if calls:
+                message["tool_calls"] = calls
+                completion_tokens += sum(len(c["function"]["arguments"].split()) for c in calls)
             if self.reasoning:
                 message["reasoning_content"] = build_reasoning(body, index)
                 reasoning_tokens += len(message["reasoning_content"].split())

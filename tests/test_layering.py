@@ -128,7 +128,7 @@ def test_stages_write_to_disk_only_through_their_outlet():
         if name in ("synthkd.runtime", "synthkd.runner", "synthkd.stages.outlet"):
             continue
         text = path.read_text()
-        for needle in (".write_dataset(", ".state.", "save_iteration("):
+        for needle in (".write_dataset(", "rt.state", "save_iteration("):
             if needle in text:
                 offenders.append(f"{name}: {needle}")
     assert not offenders, offenders

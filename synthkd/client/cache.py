@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS replies (
   created REAL NOT NULL,
   reasoning TEXT,
   reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-  cached_prompt_tokens INTEGER NOT NULL DEFAULT 0
+  cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+  tool_calls TEXT
 );
 """
 # Columns added after the first release: a cache file written before them gets them on open (old
@@ -42,8 +43,9 @@ _ADDED_COLUMNS = {
     "reasoning": "TEXT",
     "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
     "cached_prompt_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "tool_calls": "TEXT",
 }
-_COLUMNS = "text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs, reasoning, reasoning_tokens, cached_prompt_tokens"
+_COLUMNS = "text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs, reasoning, reasoning_tokens, cached_prompt_tokens, tool_calls"
 
 
 def request_key(payload: dict[str, Any]) -> str:
@@ -65,6 +67,7 @@ class CachedReply:
     reasoning: str | None = None  # the reply's separate reasoning trace (reasoning_content / reasoning), if any
     reasoning_tokens: int = 0  # usage.completion_tokens_details.reasoning_tokens (a part of completion_tokens)
     cached_prompt_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens (a part of prompt_tokens)
+    tool_calls: list[dict[str, Any]] | None = None  # message.tool_calls (OpenAI function calling), as the endpoint sent them
 
 
 class RequestCache:
@@ -125,7 +128,8 @@ class RequestCache:
         kept in `unsaved` and written by the next `put` or `flush` that can)."""
         row = (key, endpoint, model, time.time(), reply.text, reply.finish_reason, reply.prompt_tokens,
                reply.completion_tokens, reply.cost, json.dumps(reply.logprobs) if reply.logprobs is not None else None,
-               reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens)
+               reply.reasoning, reply.reasoning_tokens, reply.cached_prompt_tokens,
+               json.dumps(reply.tool_calls) if reply.tool_calls is not None else None)
         with self._lock:
             self.unsaved.append(row)
             self._write_unsaved()
@@ -144,7 +148,7 @@ class RequestCache:
         while self.unsaved:
             try:
                 self._db.execute(f"INSERT OR REPLACE INTO replies (key, endpoint, model, created, {_COLUMNS}) "
-                                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", self.unsaved[0])
+                                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.unsaved[0])
             except (sqlite3.Error, OSError) as exc:
                 raise StorageError(
                     f"cannot store a paid reply in {self.path} ({exc}); {len(self.unsaved)} not stored yet",
@@ -205,4 +209,4 @@ def unreadable_cache(path: Path, exc: BaseException) -> StorageError:
 def _reply(row: tuple[Any, ...]) -> CachedReply:
     """A CachedReply from the columns named in _COLUMNS, in that order."""
     return CachedReply(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]) if row[5] else None,
-                       row[6], row[7] or 0, row[8] or 0)
+                       row[6], row[7] or 0, row[8] or 0, json.loads(row[9]) if row[9] else None)

@@ -124,6 +124,10 @@ class EndpointClient:
             identity["schema"] = schema_digest(call.schema)
         if call.logprobs:
             identity["logprobs"] = True
+        if call.tools:
+            identity["tools"] = call.tools
+        if call.tool_choice is not None:
+            identity["tool_choice"] = call.tool_choice
         if sampling.extra_body:
             identity["extra_body"] = sampling.extra_body
         return sampling, params, identity
@@ -152,6 +156,10 @@ class EndpointClient:
             kwargs["response_format"] = response_format_for(call.schema)
         if call.logprobs:
             kwargs["logprobs"] = True
+        if call.tools:
+            kwargs["tools"] = call.tools
+        if call.tool_choice is not None:
+            kwargs["tool_choice"] = call.tool_choice
         if sampling.extra_body:
             kwargs["extra_body"] = sampling.extra_body
         return key, kwargs

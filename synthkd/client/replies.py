@@ -43,6 +43,7 @@ class Result:
     cached: bool = False
     logprobs: list[float] | None = None
     reasoning: str | None = None  # the reasoning trace, when the reply carries one apart from its content
+    tool_calls: list[dict[str, Any]] | None = None  # the functions the model asked to call (OpenAI `tool_calls`)
 
     @property
     def ok(self) -> bool:
@@ -120,23 +121,51 @@ def _logprobs(choice: dict[str, Any]) -> list[float] | None:
     return values if all(math.isfinite(v) for v in values) else None
 
 
-def _choice(choice: Any) -> tuple[str, str | None, list[float] | None, str | None]:
-    """(content, reasoning trace, logprobs, finish_reason) of one choice; raises _Unusable when it has none to read."""
+Choice = tuple[str, str | None, list[float] | None, str | None, list[dict[str, Any]] | None]
+
+
+def _choice(choice: Any) -> Choice:
+    """(content, reasoning trace, logprobs, finish_reason, tool calls) of one choice; raises _Unusable when it has
+    none to read."""
     if not isinstance(choice, dict):
         raise _Unusable("a choice is not an object")
     finish = _clean(choice["finish_reason"][:100]) if isinstance(choice.get("finish_reason"), str) else None
     message = choice.get("message")
     if message is None and isinstance(choice.get("text"), str):
-        return _clean(choice["text"]), None, _logprobs(choice), finish  # the legacy completions shape
+        return _clean(choice["text"]), None, _logprobs(choice), finish, None  # the legacy completions shape
     if not isinstance(message, dict):
         raise _Unusable("the choice has no message")
     text = _parts_text(message.get("content"))
     if text is None:
         raise _Unusable(f"message.content is a {type(message['content']).__name__}, not text")
+    calls = _tool_calls(message.get("tool_calls"))
     refusal = message.get("refusal")
-    if not text.strip() and isinstance(refusal, str) and refusal.strip():
-        return _clean(refusal), None, None, REFUSAL
-    return _clean(text), _reasoning(message), _logprobs(choice), finish
+    if not text.strip() and not calls and isinstance(refusal, str) and refusal.strip():
+        return _clean(refusal), None, None, REFUSAL, None
+    return _clean(text), _reasoning(message), _logprobs(choice), finish, calls
+
+
+def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
+    """message.tool_calls in OpenAI's form ({id, type: function, function: {name, arguments: JSON text}}), or None.
+
+    Arguments sent as an object (some servers do) are kept as JSON text; an entry that names no function is kept
+    as it came, for the stage to record as a failed tool call."""
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list):
+        raise _Unusable(f"message.tool_calls is a {type(value).__name__}, not a list")
+    calls = []
+    for i, item in enumerate(value):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            calls.append({"id": f"call_{i}", "type": "function", "function": {"name": "", "arguments": _raw(item)}})
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+        call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else f"call_{i}"
+        calls.append({"id": _clean(call_id), "type": "function", "function": {"name": _clean(function["name"]), "arguments": _clean(arguments)}})
+    return calls
 
 
 def _count(value: Any) -> int:
@@ -185,10 +214,10 @@ def to_cached(completion: dict[str, Any], config: EndpointConfig, price_factor: 
     pt, ct, rt, cached = _usage(completion)
     cost = config.prices.cost(pt, ct, cached) * price_factor
     try:
-        text, reasoning, logprobs, finish = _choice(_choices(completion)[0])
+        text, reasoning, logprobs, finish, calls = _choice(_choices(completion)[0])
     except _Unusable as exc:
         return unusable(_raw(completion), str(exc), pt, ct, cost)
-    return CachedReply(text, finish, pt, ct, cost, logprobs, reasoning, rt, cached)
+    return CachedReply(text, finish, pt, ct, cost, logprobs, reasoning, rt, cached, calls)
 
 
 def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, price_factor: float = 1.0) -> list[CachedReply]:
@@ -209,16 +238,16 @@ def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, 
         return [unusable(raw, str(exc), pt if j == 0 else 0, ct if j == 0 else 0,
                          config.prices.cost(pt, ct, cached) * price_factor if j == 0 else 0.0) for j in range(asked)]
     choices = sorted(listed, key=lambda c: c.get("index") if isinstance(c, dict) and isinstance(c.get("index"), int) else 0)[:asked]
-    parts: list[tuple[str, str | None, list[float] | None, str | None] | str] = []
+    parts: list[Choice | str] = []
     for choice in choices:
         try:
             parts.append(_choice(choice))
         except _Unusable as exc:
             parts.append(str(exc))
-    read = [p if isinstance(p, tuple) else ("", None, None, None) for p in parts]
-    reasoning_shares = _apportion(rt, [len(r or "") for _, r, _, _ in read])
-    by_tokens = all(lp is not None for _, _, lp, _ in read)
-    answer_shares = _apportion(ct - rt, [len(lp) if by_tokens and lp is not None else len(t) for t, _, lp, _ in read])
+    read = [p if isinstance(p, tuple) else ("", None, None, None, None) for p in parts]
+    reasoning_shares = _apportion(rt, [len(r or "") for _, r, _, _, _ in read])
+    by_tokens = all(lp is not None for _, _, lp, _, _ in read)
+    answer_shares = _apportion(ct - rt, [len(lp) if by_tokens and lp is not None else len(t) for t, _, lp, _, _ in read])
     replies = []
     for j, (choice, part) in enumerate(zip(choices, parts)):
         p, c, r, k = (pt if j == 0 else 0), answer_shares[j] + reasoning_shares[j], reasoning_shares[j], (cached if j == 0 else 0)
@@ -226,8 +255,8 @@ def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, 
         if isinstance(part, str):
             replies.append(unusable(_raw(choice), part, p, c, cost))
         else:
-            text, reasoning, logprobs, finish = part
-            replies.append(CachedReply(text, finish, p, c, cost, logprobs, reasoning, r, k))
+            text, reasoning, logprobs, finish, calls = part
+            replies.append(CachedReply(text, finish, p, c, cost, logprobs, reasoning, r, k, calls))
     return replies
 
 
@@ -257,7 +286,8 @@ def interpret(reply: CachedReply, schema: type[BaseModel] | None, cached: bool) 
     if reply.finish_reason == UNUSABLE:
         return Result(text=reply.text, finish_reason=None, cached=cached, error="unusable_reply",
                       detail=f"{reply.reasoning or 'the reply could not be read'}: {reply.text[:_DETAIL]}")
-    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs, reasoning=reply.reasoning)
+    base = dict(text=reply.text, finish_reason=reply.finish_reason, cached=cached, logprobs=reply.logprobs, reasoning=reply.reasoning,
+                tool_calls=reply.tool_calls)
     unanswered = _unanswered(reply)
     if unanswered is not None:
         return Result(**base, error=unanswered[0], detail=unanswered[1])

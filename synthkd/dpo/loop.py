@@ -61,7 +61,7 @@ class DPORun:
         assert weights is not None  # validate() requires a served student
         all_pairs: list[dict[str, Any]] = []
         for it in range(1, self.cfg.iterations + 1):
-            stats: dict[str, Any] = {"iteration": it, "student_weights": weights}
+            stats = DPOIteration(iteration=it, student_weights=weights)
             it_meter = Meter()
             self.rt.serve_weights(self.cfg.student, weights)
             pairs: list[dict[str, Any]] = []
@@ -70,10 +70,10 @@ class DPORun:
             if "ranked_student_samples" in self.cfg.sources:
                 pairs += await self.ranked(it, it_meter)
             pairs = [{**p, "iteration": it} for p in pairs]
-            stats["pairs_mined"] = len(pairs)
-            stats["pairs_by_source"] = {s: sum(1 for p in pairs if p["source"] == s) for s in self.cfg.sources}
-            stats["margins"] = mining.margin_summary([p["margin"] for p in pairs])
-            stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
+            stats.pairs_mined = len(pairs)
+            stats.pairs_by_source = {s: sum(1 for p in pairs if p["source"] == s) for s in self.cfg.sources}
+            stats.margins = mining.margin_summary([p["margin"] for p in pairs])
+            stats.failed = sum(1 for f in self.failed if f["iteration"] == it)
             fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
             self.out.dataset(f"iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair,
                              fingerprint=fp, fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
@@ -85,15 +85,15 @@ class DPORun:
             new = await self.train(it, pairs, weights, fp, stats)
             if self.evaluator is not None:
                 self.rt.serve_weights(self.cfg.student, new)
-                stats["heldout"] = await self.evaluator.evaluate(f"iter {it}: held-out", it_meter)
+                stats.heldout = await self.evaluator.evaluate(f"iter {it}: held-out", it_meter)
             elif self.heldout and new != weights:
                 self.rt.serve_weights(self.cfg.student, new)
                 after = await self._student_answers(self.heldout, f"iter {it}: held-out answers (after)", it_meter)
-                stats["heldout_vs_previous"] = await self.win_rate(it, before, after, it_meter)
-            stats["usage"] = it_meter.to_json()
+                stats.heldout_vs_previous = await self.win_rate(it, before, after, it_meter)
+            stats.usage = it_meter.to_json()
             meter.merge(it_meter)
-            self.out.iteration(DPOIteration.strict(stats))
-            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.get('dpo')}, held-out {brief(stats['heldout']) if 'heldout' in stats else stats.get('heldout_vs_previous')}")
+            self.out.iteration(stats)
+            self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.dpo}, held-out {brief(stats.heldout) if stats.heldout is not None else stats.heldout_vs_previous}")
             all_pairs += pairs
             weights = new
         return StageResult(rows=all_pairs, failed=self.failed, meter=meter, moves={self.cfg.student: weights})
@@ -158,11 +158,11 @@ class DPORun:
                 self._fail(it, "judge_sample", self.rows[n], res, student_answer=text)
         return mining.ranked_pairs(groups, self.cfg.margin)
 
-    async def train(self, it: int, pairs: list[dict[str, Any]], weights: str, fp: str, stats: dict[str, Any]) -> str:
+    async def train(self, it: int, pairs: list[dict[str, Any]], weights: str, fp: str, stats: DPOIteration) -> str:
         if not pairs:
-            stats["dpo"] = "skipped: no pairs"
+            stats.dpo = "skipped: no pairs"
             return weights
-        out, stats["dpo"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}", kind="dpo", rows=pairs, base=weights,
+        out, stats.dpo = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}", kind="dpo", rows=pairs, base=weights,
                                                    trainer_args=self.cfg.dpo, lora=self.cfg.lora,
                                                    note=f"iteration {it}: DPO on {len(pairs)} pairs")
         return str(out)

@@ -93,7 +93,7 @@ class LionRun:
             if text.strip() and text not in seen:
                 seen.add(text)
                 self.undrawn.append({"id": str(row.get("id", i)), "instruction": text})
-        self.stats: list[dict[str, Any]] = []
+        self.stats: list[LionIteration] = []
         self.selected = Selected()  # answer_select: every teacher answer's candidates and the kept one's record
         self.total = Meter()
         self.eval_meter = Meter()
@@ -147,7 +147,7 @@ class LionRun:
                 self.out.block("heldout_base", base)
         final_weights: str | None = None
         for it in range(1, self.cfg.iterations + 1):
-            stats: dict[str, Any] = {"iteration": it, "train_pool": len(pools.train), "cache_pool": len(pools.cache)}
+            stats = LionIteration(iteration=it, train_pool=len(pools.train), cache_pool=len(pools.cache))
             it_meter = Meter()
             checkpoint = await self.imitation(it, pools, previous, stats)
             judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
@@ -161,13 +161,13 @@ class LionRun:
             if self.heldout is not None and checkpoint is not None:
                 if self.rt.config.endpoints[self.cfg.student].served:
                     self.rt.serve_weights(self.cfg.student, checkpoint)  # the DPO checkpoint when there is one
-                stats["heldout"] = await self.evaluate_heldout(it)
-            stats["usage"] = it_meter.to_json()
+                stats.heldout = await self.evaluate_heldout(it)
+            stats.usage = it_meter.to_json()
             meter.merge(it_meter)
-            self.out.iteration(LionIteration.strict(stats))
+            self.out.iteration(stats)
             self.rt.reporter.note(
-                f"[lion] iteration {it}: hard {stats['hard_fraction']:.2f}, teacher {stats['mean_teacher_score']:.2f}, "
-                f"student {stats['mean_student_score']:.2f}, new {stats['new_instructions']}, pools {len(pools.train)}/{len(pools.cache)}"
+                f"[lion] iteration {it}: hard {stats.hard_fraction:.2f}, teacher {stats.mean_teacher_score:.2f}, "
+                f"student {stats.mean_student_score:.2f}, new {stats.new_instructions}, pools {len(pools.train)}/{len(pools.cache)}"
             )
             self.stats.append(stats)
             previous = checkpoint if not self.cfg.retrain_from_base else self.base_student
@@ -227,19 +227,19 @@ class LionRun:
         """final_imitation: one more SFT on the final train pool (with the last iteration's new instructions), so no
         generated instruction goes untrained; recorded as the stage's `final_imitation`, with held-out figures.
         Returns the weights the student ends on (`last` where nothing trains)."""
-        stats: dict[str, Any] = {"train_pool": len(pools.train)}
-        if not self.stats[-1]["new_instructions"]:
+        stats = FinalImitation(train_pool=len(pools.train))
+        if not self.stats[-1].new_instructions:
             # The last imitation saw this very pool: another pass would be extra steps, not new data.
-            stats["sft"] = "skipped: the last generation added no instruction to the train pool"
+            stats.sft = "skipped: the last generation added no instruction to the train pool"
             checkpoint = None
         else:
             checkpoint = await self.imitation(self.cfg.iterations + 1, pools, previous, stats, tag="final")
         if self.heldout is not None and checkpoint is not None:
-            stats["heldout"] = await self.evaluate_heldout(self.cfg.iterations + 1, final=True)
-        self.out.block("final_imitation", FinalImitation.strict(stats))
+            stats.heldout = await self.evaluate_heldout(self.cfg.iterations + 1, final=True)
+        self.out.block("final_imitation", stats)
         return checkpoint or last
 
-    async def imitation(self, it: int, pools: Pools, previous: str | None, stats: dict[str, Any], tag: str | None = None) -> str | None:
+    async def imitation(self, it: int, pools: Pools, previous: str | None, stats: LionIteration | FinalImitation, tag: str | None = None) -> str | None:
         """SFT the student on the train pool; returns the checkpoint directory. `tag` names the step's dataset and
         checkpoint (default iter<it>; `final` for the final imitation)."""
         tag = tag or f"iter{it}"
@@ -247,20 +247,20 @@ class LionRun:
         rows = self._training_rows(pools, pools.train)
         self.out.dataset(f"{tag}.train_pool", rows, row_type=LionRow, counts={"iteration": it}, fmt="sft (messages)",
                          description=f"Lion {what}: the train pool with teacher answers.")
-        stats["sft_examples"] = len(rows)
+        stats.sft_examples = len(rows)
         if self.base_student is None:
-            stats["sft"] = "skipped: no student weights (student endpoint is remote and student_model is unset)"
+            stats.sft = "skipped: no student weights (student endpoint is remote and student_model is unset)"
             return None
-        out, stats["sft"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, tag, kind="sft", rows=rows,
+        out, stats.sft = await train_checkpoint(self.rt, self.cfg.name, self.cfg, tag, kind="sft", rows=rows,
                                                    base=previous or self.base_student, trainer_args=self.cfg.sft, lora=self.cfg.lora,
                                                    freeze_embeddings=self.cfg.freeze_embeddings,
                                                    note=f"{what}: imitation, SFT on {len(rows)} examples")
-        stats["checkpoint"] = str(out)
+        stats.checkpoint = str(out)
         if self.rt.config.endpoints[self.cfg.student].served:
             self.rt.serve_weights(self.cfg.student, str(out))
         return str(out)
 
-    async def discrimination(self, it: int, pools: Pools, checkpoint: str | None, stats: dict[str, Any], meter: Meter) -> list[dict[str, Any]]:
+    async def discrimination(self, it: int, pools: Pools, checkpoint: str | None, stats: LionIteration, meter: Meter) -> list[dict[str, Any]]:
         """Score teacher vs student on the cache pool; returns rows with `hard` set."""
         items = [x for x in pools.cache if x["id"] in pools.answers]
         s_results = await self._calls(self.cfg.student, f"iter {it}: student answers the cache pool",
@@ -283,13 +283,11 @@ class LionRun:
                 "teacher_score": j.a, "student_score": j.b, "gap": j.gap, "hard": steps.is_hard(j, self.cfg.tau),
             })
         hard = [r for r in rows if r["hard"]]
-        stats.update({
-            "judged": len(rows), "hard": len(hard), "easy": len(rows) - len(hard),
-            "hard_fraction": len(hard) / len(rows) if rows else 0.0,
-            "mean_teacher_score": statistics.fmean(r["teacher_score"] for r in rows) if rows else 0.0,
-            "mean_student_score": statistics.fmean(r["student_score"] for r in rows) if rows else 0.0,
-            "discrimination_failures": len(failed),
-        })
+        stats.judged, stats.hard, stats.easy = len(rows), len(hard), len(rows) - len(hard)
+        stats.hard_fraction = len(hard) / len(rows) if rows else 0.0
+        stats.mean_teacher_score = statistics.fmean(r["teacher_score"] for r in rows) if rows else 0.0
+        stats.mean_student_score = statistics.fmean(r["student_score"] for r in rows) if rows else 0.0
+        stats.discrimination_failures = len(failed)
         fp = digest({"rows": rows, "failed": failed})
         self.out.dataset(f"iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp,
                          counts={"iteration": it, "hard": len(hard)},
@@ -316,21 +314,21 @@ class LionRun:
             out.append(j if isinstance(j, Judgement) else None)
         return out
 
-    async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: dict[str, Any]) -> str | None:
+    async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: LionIteration) -> str | None:
         """Optional: DPO on this iteration's teacher-over-student pairs (no extra teacher calls)."""
         if self.cfg.dpo is None or checkpoint is None:
             return checkpoint
         pairs = teacher_vs_student_pairs(judged, self.cfg.tau)
-        stats["dpo_pairs"] = len(pairs)
+        stats.dpo_pairs = len(pairs)
         if not pairs:
-            stats["dpo"] = "skipped: no pairs"
+            stats.dpo = "skipped: no pairs"
             return checkpoint
-        out, stats["dpo"] = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}-dpo", kind="dpo", rows=pairs, base=checkpoint,
+        out, stats.dpo = await train_checkpoint(self.rt, self.cfg.name, self.cfg, f"iter{it}-dpo", kind="dpo", rows=pairs, base=checkpoint,
                                                    trainer_args=self.cfg.dpo, lora=self.cfg.lora,
                                                    note=f"iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
         return str(out)
 
-    async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: dict[str, Any], meter: Meter) -> None:
+    async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: LionIteration, meter: Meter) -> None:
         """Write N new instructions (hard:easy at the configured ratio), filter, answer, add to pools."""
         index = RougeIndex(self.cfg.rouge_threshold, [x["instruction"] for x in pools.cache])
         family = {x["id"]: x.get("family") for x in pools.cache}
@@ -370,10 +368,10 @@ class LionRun:
                         reasons[reason] = reasons.get(reason, 0) + 1
                         rejected.append({**base, "reason": reason, "detail": res.detail, "raw": res.text})
                 slot += ask
-            stats[f"new_{kind}"] = got
-            stats[f"seeds_{kind}"] = len(seeds_)
-        stats["generation_rejected"] = reasons
-        stats["generation_yield"] = tally.to_json()
+            setattr(stats, f"new_{kind}", got)
+            setattr(stats, f"seeds_{kind}", len(seeds_))
+        stats.generation_rejected = reasons
+        stats.generation_yield = tally.to_json()
         await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
 
     def _generation_call(self, kind: str, template: Prompt, seed: dict[str, Any], seeds: list[dict[str, Any]], rng: random.Random,
@@ -404,19 +402,19 @@ class LionRun:
         return text, steps.reject_reason(res, text, self.cfg.min_words, index, heldout=self.heldout_filter, max_words=max_words)
 
     async def add_new(self, it: int, pools: Pools, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], reasons: dict[str, int],
-                      stats: dict[str, Any], meter: Meter, what: str) -> None:
+                      stats: LionIteration, meter: Meter, what: str) -> None:
         """The teacher answers the iteration's new instructions; those answered join both pools and the `generated` dataset."""
         await self.teacher_answers(pools, kept, meter, f"iter {it}: teacher answers new instructions")
         answered = [x for x in kept if x["id"] in pools.answers]
         pools.train.extend(answered)
         pools.cache.extend(answered)
-        stats["new_instructions"] = len(answered)
+        stats.new_instructions = len(answered)
         out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
         self.out.dataset(f"iter{it}.generated", out_rows, rejected, row_type=GeneratedRow,
                          counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
                          fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")
 
-    async def draw_from_pool(self, it: int, pools: Pools, stats: dict[str, Any], meter: Meter) -> None:
+    async def draw_from_pool(self, it: int, pools: Pools, stats: LionIteration, meter: Meter) -> None:
         """new_from: pool: N instructions drawn uniformly at random from the pool stage, none already drawn or in the pools."""
         known = {x["instruction"] for x in pools.cache}
         candidates = [x for x in self.undrawn if x["instruction"] not in known]
@@ -426,16 +424,16 @@ class LionRun:
         self.undrawn = [x for x in self.undrawn if x["id"] not in taken]
         kept = [{"id": f"{self.cfg.name}-it{it}-pool-{i:05d}", "kind": "pool", "seed_id": x["id"], "seed_instruction": x["instruction"],
                  "instruction": x["instruction"], "origin": f"iter{it}-pool"} for i, x in enumerate(drawn)]
-        stats.update({"generation": f"drawn uniformly from stage {self.cfg.pool!r} (new_from: pool)", "pool_drawn": len(drawn),
-                      "pool_exhausted": len(drawn) < target})
+        stats.generation = f"drawn uniformly from stage {self.cfg.pool!r} (new_from: pool)"
+        stats.pool_drawn, stats.pool_exhausted = len(drawn), len(drawn) < target
         if len(drawn) < target:
             self.rt.reporter.note(f"[lion] iteration {it}: the pool stage {self.cfg.pool!r} had {len(drawn)} instruction(s) left to draw, "
                                   f"not {target}")
         await self.add_new(it, pools, kept, [], {}, stats, meter, f"instructions drawn from stage {self.cfg.pool!r}")
 
-    def skip_generation(self, it: int, stats: dict[str, Any]) -> None:
+    def skip_generation(self, it: int, stats: LionIteration) -> None:
         """final_generation: false: no new instructions after the last imitation (nothing would train on them)."""
-        stats.update({"generation": "skipped: final_generation is false", "new_instructions": 0})
+        stats.generation, stats.new_instructions = "skipped: final_generation is false", 0
         # Written empty, so no `generated` dataset of an earlier run with final_generation: true stays beside this one.
         self.out.dataset(f"iter{it}.generated", [], row_type=GeneratedRow, counts={"iteration": it}, fmt="sft (messages)",
                          description=f"Lion iteration {it}: no new instructions (final_generation: false).")

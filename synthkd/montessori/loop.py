@@ -62,12 +62,12 @@ class MontessoriRun:
         student_checkpoint: str | None = None
         warmup = await self.warmup_set(meter)
         for it in range(1, self.cfg.iterations + 1):
-            stats: dict[str, Any] = {"iteration": it, "teacher_weights": teacher_weights}
+            stats = MontessoriIteration(iteration=it, teacher_weights=teacher_weights)
             self.rt.serve_weights(self.cfg.teacher, teacher_weights)  # type: ignore[arg-type]
             candidates = await self.synthesize(it, "probe", self.cfg.synthesis.prompts, meter, stats)
             await self.signal(it, candidates, warmup, meter, stats)
             pairs = mp.build_pairs(self.groups(candidates), self.cfg.max_pairs_per_prompt)
-            stats["pairs"] = len(pairs)
+            stats.pairs = len(pairs)
             assert self.out is not None
             self.out.dataset(f"iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates],
                              [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow, fingerprint=digest(candidates),
@@ -77,13 +77,13 @@ class MontessoriRun:
             teacher_weights = await self.tune_teacher(it, pairs, teacher_weights, stats)  # type: ignore[arg-type]
             self.rt.serve_weights(self.cfg.teacher, teacher_weights)
             final = await self.synthesize(it, "final", self.cfg.final_prompts, meter, stats)
-            stats["final_set"] = len(final)
+            stats.final_set = len(final)
             final_rows = [{"id": c["id"], "instruction": c["instruction"], "messages": c["messages"], "iteration": it} for c in final]
             self.out.dataset(f"iter{it}.final", final_rows, row_type=MontessoriRow, fmt="sft (messages)",
                              description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
-            stats["student_sft"], student_checkpoint = await self.train_student(it, final_rows)
-            stats["failed"] = sum(1 for f in self.failed if f["iteration"] == it)
-            self.out.iteration(MontessoriIteration.strict(stats))
+            stats.student_sft, student_checkpoint = await self.train_student(it, final_rows)
+            stats.failed = sum(1 for f in self.failed if f["iteration"] == it)
+            self.out.iteration(stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
         # The teacher stays on its tuned weights; a served student endpoint moves onto the trained student.
         moves = {self.cfg.teacher: teacher_weights}
@@ -101,7 +101,7 @@ class MontessoriRun:
         return [{"messages": sft_example(s, r.text.strip())}
                 for s, r in zip(seeds, results) if r.ok and r.text and r.text.strip()]
 
-    async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: dict[str, Any]) -> list[dict[str, Any]]:
+    async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: MontessoriIteration) -> list[dict[str, Any]]:
         """Kept candidates with responder answers (the prompts are kept in self.prompts)."""
         s = self.cfg.synthesis
         template = self.rt.prompts.get(s.template)
@@ -139,7 +139,7 @@ class MontessoriRun:
             else:
                 answered.append({**c, "messages": sft_example(c["instruction"], a.text.strip())})
         self.generated.extend(c["instruction"] for c in answered)
-        stats[f"{phase}_synthesis"] = {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons}
+        setattr(stats, f"{phase}_synthesis", {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons})
         self.prompts = {f"it{it}-{phase}-p{p:04d}": m for p, m in enumerate(prompts)}
         return answered
 
@@ -150,7 +150,7 @@ class MontessoriRun:
             by_prompt.setdefault(c["prompt_id"], []).append({"id": c["id"], "text": c["raw"], "utility": c["utility"]})
         return [{"prompt_id": pid, "prompt": self.prompts[pid], "candidates": cs} for pid, cs in by_prompt.items()]
 
-    async def signal(self, it: int, candidates: list[dict[str, Any]], warmup: list[dict[str, Any]], meter: Meter, stats: dict[str, Any]) -> None:
+    async def signal(self, it: int, candidates: list[dict[str, Any]], warmup: list[dict[str, Any]], meter: Meter, stats: MontessoriIteration) -> None:
         """Set `signal` and `utility` (higher = better for the student) on each candidate."""
         probe = candidates[: self.cfg.probe_size] if self.cfg.probe_size else candidates
         if self.cfg.signal == "influence":
@@ -169,7 +169,7 @@ class MontessoriRun:
             raw = await self._icl_accuracy(it, probe, meter)
             baseline = raw.pop()
             utilities = [mp.utility_from_icl(v, baseline) for v in raw]
-            stats["icl_baseline"] = baseline
+            stats.icl_baseline = baseline
         for c, v, u in zip(probe, raw, utilities):
             c["signal"], c["utility"] = v, u
         for c in candidates[len(probe):]:
@@ -179,7 +179,7 @@ class MontessoriRun:
             method = {"method": self.cfg.influence}
             if self.cfg.influence == "first_order":
                 method.update(params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
-        stats["signal"] = {"kind": self.cfg.signal, **method, **mp.distribution([v for v in raw if v is not None])}
+        stats.signal = {"kind": self.cfg.signal, **method, **mp.distribution([v for v in raw if v is not None])}
 
     def _influence(self, probe: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> list[float]:
         from synthkd.montessori.influence import InfluenceModel
@@ -206,11 +206,11 @@ class MontessoriRun:
             out.append(sum(answers_match(extract_final_answer(r.text or ""), q["answer"]) for r, q in zip(chunk, self.probe)) / n if n else 0.0)
         return out
 
-    async def tune_teacher(self, it: int, pairs: list[dict[str, Any]], weights: str, stats: dict[str, Any]) -> str:
+    async def tune_teacher(self, it: int, pairs: list[dict[str, Any]], weights: str, stats: MontessoriIteration) -> str:
         if not pairs:
-            stats["teacher_dpo"] = "skipped: no pairs"
+            stats.teacher_dpo = "skipped: no pairs"
             return weights
-        out, stats["teacher_dpo"] = await train_checkpoint(
+        out, stats.teacher_dpo = await train_checkpoint(
             self.rt, self.cfg.name, self.cfg, f"teacher-iter{it}", kind="dpo", rows=pairs, base=weights, trainer_args=self.cfg.dpo,
             lora=self.cfg.lora, evaluate_before=True, note=f"iteration {it}: teacher DPO on {len(pairs)} pairs")
         return str(out)

@@ -7,12 +7,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+# What an answer follows: a single instruction (one user turn), or the conversation before it (chat messages).
+Context = str | list[dict[str, Any]]
 
 from synthkd.models.store import weights_fingerprint
 
 
-def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[str, str]], cache_dir: Path) -> list[float]:
+def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], cache_dir: Path) -> list[float]:
     """answer_nll, remembered on disk by (weights fingerprint, pairs): the teacher's NLL of its own
     held-out answers is the same number in every run and arm that uses it, and costs a 30-layer pass."""
     key = hashlib.sha256(json.dumps([weights_fingerprint(model_dir), list(pairs)]).encode()).hexdigest()[:24]
@@ -27,8 +30,9 @@ def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[str, str]], cache_di
     return values
 
 
-def answer_nll(model_dir: str, pairs: Sequence[tuple[str, str]], batch_size: int = 16) -> list[float]:
-    """Per-pair mean NLL of `answer` (and the end-of-turn token) after the chat-formatted `instruction`."""
+def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size: int = 16) -> list[float]:
+    """Per-pair mean NLL of `answer` (and the end-of-turn token) after the chat-formatted context: an instruction
+    (one user turn) or the conversation so far."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,8 +41,9 @@ def answer_nll(model_dir: str, pairs: Sequence[tuple[str, str]], batch_size: int
     model.eval()
     eos = tokenizer.eos_token or ""
     sequences: list[tuple[list[int], int]] = []  # (ids, index where the answer starts)
-    for instruction, answer in pairs:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=False)
+    for context, answer in pairs:
+        messages = [{"role": "user", "content": context}] if isinstance(context, str) else context
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tokenizer(answer + eos, add_special_tokens=False)["input_ids"]
         sequences.append((p_ids + a_ids, len(p_ids)))

@@ -37,7 +37,26 @@ def _shape(name: str) -> tuple[int, int]:
     return _SHAPES.get(name, (2, int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)))
 
 
+# The text a tiny model's tokenizer is trained on, pinned: adding a data file or a prompt to the project must not
+# change every tiny model (and every test outcome built on one). These are the files the corpus held when it was
+# pinned; a root that has none of them (another project's) falls back to its own data/ and prompts/.
+_PINNED_CORPUS = (
+    "data/distill/heldout.jsonl", "data/distill/heldout_families.jsonl", "data/distill/heldout_phrasings.jsonl",
+    "data/distill/pool.jsonl", "data/lion/heldout_instructions.jsonl", "data/lion/seed_instructions.jsonl",
+    "data/montessori/reference.jsonl", "data/rationale/arithmetic_test.jsonl", "data/rationale/arithmetic_train.jsonl",
+    "data/skd/heldout_events.jsonl", "data/skd/seed_events.jsonl", "prompts/dpo/score.jinja2", "prompts/lion/answer.jinja2",
+    "prompts/lion/generate_easy.jinja2", "prompts/lion/generate_hard.jinja2", "prompts/lion/generate_harder.jinja2",
+    "prompts/lion/generate_list.jinja2", "prompts/lion/referee.jinja2", "prompts/montessori/synthesize.jinja2",
+    "prompts/rationale/inline_target.jinja2", "prompts/rationale/teacher.jinja2", "prompts/rationale/teacher_reasoning.jinja2",
+    "prompts/rationale/think_target.jinja2", "prompts/skd/heads.jinja2", "prompts/skd/judge.jinja2",
+    "prompts/skd/student_input.jinja2", "prompts/skd/tail.jinja2",
+)
+
+
 def _corpus_files(repo_root: Path) -> list[Path]:
+    pinned = [repo_root / name for name in _PINNED_CORPUS if (repo_root / name).is_file()]
+    if pinned:
+        return pinned
     files = sorted((repo_root / "data").rglob("*.jsonl")) + sorted((repo_root / "prompts").rglob("*.jinja2"))
     return [f for f in files if f.is_file()]
 

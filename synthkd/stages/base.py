@@ -62,6 +62,7 @@ class TemplateUse:
     key: str  # dotted config key, for error messages (`templates.answer`, `synthesis.template`)
     name: str  # file under prompts_dir
     provides: frozenset[str] | None  # None: the columns of the stage's `input`
+    also: frozenset[str] = frozenset()  # variables the stage gives besides those (a conversation's transcript, ...)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,13 @@ from synthkd.train.common import TRAIN_LOG_FILE, read_metrics
 if TYPE_CHECKING:
     from synthkd.stages.base import CheckContext
 
-# The columns training reads, per kind; only these go to the job's rows file.
+# The columns training reads, per kind; only these go to the job's rows file (and `tools`, where a row has it).
 COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
+
+
+def training_columns(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """What training reads of one row."""
+    return {k: row[k] for k in COLUMNS[kind]} | ({"tools": row["tools"]} if row.get("tools") else {})
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class Job:
 
     @cached_property
     def fingerprint(self) -> str:
-        return digest({"kind": self.kind, "rows": [[row[k] for k in COLUMNS[self.kind]] for row in self.rows],
+        return digest({"kind": self.kind, "rows": [list(training_columns(self.kind, row).values()) for row in self.rows],
                        "base": self.base_model, "args": self.trainer_args, "lora": self.lora, "seed": self.seed,
                        # switches enter only when on, so turning on a new one later leaves older fingerprints as they were
                        **({"freeze_embeddings": True} if self.freeze_embeddings else {}),
@@ -160,7 +165,7 @@ def write_job(job: Job) -> Path:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     rows_path = directory / "rows.jsonl"
-    write_jsonl(rows_path, ({k: row[k] for k in COLUMNS[job.kind]} for row in job.rows), default=str)
+    write_jsonl(rows_path, (training_columns(job.kind, row) for row in job.rows), default=str)
     base = Path(job.weights)
     spec = {
         "kind": job.kind,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,22 @@ def check_sft_args(args: dict[str, Any], where: str, accepted: Path | None = Non
     check_trainer_args("SFTConfig", args, where, accepted)
 
 
-def training_examples(rows: list[dict[str, Any]], completion_only: bool) -> list[dict[str, Any]]:
+def training_examples(rows: list[dict[str, Any]], completion_only: bool, assistant_only: bool = False,
+                      tokenizer: Any = None) -> list[dict[str, Any]]:
     """TRL examples from `messages` rows. With `completion_only_loss: true` in the sft block, each
     conversation becomes TRL's prompt/completion form (all turns but the last / the last assistant
     turn), so the loss falls on the answer only, as MiniLLM and DistiLLM train; TRL applies
-    completion_only_loss to that form and ignores it for plain `messages`."""
+    completion_only_loss to that form and ignores it for plain `messages`. With `assistant_only_loss: true`,
+    every assistant turn of a conversation is trained on and nothing else: synthkd tokenizes each conversation
+    with its mask (`synthkd.train.masking`), for any chat template, with or without TRL's generation markers
+    (a row's `tools` column goes to the template)."""
+    rows = _with_tools_rendered(rows, tokenizer)
+    if assistant_only:
+        from synthkd.train.masking import assistant_masked
+
+        return [assistant_masked(tokenizer, r["messages"], _tools(r.get("tools"))) for r in rows]
     if not completion_only:
-        return [{"messages": r["messages"]} for r in rows]
+        return [{"messages": r["messages"], **({"tools": r["tools"]} if r.get("tools") else {})} for r in rows]
     out = []
     for r in rows:
         messages = r["messages"]
@@ -28,6 +38,24 @@ def training_examples(rows: list[dict[str, Any]], completion_only: bool) -> list
             raise ValueError("completion_only_loss needs conversations that end with an assistant turn")
         out.append({"prompt": messages[:-1], "completion": messages[-1:]})
     return out
+
+
+def _with_tools_rendered(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """Rows with tool calls, for a student whose chat template cannot write them: rewritten as plain chat
+    (`masking.plain_tool_messages`), so no tool call is silently dropped by the template."""
+    from synthkd.train.masking import plain_tool_messages, renders_tools
+
+    if tokenizer is None or renders_tools(tokenizer):
+        return rows
+    has_tools = any(m.get("tool_calls") or m.get("role") == "tool" for r in rows for m in r["messages"])
+    if not has_tools:
+        return rows
+    return [{**r, "messages": plain_tool_messages(r["messages"], _tools(r.get("tools"))), "tools": None} for r in rows]
+
+
+def _tools(value: Any) -> list[dict[str, Any]] | None:
+    """A row's `tools`: a list of schemas, or JSON text of one (as the tool_use stage writes it, and TRL reads it)."""
+    return json.loads(value) if isinstance(value, str) and value.strip() else value or None
 
 
 def _trainer_class(config: Any) -> Any:
@@ -83,8 +111,11 @@ def train_sft(
     model, tokenizer = load_for_training(base_model, seed)
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    dataset = Dataset.from_list(training_examples(rows, bool(sft_args.get("completion_only_loss"))))
-    config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed})
+    assistant_only = bool(sft_args.get("assistant_only_loss"))
+    dataset = Dataset.from_list(training_examples(rows, bool(sft_args.get("completion_only_loss")), assistant_only, tokenizer))
+    # assistant_only_loss: the masks come with the rows (TRL folds `assistant_masks` into the labels), so TRL is not
+    # asked to find generation markers the student's template may not have.
+    config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed, "assistant_only_loss": False})
     trainer = _trainer_class(config)(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     result = trainer.train()
     metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "examples": len(rows)}
