@@ -83,7 +83,7 @@ def test_native_trajectories(tmp_path: Path) -> None:
     assert rows["t3"]["tool_log"][0]["error_kind"] == "unknown_tool"
     assert rows["t4"]["messages"][3]["content"] == "error: invalid arguments: expression must be string, got int"
     assert rows["t6"]["steps"] == 1 and _roles(rows["t6"]["messages"]) == ["system", "user", "assistant"]
-    # A trajectory that never answers fails, with what it did.
+    # A trajectory that never answers fails, with what it did (this endpoint ignores tool_choice "none" on the last step).
     (t5,) = read_rows(out, "traj", failed=True)
     assert t5["id"] == "t5" and t5["reason"] == "no_answer" and len(t5["tool_log"]) == 4
     tools = json.loads(t1["tools"])
@@ -165,3 +165,21 @@ def test_faults_and_kill9_mid_trajectories(tmp_path: Path) -> None:
 def test_bad_tool_declarations_exit_2(tmp_path: Path, tools: list[dict[str, Any]], expect: str) -> None:
     proc = run_cli("validate", str(_pipeline(tmp_path, "http://127.0.0.1:9/v1", tools=tools)))
     assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_structured_mode_constrains_arguments_and_honours_required(tmp_path: Path) -> None:
+    # No script: the test server writes whatever the reply schema allows. Each tool's arguments are its own schema,
+    # so every call it makes is one the tool accepts; tool_choice required leaves the first reply no answer to give,
+    # and the last step (answer_on_last_step) nothing but the answer.
+    tasks = [{"id": f"r{i}", "instruction": f"Task number {i}."} for i in range(6)]
+    with running_server() as server:
+        out = tmp_path / "run"
+        pipeline = _pipeline(tmp_path, server.base_url, tasks, mode="structured", tool_choice="required", max_steps=2)
+        proc = run_cli("run", str(pipeline), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(out, "traj")
+    assert len(rows) == 6
+    for row in rows:
+        assert _roles(row["messages"]) == ["system", "user", "assistant", "tool", "assistant"] and row["steps"] == 2
+        assert row["messages"][2]["tool_calls"] and row["answer"]
+        assert all(entry["error_kind"] != "invalid_arguments" for entry in row["tool_log"])

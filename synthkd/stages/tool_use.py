@@ -66,9 +66,14 @@ class ToolUseStage(StageBase):
     mode: Literal["native", "structured"] = Field(
         "native", description="native: OpenAI function calling (tools / tool_calls); structured: a JSON reply under a "
         "schema ({tool, arguments} or {answer}), for endpoints without a tool parser.")
-    max_steps: int = Field(6, ge=1, le=50, description="Model calls per trajectory at most; one that has not answered by then fails.")
-    tool_choice: Literal["auto", "required"] = Field("auto", description="mode: native: `tool_choice` of the first call "
-                                                     "(later calls: auto). required: the teacher must call a tool first.")
+    max_steps: int = Field(6, ge=1, le=50, description="Model calls per trajectory at most.")
+    answer_on_last_step: bool = Field(
+        True, description="The last of the max_steps calls must answer (native: tool_choice none; structured: a schema with "
+        "only the answer), so a trajectory ends with what the tools gave rather than failing; false: a trajectory that has "
+        "not answered by then fails (no_answer).")
+    tool_choice: Literal["auto", "required"] = Field("auto", description="The first call's `tool_choice` (later calls: auto). "
+                                                     "required: the teacher must call a tool first (structured mode: the first "
+                                                     "reply's schema has no answer).")
     templates: ToolUseTemplates = Field(default_factory=ToolUseTemplates, description="Prompt files.")
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=512), description="The teacher's sampling.")
 
@@ -111,11 +116,38 @@ class _Answer(BaseModel):
     answer: str
 
 
-def structured_reply_model(tools: list[Tool]) -> type[BaseModel]:
-    """The schema of one structured-mode reply: a call of one of the tools (its arguments an object) or an answer."""
-    call = create_model("ToolCall", __config__=ConfigDict(extra="forbid"),
-                        tool=(Literal[tuple(t.name for t in tools)], ...), arguments=(dict[str, Any], ...))  # type: ignore[valid-type]
-    return RootModel[Union[call, _Answer]]  # type: ignore[return-value,valid-type]
+_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
+
+
+def _arguments_model(tool: Tool) -> type[BaseModel] | type[dict[str, Any]]:
+    """The tool's arguments as a model (its JSON schema's properties, types and required keys), so guided decoding
+    can only write arguments the tool accepts; a plain object where the schema is beyond that subset."""
+    schema = tool.parameters()
+    props = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    fields: dict[str, Any] = {}
+    for key, prop in props.items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        if not key.isidentifier() or key.startswith("_") or (kind is not None and kind not in _JSON_TYPES):
+            return dict[str, Any]
+        annotation = Literal[tuple(prop["enum"])] if isinstance(prop.get("enum"), list) and prop["enum"] else _JSON_TYPES.get(kind, Any)
+        fields[key] = (annotation, ...) if key in required else (annotation | None, None)
+    return create_model(f"{tool.name.replace('-', '_')}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def structured_answer_model() -> type[BaseModel]:
+    """The schema of a structured-mode reply that must be the answer (the last step)."""
+    return type("AnswerStep", (RootModel[_Answer],), {})
+
+
+def structured_reply_model(tools: list[Tool], answer: bool = True) -> type[BaseModel]:
+    """The schema of one structured-mode reply: a call of one of the tools, with the arguments that tool takes, or
+    (unless `answer` is False: tool_choice required) the answer."""
+    calls = [create_model(f"Call_{t.name.replace('-', '_')}", __config__=ConfigDict(extra="forbid"),
+                          tool=(Literal[t.name], ...), arguments=(_arguments_model(t), ...)) for t in tools]  # type: ignore[valid-type]
+    options = tuple(calls) + ((_Answer,) if answer else ())
+    # a plain class name: providers take the schema's name only as [A-Za-z0-9_-]+ (RootModel[...] has brackets)
+    return type("ToolStep" if answer else "ToolCallStep", (RootModel[Union[options]],), {})  # type: ignore[return-value,valid-type]
 
 
 class ToolUseImpl(StageImpl[ToolUseStage]):
@@ -156,12 +188,16 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         schemas = [t.schema() for t in tools]
         meter = Meter()
         trajectories, failed = self._start(rt, inp.get("input"), schemas)
-        reply_model = structured_reply_model(tools) if cfg.mode == "structured" else None
+        # structured mode: tool_choice required drops the answer from the first reply's schema, as the API's does
+        reply_models = ((structured_reply_model(tools, answer=cfg.tool_choice != "required"), structured_reply_model(tools),
+                         structured_answer_model()) if cfg.mode == "structured" else None)
         result_t = rt.prompts.get(cfg.templates.tool_result) if cfg.mode == "structured" else None
         for step in range(1, cfg.max_steps + 1):
             active = [t for t in trajectories if t.active]
             if not active:
                 break
+            last = step == cfg.max_steps and cfg.answer_on_last_step
+            reply_model = None if reply_models is None else reply_models[2] if last else reply_models[0] if step == 1 else reply_models[1]
             calls = [self._call(t, step, schemas, reply_model) for t in active]
             results = await rt.call_all(cfg.teacher, f"{cfg.name}: step {step}", calls, meter)
             for t, res in zip(active, results):
@@ -199,6 +235,8 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
     def _call(self, t: _Trajectory, step: int, schemas: list[dict[str, Any]], reply_model: type[BaseModel] | None) -> Call:
         if reply_model is not None:
             return Call(messages=list(t.sent), sampling=self.cfg.sampling, schema=reply_model)
+        if step == self.cfg.max_steps and self.cfg.answer_on_last_step:
+            return Call(messages=list(t.sent), sampling=self.cfg.sampling, tools=schemas, tool_choice="none")
         choice = self.cfg.tool_choice if step == 1 else "auto"
         return Call(messages=list(t.sent), sampling=self.cfg.sampling, tools=schemas, tool_choice=choice)
 
@@ -212,7 +250,8 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
                 self._answer(t, reply.answer, json.dumps({"answer": reply.answer}), step)
                 return
             call_id = f"call_{step}"
-            arguments = json.dumps(reply.arguments, ensure_ascii=False)
+            given = reply.arguments.model_dump(exclude_none=True) if isinstance(reply.arguments, BaseModel) else reply.arguments
+            arguments = json.dumps(given, ensure_ascii=False)
             t.messages.append({"role": "assistant", "content": "", "tool_calls": [_tool_call(call_id, reply.tool, arguments)]})
             t.sent.append({"role": "assistant", "content": res.text or ""})
             content = self._run_tool(t, step, tools, reply.tool, arguments)
