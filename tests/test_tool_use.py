@@ -110,7 +110,12 @@ def test_structured_mode_writes_the_same_form(tmp_path: Path) -> None:
     assert _roles(t1["messages"]) == ["system", "user", "assistant", "tool", "assistant"]
     assert t1["messages"][2]["tool_calls"][0]["function"]["name"] == "calculator" and t1["messages"][3]["content"] == "391"
     assert t1["answer"] == "The answer is 391." and rows["t2"]["answer"] == "The capital is Lima."
-    assert "calculator" in t1["messages"][0]["content"]  # the tools described in the system message
+    # The dataset's form is the native one (the tools in `tools`); the model was sent the protocol prompt instead.
+    assert "JSON" not in t1["messages"][0]["content"]
+    sent = t1["structured_messages"]
+    assert "calculator" in sent[0]["content"] and "JSON" in sent[0]["content"]
+    assert json.loads(sent[2]["content"]) == {"tool": "calculator", "arguments": {"expression": "17 * 23"}}
+    assert sent[3] == {"role": "user", "content": "Result of calculator: 391"}
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(entry["tools"] is None and entry["response_format"] == "json_schema" for entry in log)
 

@@ -43,8 +43,8 @@ OWN_COLUMNS = ("messages", "tools", "answer", "steps", "tool_log", "structured_m
 class ToolUseTemplates(Strict):
     """Prompts of the tool_use stage, as jinja2 files under prompts_dir."""
 
-    system: str | None = Field("tools/system.jinja2", description="mode: native: a system message (variable: tools, the "
-                               "schemas); null: none.")
+    system: str | None = Field("tools/system.jinja2", description="A system message (variable: tools, the schemas): sent in "
+                               "native mode, and the dataset's first message in both modes; null: none.")
     structured: str = Field("tools/structured.jinja2", description="mode: structured: the system message that describes "
                             "the tools (variable: tools) and the JSON reply protocol.")
     tool_result: str = Field("tools/tool_result.jinja2", description="mode: structured: how a tool's result is shown to the "
@@ -165,10 +165,11 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
     def templates(self) -> list[TemplateUse]:
         t = self.cfg.templates
         tools = frozenset({"tools"})
+        uses = [TemplateUse("templates.system", t.system, tools)] if t.system else []
         if self.cfg.mode == "structured":
-            return [TemplateUse("templates.structured", t.structured, tools),
-                    TemplateUse("templates.tool_result", t.tool_result, frozenset({"tool", "result"}))]
-        return [TemplateUse("templates.system", t.system, tools)] if t.system else []
+            uses += [TemplateUse("templates.structured", t.structured, tools),
+                     TemplateUse("templates.tool_result", t.tool_result, frozenset({"tool", "result"}))]
+        return uses
 
     def check(self, ctx: CheckContext) -> None:
         load_tools(self.cfg.tools, ctx.loaded.base_dir, ctx.where("tools"))
@@ -220,16 +221,19 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
     def _start(self, rt: Runtime, rows: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> tuple[list[_Trajectory], list[dict[str, Any]]]:
         cfg = self.cfg
         t = cfg.templates
-        system_t = rt.prompts.get(t.structured if cfg.mode == "structured" else t.system) if (cfg.mode == "structured" or t.system) else None
-        system = [{"role": "system", "content": system_t.render(tools=schemas)}] if system_t else []
+        system = [{"role": "system", "content": rt.prompts.get(t.system).render(tools=schemas)}] if t.system else []
+        # structured mode: the model is sent the protocol prompt; the dataset's OpenAI form has the tools in its `tools`
+        # column instead (and the native system message, if any), as a native trajectory would.
+        sent_system = ([{"role": "system", "content": rt.prompts.get(t.structured).render(tools=schemas)}]
+                       if cfg.mode == "structured" else system)
         out, failed = [], []
         for row in rows:
             task = row.get(cfg.task_column)
             if not isinstance(task, str) or not task.strip():
                 failed.append({**row, "reason": "empty_input", "detail": f"column {cfg.task_column} is null or blank"})
                 continue
-            messages = [*system, {"role": "user", "content": task.strip()}]
-            out.append(_Trajectory(dict(row), list(messages), list(messages)))
+            user = {"role": "user", "content": task.strip()}
+            out.append(_Trajectory(dict(row), [*system, user], [*sent_system, user]))
         return out, failed
 
     def _call(self, t: _Trajectory, step: int, schemas: list[dict[str, Any]], reply_model: type[BaseModel] | None) -> Call:
