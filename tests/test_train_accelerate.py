@@ -59,11 +59,13 @@ def test_train_sft_on_two_processes_same_layout(tmp_path: Path, synthkd_home: Pa
     assert m2["steps"] > 0 and math.isfinite(m2["train_loss"])
     # DDP: each process takes per_device_train_batch_size examples a step, so 2 processes take half the steps.
     assert m1["steps"] == 2 * m2["steps"]
-    # Both processes trained, in one gloo group; nothing is left beside the checkpoint but the log.
+    # Both processes trained, in one gloo group; nothing is left beside the checkpoints but each run's log (one
+    # process writes one too: what it trained and the trainer's record, step by step).
     log = (tmp_path / "two.train.log").read_text()
     for rank in (0, 1):
         assert f"process {rank} of world size 2 (MULTI_CPU, backend gloo)" in log, log[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "sft.jsonl", "two", "two.train.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "one.train.log", "sft.jsonl", "two", "two.train.log"]
+    assert "in this process: 24 rows" in (tmp_path / "one.train.log").read_text()
 
 
 @pytest.mark.needs_torch
