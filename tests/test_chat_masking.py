@@ -146,3 +146,24 @@ def test_tool_calls_are_trained_on_with_a_template_that_cannot_write_them(synthk
     text = tok.decode(example["input_ids"])
     assert "<tools>" in text and '"calculator"' in text and "<tool_response>" in text
     assert "391" not in runs[0]  # the tool's result is context, not a target
+
+
+def test_a_column_that_is_not_a_conversation_is_one_line_exit_2(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from tests.conftest import run_cli
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "text": f"plain text {i}"}) + "\n" for i in range(3)))
+    spec = {"name": "bad", "prompts_dir": str(REPO / "prompts"), "endpoints": {},
+            "stages": [{"name": "rows", "type": "load", "path": str(data)},
+                       {"name": "sft", "type": "sft", "input": "rows", "model": "tiny:student", "messages_column": "text",
+                        "sft": {"max_length": 64}}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = run_cli("run", str(path), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "is not a conversation" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "messages_column" in errors[0] and not (tmp_path / "run" / "checkpoints").exists()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from synthkd.config.stages import StageBase, TrainingLaunch
+from synthkd.errors import ConfigError
 from synthkd.records import StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses
 from synthkd.stages.training import train_checkpoint
@@ -50,6 +51,18 @@ class SFTStats(StageStats):
         return [f"{self.steps} steps on {self.examples} examples, train loss {self.train_loss:.4f}: {self.checkpoint}"] if self.steps is not None else []
 
 
+def _check_conversations(rows: list[dict[str, Any]], column: str, where: str) -> None:
+    """Every row's conversation is a non-empty list of {role, content} messages: a column of another shape (plain text,
+    say) is one clear error before training starts, not a trainer's traceback."""
+    for i, row in enumerate(rows):
+        messages = row.get("messages")
+        if not (isinstance(messages, list) and messages
+                and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)):
+            raise ConfigError(f"row {i} (id {row.get('id', i)!r}) of column {column!r} is not a conversation (a list of "
+                              f"messages with a role and content): {str(messages)[:120]!r}", where=where,
+                              fix="point messages_column at a conversational column (messages, structured_messages)")
+
+
 class SFTImpl(StageImpl[SFTStage]):
     """Trains; its rows are its input's, passed through (so a later stage can read them too)."""
 
@@ -80,6 +93,7 @@ class SFTImpl(StageImpl[SFTStage]):
             return StageResult(rows=rows, stats=SFTStats(skipped="no training examples"))
         # another column: trained on as the conversation, without the tool schemas of the OpenAI form beside it
         train_rows = rows if cfg.messages_column == "messages" else [{"messages": r[cfg.messages_column]} for r in rows]
+        _check_conversations(train_rows, cfg.messages_column, f"stages.{cfg.name}.messages_column")
         out, metrics = await train_checkpoint(rt, cfg.name, cfg, None, kind="sft", rows=train_rows, base=cfg.model, trainer_args=cfg.sft,
                                               lora=cfg.lora, freeze_embeddings=cfg.freeze_embeddings,
                                               note=f"SFT of {cfg.model} on {len(rows)} examples")
