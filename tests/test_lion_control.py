@@ -56,7 +56,7 @@ def test_new_from_pool_draws_unseen_pool_instructions_and_never_generates(tmp_pa
     assert len(set(drawn)) == len(drawn) == 16 and not set(drawn) & seeds
     last = iterations[2]
     assert last["new_instructions"] == 0 and last["generation"] == "skipped: final_generation is false" and _teacher_calls(last) == 0
-    assert read_rows(out, "lion.iter3.generated") == [] and read_rows(out, "lion.iter3.discrimination")
+    assert read_rows(out, "lion.iter3.generated") == [] and last["judged"] == 0
     # The final train pool: the seeds and what was drawn.
     assert sorted(r["instruction"] for r in read_rows(out, "lion")) == sorted(seeds | set(drawn))
 
@@ -85,7 +85,23 @@ def test_final_generation_false_skips_only_the_last_generation(tmp_path: Path) -
     assert first["new_instructions"] > 0 and first.get("generation") is None
     assert _teacher_calls(first) > first["new_instructions"]  # generation calls, then the answers
     assert last["new_instructions"] == 0 and last["generation"] == "skipped: final_generation is false"
-    assert _teacher_calls(last) == 0 and last["judged"] > 0
+    # Nothing would train on the last judgement: the student does not answer the pool and the referee is not called.
+    assert _teacher_calls(last) == 0 and last["judged"] == 0 and last["discrimination"].startswith("skipped")
+    assert last.get("hard_fraction") is None and last["usage"]["calls"] == 0
+    assert not (out / "datasets" / "lion.iter2.discrimination").exists()
+
+
+def test_final_discrimination_judges_the_last_iteration_without_generating(tmp_path: Path) -> None:
+    with running_server() as server:
+        pipeline = lion_pipeline(tmp_path, server.base_url, n_seeds=16, iterations=2, final_generation=False,
+                                 final_discrimination=True)
+        out = tmp_path / "run"
+        proc = run_cli("run", str(pipeline), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+    last = run_json(out)["stages"]["lion"]["iterations"][-1]
+    assert last["judged"] > 0 and last.get("discrimination") is None and 0 <= last["hard_fraction"] <= 1
+    assert _teacher_calls(last) == 0 and last["new_instructions"] == 0
+    assert len(read_rows(out, "lion.iter2.discrimination")) == last["judged"]
 
 
 def test_new_from_pool_without_a_pool_is_one_clear_error(tmp_path: Path) -> None:

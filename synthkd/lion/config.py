@@ -62,7 +62,14 @@ class LionStage(StageBase, TrainingLaunch):
     generation_oversample: float = Field(1.3, ge=1, description="Candidates asked per missing instruction in a round.")
     final_generation: bool = Field(
         True, description="Generate new instructions in the last iteration too. false: the last iteration discriminates "
-        "but generates nothing (its new instructions would never be trained on; the paper's loop ends there)."
+        "generates nothing (its new instructions would never be trained on; the paper's loop ends there) and, without a `dpo` "
+        "block or final_discrimination: true, judges nothing either."
+    )
+    final_discrimination: bool = Field(
+        False, description="Judge the cache pool in the last iteration even when nothing trains on the judgement "
+        "(final_generation: false and no `dpo` block): the final hard fraction, at the cost of the student answering the "
+        "pool and two referee calls per instruction (paid where the referee is an LLM). false: that iteration trains and "
+        "is evaluated on the held-out set only."
     )
     final_imitation: bool = Field(
         False, description="After the last iteration's generation, one more imitation step: SFT (the same `sft` block "

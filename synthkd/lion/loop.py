@@ -11,7 +11,8 @@
                         (generation_mode: list, for small teachers: each call continues a list of
                         same-family seeds of the kind in plain text, one instruction per call;
                         new_from: pool, a control arm: N drawn uniformly from the pool stage instead;
-                        final_generation: false, as the paper's loop: none after the last imitation)
+                        final_generation: false, as the paper's loop: none after the last imitation, and
+                        no judging there either unless DPO or final_discrimination uses it)
     final_imitation: one more imitation on the final train pool, so the last generation is trained on
 
 Every call goes through the request cache, every checkpoint carries a fingerprint, and every
@@ -150,9 +151,14 @@ class LionRun:
             stats = LionIteration(iteration=it, train_pool=len(pools.train), cache_pool=len(pools.cache))
             it_meter = Meter()
             checkpoint = await self.imitation(it, pools, previous, stats)
-            judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
+            last = it == self.cfg.iterations
+            if last and not (self.cfg.final_generation or self.cfg.dpo is not None or self.cfg.final_discrimination):
+                # Nothing trains on this judgement: the student's answers and the referee's calls would be spent for a figure.
+                judged, stats.discrimination = [], "skipped: nothing uses the last iteration's judgement (final_discrimination: false)"
+            else:
+                judged = await self.discrimination(it, pools, checkpoint, stats, it_meter)
             checkpoint = await self.dpo_phase(it, judged, checkpoint, stats)
-            if it == self.cfg.iterations and not self.cfg.final_generation:
+            if last and not self.cfg.final_generation:
                 self.skip_generation(it, stats)
             elif self.cfg.new_from == "pool":
                 await self.draw_from_pool(it, pools, stats, it_meter)
@@ -165,10 +171,7 @@ class LionRun:
             stats.usage = it_meter.to_json()
             meter.merge(it_meter)
             self.out.iteration(stats)
-            self.rt.reporter.note(
-                f"[lion] iteration {it}: hard {stats.hard_fraction:.2f}, teacher {stats.mean_teacher_score:.2f}, "
-                f"student {stats.mean_student_score:.2f}, new {stats.new_instructions}, pools {len(pools.train)}/{len(pools.cache)}"
-            )
+            self.rt.reporter.note(f"[lion] {stats.line()}")
             self.stats.append(stats)
             previous = checkpoint if not self.cfg.retrain_from_base else self.base_student
             final_weights = checkpoint

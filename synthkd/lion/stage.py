@@ -64,10 +64,11 @@ class LionIteration(Iteration):
     judged: int = 0
     hard: int = 0
     easy: int = 0
-    hard_fraction: float = 0.0
-    mean_teacher_score: float = 0.0
-    mean_student_score: float = 0.0
+    hard_fraction: float | None = None  # None where the iteration judged nothing
+    mean_teacher_score: float | None = None  # None where the iteration judged nothing
+    mean_student_score: float | None = None  # None where the iteration judged nothing
     discrimination_failures: int = 0
+    discrimination: str | None = None  # set where this iteration judged nothing (the last one, when nothing would use it)
     dpo_pairs: int | None = None
     dpo: Metrics | str | None = None
     new_hard: int = 0
@@ -83,8 +84,10 @@ class LionIteration(Iteration):
     pool_exhausted: bool | None = None  # new_from: pool: fewer than new_per_iteration were left to draw
 
     def line(self) -> str:
-        return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  hard {self.hard_fraction:.2f}  "
-                f"teacher {self.mean_teacher_score:.2f}  student {self.mean_student_score:.2f}  new {self.new_instructions}"
+        judged = (f"hard {self.hard_fraction:.2f}  teacher {self.mean_teacher_score:.2f}  student {self.mean_student_score:.2f}"
+                  if self.hard_fraction is not None and self.mean_teacher_score is not None and self.mean_student_score is not None
+                  else "not judged")
+        return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  {judged}  new {self.new_instructions}"
                 + (f"  yield {y:.2f}" if self.generation_yield and isinstance(y := self.generation_yield.get("yield"), (int, float)) else ""))
 
 
