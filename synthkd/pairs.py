@@ -1,55 +1,92 @@
-"""Pure pair mining: from judged answers to DPO pairs, and the numbers reported about them."""
+"""Pure pair mining: from judged answers to DPO pairs (`PreferencePair` records), and the numbers reported about them."""
 
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from synthkd.records import Messages, PreferencePair
 
 
 def preference_pair(pid: str, instruction: str, chosen: str, rejected: str, margin: float, source: str,
-                    prompt: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """A TRL conversational preference row (prompt/chosen/rejected) with its provenance (`PreferencePair`).
+                    prompt: Messages | None = None, iteration: int | None = None) -> PreferencePair:
+    """A TRL conversational preference row (prompt/chosen/rejected) with its provenance.
 
     `prompt`: the messages the answers reply to (default: the instruction as the one user message).
     """
-    return {
-        "id": pid, "source": source, "margin": margin, "instruction": instruction,
-        "prompt": prompt if prompt is not None else [{"role": "user", "content": instruction}],
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-    }
+    return PreferencePair(
+        id=pid, source=source, margin=margin, instruction=instruction,
+        prompt=prompt if prompt is not None else [{"role": "user", "content": instruction}],
+        chosen=[{"role": "assistant", "content": chosen}], rejected=[{"role": "assistant", "content": rejected}],
+        iteration=iteration,
+    )
 
 
-def teacher_vs_student_pairs(rows: Sequence[dict[str, Any]], margin: float) -> list[dict[str, Any]]:
-    """Teacher answer chosen, student answer rejected, where the judge's gap (teacher - student) >= margin.
+class Scored(Protocol):
+    """A teacher and a student answer to one instruction with the judge's score of each (both-order averages, as Lion's
+    referee and DPO's judge produce them): Lion's `DiscriminationRow`, DPO's `ScoredAnswers`."""
 
-    Rows need: id, instruction, teacher_answer, student_answer, teacher_score, student_score
-    (both-order averages, as Lion's referee produces them).
-    """
+    @property
+    def id(self) -> str: ...
+    @property
+    def instruction(self) -> str: ...
+    @property
+    def teacher_answer(self) -> str: ...
+    @property
+    def student_answer(self) -> str: ...
+    @property
+    def teacher_score(self) -> float: ...
+    @property
+    def student_score(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class ScoredAnswers:
+    """The plain `Scored`: what a judge said of a teacher and a student answer."""
+
+    id: str
+    instruction: str
+    teacher_answer: str
+    student_answer: str
+    teacher_score: float
+    student_score: float
+
+
+@dataclass
+class SampleGroup:
+    """One instruction's scored samples, as (answer, score) in sample order."""
+
+    id: str
+    instruction: str
+    samples: list[tuple[str, float]] = field(default_factory=list)
+
+
+def teacher_vs_student_pairs(rows: Sequence[Scored], margin: float) -> list[PreferencePair]:
+    """Teacher answer chosen, student answer rejected, where the judge's gap (teacher - student) >= margin."""
     pairs = []
     for r in rows:
-        gap = r["teacher_score"] - r["student_score"]
-        if gap >= margin and r["teacher_answer"] != r["student_answer"]:
-            pairs.append(preference_pair(f"{r['id']}:tvs", r["instruction"], r["teacher_answer"], r["student_answer"], gap, "teacher_vs_student"))
+        gap = r.teacher_score - r.student_score
+        if gap >= margin and r.teacher_answer != r.student_answer:
+            pairs.append(preference_pair(f"{r.id}:tvs", r.instruction, r.teacher_answer, r.student_answer, gap, "teacher_vs_student"))
     return pairs
 
 
-def ranked_pairs(groups: Sequence[dict[str, Any]], margin: float) -> list[dict[str, Any]]:
+def ranked_pairs(groups: Sequence[SampleGroup], margin: float) -> list[PreferencePair]:
     """Best versus worst of each instruction's scored samples, where their scores differ by >= margin.
 
-    Each group: id, instruction, samples: [(answer, score), ...] in sample order. Ties for best go
-    to the earliest sample, ties for worst to the latest, so the choice is deterministic.
+    Ties for best go to the earliest sample, ties for worst to the latest, so the choice is deterministic.
     """
     pairs = []
     for g in groups:
-        samples = g["samples"]
+        samples = g.samples
         if len(samples) < 2:
             continue
         best = max(range(len(samples)), key=lambda i: (samples[i][1], -i))
         worst = min(range(len(samples)), key=lambda i: (samples[i][1], -i))
         gap = samples[best][1] - samples[worst][1]
         if gap >= margin and samples[best][0] != samples[worst][0]:
-            pairs.append(preference_pair(f"{g['id']}:rank", g["instruction"], samples[best][0], samples[worst][0], gap, "ranked_student_samples"))
+            pairs.append(preference_pair(f"{g.id}:rank", g.instruction, samples[best][0], samples[worst][0], gap, "ranked_student_samples"))
     return pairs
 
 

@@ -9,7 +9,7 @@ with the same model (reading tolerates missing keys and old files; writing rejec
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Mapping, Self, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,6 +44,12 @@ class Record(BaseModel):
                 ) from None
 
 
+def plain_rows(rows: Sequence[Record | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts, for disk and for training: a record gives all its fields; a mapping (a stage that
+    passes its input's columns through) is copied as it is."""
+    return [r.model_dump() if isinstance(r, Record) else dict(r) for r in rows]
+
+
 def check_failed(rows: list[dict[str, Any]], dataset: str) -> None:
     """Failed rows keep whatever they had, plus the reason they failed: never a failed row without one."""
     for i, row in enumerate(rows):
@@ -67,11 +73,51 @@ class Stats(BaseModel):
         return cls.model_validate(data)
 
 
+class HeldoutRow(Record):
+    """One held-out prompt: the student's answer beside the reference (the teacher's), scored."""
+
+    id: str
+    instruction: str
+    answer: str
+    reference: str
+    rouge_l: float
+    gold: str | None = None
+    gold_correct: bool | None = None
+
+
+class Interval(Stats):
+    """A metric's mean over prompts with its 95% bootstrap interval (`scoring.metrics.summary`)."""
+
+    mean: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+
+    def text(self, digits: int) -> str:
+        """"mean [low, high]" at `digits` decimals; "-" where there is no value."""
+        if self.mean is None or self.ci_low is None or self.ci_high is None:
+            return "-"
+        return f"{self.mean:.{digits}f} [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
+
+
+class HeldoutFigures(Stats):
+    """Judge-free held-out figures of one model (`scoring.heldout`): ROUGE-L against the teacher's answers, gold
+    accuracy where the set has gold, NLL of the teacher's answers where the weights are local."""
+
+    n: int = 0  # prompts scored
+    rouge_l: Interval | None = None
+    gold_accuracy: Interval | None = None
+    nll: Interval | None = None
+    answered: int | None = None  # prompts the model answered (failed calls are left out)
+    weights: str | None = None  # the weights the student endpoint served
+    examples: list[HeldoutRow] | None = None  # the first few scored prompts, to read
+
+
 class Iteration(Stats):
     """One iteration of an iterative stage."""
 
     iteration: int = 0
-    heldout: dict[str, Any] | None = None  # judge-free held-out figures after this iteration
+    heldout: HeldoutFigures | None = None  # judge-free held-out figures after this iteration
     usage: dict[str, Any] | None = None
 
     def line(self) -> str:
@@ -100,8 +146,8 @@ class StageStats(Stats):
     elapsed_s: float | None = None
     weights: dict[str, str] = Field(default_factory=dict, description="Endpoints this stage moved onto new weights, and onto which.")
     iterations: list[Iteration] = Field(default_factory=list)
-    heldout_base: dict[str, Any] | None = None
-    heldout_teacher: dict[str, Any] | None = None
+    heldout_base: HeldoutFigures | None = None
+    heldout_teacher: HeldoutFigures | None = None
     heldout_usage: dict[str, Any] | None = None
 
     # Result blocks the report lists as key=value rows (a stage type names its own).
@@ -143,13 +189,3 @@ class PreferencePair(Record):
     iteration: int | None = None
 
 
-class HeldoutRow(Record):
-    """One held-out prompt: the student's answer beside the reference (the teacher's), scored."""
-
-    id: str
-    instruction: str
-    answer: str
-    reference: str
-    rouge_l: float
-    gold: str | None = None
-    gold_correct: bool | None = None

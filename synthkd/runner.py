@@ -27,6 +27,7 @@ from synthkd.pipeline import implementation
 from synthkd.progress import Reporter
 from synthkd.redact import redact_url
 from synthkd.runlock import run_lock
+from synthkd.records import plain_rows
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.settings import Settings
@@ -210,7 +211,7 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
             # The entry is checked against the stage's stats type before the output is marked done.
             _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
             _write_outputs(rt, outlet, impl, result, fp, inputs)
-            rows[stage.name] = result.rows
+            rows[stage.name] = plain_rows(result.rows)  # what a later stage reads, as it would from disk
             invocation.merge(result.meter)
             state.data["this_invocation"] = invocation.to_json()
             state.save()

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from synthkd.client.accounting import Budget, Meter
 from synthkd.client.cache import RequestCache
@@ -27,7 +27,7 @@ from synthkd.redact import register_secret, scrub, scrub_strings
 from synthkd.models.store import weights_fingerprint as fingerprint
 from synthkd.serve.process import wait_healthy
 from synthkd.serve.vllm_server import ServerManager
-from synthkd.records import Iteration, Record, check_failed
+from synthkd.records import Iteration, Record, check_failed, plain_rows
 from synthkd.settings import Settings
 
 
@@ -222,12 +222,13 @@ class Runtime:
         return cfg.identity
 
     # ---- outputs ----------------------------------------------------------------------
-    def write_dataset(self, name: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,
+    def write_dataset(self, name: str, rows: Sequence[Record | Mapping[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,
                       fingerprint: str, columns: set[str] | None = None, templates: dict[str, str] | None = None,
                       models: dict[str, str] | None = None, counts: dict[str, Any] | None = None, fmt: str = "records",
                       description: str = "") -> Path:
         """Write RUN_DIR/datasets/<name>/. Rows are checked against `row_type` (None: a stage passing its
         input's columns through, which then names them in `columns` so an empty dataset keeps them)."""
+        rows = plain_rows(rows)
         if row_type is not None:
             row_type.check_rows(rows, name)
             columns = row_type.columns()

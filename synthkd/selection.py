@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import Field
 
@@ -25,7 +25,7 @@ from synthkd.client.accounting import Meter
 from synthkd.client.replies import Result, empty_detail
 from synthkd.config.stages import SelectChecks
 from synthkd.errors import ConfigError
-from synthkd.records import Record, Stats
+from synthkd.records import PreferencePair, Record, Stats
 from synthkd.scoring.metrics import gold_match, rouge_l_f1
 
 Rule = Literal["auto", "gold", "consensus"]
@@ -146,21 +146,21 @@ class CandidateRow(Record):
 
 @dataclass
 class Picked:
-    """One row's candidates (CandidateRow dicts, in sample order), the kept one (None: none passed) and why."""
+    """One row's candidates (in sample order), the kept one (None: none passed) and why."""
 
-    candidates: list[dict[str, Any]]
-    winner: dict[str, Any] | None
+    candidates: list[CandidateRow]
+    winner: CandidateRow | None
     choice: Choice | None
 
     @property
-    def passed(self) -> list[dict[str, Any]]:
-        return [c for c in self.candidates if c["passed"]]
+    def passed(self) -> list[CandidateRow]:
+        return [c for c in self.candidates if c.passed]
 
     def selection(self, n: int) -> dict[str, Any]:
         """The `selection` record of the kept answer: n, the kept sample, the rule, how many passed, its agreement."""
         assert self.winner is not None and self.choice is not None
         agreement = self.choice.agreement
-        return {"n": n, "chosen": self.winner["sample"], "rule": self.choice.rule, "passed_checks": len(self.passed),
+        return {"n": n, "chosen": self.winner.sample, "rule": self.choice.rule, "passed_checks": len(self.passed),
                 "agreement": None if agreement is None else round(agreement, 4)}
 
 
@@ -170,34 +170,34 @@ def pick(row_id: str, replies: Sequence[Result], gold: str | None, rule: Rule, c
     for k, res in enumerate(replies):
         bad = unusable(res, meter)
         reason = bad[0] if bad else check_answer(str(res.text), res.truncated, checks)
-        cands.append({"id": row_id, "sample": k, "text": res.text, "truncated": res.truncated, "passed": reason is None,
-                      "reason": reason, "detail": bad[1] if bad else None, "chosen": False, "gold_match": None})
-    passed = [c for c in cands if c["passed"]]
+        cands.append(CandidateRow(id=row_id, sample=k, text=res.text, truncated=res.truncated, passed=reason is None,
+                                  reason=reason, detail=bad[1] if bad else None, chosen=False, gold_match=None))
+    passed = [c for c in cands if c.passed]
     if not passed:
         return Picked(cands, None, None)
-    choice = choose([str(c["text"]) for c in passed], gold, rule)
+    choice = choose([str(c.text) for c in passed], gold, rule)
     winner = passed[choice.index]
-    winner["chosen"] = True
+    winner.chosen = True
     for c, match in zip(passed, choice.matches or ()):
-        c["gold_match"] = match
+        c.gold_match = match
     return Picked(cands, winner, choice)
 
 
-def no_candidate(row: dict[str, Any], cands: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
+def no_candidate(row: Mapping[str, Any], cands: list[CandidateRow], meter: Meter) -> dict[str, Any]:
     """The failed row of an input row none of whose candidates can be kept, with its candidates.
 
     Where no candidate got a reply and all failed the same way (a dead endpoint), that is the row's reason, as
     without `select` (so a run whose endpoint answers nothing stops); otherwise `no_candidate_passed_checks`.
     """
-    reasons = Counter(str(c["reason"]) for c in cands)
-    if len(reasons) == 1 and cands[0]["reason"] not in CHECK_REASONS:
-        reason, detail = cands[0]["reason"], cands[0]["detail"]
+    reasons = Counter(str(c.reason) for c in cands)
+    if len(reasons) == 1 and cands[0].reason not in CHECK_REASONS:
+        reason, detail = cands[0].reason, cands[0].detail
     else:
         reason = "no_candidate_passed_checks"
         meter.failures[reason] += 1
         detail = f"{len(cands)} candidates: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
     return {**row, "reason": reason, "detail": detail, "raw": None,
-            "candidates": [{k: v for k, v in c.items() if k != "id"} for c in cands]}
+            "candidates": [c.model_dump(exclude={"id"}) for c in cands]}
 
 
 class SelectionSummary(Stats):
@@ -220,15 +220,15 @@ class Selected:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[CandidateRow] = field(default_factory=list)
+    pairs: list[PreferencePair] = field(default_factory=list)
 
     def summary(self) -> SelectionSummary:
         """The figures run.json keeps about it."""
         agreement = [r["selection"]["agreement"] for r in self.rows if r["selection"]["agreement"] is not None]
         return SelectionSummary(
             rows=len(self.rows), failed_rows=len(self.failed), candidates=len(self.candidates),
-            passed=sum(c["passed"] for c in self.candidates), pairs=len(self.pairs),
+            passed=sum(c.passed for c in self.candidates), pairs=len(self.pairs),
             by_rule=dict(Counter(r["selection"]["rule"] for r in self.rows)),
-            rejected=dict(Counter(c["reason"] for c in self.candidates if c["reason"])),
+            rejected=dict(Counter(c.reason for c in self.candidates if c.reason)),
             mean_agreement=round(sum(agreement) / len(agreement), 4) if agreement else None)

@@ -1,6 +1,6 @@
 """DPO pair mining on scripted judge results: exact pairs and margins."""
 
-from synthkd.pairs import margin_summary, ranked_pairs, teacher_vs_student_pairs, win_tie_loss
+from synthkd.pairs import SampleGroup, ScoredAnswers, margin_summary, ranked_pairs, teacher_vs_student_pairs, win_tie_loss
 from synthkd.judging import RefereeScores, judge
 
 
@@ -14,28 +14,28 @@ def test_teacher_vs_student_pairs_from_both_order_judgements() -> None:
     rows = []
     for pid, (tf, sf) in scripted.items():
         j = judge(tf, sf)
-        rows.append({"id": pid, "instruction": f"q{pid}", "teacher_answer": f"T{pid}", "student_answer": f"S{pid}",
-                     "teacher_score": j.a, "student_score": j.b})
+        rows.append(ScoredAnswers(id=pid, instruction=f"q{pid}", teacher_answer=f"T{pid}", student_answer=f"S{pid}",
+                                  teacher_score=j.a, student_score=j.b))
     pairs = teacher_vs_student_pairs(rows, margin=1.5)
-    assert [(p["id"], p["margin"]) for p in pairs] == [("a:tvs", 4.0), ("c:tvs", 1.5)]
-    assert pairs[0]["prompt"] == [{"role": "user", "content": "qa"}]
-    assert pairs[0]["chosen"] == [{"role": "assistant", "content": "Ta"}]
-    assert pairs[0]["rejected"] == [{"role": "assistant", "content": "Sa"}]
+    assert [(p.id, p.margin) for p in pairs] == [("a:tvs", 4.0), ("c:tvs", 1.5)]
+    assert pairs[0].prompt == [{"role": "user", "content": "qa"}]
+    assert pairs[0].chosen == [{"role": "assistant", "content": "Ta"}]
+    assert pairs[0].rejected == [{"role": "assistant", "content": "Sa"}]
     assert teacher_vs_student_pairs(rows, margin=5) == []
 
 
 def test_ranked_pairs_best_vs_worst() -> None:
     groups = [
-        {"id": "x", "instruction": "qx", "samples": [("s0", 3), ("s1", 8), ("s2", 8), ("s3", 3)]},
-        {"id": "y", "instruction": "qy", "samples": [("t0", 5), ("t1", 6)]},
-        {"id": "z", "instruction": "qz", "samples": [("u0", 9)]},
+        SampleGroup("x", "qx", [("s0", 3), ("s1", 8), ("s2", 8), ("s3", 3)]),
+        SampleGroup("y", "qy", [("t0", 5), ("t1", 6)]),
+        SampleGroup("z", "qz", [("u0", 9)]),
     ]
     pairs = ranked_pairs(groups, margin=2)
     assert len(pairs) == 1
     p = pairs[0]
     # Earliest of the tied best (s1), latest of the tied worst (s3).
-    assert (p["id"], p["chosen"][0]["content"], p["rejected"][0]["content"], p["margin"]) == ("x:rank", "s1", "s3", 5)
-    assert [q["id"] for q in ranked_pairs(groups, margin=1)] == ["x:rank", "y:rank"]
+    assert (p.id, p.chosen[0]["content"], p.rejected[0]["content"], p.margin) == ("x:rank", "s1", "s3", 5)
+    assert [q.id for q in ranked_pairs(groups, margin=1)] == ["x:rank", "y:rank"]
 
 
 def test_summaries() -> None:

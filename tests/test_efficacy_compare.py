@@ -4,7 +4,8 @@ Holm across arms, teacher hacking flagged, and two identical arms told apart fro
 from __future__ import annotations
 
 from synthkd.efficacy import stats
-from synthkd.efficacy.compare import Item, compare, conclusions, hacking, nll_pairs, per_family, prompt_scores
+from synthkd.items import Item
+from synthkd.efficacy.compare import compare, conclusions, hacking, nll_pairs, per_family, prompt_scores
 
 
 def test_one_scoring_rule_for_empty_answers() -> None:

@@ -4,6 +4,7 @@ import random
 
 from synthkd.client.endpoint import Result
 from synthkd.judging import judge
+from synthkd.items import Item
 from synthkd.lion import steps
 from synthkd.lion.schemas import RefereeScores, new_instruction_model
 from synthkd.rouge import RougeIndex
@@ -73,13 +74,13 @@ def test_heldout_filter_and_word_cap() -> None:
 
 
 def test_fewshot_examples_share_the_seed_family() -> None:
-    pool = [{"id": str(i), "instruction": f"task {i}", "family": "ab"[i % 2]} for i in range(10)]
-    pool.append({"id": "dup", "instruction": "task  0", "family": "a"})  # the seed's text again (spacing aside)
+    pool = [Item(str(i), f"task {i}", family="ab"[i % 2]) for i in range(10)]
+    pool.append(Item("dup", "task  0", family="a"))  # the seed's text again (spacing aside)
     chosen = steps.fewshot(pool[0], pool, 4, random.Random(1))
-    assert len(chosen) == 4 and pool[0] in chosen and {x["family"] for x in chosen} == {"a"}
-    assert len({steps.one_line(x["instruction"]) for x in chosen}) == 4
+    assert len(chosen) == 4 and pool[0] in chosen and {x.family for x in chosen} == {"a"}
+    assert len({steps.one_line(x.instruction) for x in chosen}) == 4
     assert len(steps.fewshot(pool[0], pool, 9, random.Random(1))) == 5  # as many as the family has
-    bare = [{"id": str(i), "instruction": f"task {i}"} for i in range(6)]
+    bare = [Item(str(i), f"task {i}") for i in range(6)]
     assert len(steps.fewshot(bare[2], bare, 4, random.Random(1))) == 4  # no family: any of the kind
 
 

@@ -2,25 +2,25 @@
 
 import pytest
 
-from synthkd.montessori.pairs import build_pairs, distribution, filter_reason, utility_from_influence
+from synthkd.montessori.pairs import Candidate, PromptGroup, build_pairs, distribution, filter_reason, utility_from_influence
 
 
 def test_pairs_from_crafted_influence() -> None:
     influence = {"a": -0.30, "b": -0.10, "c": 0.05, "d": 0.20, "e": 0.0}
-    group = {"prompt_id": "p1", "prompt": [{"role": "user", "content": "write a task"}],
-             "candidates": [{"id": k, "text": f"T{k}", "utility": utility_from_influence(v)} for k, v in influence.items()]}
+    group = PromptGroup("p1", [{"role": "user", "content": "write a task"}],
+                        [Candidate(k, "p1", f"task {k}", f"T{k}", utility=utility_from_influence(v)) for k, v in influence.items()])
     pairs = build_pairs([group], max_per_prompt=3)
     # Chosen by helpfulness (a, then b); rejected by harm (d, then c); e (zero) is neither.
-    assert [p["id"] for p in pairs] == ["p1:a>d", "p1:a>c", "p1:b>d"]
-    assert pairs[0]["chosen"] == [{"role": "assistant", "content": "Ta"}]
-    assert pairs[0]["rejected"] == [{"role": "assistant", "content": "Td"}]
-    assert pairs[0]["prompt"] == [{"role": "user", "content": "write a task"}]
-    assert abs(pairs[0]["utility_gap"] - 0.5) < 1e-12
+    assert [p.id for p in pairs] == ["p1:a>d", "p1:a>c", "p1:b>d"]
+    assert pairs[0].chosen == [{"role": "assistant", "content": "Ta"}]
+    assert pairs[0].rejected == [{"role": "assistant", "content": "Td"}]
+    assert pairs[0].prompt == [{"role": "user", "content": "write a task"}]
+    assert abs(pairs[0].utility_gap - 0.5) < 1e-12
     assert len(build_pairs([group], max_per_prompt=10)) == 4
 
 
 def test_prompt_with_one_side_only_is_skipped() -> None:
-    only_good = {"prompt_id": "p2", "prompt": [], "candidates": [{"id": "x", "text": "x", "utility": 0.1}, {"id": "y", "text": "y", "utility": 0.2}]}
+    only_good = PromptGroup("p2", [], [Candidate("x", "p2", "x", "x", utility=0.1), Candidate("y", "p2", "y", "y", utility=0.2)])
     assert build_pairs([only_good], max_per_prompt=4) == []
 
 

@@ -6,7 +6,8 @@ from synthkd.errors import ConfigError
 from synthkd.models.prune import evenly_spaced
 from synthkd.models.spec import parse_model_spec
 from synthkd.scoring.code_judge import code_judgement
-from synthkd.scoring.heldout import HeldoutItem, score_answers
+from synthkd.items import Item
+from synthkd.scoring.heldout import score_answers
 from synthkd.scoring.metrics import bootstrap_ci, gold_match, rouge_l_f1
 
 
@@ -46,10 +47,10 @@ def test_code_judges_keep_lion_rule() -> None:
 
 
 def test_score_answers_and_intervals() -> None:
-    items = [HeldoutItem("1", "q1", "paris"), HeldoutItem("2", "q2"), HeldoutItem("3", "q3", "cold")]
+    items = [Item("1", "q1", gold="paris"), Item("2", "q2"), Item("3", "q3", gold="cold")]
     rows, out = score_answers(items, {"1": "Paris.", "2": "x y", "3": "hot"}, {"1": "Paris.", "2": "x y z", "3": "cold"})
-    assert out["n"] == 3 and out["gold_accuracy"]["mean"] == 0.5 and out["gold_accuracy"]["n"] == 2
-    assert rows[0]["rouge_l"] == 100.0 and rows[2]["gold_correct"] is False
+    assert out.n == 3 and out.gold_accuracy is not None and out.gold_accuracy.mean == 0.5 and out.gold_accuracy.n == 2
+    assert rows[0].rouge_l == 100.0 and rows[2].gold_correct is False and rows[1].gold_correct is None
     lo, hi = bootstrap_ci([0.0] * 50 + [1.0] * 50)
     assert 0.35 < lo < 0.5 < hi < 0.65
     assert bootstrap_ci([3.0] * 10) == (3.0, 3.0)
@@ -77,9 +78,10 @@ def test_completion_only_examples_split_the_last_turn() -> None:
 
 
 def test_empty_answers_score_zero_instead_of_vanishing() -> None:
-    items = [HeldoutItem("1", "q1", "paris"), HeldoutItem("2", "q2")]
+    items = [Item("1", "q1", "paris"), Item("2", "q2")]
     rows, out = score_answers(items, {"1": "", "2": "x y"}, {"1": "Paris.", "2": "x y"})
-    assert out["n"] == 2 and out["rouge_l"]["mean"] == 50.0 and out["gold_accuracy"]["mean"] == 0.0
+    assert out.n == 2 and out.rouge_l is not None and out.rouge_l.mean == 50.0
+    assert out.gold_accuracy is not None and out.gold_accuracy.mean == 0.0
 
 
 def test_a_hedge_naming_another_label_of_a_closed_set_is_not_the_answer() -> None:

@@ -24,10 +24,11 @@ from synthkd.chat import answer_call
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
-from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
+from synthkd.scoring.heldout import HeldoutEvaluator, brief
+from synthkd.items import Item, read_items
 from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
-from synthkd.records import PreferencePair
+from synthkd.records import PreferencePair, plain_rows
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
@@ -38,20 +39,19 @@ class DPORun:
 
     def __init__(self, cfg: DPOStage, rt: Runtime, out: StageOutlet, rows: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> None:
         self.cfg, self.rt, self.out = cfg, rt, out
-        self.rows = [{"id": str(r["id"]), "instruction": r["instruction"], **({"gold": str(r["gold"])} if r.get("gold") not in (None, "") else {})} for r in rows]
-        self.heldout = [{"id": str(r["id"]), "instruction": r["instruction"]} for r in heldout]
-        heldout_rows = heldout
+        self.rows = read_items(rows)
+        self.heldout = read_items(heldout)
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
         self.t_pair = p.get(cfg.templates.pairwise)
         self.t_point = p.get(cfg.templates.pointwise)
         self.code_judge = is_code_judge(cfg.judge)
         # With a judge that is code, held-out progress is judge-free (ROUGE-L, NLL, gold) instead of an LLM win rate.
-        self.evaluator = (HeldoutEvaluator(rt, heldout_items(heldout_rows), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
+        self.evaluator = (HeldoutEvaluator(rt, self.heldout, teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
                                            sampling=cfg.heldout_sampling) if self.code_judge and heldout else None)
         self.failed: list[dict[str, Any]] = []  # rows whose calls failed, with the step and the reason
 
-    def _fail(self, it: int, step: str, row: dict[str, Any], res: Result | None, **extra: Any) -> None:
+    def _fail(self, it: int, step: str, row: Item, res: Result | None, **extra: Any) -> None:
         """Keep a row whose call failed (failures are data: they reach failed.jsonl, never vanish)."""
         self.failed.append(failed_row(row, res, step, iteration=it, **extra))
 
@@ -59,22 +59,22 @@ class DPORun:
         meter = Meter()
         weights = self.cfg.model or self.rt.current_weights(self.cfg.student)
         assert weights is not None  # validate() requires a served student
-        all_pairs: list[dict[str, Any]] = []
+        all_pairs: list[PreferencePair] = []
         for it in range(1, self.cfg.iterations + 1):
             stats = DPOIteration(iteration=it, student_weights=weights)
             it_meter = Meter()
             self.rt.serve_weights(self.cfg.student, weights)
-            pairs: list[dict[str, Any]] = []
+            pairs: list[PreferencePair] = []
             if "teacher_vs_student" in self.cfg.sources:
                 pairs += await self.teacher_vs_student(it, it_meter)
             if "ranked_student_samples" in self.cfg.sources:
                 pairs += await self.ranked(it, it_meter)
-            pairs = [{**p, "iteration": it} for p in pairs]
+            pairs = [p.model_copy(update={"iteration": it}) for p in pairs]
             stats.pairs_mined = len(pairs)
-            stats.pairs_by_source = {s: sum(1 for p in pairs if p["source"] == s) for s in self.cfg.sources}
-            stats.margins = mining.margin_summary([p["margin"] for p in pairs])
+            stats.pairs_by_source = {s: sum(1 for p in pairs if p.source == s) for s in self.cfg.sources}
+            stats.margins = mining.margin_summary([p.margin for p in pairs])
             stats.failed = sum(1 for f in self.failed if f["iteration"] == it)
-            fp = digest({"pairs": pairs, "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
+            fp = digest({"pairs": plain_rows(pairs), "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
             self.out.dataset(f"iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair,
                              fingerprint=fp, fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
                              description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
@@ -98,13 +98,13 @@ class DPORun:
             weights = new
         return StageResult(rows=all_pairs, failed=self.failed, meter=meter, moves={self.cfg.student: weights})
 
-    async def _student_answers(self, items: list[dict[str, Any]], label: str, meter: Meter) -> dict[str, str]:
-        calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items]
+    async def _student_answers(self, items: list[Item], label: str, meter: Meter) -> dict[str, str]:
+        calls = [answer_call(self.t_answer, x.instruction, self.cfg.answer_sampling) for x in items]
         results = await self.rt.call_all(self.cfg.student, label, calls, meter)
-        return {x["id"]: r.text.strip() for x, r in zip(items, results) if r.ok and r.text}
+        return {x.id: r.text.strip() for x, r in zip(items, results) if r.ok and r.text}
 
-    async def teacher_vs_student(self, it: int, meter: Meter) -> list[dict[str, Any]]:
-        calls = [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in self.rows]
+    async def teacher_vs_student(self, it: int, meter: Meter) -> list[PreferencePair]:
+        calls = [answer_call(self.t_answer, x.instruction, self.cfg.answer_sampling) for x in self.rows]
         teacher = await self.rt.call_all(self.cfg.teacher, f"iter {it}: teacher answers", calls, meter)
         student = await self.rt.call_all(self.cfg.student, f"iter {it}: student answers", calls, meter)
         items = []
@@ -116,25 +116,25 @@ class DPORun:
         if self.code_judge:
             rows = []
             for x, t, s in items:
-                j = code_judgement(self.cfg.judge, t, s, x.get("gold"))
-                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
+                j = code_judgement(self.cfg.judge, t, s, x.gold)
+                rows.append(mining.ScoredAnswers(x.id, x.instruction, t, s, j.a, j.b))
             return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
         judged = await both_orders(self.rt, self.cfg.judge, f"iter {it}: judge teacher vs student", self.t_pair,
-                                   [(x["instruction"], t, s) for x, t, s in items], self.cfg.judge_sampling, meter)
+                                   [(x.instruction, t, s) for x, t, s in items], self.cfg.judge_sampling, meter)
         rows = []
         for (x, t, s), j in zip(items, judged):
             if isinstance(j, Judgement):
-                rows.append({**x, "teacher_answer": t, "student_answer": s, "teacher_score": j.a, "student_score": j.b})
+                rows.append(mining.ScoredAnswers(x.id, x.instruction, t, s, j.a, j.b))
             else:
                 self._fail(it, "judge", x, j, teacher_answer=t, student_answer=s)
         return mining.teacher_vs_student_pairs(rows, self.cfg.margin)
 
-    async def ranked(self, it: int, meter: Meter) -> list[dict[str, Any]]:
+    async def ranked(self, it: int, meter: Meter) -> list[PreferencePair]:
         k = self.cfg.samples
         calls = []
         for x in self.rows:
             for i in range(k):
-                call = answer_call(self.t_answer, x["instruction"], self.cfg.sample_sampling)
+                call = answer_call(self.t_answer, x.instruction, self.cfg.sample_sampling)
                 call.sample = i
                 calls.append(call)
         samples = await self.rt.call_all(self.cfg.student, f"iter {it}: student samples (k={k})", calls, meter)
@@ -147,18 +147,18 @@ class DPORun:
             for i in range(k):
                 text = texts[n * k + i]
                 if text:
-                    score_calls.append(pointwise_call(self.t_point, x["instruction"], text, self.cfg.judge_sampling))
+                    score_calls.append(pointwise_call(self.t_point, x.instruction, text, self.cfg.judge_sampling))
                     where.append((n, text))
         scores = await self.rt.call_all(self.cfg.judge, f"iter {it}: judge student samples", score_calls, meter)
-        groups: list[dict[str, Any]] = [{**x, "samples": []} for x in self.rows]
+        groups = [mining.SampleGroup(x.id, x.instruction) for x in self.rows]
         for (n, text), res in zip(where, scores):
             if res.ok:
-                groups[n]["samples"].append((text, res.parsed.score))
+                groups[n].samples.append((text, res.parsed.score))
             else:
                 self._fail(it, "judge_sample", self.rows[n], res, student_answer=text)
         return mining.ranked_pairs(groups, self.cfg.margin)
 
-    async def train(self, it: int, pairs: list[dict[str, Any]], weights: str, fp: str, stats: DPOIteration) -> str:
+    async def train(self, it: int, pairs: list[PreferencePair], weights: str, fp: str, stats: DPOIteration) -> str:
         if not pairs:
             stats.dpo = "skipped: no pairs"
             return weights
@@ -168,7 +168,7 @@ class DPORun:
         return str(out)
 
     async def win_rate(self, it: int, before: dict[str, str], after: dict[str, str], meter: Meter) -> dict[str, Any]:
-        both = [x for x in self.heldout if x["id"] in before and x["id"] in after]
+        both = [x for x in self.heldout if x.id in before and x.id in after]
         judged = await both_orders(self.rt, self.cfg.judge, f"iter {it}: judge new vs previous (held-out)", self.t_pair,
-                                   [(x["instruction"], after[x["id"]], before[x["id"]]) for x in both], self.cfg.judge_sampling, meter)
+                                   [(x.instruction, after[x.id], before[x.id]) for x in both], self.cfg.judge_sampling, meter)
         return mining.win_tie_loss([j.gap for j in judged if isinstance(j, Judgement)])

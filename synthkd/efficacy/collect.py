@@ -10,7 +10,8 @@ from typing import Any
 
 from synthkd.client.cache import RequestCache
 from synthkd.efficacy import arms as A
-from synthkd.efficacy.compare import Item, nll_pairs, prompt_scores
+from synthkd.efficacy.compare import nll_pairs, prompt_scores
+from synthkd.items import Item
 from synthkd.models.resolve import resolve_model
 from synthkd.outputs import is_done_any, load_output
 from synthkd.scoring.metrics import summary

@@ -25,7 +25,8 @@ import yaml
 from synthkd import yamlio
 from synthkd.pipeline import load_pipeline
 from synthkd.efficacy import arms as A
-from synthkd.efficacy.compare import Item, compare, conclusions, per_family
+from synthkd.efficacy.compare import compare, conclusions, per_family
+from synthkd.items import Item, read_items
 from synthkd.efficacy.options import EfficacyOptions
 from synthkd.efficacy.probes import probe_path, run_probes
 from synthkd.efficacy.report import markdown, pick_examples, write_html
@@ -115,7 +116,7 @@ class Efficacy:
         for name, stage in names.items():
             rows = [_row(r, f"held-out set {name}") for r in load_output(run, stage)]
             limit = self.opts.heldout_limit
-            sets[name] = [Item(r["id"], r["instruction"], r.get("gold"), r.get("family")) for r in rows[:limit or None]]
+            sets[name] = read_items(rows[:limit or None])
         seen = {_norm(x.instruction) for items in sets.values() for x in items}
         kept = [r for r in pool if _norm(r["instruction"]) not in seen]
         if len(kept) < len(pool):

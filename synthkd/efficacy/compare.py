@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from synthkd.efficacy import stats
+from synthkd.items import Item
 from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
 
 METRICS = ("gold_accuracy", "rouge_l", "nll")
 LOWER_IS_BETTER = frozenset({"nll"})
-
-
-@dataclass(frozen=True)
-class Item:
-    """A held-out prompt."""
-
-    id: str
-    instruction: str
-    gold: str | None = None
-    family: str | None = None
 
 
 def prompt_scores(items: Sequence[Item], answers: Mapping[str, str], teacher: Mapping[str, str]) -> dict[str, list[float]]:

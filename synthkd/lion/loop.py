@@ -42,7 +42,8 @@ from synthkd.chat import answer_call, sft_example, user
 from synthkd.judging import Judgement, both_orders
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
-from synthkd.records import HeldoutRow, PreferencePair
+from synthkd.items import Item, read_items
+from synthkd.records import HeldoutFigures, HeldoutRow, PreferencePair, plain_rows
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
 from synthkd.selection import CandidateRow, Selected, no_candidate, pick
 from synthkd.stages.training import train_checkpoint
@@ -56,12 +57,27 @@ ITERATION_SAMPLES = 10_000_000
 
 @dataclass
 class Pools:
-    """The train pool and the cache pool (lists of {id, instruction, origin}) and teacher answers."""
+    """The train pool and the cache pool, and the teacher's answer to each item (by id)."""
 
-    train: list[dict[str, Any]]
-    cache: list[dict[str, Any]]
+    train: list[Item]
+    cache: list[Item]
     answers: dict[str, str] = field(default_factory=dict)
     answer_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewInstruction:
+    """An instruction generated (or drawn from the pool stage) this iteration, and the seed it came from."""
+
+    item: Item
+    kind: str  # hard | easy | pool
+    seed: Item
+
+    def row(self, answer: str) -> GeneratedRow:
+        """Its row of the iteration's `generated` dataset, once the teacher has answered it."""
+        return GeneratedRow(id=self.item.id, kind=self.kind, seed_id=self.seed.id, seed_instruction=self.seed.instruction,
+                            instruction=self.item.instruction, origin=self.item.origin, teacher_answer=answer,
+                            messages=sft_example(self.item.instruction, answer), family=self.item.family)
 
 
 class LionRun:
@@ -71,10 +87,7 @@ class LionRun:
                  pool: list[dict[str, Any]] | None = None) -> None:
         self.cfg, self.rt, self.out = cfg, rt, out
         # `gold` rides along where a seed has it, for the code:exact_match referee; `family` for list-mode generation.
-        gold = cfg.answer_select.gold_column if cfg.answer_select else "gold"
-        self.seeds = [{"id": str(s["id"]), "instruction": s["instruction"], "origin": "seed",
-                       **({"gold": str(s[gold])} if s.get(gold) not in (None, "") else {}),
-                       **({"family": str(s["family"])} if s.get("family") not in (None, "") else {})} for s in seeds]
+        self.seeds = read_items(seeds, gold_column=cfg.answer_select.gold_column if cfg.answer_select else "gold", origin="seed")
         p = rt.prompts
         self.t_answer = p.get(cfg.templates.answer)
         self.t_referee = p.get(cfg.templates.referee)
@@ -87,13 +100,13 @@ class LionRun:
         self.base_student = cfg.student_model or (student_cfg.serve.model_path if student_cfg.serve else None)
         # new_from: pool: the pool stage's instructions not drawn yet, each text once, in its order (draws are seeded, so a
         # rerun draws the same).
-        self.undrawn: list[dict[str, str]] = []
+        self.undrawn: list[Item] = []
         seen: set[str] = set()
         for i, row in enumerate(pool or []):
             text = str(row.get("instruction") or "")
             if text.strip() and text not in seen:
                 seen.add(text)
-                self.undrawn.append({"id": str(row.get("id", i)), "instruction": text})
+                self.undrawn.append(Item(str(row.get("id", i)), text))
         self.stats: list[LionIteration] = []
         self.selected = Selected()  # answer_select: every teacher answer's candidates and the kept one's record
         self.total = Meter()
@@ -110,7 +123,7 @@ class LionRun:
     async def _calls(self, endpoint: str, label: str, calls: list[Call], meter: Meter) -> list[Result]:
         return await self.rt.call_all(endpoint, label, calls, meter)
 
-    async def evaluate_heldout(self, it: int, final: bool = False) -> dict[str, Any] | None:
+    async def evaluate_heldout(self, it: int, final: bool = False) -> HeldoutFigures | None:
         """Judge-free held-out figures of what the student serves now (iteration 0: the base student; final: after the
         final imitation).
 
@@ -190,13 +203,13 @@ class LionRun:
                 "and which one was kept."))
         return result
 
-    async def teacher_answers(self, pools: Pools, items: list[dict[str, Any]], meter: Meter, label: str) -> None:
+    async def teacher_answers(self, pools: Pools, items: list[Item], meter: Meter, label: str) -> None:
         """Teacher answers for every item without one (cached calls cost nothing on a rerun); with answer_select, the
         one of n samples that code keeps."""
-        todo = [x for x in items if x["id"] not in pools.answers]
+        todo = [x for x in items if x.id not in pools.answers]
         sampling, sel = self.cfg.answer_sampling, self.cfg.answer_select
         n = sel.n if sel else 1
-        calls = [answer_call(self.t_answer, x["instruction"], sampling, sample=k) for x in todo for k in range(n)]
+        calls = [answer_call(self.t_answer, x.instruction, sampling, sample=k) for x in todo for k in range(n)]
         results = await self._calls(self.cfg.teacher, label, calls, meter)
         for i, item in enumerate(todo):
             replies = results[i * n:(i + 1) * n]
@@ -205,26 +218,23 @@ class LionRun:
                 text = res.text.strip() if res.ok and res.text and res.text.strip() else None
                 failure = None if text else failed_row(item, res, "teacher_answer")
             else:
-                picked = pick(item["id"], replies, item.get("gold"), sel.rule, sel.checks, meter)
+                picked = pick(item.id, replies, item.gold, sel.rule, sel.checks, meter)
                 self.selected.candidates += picked.candidates
-                text = str(picked.winner["text"]).strip() if picked.winner else None
-                failure = None if text else {**no_candidate(item, picked.candidates, meter), "step": "teacher_answer"}
+                text = str(picked.winner.text).strip() if picked.winner else None
+                failure = None if text else {**no_candidate(item.as_row(), picked.candidates, meter), "step": "teacher_answer"}
                 if text:
-                    self.selected.rows.append({"id": item["id"], "selection": picked.selection(n)})
+                    self.selected.rows.append({"id": item.id, "selection": picked.selection(n)})
                 else:
                     self.selected.failed.append(failure)
             if text:
-                pools.answers[item["id"]] = text
-                pools.answer_failures.pop(item["id"], None)
+                pools.answers[item.id] = text
+                pools.answer_failures.pop(item.id, None)
             else:
-                pools.answer_failures[item["id"]] = failure
+                pools.answer_failures[item.id] = failure
 
-    def _training_rows(self, pools: Pools, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            {"id": x["id"], "origin": x["origin"], "instruction": x["instruction"],
-             "messages": sft_example(x["instruction"], pools.answers[x["id"]])}
-            for x in items if x["id"] in pools.answers
-        ]
+    def _training_rows(self, pools: Pools, items: list[Item]) -> list[LionRow]:
+        return [LionRow(id=x.id, origin=x.origin, instruction=x.instruction, messages=sft_example(x.instruction, pools.answers[x.id]))
+                for x in items if x.id in pools.answers]
 
     async def final_imitation(self, pools: Pools, previous: str | None, last: str | None) -> str | None:
         """final_imitation: one more SFT on the final train pool (with the last iteration's new instructions), so no
@@ -263,11 +273,11 @@ class LionRun:
             self.rt.serve_weights(self.cfg.student, str(out))
         return str(out)
 
-    async def discrimination(self, it: int, pools: Pools, checkpoint: str | None, stats: LionIteration, meter: Meter) -> list[dict[str, Any]]:
+    async def discrimination(self, it: int, pools: Pools, checkpoint: str | None, stats: LionIteration, meter: Meter) -> list[DiscriminationRow]:
         """Score teacher vs student on the cache pool; returns rows with `hard` set."""
-        items = [x for x in pools.cache if x["id"] in pools.answers]
+        items = [x for x in pools.cache if x.id in pools.answers]
         s_results = await self._calls(self.cfg.student, f"iter {it}: student answers the cache pool",
-                                      [answer_call(self.t_answer, x["instruction"], self.cfg.answer_sampling) for x in items], meter)
+                                      [answer_call(self.t_answer, x.instruction, self.cfg.answer_sampling) for x in items], meter)
         judged_items, failed = [], []
         for item, res in zip(items, s_results):
             if res.ok and res.text is not None:
@@ -275,23 +285,18 @@ class LionRun:
             else:
                 failed.append(failed_row(item, res, "student_answer"))
         judgements = await self.referee(it, pools, judged_items, failed, meter)
-        rows: list[dict[str, Any]] = []
-        for (item, student_answer), j in zip(judged_items, judgements):
-            if j is None:
-                continue
-            rows.append({
-                "id": item["id"], "origin": item["origin"], "instruction": item["instruction"],
-                "teacher_answer": pools.answers[item["id"]], "student_answer": student_answer,
-                "scores_teacher_first": [j.raw[0], j.raw[1]], "scores_student_first": [j.raw[3], j.raw[2]],
-                "teacher_score": j.a, "student_score": j.b, "gap": j.gap, "hard": steps.is_hard(j, self.cfg.tau),
-            })
-        hard = [r for r in rows if r["hard"]]
+        rows = [DiscriminationRow(
+            id=item.id, origin=item.origin, instruction=item.instruction, teacher_answer=pools.answers[item.id],
+            student_answer=student_answer, scores_teacher_first=[j.raw[0], j.raw[1]], scores_student_first=[j.raw[3], j.raw[2]],
+            teacher_score=j.a, student_score=j.b, gap=j.gap, hard=steps.is_hard(j, self.cfg.tau),
+        ) for (item, student_answer), j in zip(judged_items, judgements) if j is not None]
+        hard = [r for r in rows if r.hard]
         stats.judged, stats.hard, stats.easy = len(rows), len(hard), len(rows) - len(hard)
         stats.hard_fraction = len(hard) / len(rows) if rows else 0.0
-        stats.mean_teacher_score = statistics.fmean(r["teacher_score"] for r in rows) if rows else 0.0
-        stats.mean_student_score = statistics.fmean(r["student_score"] for r in rows) if rows else 0.0
+        stats.mean_teacher_score = statistics.fmean(r.teacher_score for r in rows) if rows else 0.0
+        stats.mean_student_score = statistics.fmean(r.student_score for r in rows) if rows else 0.0
         stats.discrimination_failures = len(failed)
-        fp = digest({"rows": rows, "failed": failed})
+        fp = digest({"rows": plain_rows(rows), "failed": failed})
         self.out.dataset(f"iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp,
                          counts={"iteration": it, "hard": len(hard)},
                          description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
@@ -301,14 +306,14 @@ class LionRun:
                          description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
 
-    async def referee(self, it: int, pools: Pools, judged_items: list[tuple[dict[str, Any], str]], failed: list[dict[str, Any]],
+    async def referee(self, it: int, pools: Pools, judged_items: list[tuple[Item, str]], failed: list[dict[str, Any]],
                       meter: Meter) -> list[Judgement | None]:
         """One judgement per (item, student answer): the code judge, or the referee endpoint in both orders."""
         if is_code_judge(self.cfg.referee):
-            return [code_judgement(self.cfg.referee, pools.answers[item["id"]], answer, item.get("gold")) for item, answer in judged_items]
+            return [code_judgement(self.cfg.referee, pools.answers[item.id], answer, item.gold) for item, answer in judged_items]
         # the teacher's answer is a, the student's b
         judged = await both_orders(self.rt, self.cfg.referee, f"iter {it}: referee, both orders", self.t_referee,
-                                   [(item["instruction"], pools.answers[item["id"]], answer) for item, answer in judged_items],
+                                   [(item.instruction, pools.answers[item.id], answer) for item, answer in judged_items],
                                    self.cfg.referee_sampling, meter)
         out: list[Judgement | None] = []
         for (item, _), j in zip(judged_items, judged):
@@ -317,7 +322,7 @@ class LionRun:
             out.append(j if isinstance(j, Judgement) else None)
         return out
 
-    async def dpo_phase(self, it: int, judged: list[dict[str, Any]], checkpoint: str | None, stats: LionIteration) -> str | None:
+    async def dpo_phase(self, it: int, judged: list[DiscriminationRow], checkpoint: str | None, stats: LionIteration) -> str | None:
         """Optional: DPO on this iteration's teacher-over-student pairs (no extra teacher calls)."""
         if self.cfg.dpo is None or checkpoint is None:
             return checkpoint
@@ -331,14 +336,14 @@ class LionRun:
                                                    note=f"iteration {it}: DPO on {len(pairs)} teacher-over-student pairs")
         return str(out)
 
-    async def generation(self, it: int, pools: Pools, judged: list[dict[str, Any]], stats: LionIteration, meter: Meter) -> None:
+    async def generation(self, it: int, pools: Pools, judged: list[DiscriminationRow], stats: LionIteration, meter: Meter) -> None:
         """Write N new instructions (hard:easy at the configured ratio), filter, answer, add to pools."""
-        index = RougeIndex(self.cfg.rouge_threshold, [x["instruction"] for x in pools.cache])
-        family = {x["id"]: x.get("family") for x in pools.cache}
-        hard_seeds = [{**r, "family": family.get(r["id"])} for r in judged if r["hard"]]
-        easy_seeds = [{**r, "family": family.get(r["id"])} for r in judged if not r["hard"]]
+        index = RougeIndex(self.cfg.rouge_threshold, [x.instruction for x in pools.cache])
+        by_id = {x.id: x for x in pools.cache}
+        hard_seeds = [by_id[r.id] for r in judged if r.hard]
+        easy_seeds = [by_id[r.id] for r in judged if not r.hard]
         n_hard, n_easy = steps.split_target(self.cfg.new_per_iteration, self.cfg.hard_fraction)
-        kept: list[dict[str, Any]] = []
+        kept: list[NewInstruction] = []
         rejected: list[dict[str, Any]] = []
         reasons: dict[str, int] = {}
         tally = steps.GenerationYield(self.cfg.generation_mode)
@@ -359,17 +364,17 @@ class LionRun:
                 for i, (seed, (_, max_words), res) in enumerate(zip(chosen, asks, results)):
                     text, reason = self._read_generated(res, max_words, index)
                     tally.count(reason)
-                    base = {"id": f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}", "kind": kind, "seed_id": seed["id"],
-                            "seed_instruction": seed["instruction"], "family": seed["family"]}
+                    new_id = f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}"
                     if reason is None and got >= target:
                         reason = "surplus"  # usable, but the kind's target is met
                     if reason is None:
                         index.add(text or "")
-                        kept.append({**base, "instruction": text, "origin": f"iter{it}-{kind}"})
+                        kept.append(NewInstruction(Item(new_id, text or "", family=seed.family, origin=f"iter{it}-{kind}"), kind, seed))
                         got += 1
                     else:
                         reasons[reason] = reasons.get(reason, 0) + 1
-                        rejected.append({**base, "reason": reason, "detail": res.detail, "raw": res.text})
+                        rejected.append({"id": new_id, "kind": kind, "seed_id": seed.id, "seed_instruction": seed.instruction,
+                                         "family": seed.family, "reason": reason, "detail": res.detail, "raw": res.text})
                 slot += ask
             setattr(stats, f"new_{kind}", got)
             setattr(stats, f"seeds_{kind}", len(seeds_))
@@ -377,18 +382,18 @@ class LionRun:
         stats.generation_yield = tally.to_json()
         await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
 
-    def _generation_call(self, kind: str, template: Prompt, seed: dict[str, Any], seeds: list[dict[str, Any]], rng: random.Random,
+    def _generation_call(self, kind: str, template: Prompt, seed: Item, seeds: list[Item], rng: random.Random,
                          sample: int) -> tuple[Call, int | None]:
         """One generation call from `seed`, and the word cap its reply must keep (list mode), or None.
 
         json: the seed alone in the kind's template, a JSON reply under the schema. list: the seed among
         fewshot_examples instructions of its family and kind, as a list the teacher continues in plain text."""
         if self.t_list is None:
-            prompt = template.render(seed_instruction=seed["instruction"])
+            prompt = template.render(seed_instruction=seed.instruction)
             return Call(messages=user(prompt), sampling=self.cfg.generation_sampling,
                         schema=new_instruction_model(self.cfg.max_instruction_chars), sample=sample), None
-        examples = [steps.one_line(x["instruction"]) for x in steps.fewshot(seed, seeds, self.cfg.fewshot_examples, rng)]
-        prompt = self.t_list.render(examples=examples, kind=kind, family=seed["family"])
+        examples = [steps.one_line(x.instruction) for x in steps.fewshot(seed, seeds, self.cfg.fewshot_examples, rng)]
+        prompt = self.t_list.render(examples=examples, kind=kind, family=seed.family)
         cap = int(self.cfg.fewshot_length_ratio * max(len(x.split()) for x in examples))
         return Call(messages=user(prompt), sampling=self.list_sampling, sample=sample), cap
 
@@ -404,29 +409,29 @@ class LionRun:
             return text, "too_long"
         return text, steps.reject_reason(res, text, self.cfg.min_words, index, heldout=self.heldout_filter, max_words=max_words)
 
-    async def add_new(self, it: int, pools: Pools, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], reasons: dict[str, int],
+    async def add_new(self, it: int, pools: Pools, kept: list[NewInstruction], rejected: list[dict[str, Any]], reasons: dict[str, int],
                       stats: LionIteration, meter: Meter, what: str) -> None:
         """The teacher answers the iteration's new instructions; those answered join both pools and the `generated` dataset."""
-        await self.teacher_answers(pools, kept, meter, f"iter {it}: teacher answers new instructions")
-        answered = [x for x in kept if x["id"] in pools.answers]
-        pools.train.extend(answered)
-        pools.cache.extend(answered)
+        await self.teacher_answers(pools, [x.item for x in kept], meter, f"iter {it}: teacher answers new instructions")
+        answered = [x for x in kept if x.item.id in pools.answers]
+        pools.train.extend(x.item for x in answered)
+        pools.cache.extend(x.item for x in answered)
         stats.new_instructions = len(answered)
-        out_rows = [{**x, "teacher_answer": pools.answers[x["id"]], "messages": sft_example(x["instruction"], pools.answers[x["id"]])} for x in answered]
+        out_rows = [x.row(pools.answers[x.item.id]) for x in answered]
         self.out.dataset(f"iter{it}.generated", out_rows, rejected, row_type=GeneratedRow,
                          counts={"iteration": it, **{f"rejected_{k}": v for k, v in reasons.items()}},
                          fmt="sft (messages)", description=f"Lion iteration {it}: {what} with teacher answers.")
 
     async def draw_from_pool(self, it: int, pools: Pools, stats: LionIteration, meter: Meter) -> None:
         """new_from: pool: N instructions drawn uniformly at random from the pool stage, none already drawn or in the pools."""
-        known = {x["instruction"] for x in pools.cache}
-        candidates = [x for x in self.undrawn if x["instruction"] not in known]
+        known = {x.instruction for x in pools.cache}
+        candidates = [x for x in self.undrawn if x.instruction not in known]
         target = self.cfg.new_per_iteration
         drawn = self._rng(it, "pool").sample(candidates, min(target, len(candidates)))
-        taken = {x["id"] for x in drawn}
-        self.undrawn = [x for x in self.undrawn if x["id"] not in taken]
-        kept = [{"id": f"{self.cfg.name}-it{it}-pool-{i:05d}", "kind": "pool", "seed_id": x["id"], "seed_instruction": x["instruction"],
-                 "instruction": x["instruction"], "origin": f"iter{it}-pool"} for i, x in enumerate(drawn)]
+        taken = {x.id for x in drawn}
+        self.undrawn = [x for x in self.undrawn if x.id not in taken]
+        kept = [NewInstruction(Item(f"{self.cfg.name}-it{it}-pool-{i:05d}", x.instruction, origin=f"iter{it}-pool"), "pool", x)
+                for i, x in enumerate(drawn)]
         stats.generation = f"drawn uniformly from stage {self.cfg.pool!r} (new_from: pool)"
         stats.pool_drawn, stats.pool_exhausted = len(drawn), len(drawn) < target
         if len(drawn) < target:

@@ -7,7 +7,7 @@ from typing import Any
 
 from synthkd.lion.config import LionStage
 from synthkd.selection import SelectionSummary, check_sampled
-from synthkd.records import Iteration, Messages, Metrics, Record, Stats, StageStats
+from synthkd.records import HeldoutFigures, Iteration, Messages, Metrics, Record, Stats, StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.launch import check_accelerate_config
@@ -98,7 +98,7 @@ class FinalImitation(Stats):
     sft_examples: int | None = None
     sft: Metrics | str | None = None
     checkpoint: str | None = None
-    heldout: dict[str, Any] | None = None  # judge-free held-out figures of the final student
+    heldout: HeldoutFigures | None = None  # judge-free held-out figures of the final student
 
 
 class LionStats(StageStats):

@@ -7,11 +7,15 @@ import random
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 from synthkd.client.replies import Result
+from synthkd.items import Item
 from synthkd.judging import Judgement
 from synthkd.rouge import RougeIndex, tokenize
+
+
+T = TypeVar("T")
 
 
 def is_hard(j: Judgement, tau: float) -> bool:
@@ -25,7 +29,7 @@ def split_target(n: int, hard_fraction: float) -> tuple[int, int]:
     return hard, n - hard
 
 
-def pick_seeds(pool: Sequence[dict[str, Any]], count: int, rng: random.Random) -> list[dict[str, Any]]:
+def pick_seeds(pool: Sequence[T], count: int, rng: random.Random) -> list[T]:
     """`count` seed instructions drawn with replacement (one seed per generation call, as in the paper)."""
     if not pool:
         return []
@@ -103,15 +107,15 @@ def list_item(text: str | None) -> tuple[str | None, bool]:
     return _MARKER.sub("", first, count=1).strip(), bool(newline and rest.strip())
 
 
-def fewshot(seed: dict[str, Any], pool: Sequence[dict[str, Any]], k: int, rng: random.Random) -> list[dict[str, Any]]:
-    """`seed` and up to k-1 other rows of `pool` of its family (any row of `pool` where the seed has no `family`),
+def fewshot(seed: Item, pool: Sequence[Item], k: int, rng: random.Random) -> list[Item]:
+    """`seed` and up to k-1 other items of `pool` of its family (any item of `pool` where the seed has no `family`),
     drawn without replacement, each text once, in a random order: the examples of one list-mode call."""
-    family = seed.get("family")
-    texts = {one_line(seed["instruction"])}
+    family = seed.family
+    texts = {one_line(seed.instruction)}
     others = []
     for row in pool:
-        text = one_line(row["instruction"])
-        if text not in texts and (family is None or row.get("family") == family):
+        text = one_line(row.instruction)
+        if text not in texts and (family is None or row.family == family):
             texts.add(text)
             others.append(row)
     chosen = [seed, *rng.sample(others, min(k - 1, len(others)))]

@@ -27,7 +27,8 @@ from synthkd.rouge import RougeIndex
 from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.client.endpoint import Result
-from synthkd.montessori.stage import CandidateRow, MontessoriIteration, MontessoriRow, TeacherPair
+from synthkd.montessori.pairs import Candidate, CandidateRow, TeacherPair
+from synthkd.montessori.stage import MontessoriIteration, MontessoriRow
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
@@ -58,7 +59,7 @@ class MontessoriRun:
     async def run(self) -> StageResult:
         meter = Meter()
         teacher_weights = self.rt.current_weights(self.cfg.teacher)
-        final_rows: list[dict[str, Any]] = []
+        final_rows: list[MontessoriRow] = []
         student_checkpoint: str | None = None
         warmup = await self.warmup_set(meter)
         for it in range(1, self.cfg.iterations + 1):
@@ -69,8 +70,8 @@ class MontessoriRun:
             pairs = mp.build_pairs(self.groups(candidates), self.cfg.max_pairs_per_prompt)
             stats.pairs = len(pairs)
             assert self.out is not None
-            self.out.dataset(f"iter{it}.candidates", [{k: v for k, v in c.items() if k != "raw"} for c in candidates],
-                             [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow, fingerprint=digest(candidates),
+            self.out.dataset(f"iter{it}.candidates", [c.row() for c in candidates],
+                             [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow,
                              fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
             self.out.dataset(f"iter{it}.pairs", pairs, row_type=TeacherPair, fmt="preference (prompt/chosen/rejected)",
                              description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
@@ -78,7 +79,7 @@ class MontessoriRun:
             self.rt.serve_weights(self.cfg.teacher, teacher_weights)
             final = await self.synthesize(it, "final", self.cfg.final_prompts, meter, stats)
             stats.final_set = len(final)
-            final_rows = [{"id": c["id"], "instruction": c["instruction"], "messages": c["messages"], "iteration": it} for c in final]
+            final_rows = [MontessoriRow(id=c.id, instruction=c.instruction, messages=c.messages, iteration=it) for c in final]
             self.out.dataset(f"iter{it}.final", final_rows, row_type=MontessoriRow, fmt="sft (messages)",
                              description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
             stats.student_sft, student_checkpoint = await self.train_student(it, final_rows)
@@ -101,7 +102,7 @@ class MontessoriRun:
         return [{"messages": sft_example(s, r.text.strip())}
                 for s, r in zip(seeds, results) if r.ok and r.text and r.text.strip()]
 
-    async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: MontessoriIteration) -> list[dict[str, Any]]:
+    async def synthesize(self, it: int, phase: str, n_prompts: int, meter: Meter, stats: MontessoriIteration) -> list[Candidate]:
         """Kept candidates with responder answers (the prompts are kept in self.prompts)."""
         s = self.cfg.synthesis
         template = self.rt.prompts.get(s.template)
@@ -119,7 +120,7 @@ class MontessoriRun:
         results = await self.rt.call_all(self.cfg.teacher, f"{self.cfg.name}: iter {it} {phase} synthesis", calls, meter)
         index = RougeIndex(s.rouge_threshold, self.seeds + self.generated)
         reasons: dict[str, int] = {}
-        kept = []
+        kept: list[Candidate] = []
         for (p, j), res in zip(owners, results):
             text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
             reason = (res.error if not res.ok else None) or mp.filter_reason(text, s.min_words, s.max_words, s.banned_words) or ("rouge_l" if index.too_similar(text or "") else None)
@@ -129,39 +130,40 @@ class MontessoriRun:
                     self._fail(it, f"{phase}_synthesis", {"prompt_id": f"it{it}-{phase}-p{p:04d}", "sample": j}, res)
                 continue
             index.add(text or "")
-            kept.append({"id": f"it{it}-{phase}-p{p:04d}-s{j}", "prompt_id": f"it{it}-{phase}-p{p:04d}", "instruction": text, "raw": res.text})
+            kept.append(Candidate(f"it{it}-{phase}-p{p:04d}-s{j}", f"it{it}-{phase}-p{p:04d}", text or "", res.text))
         answers = await self.rt.call_all(self.cfg.responder, f"{self.cfg.name}: iter {it} {phase} responder",
-                                         [answer_call(self.t_answer, c["instruction"], self.cfg.answer_sampling) for c in kept], meter)
+                                         [answer_call(self.t_answer, c.instruction, self.cfg.answer_sampling) for c in kept], meter)
         answered = []
         for c, a in zip(kept, answers):
             if not (a.ok and a.text and a.text.strip()):
-                self._fail(it, f"{phase}_responder", {k: v for k, v in c.items() if k != "raw"}, a)
+                self._fail(it, f"{phase}_responder", {"id": c.id, "prompt_id": c.prompt_id, "instruction": c.instruction}, a)
             else:
-                answered.append({**c, "messages": sft_example(c["instruction"], a.text.strip())})
-        self.generated.extend(c["instruction"] for c in answered)
+                c.messages = sft_example(c.instruction, a.text.strip())
+                answered.append(c)
+        self.generated.extend(c.instruction for c in answered)
         setattr(stats, f"{phase}_synthesis", {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons})
         self.prompts = {f"it{it}-{phase}-p{p:04d}": m for p, m in enumerate(prompts)}
         return answered
 
-    def groups(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Candidates grouped by the prompt that produced them, with the teacher's raw outputs."""
-        by_prompt: dict[str, list[dict[str, Any]]] = {}
+    def groups(self, candidates: list[Candidate]) -> list[mp.PromptGroup]:
+        """Candidates grouped by the prompt that produced them."""
+        by_prompt: dict[str, list[Candidate]] = {}
         for c in candidates:
-            by_prompt.setdefault(c["prompt_id"], []).append({"id": c["id"], "text": c["raw"], "utility": c["utility"]})
-        return [{"prompt_id": pid, "prompt": self.prompts[pid], "candidates": cs} for pid, cs in by_prompt.items()]
+            by_prompt.setdefault(c.prompt_id, []).append(c)
+        return [mp.PromptGroup(pid, self.prompts[pid], cs) for pid, cs in by_prompt.items()]
 
-    async def signal(self, it: int, candidates: list[dict[str, Any]], warmup: list[dict[str, Any]], meter: Meter, stats: MontessoriIteration) -> None:
+    async def signal(self, it: int, candidates: list[Candidate], warmup: list[dict[str, Any]], meter: Meter, stats: MontessoriIteration) -> None:
         """Set `signal` and `utility` (higher = better for the student) on each candidate."""
         probe = candidates[: self.cfg.probe_size] if self.cfg.probe_size else candidates
         if self.cfg.signal == "influence":
-            raw = await asyncio.to_thread(self._influence, [{"messages": c["messages"]} for c in probe], warmup)
+            raw = await asyncio.to_thread(self._influence, [{"messages": c.messages} for c in probe], warmup)
             utilities = [mp.utility_from_influence(v) for v in raw]
         elif self.cfg.signal == "judge":
-            calls = [pointwise_call(self.rt.prompts.get(self.cfg.judge_template), c["instruction"], c["messages"][1]["content"], self.cfg.answer_sampling) for c in probe]
+            calls = [pointwise_call(self.rt.prompts.get(self.cfg.judge_template), c.instruction, c.messages[1]["content"], self.cfg.answer_sampling) for c in probe]
             results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: iter {it} judge", calls, meter)
             for c, r in zip(probe, results):
                 if not r.ok:
-                    self._fail(it, "judge", {"id": c["id"], "prompt_id": c["prompt_id"], "instruction": c["instruction"]}, r)
+                    self._fail(it, "judge", {"id": c.id, "prompt_id": c.prompt_id, "instruction": c.instruction}, r)
             # A failed judge call leaves its candidate unmeasured (neither chosen nor rejected), not scored mid-scale.
             raw = [float(r.parsed.score) if r.ok else None for r in results]
             utilities = [mp.utility_from_judge(v) if v is not None else 0.0 for v in raw]
@@ -171,9 +173,9 @@ class MontessoriRun:
             utilities = [mp.utility_from_icl(v, baseline) for v in raw]
             stats.icl_baseline = baseline
         for c, v, u in zip(probe, raw, utilities):
-            c["signal"], c["utility"] = v, u
+            c.signal, c.utility = v, u
         for c in candidates[len(probe):]:
-            c["signal"], c["utility"] = None, 0.0  # not measured: neither chosen nor rejected
+            c.signal, c.utility = None, 0.0  # not measured: neither chosen nor rejected
         method: dict[str, Any] = {"method": None}
         if self.cfg.signal == "influence":
             method = {"method": self.cfg.influence}
@@ -192,11 +194,11 @@ class MontessoriRun:
             return model.exact(probe, self.reference)
         return model.first_order(probe, self.reference, params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
 
-    async def _icl_accuracy(self, it: int, probe: list[dict[str, Any]], meter: Meter) -> list[float]:
+    async def _icl_accuracy(self, it: int, probe: list[Candidate], meter: Meter) -> list[float]:
         """Accuracy on the probe questions with each candidate as the demonstration; last: none."""
         from synthkd.answers import answers_match, extract_final_answer
 
-        demos: list[list[dict[str, str]]] = [c["messages"] for c in probe] + [[]]
+        demos: list[list[dict[str, str]]] = [c.messages for c in probe] + [[]]
         calls = [Call(messages=demo + user(q["question"]), sampling=self.cfg.answer_sampling) for demo in demos for q in self.probe]
         results = await self.rt.call_all(self.cfg.student, f"{self.cfg.name}: iter {it} in-context accuracy", calls, meter)
         n = len(self.probe)
@@ -206,7 +208,7 @@ class MontessoriRun:
             out.append(sum(answers_match(extract_final_answer(r.text or ""), q["answer"]) for r, q in zip(chunk, self.probe)) / n if n else 0.0)
         return out
 
-    async def tune_teacher(self, it: int, pairs: list[dict[str, Any]], weights: str, stats: MontessoriIteration) -> str:
+    async def tune_teacher(self, it: int, pairs: list[mp.TeacherPair], weights: str, stats: MontessoriIteration) -> str:
         if not pairs:
             stats.teacher_dpo = "skipped: no pairs"
             return weights
@@ -215,7 +217,7 @@ class MontessoriRun:
             lora=self.cfg.lora, evaluate_before=True, note=f"iteration {it}: teacher DPO on {len(pairs)} pairs")
         return str(out)
 
-    async def train_student(self, it: int, rows: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    async def train_student(self, it: int, rows: list[MontessoriRow]) -> tuple[Any, str | None]:
         """(metrics, checkpoint) of the student's SFT on the final set."""
         if not rows:
             return "skipped: empty final set", None

@@ -1,9 +1,62 @@
-"""Pure parts of Montessori-Instruct: candidate filters, utilities from signals, preference pairs."""
+"""Pure parts of Montessori-Instruct: candidates and their records, filters, utilities from signals, preference pairs."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+from synthkd.records import Messages, Record
+
+
+class CandidateRow(Record):
+    """A candidate instruction with the responder's answer and its measured signal."""
+
+    id: str
+    prompt_id: str
+    instruction: str
+    messages: Messages
+    signal: float | None = None  # None: not measured (beyond probe_size, or its judge call failed)
+    utility: float
+
+
+class TeacherPair(Record):
+    """A teacher DPO pair: for one generation prompt, a helpful output chosen over a harmful one."""
+
+    id: str
+    prompt_id: str
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    utility_gap: float
+
+
+@dataclass
+class Candidate:
+    """One instruction the teacher wrote, with the responder's answer; `signal` and `utility` are set once measured
+    (utility > 0 helps the student, < 0 harms it, 0 unmeasured)."""
+
+    id: str
+    prompt_id: str
+    instruction: str
+    raw: str | None  # the teacher's own output (what DPO trains it toward or away from)
+    messages: Messages = field(default_factory=list)
+    signal: float | None = None
+    utility: float = 0.0
+
+    def row(self) -> CandidateRow:
+        """Its row of the iteration's candidates dataset."""
+        return CandidateRow(id=self.id, prompt_id=self.prompt_id, instruction=self.instruction, messages=self.messages,
+                            signal=self.signal, utility=self.utility)
+
+
+@dataclass
+class PromptGroup:
+    """The candidates one generation prompt produced."""
+
+    prompt_id: str
+    prompt: Messages
+    candidates: list[Candidate]
 
 
 def filter_reason(text: str | None, min_words: int, max_words: int, banned: Sequence[str]) -> str | None:
@@ -37,27 +90,20 @@ def utility_from_icl(accuracy: float, baseline: float) -> float:
     return accuracy - baseline
 
 
-def build_pairs(groups: Sequence[dict[str, Any]], max_per_prompt: int) -> list[dict[str, Any]]:
-    """Preference pairs grouped by generation prompt.
+def build_pairs(groups: Sequence[PromptGroup], max_per_prompt: int) -> list[TeacherPair]:
+    """Preference pairs grouped by generation prompt, between the teacher's own outputs (`raw`) for that prompt.
 
-    Each group: {"prompt_id", "prompt": messages, "candidates": [{"id", "text", "utility"}]}, where
-    `text` is the teacher's own output for that prompt. Chosen: utility > 0 (most helpful first);
-    rejected: utility < 0 (most harmful first); every chosen x rejected combination in that order,
-    capped per prompt. Prompts without candidates on one side give no pairs.
+    Chosen: utility > 0 (most helpful first); rejected: utility < 0 (most harmful first); every chosen x rejected
+    combination in that order, capped per prompt. Prompts without candidates on one side give no pairs.
     """
     pairs = []
     for g in groups:
-        chosen = sorted((c for c in g["candidates"] if c["utility"] > 0), key=lambda c: (-c["utility"], c["id"]))
-        rejected = sorted((c for c in g["candidates"] if c["utility"] < 0), key=lambda c: (c["utility"], c["id"]))
-        combos = [(c, r) for c in chosen for r in rejected][:max_per_prompt]
-        for c, r in combos:
-            pairs.append({
-                "id": f"{g['prompt_id']}:{c['id']}>{r['id']}", "prompt_id": g["prompt_id"],
-                "prompt": g["prompt"],
-                "chosen": [{"role": "assistant", "content": c["text"]}],
-                "rejected": [{"role": "assistant", "content": r["text"]}],
-                "utility_gap": c["utility"] - r["utility"],
-            })
+        chosen = sorted((c for c in g.candidates if c.utility > 0), key=lambda c: (-c.utility, c.id))
+        rejected = sorted((c for c in g.candidates if c.utility < 0), key=lambda c: (c.utility, c.id))
+        for c, r in [(c, r) for c in chosen for r in rejected][:max_per_prompt]:
+            pairs.append(TeacherPair(id=f"{g.prompt_id}:{c.id}>{r.id}", prompt_id=g.prompt_id, prompt=g.prompt,
+                                     chosen=[{"role": "assistant", "content": c.raw or ""}],
+                                     rejected=[{"role": "assistant", "content": r.raw or ""}], utility_gap=c.utility - r.utility))
     return pairs
 
 

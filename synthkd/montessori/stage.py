@@ -22,28 +22,6 @@ class MontessoriRow(Record):
     iteration: int
 
 
-class CandidateRow(Record):
-    """A candidate instruction with the responder's answer and its measured signal."""
-
-    id: str
-    prompt_id: str
-    instruction: str
-    messages: Messages
-    signal: float | None = None  # None: not measured (beyond probe_size, or its judge call failed)
-    utility: float
-
-
-class TeacherPair(Record):
-    """A teacher DPO pair: for one generation prompt, a helpful output chosen over a harmful one."""
-
-    id: str
-    prompt_id: str
-    prompt: Messages
-    chosen: Messages
-    rejected: Messages
-    utility_gap: float
-
-
 class MontessoriIteration(Iteration):
     """One iteration's figures."""
 

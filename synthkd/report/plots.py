@@ -221,17 +221,18 @@ def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) 
     students = [(label, fig) for label, fig in points if label != "teacher"]
     if len(students) < 1:
         return []
-    teacher = dict(points).get("teacher", {})
+    teacher = dict(points).get("teacher")
     with _figure(out / f"{slug}-heldout_curve.png", ncols=2) as (fig, axes):
         for ax, key, title in zip(axes, ("rouge_l", "nll"), ("ROUGE-L vs teacher (higher: better)", "NLL of teacher answers (lower: better)")):
-            xs = [i for i, (_, f) in enumerate(students) if isinstance(f.get(key), dict)]
-            ys = [students[i][1][key]["mean"] for i in xs]
-            lo = [ys[j] - students[i][1][key]["ci_low"] for j, i in enumerate(xs)]
-            hi = [students[i][1][key]["ci_high"] - ys[j] for j, i in enumerate(xs)]
+            found = [(i, v) for i, (_, f) in enumerate(students)
+                     if (v := getattr(f, key)) is not None and v.mean is not None and v.ci_low is not None and v.ci_high is not None]
+            xs, ys = [i for i, _ in found], [float(v.mean or 0.0) for _, v in found]
+            lo = [float(v.mean or 0.0) - float(v.ci_low or 0.0) for _, v in found]
+            hi = [float(v.ci_high or 0.0) - float(v.mean or 0.0) for _, v in found]
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label="student")
-            if isinstance(teacher.get(key), dict):
-                ax.axhline(teacher[key]["mean"], linestyle="--", color="#777", label="teacher")
+            if teacher is not None and (t := getattr(teacher, key)) is not None and t.mean is not None:
+                ax.axhline(t.mean, linestyle="--", color="#777", label="teacher")
             ax.set_xticks(range(len(students)), [label.replace("iteration ", "it ") for label, _ in students], fontsize=7)
             ax.set_title(title, fontsize=8)
             ax.grid(alpha=0.3)

@@ -29,7 +29,7 @@ from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
 from synthkd.train.common import checkpoint_done, read_metrics
-from synthkd.skd.stage import HeadRow, ScoredTriple, SKDStats, SKDSummary, Triple, relations_of
+from synthkd.skd.stage import HeadRow, ScoredTriple, SKDRow, SKDStats, SKDSummary, Triple, relations_of
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 from synthkd.stages.outlet import StageOutlet
@@ -50,18 +50,18 @@ class SKDRun:
         self.seeds = [str(r["head"]) for r in seeds]
         self.heldout = [str(r["head"]) for r in heldout]
         self.relations = relations_of(cfg)
-        self.summary: dict[str, Any] = {}
+        self.summary = SKDSummary()
         self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
 
-    def _fail(self, step: str, row: dict[str, Any], res: Result | None) -> None:
+    def _fail(self, step: str, row: Triple | dict[str, str | int], res: Result | None) -> None:
         """Keep what a failed call was for, with the reason (never scored as if the judge had said no)."""
-        self.failed.append(failed_row(row, res, step))
+        self.failed.append(failed_row(row.model_dump() if isinstance(row, Triple) else row, res, step))
 
-    def _result(self, rows: list[dict[str, Any]], meter: Meter, checkpoint: str | None = None) -> StageResult:
+    def _result(self, rows: list[SKDRow], meter: Meter, checkpoint: str | None = None) -> StageResult:
         steps = [f["step"] for f in self.failed]
         if steps:
-            self.summary["failed_calls"] = {s: steps.count(s) for s in sorted(set(steps))}
-        summary = SKDSummary.strict(self.summary)
+            self.summary.failed_calls = {s: steps.count(s) for s in sorted(set(steps))}
+        summary = self.summary
         moves = {self.cfg.student: checkpoint} if checkpoint and self.cfg.student and self.rt.config.endpoints[self.cfg.student].served else {}
         return StageResult(rows=rows, failed=self.failed, meter=meter, stats=SKDStats(skd=summary, critic=summary.critic or {}), moves=moves)
 
@@ -71,17 +71,17 @@ class SKDRun:
         raw = await self.generate_tails(heads, meter, self.cfg.teacher, self.cfg.tails.n, self.cfg.tails.sampling, "teacher tails")
         self.out.dataset("raw", raw, row_type=Triple, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
         if not raw:
-            self.summary["corpus"] = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
-            self.summary["note"] = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
+            self.summary.corpus = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
+            self.summary.note = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
             return self._result([], meter)
         scored, threshold = await self.critique(raw, meter)
         self.out.dataset("scored", scored, row_type=ScoredTriple, description="SKD: every triple with the critic's score.")
-        kept = [t for t in scored if t["critic_score"] >= threshold]
+        kept = [t for t in scored if t.critic_score >= threshold]
         self.out.dataset("filtered", kept, row_type=ScoredTriple, description="SKD: triples the critic accepts, with their score.")
         sft_rows = [self._sft_row(t) for t in kept]
         checkpoint = await self.train_student(sft_rows)
-        self.summary["corpus"] = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
-        self.summary["acceptance"] = {
+        self.summary.corpus = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
+        self.summary.acceptance = {
             "teacher_unfiltered": _rate(scored, threshold),
             "filtered_corpus": _rate(kept, threshold),
         }
@@ -91,7 +91,7 @@ class SKDRun:
             student = await self.generate_tails(self.heldout, meter, self.cfg.student, 1, self.cfg.eval_sampling, "student tails (held-out heads)", student_format=True)
             student_scored = await self._score(student, threshold_meter=meter)
             self.out.dataset("student_eval", student_scored, row_type=ScoredTriple, description="SKD: the student's tails on held-out heads, with critic scores.")
-            self.summary["acceptance"]["student_heldout"] = _rate(student_scored, threshold)
+            self.summary.acceptance["student_heldout"] = _rate(student_scored, threshold)
         return self._result(sft_rows, meter, checkpoint)
 
     # ---- generation -----------------------------------------------------------------
@@ -115,12 +115,12 @@ class SKDRun:
         heads = [x for x in heads if x.lower() not in seeds_lower]
         if h.max_heads:
             heads = heads[: h.max_heads]
-        self.summary["heads"] = {**stats, "kept_after_seed_overlap": len(heads)}
-        self.out.dataset("heads", [{"id": f"head-{i:05d}", "head": x} for i, x in enumerate(heads)], row_type=HeadRow, description="SKD: generated heads (events).")
+        self.summary.heads = {**stats, "kept_after_seed_overlap": len(heads)}
+        self.out.dataset("heads", [HeadRow(id=f"head-{i:05d}", head=x) for i, x in enumerate(heads)], row_type=HeadRow, description="SKD: generated heads (events).")
         return heads
 
     async def generate_tails(self, heads: list[str], meter: Meter, endpoint: str, n: int, sampling: Any, label: str,
-                             student_format: bool = False) -> list[dict[str, Any]]:
+                             student_format: bool = False) -> list[Triple]:
         calls, keys = [], []
         student_prompt = self.rt.prompts.get(self.cfg.student_template)
         for head in heads:
@@ -140,28 +140,29 @@ class SKDRun:
                 grouped[key].append(res.text)
             elif not res.ok:
                 self._fail("student_tail" if student_format else "tail", {"head": key[0], "relation": key[1]}, res)
-        triples = []
+        triples: list[Triple] = []
         for (head, rel), texts in grouped.items():
             # The student is judged on what it says, one reply per (head, relation), even if empty;
             # the teacher's samples are cleaned as the paper does.
             tails = [first_line(texts[0]) if texts else ""] if student_format else clean_tails(texts, self.cfg.tails.min_chars)
             for tail in tails:
-                triples.append({"id": f"t{len(triples):06d}", "head": head, "relation": rel, "phrase": self.relations[rel][0], "tail": tail})
+                triples.append(Triple(id=f"t{len(triples):06d}", head=head, relation=rel, phrase=self.relations[rel][0], tail=tail))
         return triples
 
     # ---- the critic -----------------------------------------------------------------
-    async def labels(self, triples: list[dict[str, Any]], meter: Meter) -> list[dict[str, Any]]:
+    async def labels(self, triples: list[Triple], meter: Meter) -> list[dict[str, Any]]:
+        """Labelled triples (rows of the label file, or the judge's verdicts on a sample) as the critic trains on them."""
         c = self.cfg.critic
         if c.labels:
             return read_labels(self.rt.pipeline.resolve(c.labels), f"stages.{self.cfg.name}.critic.labels", {k: v[0] for k, v in self.relations.items()})
         sample = random.Random(digest([self.rt.config.seed, self.cfg.name, "labels"])).sample(triples, min(c.label_sample, len(triples)))
         verdicts = await self._judge(sample, meter, "judge labels a sample", "label")
-        return [{**t, "label": v} for t, v in zip(sample, verdicts) if v is not None]
+        return [{**t.model_dump(), "label": v} for t, v in zip(sample, verdicts) if v is not None]
 
-    async def _judge(self, triples: list[dict[str, Any]], meter: Meter, label: str, step: str) -> list[bool | None]:
+    async def _judge(self, triples: list[Triple], meter: Meter, label: str, step: str) -> list[bool | None]:
         """The judge's accept/reject per triple; None (and a failed row) where its call failed."""
         prompt = self.rt.prompts.get(self.cfg.critic.judge_template)
-        calls = [Call(messages=user(prompt.render(head=t["head"], relation=t["relation"], phrase=t["phrase"], tail=t["tail"])),
+        calls = [Call(messages=user(prompt.render(head=t.head, relation=t.relation, phrase=t.phrase, tail=t.tail)),
                       sampling=self.rt.config.endpoints[self.cfg.judge].sampling, schema=Verdict) for t in triples]
         results = await self.rt.call_all(self.cfg.judge, f"{self.cfg.name}: {label}", calls, meter)
         for t, r in zip(triples, results):
@@ -169,14 +170,14 @@ class SKDRun:
                 self._fail(step, t, r)
         return [(r.parsed.verdict == "accept") if r.ok else None for r in results]
 
-    async def critique(self, raw: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], float]:
+    async def critique(self, raw: list[Triple], meter: Meter) -> tuple[list[ScoredTriple], float]:
         """Scored triples and the acceptance threshold; fills the critic part of the summary."""
         c = self.cfg.critic
         if c.kind == "llm":
             verdicts = await self._judge(raw, meter, "judge scores every triple", "critic")
-            self.summary["critic"] = {"kind": "llm", "threshold": 0.5, "judged": sum(v is not None for v in verdicts)}
+            self.summary.critic = {"kind": "llm", "threshold": 0.5, "judged": sum(v is not None for v in verdicts)}
             # A triple whose judge call failed is not scored (it is in failed.jsonl), rather than read as a rejection.
-            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(raw, verdicts) if v is not None], 0.5
+            return [_scored(t, 1.0 if v else 0.0) for t, v in zip(raw, verdicts) if v is not None], 0.5
         labelled = await self.labels(raw, meter)
         items = [{**t, "label": bool(t["label"])} for t in labelled]
         positives = sum(t["label"] for t in items)
@@ -200,7 +201,7 @@ class SKDRun:
         val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in as_nli(val)])
         chosen = critic_lib.choose_threshold(val_scores, [r["label"] for r in val], target_recall=c.target_recall, target_precision=c.target_precision)
         curve = critic_lib.pr_curve(val_scores, [r["label"] for r in val])
-        self.summary["critic"] = {
+        self.summary.critic = {
             "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": read_metrics(out),
             "threshold": chosen["threshold"], "chosen": chosen,
             "pr_curve": {"precision": [p["precision"] for p in curve], "recall": [p["recall"] for p in curve],
@@ -208,26 +209,26 @@ class SKDRun:
         }
         return await self._score(raw, threshold_meter=meter), float(chosen["threshold"])
 
-    async def _score(self, triples: list[dict[str, Any]], threshold_meter: Meter) -> list[dict[str, Any]]:
+    async def _score(self, triples: list[Triple], threshold_meter: Meter) -> list[ScoredTriple]:
         if self.cfg.critic.kind == "llm":
             verdicts = await self._judge(triples, threshold_meter, "judge scores triples", "critic_student")
-            return [{**t, "critic_score": 1.0 if v else 0.0} for t, v in zip(triples, verdicts) if v is not None]
+            return [_scored(t, 1.0 if v else 0.0) for t, v in zip(triples, verdicts) if v is not None]
         out = checkpoint_dir(self.rt, self.cfg.name, "critic")
-        present = [t for t in triples if t["tail"]]
-        pairs = [critic_lib.nli_text(t["head"], t["phrase"], t["tail"]) for t in present]
+        present = [t for t in triples if t.tail]
+        pairs = [critic_lib.nli_text(t.head, t.phrase, t.tail) for t in present]
         scores = iter(await asyncio.to_thread(critic_lib.score_texts, out, pairs) if pairs else [])
-        return [{**t, "critic_score": float(next(scores)) if t["tail"] else 0.0} for t in triples]  # an empty tail is rejected
+        return [_scored(t, float(next(scores)) if t.tail else 0.0) for t in triples]  # an empty tail is rejected
 
     # ---- the student ----------------------------------------------------------------
-    def _sft_row(self, t: dict[str, Any]) -> dict[str, Any]:
-        prompt = self.rt.prompts.get(self.cfg.student_template).render(head=t["head"], relation=t["relation"], phrase=t["phrase"])
-        return {**t, "messages": sft_example(prompt, t["tail"])}
+    def _sft_row(self, t: ScoredTriple) -> SKDRow:
+        prompt = self.rt.prompts.get(self.cfg.student_template).render(head=t.head, relation=t.relation, phrase=t.phrase)
+        return SKDRow(**t.model_dump(), messages=sft_example(prompt, t.tail))
 
-    async def train_student(self, rows: list[dict[str, Any]]) -> str | None:
+    async def train_student(self, rows: list[SKDRow]) -> str | None:
         if not rows:
-            self.summary["student"] = "skipped: the critic kept no triples"
+            self.summary.student = "skipped: the critic kept no triples"
             return None
-        out, self.summary["student"] = await train_checkpoint(
+        out, self.summary.student = await train_checkpoint(
             self.rt, self.cfg.name, self.cfg, "student", kind="sft", rows=rows, base=self.cfg.student_model, trainer_args=self.cfg.sft,
             lora=self.cfg.lora, note=f"SFT of the student on {len(rows)} filtered triples")
         return str(out)
@@ -241,9 +242,14 @@ def _join(prefix: str, completion: str) -> str:
     return f"{prefix} {text}"
 
 
-def _rate(rows: list[dict[str, Any]], threshold: float) -> dict[str, float | int]:
+def _scored(t: Triple, score: float) -> ScoredTriple:
+    """A triple with the critic's score."""
+    return ScoredTriple(id=t.id, head=t.head, relation=t.relation, phrase=t.phrase, tail=t.tail, critic_score=score)
+
+
+def _rate(rows: list[ScoredTriple], threshold: float) -> dict[str, float | int]:
     """Share of triples the critic accepts, and their mean critic score."""
     if not rows:
         return {"n": 0, "accepted": 0.0, "mean_score": 0.0}
-    return {"n": len(rows), "accepted": sum(r["critic_score"] >= threshold for r in rows) / len(rows),
-            "mean_score": sum(r["critic_score"] for r in rows) / len(rows)}
+    return {"n": len(rows), "accepted": sum(r.critic_score >= threshold for r in rows) / len(rows),
+            "mean_score": sum(r.critic_score for r in rows) / len(rows)}

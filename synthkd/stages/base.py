@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 from jinja2 import nodes
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from synthkd.client.accounting import Meter
 from synthkd.errors import SynthkdError
 from synthkd.paths import inside
+from synthkd.items import Item
 from synthkd.records import Record, StageStats
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ExtraDataset:
     """A dataset a stage writes beside its main output, at the end of its run."""
 
     suffix: str  # written as RUN_DIR/datasets/<stage>.<suffix>/
-    rows: list[dict[str, Any]]
+    rows: Sequence[Record | Mapping[str, Any]]
     row_type: type[Record]
     description: str
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -88,7 +89,7 @@ class ExtraDataset:
 class StageResult:
     """What one run of a stage produced: the one shape every stage type returns."""
 
-    rows: list[dict[str, Any]]
+    rows: Sequence[Record | Mapping[str, Any]]  # records of the stage's row type (a pass-through stage: its input's rows)
     failed: list[dict[str, Any]] = field(default_factory=list)  # each with `reason` (and `detail`, `raw`)
     meter: Meter = field(default_factory=Meter)
     stats: StageStats | None = None  # typed, written into run.json's entry for the stage
@@ -193,12 +194,12 @@ def checkpoint_dir(rt: "Runtime", *parts: str) -> Path:
     return inside(rt.run_dir / "checkpoints", *parts)
 
 
-def failed_row(row: dict[str, Any], res: Any, step: str, **extra: Any) -> dict[str, Any]:
+def failed_row(row: Mapping[str, Any] | Item, res: Any, step: str, **extra: Any) -> dict[str, Any]:
     """A row whose call failed, as it goes to failed.jsonl: what it was for, the step, and why.
 
     `res` is the call's `Result` (its error, detail and raw reply are kept); failures are data.
     """
-    return {**row, **extra, "step": step, "reason": getattr(res, "error", None) or "empty",
+    return {**(row.as_row() if isinstance(row, Item) else row), **extra, "step": step, "reason": getattr(res, "error", None) or "empty",
             "detail": getattr(res, "detail", None), "raw": getattr(res, "text", None)}
 
 

@@ -18,7 +18,7 @@ from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
 from synthkd.judging import Judgement, both_orders
 from synthkd.chat import answer_call
-from synthkd.records import Record, StageStats, Stats
+from synthkd.records import HeldoutFigures, Interval, Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
@@ -128,7 +128,7 @@ async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], e
     scored, extra["student"] = score_answers(items, student, teacher)
     _, extra["teacher"] = score_answers(items, teacher, teacher)
     for r, sc in zip(rows, scored):
-        r["rouge_l"] = sc["rouge_l"]
+        r["rouge_l"] = sc.rouge_l
     if not cfg.nll:
         return
     pairs = [(r["instruction"], r["teacher_answer"]) for r in rows]
@@ -136,7 +136,7 @@ async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], e
         weights = rt.current_weights(endpoint) if endpoint and rt.config.endpoints[endpoint].served else None
         if weights and pairs:
             values = await asyncio.to_thread(cached_answer_nll, rt.servers.resolve_model_path(weights), pairs, rt.settings.home / "nll")
-            extra[who]["nll"] = metric_summary(values)
+            extra[who].nll = Interval.model_validate(metric_summary(values))
 
 
 class EvalRow(Record):
@@ -173,8 +173,8 @@ class EvalSummary(Stats):
     teacher_exact_match_n: int | None = None
     student_weights: str | None = None  # the checkpoint a served student answered from
     teacher_weights: str | None = None
-    student: dict[str, Any] | None = None  # ROUGE-L, NLL, gold accuracy with intervals
-    teacher: dict[str, Any] | None = None
+    student: HeldoutFigures | None = None  # ROUGE-L, NLL, gold accuracy with intervals
+    teacher: HeldoutFigures | None = None
 
 
 class EvalStats(StageStats):

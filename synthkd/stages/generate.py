@@ -143,20 +143,20 @@ def select_rows(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], re
             out.failed.append(no_candidate(row, picked.candidates, meter))
             continue
         winner = picked.winner
-        out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner["sample"]]), "selection": picked.selection(sel.n)})
+        out.rows.append({**_reply_row(cfg, dict(row), call, replies[winner.sample]), "selection": picked.selection(sel.n)})
         if picked.choice.rule == GOLD:
             out.pairs += _gold_pairs(call, winner, picked.passed)
     return out
 
 
-def _gold_pairs(call: Call, winner: dict[str, Any], passed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _gold_pairs(call: Call, winner: CandidateRow, passed: list[CandidateRow]) -> list[PreferencePair]:
     """Teacher-side preference pairs of one row: its gold-matching kept answer over each mismatching one that passed."""
     instruction = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
-    pairs, seen = [], {winner["text"]}
+    pairs, seen = [], {winner.text}
     for c in passed:
-        if c["gold_match"] is False and c["text"] not in seen:
-            seen.add(c["text"])
-            pairs.append(preference_pair(f"{winner['id']}:s{winner['sample']}>s{c['sample']}", instruction, winner["text"], c["text"],
+        if c.gold_match is False and c.text not in seen:
+            seen.add(c.text)
+            pairs.append(preference_pair(f"{winner.id}:s{winner.sample}>s{c.sample}", instruction, str(winner.text), str(c.text),
                                          1.0, "gold_match", prompt=call.messages))
     return pairs
 

@@ -10,13 +10,13 @@ stage's stats type, so no method repeats the bookkeeping and none can write a ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pydantic import BaseModel
 
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
-from synthkd.records import Iteration, Record
+from synthkd.records import Iteration, Record, plain_rows
 from synthkd.scoring.code_judge import is_code_judge
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class StageOutlet:
     def stage(self) -> str:
         return self._impl.name
 
-    def dataset(self, suffix: str, rows: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None, *,
+    def dataset(self, suffix: str, rows: Sequence[Record | Mapping[str, Any]], failed: list[dict[str, Any]] | None = None, *,
                 row_type: type[Record], description: str, fmt: str = "records", counts: dict[str, Any] | None = None,
                 fingerprint: str | None = None) -> Path:
         """Write RUN_DIR/datasets/<stage>.<suffix>/ now (rows checked against `row_type`), with the stage's card.
@@ -60,6 +60,7 @@ class StageOutlet:
         a rerun may trust. A rerun writes the same suffix again, replacing it.
         """
         self.written.append(suffix)
+        rows = plain_rows(rows)
         return self._rt.write_dataset(
             f"{self.stage}.{suffix}", rows, failed or [], row_type=row_type,
             fingerprint=fingerprint if fingerprint is not None else digest(rows),

@@ -9,9 +9,10 @@ launch`, and every run leaves its log at RUN_DIR/logs/train-<stage>-<tag>.log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from synthkd.config.stages import TrainingLaunch
+from synthkd.records import Record, plain_rows
 from synthkd.stages.base import checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.launch import Job, train_async
@@ -21,12 +22,12 @@ if TYPE_CHECKING:
 
 
 async def train_checkpoint(rt: "Runtime", stage: str, launch: TrainingLaunch, tag: str | None, *, kind: str,
-                           rows: list[dict[str, Any]], base: str, trainer_args: dict[str, Any], lora: dict[str, Any] | None,
+                           rows: Sequence[Record | Mapping[str, Any]], base: str, trainer_args: dict[str, Any], lora: dict[str, Any] | None,
                            freeze_embeddings: bool = False, evaluate_before: bool = False, note: str = "") -> tuple[Path, dict[str, Any]]:
     """Train (unless done) RUN_DIR/checkpoints/<stage>[/<tag>] from `base` (a model string or a checkpoint) on `rows`;
     returns (checkpoint, its metrics). `note` is what the progress line says when training starts."""
     out = checkpoint_dir(rt, stage, *([tag] if tag else []))
-    job = Job(kind, rows, base, out, trainer_args, lora, rt.config.seed, evaluate_before=evaluate_before,
+    job = Job(kind, plain_rows(rows), base, out, trainer_args, lora, rt.config.seed, evaluate_before=evaluate_before,
               processes=launch.processes, freeze_embeddings=freeze_embeddings,
               accelerate_config=rt.pipeline.resolve(launch.accelerate_config) if launch.accelerate_config else None,
               log_path=rt.run_dir / "logs" / f"train-{stage}{f'-{tag}' if tag else ''}.log")
