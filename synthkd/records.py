@@ -113,26 +113,9 @@ class HeldoutFigures(Stats):
     examples: list[HeldoutRow] | None = None  # the first few scored prompts, to read
 
 
-class Iteration(Stats):
-    """One iteration of an iterative stage."""
+class Usage(Stats):
+    """What calls cost (`Meter.usage()`): counts, tokens, dollars, failures by reason, and the same per endpoint."""
 
-    iteration: int = 0
-    heldout: HeldoutFigures | None = None  # judge-free held-out figures after this iteration
-    usage: dict[str, Any] | None = None
-
-    def line(self) -> str:
-        """What `synthkd status` prints for the iteration."""
-        return f"iter {self.iteration}"
-
-
-class StageStats(Stats):
-    """The run.json entry of one stage: what every stage has. Stage types extend it."""
-
-    status: str | None = None
-    type: str | None = None
-    records_in: int | None = None
-    records_out: int | None = None
-    failed: int | None = None
     calls: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -142,13 +125,36 @@ class StageStats(Stats):
     cached_prompt_tokens: int = 0  # part of prompt_tokens: served from the provider's prompt cache
     cost_usd: float = 0.0
     failures: dict[str, int] = Field(default_factory=dict)
-    by_endpoint: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    by_endpoint: dict[str, dict[str, int | float]] = Field(default_factory=dict)
+
+
+class Iteration(Stats):
+    """One iteration of an iterative stage."""
+
+    iteration: int = 0
+    heldout: HeldoutFigures | None = None  # judge-free held-out figures after this iteration
+    usage: Usage | None = None  # the iteration's calls (the held-out scoring's are counted apart)
+
+    def line(self) -> str:
+        """What `synthkd status` prints for the iteration."""
+        return f"iter {self.iteration}"
+
+
+class StageStats(Usage):
+    """The run.json entry of one stage: what every stage has (its calls' usage, and the fields below). Stage types
+    extend it."""
+
+    status: str | None = None
+    type: str | None = None
+    records_in: int | None = None
+    records_out: int | None = None
+    failed: int | None = None
     elapsed_s: float | None = None
     weights: dict[str, str] = Field(default_factory=dict, description="Endpoints this stage moved onto new weights, and onto which.")
     iterations: list[Iteration] = Field(default_factory=list)
     heldout_base: HeldoutFigures | None = None
     heldout_teacher: HeldoutFigures | None = None
-    heldout_usage: dict[str, Any] | None = None
+    heldout_usage: Usage | None = None
 
     # Result blocks the report lists as key=value rows (a stage type names its own).
     detail_blocks: ClassVar[tuple[str, ...]] = ()

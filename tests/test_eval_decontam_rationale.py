@@ -9,16 +9,17 @@ from synthkd.stages.rationale import RationaleStage
 from synthkd.judging import RefereeScores, judge
 from synthkd.prompts import PromptLibrary
 from synthkd.stages.decontaminate import decontaminate
-from synthkd.stages.evaluate import outcome, summarize
+from synthkd.stages.evaluate import EvalRow, outcome, summarize
 from synthkd.stages.rationale import select, student_examples
 from tests.conftest import REPO
 
 
-def _scored(student_first: tuple[int, int], teacher_first: tuple[int, int], **extra) -> dict:
+def _scored(student_first: tuple[int, int], teacher_first: tuple[int, int], **extra) -> EvalRow:
     # Call 1 shows the student first, call 2 the teacher first (as run_eval does).
     j = judge(RefereeScores(score_assistant_1=student_first[0], score_assistant_2=student_first[1]),
               RefereeScores(score_assistant_1=teacher_first[0], score_assistant_2=teacher_first[1]))
-    return {"student_score": j.a, "teacher_score": j.b, "outcome": outcome(j.a, j.b), **extra}
+    return EvalRow(id="x", instruction="q", student_answer="s", teacher_answer="t", student_score=j.a, teacher_score=j.b,
+                   outcome=outcome(j.a, j.b), **extra)
 
 
 def test_eval_arithmetic_on_scripted_judgements() -> None:
@@ -29,16 +30,16 @@ def test_eval_arithmetic_on_scripted_judgements() -> None:
         _scored((6, 7), (8, 5), student_exact_match=True, teacher_exact_match=False),   # student 5.5, teacher 7.5: loss
     ]
     s = summarize(rows)
-    assert (s["n"], s["wins"], s["ties"], s["losses"]) == (4, 1, 1, 2)
+    assert (s.n, s.wins, s.ties, s.losses) == (4, 1, 1, 2)
     # Share of the teacher's total score (Lion's "% of ChatGPT capability"): 21 / 28.
-    assert s["student_share_of_teacher"] == pytest.approx(21 / 28)
-    assert s["mean_student_score"] == pytest.approx(21 / 4) and s["mean_teacher_score"] == pytest.approx(7.0)
-    assert s["exact_match"] == 0.5 and s["exact_match_n"] == 4 and s["teacher_exact_match"] == 0.75
+    assert s.student_share_of_teacher == pytest.approx(21 / 28)
+    assert s.mean_student_score == pytest.approx(21 / 4) and s.mean_teacher_score == pytest.approx(7.0)
+    assert s.exact_match == 0.5 and s.exact_match_n == 4 and s.teacher_exact_match == 0.75
 
 
 def test_eval_without_gold_has_no_exact_match() -> None:
     s = summarize([_scored((7, 7), (7, 7))])
-    assert "exact_match" not in s and s["ties"] == 1
+    assert s.exact_match is None and "exact_match" not in s.model_dump(exclude_none=True) and s.ties == 1
 
 
 def test_decontamination_on_crafted_overlaps() -> None:

@@ -100,3 +100,19 @@ def test_a_hedge_naming_another_label_of_a_closed_set_is_not_the_answer() -> Non
     # Only the first sentence is read: a later mention of the other label is no hedge.
     assert gold_match("It is negative. Some would call it positive.", "negative", rivals[1])
     assert gold_match("The capital of France is Paris, not Oslo.", "Paris", rivals[4])  # open answers: no rivals
+
+
+def test_a_negated_label_is_not_the_answer() -> None:
+    from synthkd.scoring.metrics import gold_match
+
+    rivals = ("positive",)
+    # "no negative emotions" does not say negative (a student answer the demo's held-out set scored as right).
+    assert not gold_match("The sentiment of this review is neutral, with no negative emotions expressed.", "negative", rivals)
+    assert not gold_match("This review is neither positive nor negative.", "negative", rivals)
+    assert not gold_match("It isn't negative at all.", "negative", rivals)
+    # A negated rival is no hedge, and a negation in another clause does not reach the answer.
+    assert gold_match("It is negative, not positive.", "negative", rivals)
+    assert gold_match("Not at all: the review is negative.", "negative", rivals)
+    assert gold_match("No, it is negative.", "negative", rivals)
+    assert gold_match("The capital of the USA is Washington, D.C.", "Washington, D.C.")
+    assert not gold_match("The capital of France is not Lyon.", "Lyon")

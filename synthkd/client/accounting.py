@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthkd.errors import BudgetExceeded
+from synthkd.records import Usage
 
 
 @dataclass
@@ -128,6 +129,10 @@ class Meter:
                     mine[k] = min(mine.get(k, v), v) if k == "adaptive_limit_min" else v
                 else:
                     mine[k] = mine.get(k, 0) + v
+
+    def usage(self) -> Usage:
+        """The same figures as `to_json`, as the typed run.json block."""
+        return Usage.model_validate(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {

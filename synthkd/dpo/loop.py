@@ -90,7 +90,7 @@ class DPORun:
                 self.rt.serve_weights(self.cfg.student, new)
                 after = await self._student_answers(self.heldout, f"iter {it}: held-out answers (after)", it_meter)
                 stats.heldout_vs_previous = await self.win_rate(it, before, after, it_meter)
-            stats.usage = it_meter.to_json()
+            stats.usage = it_meter.usage()
             meter.merge(it_meter)
             self.out.iteration(stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(pairs)} pairs, DPO {stats.dpo}, held-out {brief(stats.heldout) if stats.heldout is not None else stats.heldout_vs_previous}")

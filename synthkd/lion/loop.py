@@ -144,7 +144,7 @@ class LionRun:
                          "gold match per prompt.")
         after = "after the final imitation" if final else f"after iteration {it}{' (base student)' if it == 0 else ''}"
         self.rt.reporter.note(f"[lion] held-out {after}: {brief(figures)}  | teacher: {brief(self.teacher_heldout)}")
-        self.out.block("heldout_usage", meter.to_json())
+        self.out.block("heldout_usage", meter.usage())
         return figures
 
     # ---- the loop ---------------------------------------------------------------------
@@ -181,7 +181,7 @@ class LionRun:
                 if self.rt.config.endpoints[self.cfg.student].served:
                     self.rt.serve_weights(self.cfg.student, checkpoint)  # the DPO checkpoint when there is one
                 stats.heldout = await self.evaluate_heldout(it)
-            stats.usage = it_meter.to_json()
+            stats.usage = it_meter.usage()
             meter.merge(it_meter)
             self.out.iteration(stats)
             self.rt.reporter.note(f"[lion] {stats.line()}")

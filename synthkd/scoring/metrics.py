@@ -44,23 +44,49 @@ def gold_match(answer: str, gold: str, rivals: Collection[str] = ()) -> bool:
     plurals, sentiment) are answered in a sentence by chat models, so exact match alone would score
     a correct teacher 0; the first-sentence rule keeps a later hedge from counting. `rivals` are the
     other answers of a closed label set (`label_rivals`): a first sentence naming one of them too
-    ("a mix of both positive and negative") is a hedge, not the answer.
+    ("a mix of both positive and negative") is a hedge, not the answer. A mention negated within its
+    clause ("neutral, with no negative emotions", "not positive") names nothing: it neither gives the
+    gold answer nor hedges.
     """
     if answers_match(extract_final_answer(answer), gold) or answers_match(answer, gold):
         return True
     g = normalize_answer(gold)
     if not g:
         return False
-    words = " ".join(re.findall(r"[a-z0-9]+", first_sentence(answer).lower()))
-    if not _names(words, g):
+    sentence = _Sentence(first_sentence(answer))
+    if not sentence.affirms(g):
         return False
-    return not any(_names(words, normalize_answer(r)) for r in rivals if normalize_answer(r) != g)
+    return not any(sentence.affirms(normalize_answer(r)) for r in rivals if normalize_answer(r) != g)
 
 
-def _names(words: str, answer: str) -> bool:
-    """Whether `answer` occurs as whole words in `words` (lower-case words joined by single spaces)."""
-    target = " ".join(re.findall(r"[a-z0-9]+", answer))
-    return bool(target) and re.search(rf"(^| ){re.escape(target)}( |$)", words) is not None
+# Words that negate a mention up to three words after them in the same clause ("t": the end of isn't, doesn't).
+_NEGATIONS = frozenset({"no", "not", "never", "without", "nor", "neither", "nothing", "none", "t"})
+_NEGATION_REACH = 3
+
+
+class _Sentence:
+    """A sentence as lower-case words, each with the number of the clause (split at , ; :) it stands in."""
+
+    def __init__(self, text: str) -> None:
+        self.words: list[str] = []
+        self.clauses: list[int] = []
+        for n, clause in enumerate(re.split(r"[,;:]", text.lower())):
+            found = re.findall(r"[a-z0-9]+", clause)
+            self.words += found
+            self.clauses += [n] * len(found)
+
+    def affirms(self, answer: str) -> bool:
+        """Whether `answer` occurs as whole words, at least once with no negation before it in its clause."""
+        target = re.findall(r"[a-z0-9]+", answer)
+        if not target:
+            return False
+        for i in range(len(self.words) - len(target) + 1):
+            if self.words[i:i + len(target)] != target:
+                continue
+            before = range(max(0, i - _NEGATION_REACH), i)
+            if not any(self.words[j] in _NEGATIONS and self.clauses[j] == self.clauses[i] for j in before):
+                return True
+        return False
 
 
 def label_rivals(golds: Sequence[str | None], groups: Sequence[str | None] | None = None) -> list[tuple[str, ...]]:

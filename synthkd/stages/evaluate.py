@@ -8,7 +8,7 @@ capability"), win/tie/loss counts, and exact-match accuracy where gold answers e
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import Field
 
@@ -22,7 +22,8 @@ from synthkd.records import HeldoutFigures, Interval, Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
-from synthkd.scoring.heldout import heldout_items, score_answers
+from synthkd.items import Item, read_items
+from synthkd.scoring.heldout import score_answers
 from synthkd.scoring.metrics import summary as metric_summary
 from synthkd.scoring.nll import cached_answer_nll
 
@@ -51,27 +52,22 @@ class EvalStage(StageBase):
     judge_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Judge calls.")
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: Sequence[EvalRow]) -> EvalSummary:
     """The numbers run.json reports, from scored rows (pure: tested on scripted judgements)."""
-    judged = [r for r in rows if r.get("student_score") is not None]
-    out: dict[str, Any] = {"n": len(rows), "judged": len(judged)}
+    judged = [r for r in rows if r.student_score is not None and r.teacher_score is not None]
+    out = EvalSummary(n=len(rows), judged=len(judged))
     if judged:
-        s_total = sum(r["student_score"] for r in judged)
-        t_total = sum(r["teacher_score"] for r in judged)
-        out.update({
-            "wins": sum(1 for r in judged if r["outcome"] == "win"),
-            "ties": sum(1 for r in judged if r["outcome"] == "tie"),
-            "losses": sum(1 for r in judged if r["outcome"] == "loss"),
-            "student_share_of_teacher": s_total / t_total if t_total else 0.0,
-            "mean_student_score": s_total / len(judged),
-            "mean_teacher_score": t_total / len(judged),
-        })
-    for who in ("student", "teacher"):
-        graded = [r[f"{who}_exact_match"] for r in rows if r.get(f"{who}_exact_match") is not None]
-        if graded:
-            key = "exact_match" if who == "student" else "teacher_exact_match"
-            out[key] = sum(graded) / len(graded)
-            out[f"{key}_n"] = len(graded)
+        s_total = sum(r.student_score or 0.0 for r in judged)
+        t_total = sum(r.teacher_score or 0.0 for r in judged)
+        out.wins, out.ties, out.losses = (sum(1 for r in judged if r.outcome == o) for o in ("win", "tie", "loss"))
+        out.student_share_of_teacher = s_total / t_total if t_total else 0.0
+        out.mean_student_score, out.mean_teacher_score = s_total / len(judged), t_total / len(judged)
+    student = [r.student_exact_match for r in rows if r.student_exact_match is not None]
+    teacher = [r.teacher_exact_match for r in rows if r.teacher_exact_match is not None]
+    if student:
+        out.exact_match, out.exact_match_n = sum(student) / len(student), len(student)
+    if teacher:
+        out.teacher_exact_match, out.teacher_exact_match_n = sum(teacher) / len(teacher), len(teacher)
     return out
 
 
@@ -79,64 +75,74 @@ def outcome(student: float, teacher: float) -> str:
     return "win" if student > teacher else "loss" if student < teacher else "tie"
 
 
-async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[EvalRow], list[dict[str, Any]], EvalSummary]:
     """(scored rows, failed rows, summary)."""
     t_answer = rt.prompts.get(cfg.templates.answer)
     rows, empty = split_blank(rows, cfg.question_column)  # a null question is no question: not sent, not scored
-    items = [{"id": str(r["id"]), "instruction": str(r[cfg.question_column]), "gold": r.get(cfg.gold_column) if cfg.gold_column else None} for r in rows]
-    calls = [answer_call(t_answer, x["instruction"], cfg.answer_sampling) for x in items]
+    items = read_items(rows, cfg.question_column, cfg.gold_column)
+    # The gold cell as the data has it (a number stays a number in the dataset); matched as text.
+    golds = [r.get(cfg.gold_column) if cfg.gold_column else None for r in rows]
+    calls = [answer_call(t_answer, x.instruction, cfg.answer_sampling) for x in items]
     student = await rt.call_all(cfg.student, f"{cfg.name}: student answers", calls, meter)
     teacher = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher answers", calls, meter) if cfg.teacher else [None] * len(items)
-    out: list[dict[str, Any]] = []
+    out: list[EvalRow] = []
     failed: list[dict[str, Any]] = list(empty)
-    extra: dict[str, Any] = {}
-    for x, s, t in zip(items, student, teacher):
+    for x, gold, s, t in zip(items, golds, student, teacher):
         if not s.ok or s.text is None or (t is not None and (not t.ok or t.text is None)):
             bad = s if not s.ok else t
-            failed.append({**x, "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+            failed.append({"id": x.id, "instruction": x.instruction, "gold": gold, "reason": bad.error, "detail": bad.detail, "raw": bad.text})
             continue
-        row: dict[str, Any] = {**x, "student_answer": s.text.strip(), "teacher_answer": t.text.strip() if t else None}
-        if x["gold"] is not None:
-            row["student_exact_match"] = answers_match(extract_final_answer(row["student_answer"]), str(x["gold"]))
-            if t is not None:
-                row["teacher_exact_match"] = answers_match(extract_final_answer(row["teacher_answer"]), str(x["gold"]))
+        row = EvalRow(id=x.id, instruction=x.instruction, gold=gold, student_answer=s.text.strip(), teacher_answer=t.text.strip() if t else None)
+        if gold is not None:
+            row.student_exact_match = answers_match(extract_final_answer(row.student_answer), str(gold))
+            if row.teacher_answer is not None:
+                row.teacher_exact_match = answers_match(extract_final_answer(row.teacher_answer), str(gold))
         out.append(row)
+    figures: dict[str, HeldoutFigures] = {}
     if cfg.teacher:
-        await _judge_free(cfg, rt, out, extra)
+        figures = await _judge_free(cfg, rt, items, out)
     if cfg.teacher and is_code_judge(cfg.judge):
         for row in out:
-            j = code_judgement(cfg.judge, row["teacher_answer"], row["student_answer"], row.get("gold"))
-            row.update(student_score=j.b, teacher_score=j.a, outcome=outcome(j.b, j.a))
+            j = code_judgement(cfg.judge, row.teacher_answer or "", row.student_answer, None if row.gold is None else str(row.gold))
+            row.student_score, row.teacher_score, row.outcome = j.b, j.a, outcome(j.b, j.a)
     elif cfg.teacher:
         judged = await both_orders(rt, cfg.judge, f"{cfg.name}: judge student vs teacher", rt.prompts.get(cfg.templates.pairwise),
-                                   [(r["instruction"], r["student_answer"], r["teacher_answer"]) for r in out], cfg.judge_sampling, meter)
+                                   [(r.instruction, r.student_answer, r.teacher_answer or "") for r in out], cfg.judge_sampling, meter)
         for row, j in zip(out, judged):
             if isinstance(j, Judgement):  # the student's answer is a
-                row.update(student_score=j.a, teacher_score=j.b, outcome=outcome(j.a, j.b))
+                row.student_score, row.teacher_score, row.outcome = j.a, j.b, outcome(j.a, j.b)
             else:
-                row.update(student_score=None, teacher_score=None, outcome=None, judge_failure=j.error)
-    weights = {f"{who}_weights": rt.current_weights(ep) for who, ep in (("student", cfg.student), ("teacher", cfg.teacher))
-               if ep and rt.config.endpoints[ep].served}
-    return out, failed, {**summarize(out), **extra, **weights}
+                row.judge_failure = j.error
+    summary = summarize(out)
+    summary.student, summary.teacher = figures.get("student"), figures.get("teacher")
+    for who, ep in (("student", cfg.student), ("teacher", cfg.teacher)):
+        if ep and rt.config.endpoints[ep].served:
+            setattr(summary, f"{who}_weights", rt.current_weights(ep))
+    return out, failed, summary
 
 
-async def _judge_free(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """ROUGE-L against the teacher, gold accuracy and (local weights) NLL of the teacher's answers, with intervals."""
-    items = heldout_items(rows, "instruction", "gold")
-    student = {r["id"]: r["student_answer"] for r in rows}
-    teacher = {r["id"]: r["teacher_answer"] for r in rows}
-    scored, extra["student"] = score_answers(items, student, teacher)
-    _, extra["teacher"] = score_answers(items, teacher, teacher)
-    for r, sc in zip(rows, scored):
-        r["rouge_l"] = sc.rouge_l
+async def _judge_free(cfg: EvalStage, rt: Runtime, items: list[Item], rows: list[EvalRow]) -> dict[str, HeldoutFigures]:
+    """ROUGE-L against the teacher, gold accuracy and (local weights) NLL of the teacher's answers, with intervals;
+    sets each row's `rouge_l`. {"student": figures, "teacher": figures}."""
+    answered = {r.id for r in rows}
+    items = [x for x in items if x.id in answered]
+    student = {r.id: r.student_answer for r in rows}
+    teacher = {r.id: r.teacher_answer or "" for r in rows}
+    scored, student_figures = score_answers(items, student, teacher)
+    _, teacher_figures = score_answers(items, teacher, teacher)
+    figures = {"student": student_figures, "teacher": teacher_figures}
+    rouge = {sc.id: sc.rouge_l for sc in scored}
+    for r in rows:
+        r.rouge_l = rouge.get(r.id)
     if not cfg.nll:
-        return
-    pairs = [(r["instruction"], r["teacher_answer"]) for r in rows]
+        return figures
+    pairs = [(r.instruction, r.teacher_answer or "") for r in rows]
     for who, endpoint in (("student", cfg.student), ("teacher", cfg.teacher)):
         weights = rt.current_weights(endpoint) if endpoint and rt.config.endpoints[endpoint].served else None
         if weights and pairs:
             values = await asyncio.to_thread(cached_answer_nll, rt.servers.resolve_model_path(weights), pairs, rt.settings.home / "nll")
-            extra[who].nll = Interval.model_validate(metric_summary(values))
+            figures[who].nll = Interval.model_validate(metric_summary(values))
+    return figures
 
 
 class EvalRow(Record):
@@ -206,5 +212,5 @@ class EvalImpl(StageImpl[EvalStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         result = StageResult(rows=[])
         result.rows, result.failed, summary = await run_eval(self.cfg, inp.rt, inp.get("input"), result.meter)
-        result.stats = EvalStats(eval=EvalSummary.strict(summary))
+        result.stats = EvalStats(eval=summary)
         return result

@@ -18,7 +18,7 @@ each trajectory from the cache and pays only for the calls that were in flight.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
@@ -30,7 +30,7 @@ from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
 from synthkd.errors import ConfigError
 from synthkd.prompts import Prompt
-from synthkd.records import StageStats
+from synthkd.records import StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.scoring.metrics import gold_match
 from synthkd.stages.base import CheckContext, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
@@ -78,6 +78,25 @@ class ToolUseStage(StageBase):
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=512), description="The teacher's sampling.")
 
 
+class Graded(Stats):
+    """How many of the trajectories whose task has a gold value got it right."""
+
+    n: int = 0
+    correct: int = 0
+    accuracy: float | None = None
+
+
+@dataclass
+class ToolStep:
+    """One tool call of a trajectory, as its `tool_log` column keeps it."""
+
+    step: int
+    tool: str
+    arguments: str  # as the model wrote them (JSON text)
+    error: str | None = None  # what the tool (or the call) answered instead of a result
+    error_kind: str | None = None  # unknown_tool | invalid_arguments | timeout | tool_error
+
+
 class ToolUseStats(StageStats):
     """run.json entry of a tool_use stage."""
 
@@ -85,14 +104,14 @@ class ToolUseStats(StageStats):
     answered_after: dict[str, int] = Field(default_factory=dict)  # model calls it took -> trajectories
     tool_calls: int = 0
     tool_errors: dict[str, int] = Field(default_factory=dict)  # kind of error -> count (kept in the trajectories)
-    gold: dict[str, Any] | None = None  # {n, correct, accuracy}: final answers against the gold column
-    right_tool: dict[str, Any] | None = None  # {n, correct, accuracy}: the gold tool called with valid arguments
+    gold: Graded | None = None  # final answers against the gold column
+    right_tool: Graded | None = None  # the gold tool called with valid arguments
     detail_blocks = ("gold", "right_tool", "tool_errors")
 
     def lines(self) -> list[str]:
         errors = sum(self.tool_errors.values())
-        gold = f"; gold {self.gold['correct']}/{self.gold['n']}" if self.gold and self.gold.get("n") else ""
-        gold += f"; right tool {self.right_tool['correct']}/{self.right_tool['n']}" if self.right_tool and self.right_tool.get("n") else ""
+        gold = f"; gold {self.gold.correct}/{self.gold.n}" if self.gold and self.gold.n else ""
+        gold += f"; right tool {self.right_tool.correct}/{self.right_tool.n}" if self.right_tool and self.right_tool.n else ""
         return [f"{self.trajectories} trajectories, {self.tool_calls} tool calls ({errors} answered with an error){gold}"]
 
 
@@ -101,7 +120,7 @@ class _Trajectory:
     row: dict[str, Any]
     messages: list[dict[str, Any]]  # OpenAI form: what the dataset keeps
     sent: list[dict[str, Any]]  # what the model is sent (the same in native mode; JSON turns in structured mode)
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[ToolStep] = field(default_factory=list)
     answer: str | None = None
     steps: int = 0
     failure: dict[str, Any] | None = None
@@ -213,7 +232,7 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         # structured mode also keeps the transcript as the model saw it (protocol prompt, JSON replies, results as
         # user turns): what a student that will be asked the same way trains on (sft: messages_column).
         extra = (lambda t: {"structured_messages": t.sent}) if cfg.mode == "structured" else (lambda t: {})
-        rows = [{**t.row, "messages": t.messages, "tools": tools_json, "answer": t.answer, "steps": t.steps, "tool_log": t.log, **extra(t)}
+        rows = [{**t.row, "messages": t.messages, "tools": tools_json, "answer": t.answer, "steps": t.steps, "tool_log": [asdict(e) for e in t.log], **extra(t)}
                 for t in trajectories if t.failure is None]
         failed += [t.failure for t in trajectories if t.failure is not None]
         return StageResult(rows=rows, failed=failed, meter=meter, stats=self._stats(rows, trajectories))
@@ -285,7 +304,7 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
 
     def _run_tool(self, t: _Trajectory, step: int, tools: dict[str, Tool], name: str, arguments: str) -> str:
         """Run one tool call; the result's text, or `error: ...` (recorded in the trajectory's tool_log)."""
-        entry: dict[str, Any] = {"step": step, "tool": name, "arguments": arguments, "error": None, "error_kind": None}
+        entry = ToolStep(step=step, tool=name, arguments=arguments)
         try:
             tool = tools.get(name)
             if tool is None:
@@ -300,34 +319,34 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
                 kind = "invalid_arguments" if str(exc).startswith("invalid arguments") else "timeout" if str(exc).startswith("timeout") else "tool_error"
                 raise _CallError(kind, str(exc)) from None
         except _CallError as exc:
-            entry.update(error=exc.detail, error_kind=exc.kind)
+            entry.error, entry.error_kind = exc.detail, exc.kind
             content = f"error: {exc.detail}"
         t.log.append(entry)
         return content
 
     def _failed(self, t: _Trajectory, reason: str, detail: str | None, raw: str | None = None, step: int | None = None) -> dict[str, Any]:
-        return {**t.row, "messages": t.messages, "tool_log": t.log, "steps": t.steps, "step": f"step {step or t.steps}",
+        return {**t.row, "messages": t.messages, "tool_log": [asdict(e) for e in t.log], "steps": t.steps, "step": f"step {step or t.steps}",
                 "reason": reason, "detail": detail, "raw": raw}
 
     def _stats(self, rows: list[dict[str, Any]], trajectories: list[_Trajectory]) -> ToolUseStats:
         errors: dict[str, int] = {}
         for t in trajectories:
             for entry in t.log:
-                if entry["error_kind"]:
-                    errors[entry["error_kind"]] = errors.get(entry["error_kind"], 0) + 1
+                if entry.error_kind:
+                    errors[entry.error_kind] = errors.get(entry.error_kind, 0) + 1
         after: dict[str, int] = {}
         for r in rows:
             after[str(r["steps"])] = after.get(str(r["steps"]), 0) + 1
         # Over every trajectory of a task that has gold, answered or not: one that never answers is wrong.
-        def graded(column: str | None, right: Any) -> dict[str, Any] | None:
+        def graded(column: str | None, right: Any) -> Graded | None:
             if not column:
                 return None
             tasks = [t for t in trajectories if t.row.get(column) not in (None, "")]
             correct = sum(1 for t in tasks if right(t, str(t.row[column])))
-            return {"n": len(tasks), "correct": correct, "accuracy": correct / len(tasks) if tasks else None}
+            return Graded(n=len(tasks), correct=correct, accuracy=correct / len(tasks) if tasks else None)
 
         gold = graded(self.cfg.gold_column, lambda t, g: t.failure is None and t.answer is not None and gold_match(t.answer, g))
-        right_tool = graded(self.cfg.gold_tool_column, lambda t, g: any(e["tool"] == g and e["error_kind"] not in ("invalid_arguments", "unknown_tool")
+        right_tool = graded(self.cfg.gold_tool_column, lambda t, g: any(e.tool == g and e.error_kind not in ("invalid_arguments", "unknown_tool")
                                                                          for e in t.log))
         return ToolUseStats(trajectories=len(rows), answered_after=after, tool_calls=sum(len(t.log) for t in trajectories),
                             tool_errors=errors, gold=gold, right_tool=right_tool)
