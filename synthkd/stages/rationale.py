@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from synthkd.answers import answers_match, majority, normalize_answer
+from synthkd.chat import sft_example, user
 from synthkd.client.accounting import Meter
 from synthkd.client.endpoint import Call
 from synthkd.config.endpoints import Sampling
@@ -99,11 +100,9 @@ def student_examples(cfg: RationaleStage, inline: Prompt, question: str, rationa
     """(task, messages) training examples for one kept rationale, in the configured format."""
     if cfg.format == "inline":
         target = inline.render(rationale=rationale.strip(), answer=answer.strip())
-        return [("inline", [{"role": "user", "content": question}, {"role": "assistant", "content": target}])]
-    return [
-        ("answer", [{"role": "user", "content": cfg.answer_prefix + question}, {"role": "assistant", "content": answer.strip()}]),
-        ("rationale", [{"role": "user", "content": cfg.rationale_prefix + question}, {"role": "assistant", "content": rationale.strip()}]),
-    ]
+        return [("inline", sft_example(question, target))]
+    return [("answer", sft_example(cfg.answer_prefix + question, answer.strip())),
+            ("rationale", sft_example(cfg.rationale_prefix + question, rationale.strip()))]
 
 
 async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
@@ -117,7 +116,7 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
         try:
             if cfg.question_column not in row:
                 raise RowProblem(f"missing_column:{cfg.question_column}", f"the row has no column {cfg.question_column}")
-            messages = [{"role": "user", "content": render_row(prompt, {"question": row[cfg.question_column]})}]
+            messages = user(render_row(prompt, {"question": row[cfg.question_column]}))
         except RowProblem as problem:  # a failed row, never sent
             unsent.append(problem.failed(row))
             meter.failures[problem.reason] += 1
