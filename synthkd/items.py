@@ -8,7 +8,7 @@ answer, and, where the data has them, a gold answer and a family. `read_items` t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 
@@ -25,10 +25,6 @@ class Item:
     gold: str | None = None
     family: str | None = None
     origin: str = ""
-
-    def but(self, **changes: Any) -> "Item":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
 
     def as_row(self) -> dict[str, str]:
         """The item as a dataset row would carry it: id and instruction, and origin, gold and family where set."""

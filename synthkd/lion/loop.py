@@ -41,7 +41,7 @@ from synthkd.pairs import teacher_vs_student_pairs
 from synthkd.chat import answer_call, sft_example, user
 from synthkd.judging import Judgement, both_orders
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
-from synthkd.scoring.heldout import HeldoutEvaluator, brief, heldout_items
+from synthkd.scoring.heldout import HeldoutEvaluator, brief
 from synthkd.items import Item, read_items
 from synthkd.records import HeldoutFigures, HeldoutRow, PreferencePair, plain_rows
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
@@ -113,7 +113,7 @@ class LionRun:
         self.eval_meter = Meter()
         self.heldout_filter = (steps.HeldoutFilter([str(x.get("instruction") or "") for x in heldout], cfg.rouge_threshold)
                                if heldout else None)
-        self.heldout = (HeldoutEvaluator(rt, heldout_items(heldout), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
+        self.heldout = (HeldoutEvaluator(rt, read_items(heldout), teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
                                          sampling=cfg.heldout_sampling) if heldout else None)
 
     # ---- helpers --------------------------------------------------------------------

@@ -14,15 +14,10 @@ from typing import Any, Mapping, Sequence
 from synthkd.client.accounting import Meter
 from synthkd.config.endpoints import Sampling
 from synthkd.chat import answer_call
-from synthkd.items import Item, read_items
+from synthkd.items import Item
 from synthkd.prompts import Prompt
 from synthkd.records import HeldoutFigures, HeldoutRow, Interval
 from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
-
-
-def heldout_items(rows: Sequence[dict[str, Any]], question_column: str = "instruction", gold_column: str | None = "gold") -> list[Item]:
-    """Held-out rows -> items (the one input adapter); a gold column is used where present and non-empty."""
-    return read_items(rows, question_column, gold_column)
 
 
 def score_answers(items: Sequence[Item], answers: Mapping[str, str], reference: Mapping[str, str]) -> tuple[list[HeldoutRow], HeldoutFigures]:
