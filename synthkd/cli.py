@@ -374,7 +374,7 @@ def efficacy(
         runner = Efficacy(opts, Settings.from_environ(), reporter)
         result = _run_async(runner.run())
         typer.echo((out / "efficacy.md").read_text(encoding="utf-8"))
-        reporter.note(f"synthkd efficacy: done in {result['wall_s'] / 60:.1f} min: {out / 'efficacy.json'}, {out / 'efficacy.md'}, {out / 'efficacy.html'}")
+        reporter.note(f"synthkd efficacy: done in {(result.wall_s or 0.0) / 60:.1f} min: {out / 'efficacy.json'}, {out / 'efficacy.md'}, {out / 'efficacy.html'}")
 
     _guard(body)
 

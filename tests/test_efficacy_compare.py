@@ -3,9 +3,30 @@ Holm across arms, teacher hacking flagged, and two identical arms told apart fro
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from synthkd.efficacy import stats
+from synthkd.efficacy import compare as C
+from synthkd.efficacy.compare import conclusions, nll_pairs, prompt_scores
+from synthkd.efficacy.result import ArmResult, Difference
 from synthkd.items import Item
-from synthkd.efficacy.compare import compare, conclusions, hacking, nll_pairs, per_family, prompt_scores
+
+
+def compare(scores: Any, baselines: Mapping[str, str | None]) -> dict[str, Any]:
+    """The comparison as efficacy.json holds it."""
+    return {arm: {s: entry.model_dump(mode="json") for s, entry in sets.items()} for arm, sets in C.compare(scores, baselines).items()}
+
+
+def per_family(items: list[Item], runs: list[list[float]]) -> dict[str, Any]:
+    return {f: g.model_dump() for f, g in C.per_family(items, runs).items()}
+
+
+def hacking(vs: dict[str, dict[str, Any]]) -> bool:
+    return C.hacking({k: Difference.model_validate(v) for k, v in vs.items()})
+
+
+def arms(**given: dict[str, Any]) -> dict[str, ArmResult]:
+    return {name: ArmResult.model_validate(a) for name, a in given.items()}
 
 
 def test_one_scoring_rule_for_empty_answers() -> None:
@@ -45,7 +66,7 @@ def test_a_baseline_at_zero_still_has_a_detectable_difference_above_zero() -> No
     out = compare({"kd": zeros, "arm": zeros}, {"kd": None, "arm": "kd"})
     d = out["arm"]["s"]["vs_baseline"]["gold_accuracy"]
     assert d["verdict"] == stats.NO_DIFFERENCE and 0.05 < d["detectable"] < 0.5
-    line = conclusions({"arm": {"baseline": "kd", "sets": out["arm"]}}, {"arm": "Arm", "kd": "KD"})
+    line = conclusions(arms(arm={"baseline": "kd", "sets": out["arm"]}), {"arm": "Arm", "kd": "KD"})
     assert line and "no detectable difference at this budget" in line[0] and "could detect" in line[0]
 
 
@@ -59,7 +80,7 @@ def test_teacher_hacking_is_proxy_up_while_gold_down() -> None:
     assert entry["teacher_hacking"] is True
     assert entry["vs_baseline"]["gold_accuracy"]["mcnemar"] == {"b": 20, "c": 0, "p_value": entry["vs_baseline"]["gold_accuracy"]["p_value"]}
     assert hacking({"rouge_l": {"verdict": stats.PAYS_OFF}, "gold_accuracy": {"mean": 0.01}}) is False
-    lines = conclusions({"hack": {"baseline": "kd", "sets": out["hack"]}}, {"hack": "Hack", "kd": "KD"})
+    lines = conclusions(arms(hack={"baseline": "kd", "sets": out["hack"]}), {"hack": "Hack", "kd": "KD"})
     assert any("worse than its baseline" in x for x in lines) and any("teacher hacking" in x for x in lines)
 
 

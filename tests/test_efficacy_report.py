@@ -11,6 +11,7 @@ import pytest
 
 from synthkd.efficacy.report import markdown, pick_examples, write_html
 from synthkd.efficacy.stats import NO_DIFFERENCE, PAYS_OFF
+from synthkd.items import Item
 
 EVIL = "<script>alert('x')</script>"
 
@@ -126,13 +127,11 @@ def test_partial_results_render(tmp_path: Path, result: dict[str, Any]) -> None:
 
 
 def test_pick_examples_puts_disagreement_first() -> None:
-    items = [{"id": "a", "instruction": "Plural of cat?", "gold": "cats"},
-             {"id": "b", "instruction": "Capital of France?", "gold": "Paris"},
-             {"id": "c", "instruction": "Say hello."}]
+    items = [Item("a", "Plural of cat?", "cats"), Item("b", "Capital of France?", "Paris"), Item("c", "Say hello.")]
     teacher = {"a": "The plural is cats.", "b": "The capital of France is Paris.", "c": "Hello there, friend."}
     rows = {"kd": {"a": "The plural is cats.", "b": "The capital of France is Paris.", "c": "Hello there, friend."},
             "lion": {"a": "The plural is cats.", "b": "The capital of France is Lyon.", "c": "Hello there."}}
-    picked = pick_examples(rows, teacher, items, k=2)
+    picked = [r.model_dump() for r in pick_examples(rows, teacher, items, k=2)]
     assert [r["id"] for r in picked] == ["b", "c"]  # gold split first, then the ROUGE-L spread; "a" all agree
     assert picked[0] == {"id": "b", "instruction": "Capital of France?", "gold": "Paris",
                          "teacher": "The capital of France is Paris.",
@@ -140,4 +139,4 @@ def test_pick_examples_puts_disagreement_first() -> None:
     assert picked[1]["gold"] is None
     # all alike: ties go by id, deterministically
     same = {"kd": {"a": "x", "b": "x"}, "lion": {"a": "x", "b": "x"}}
-    assert [r["id"] for r in pick_examples(same, {}, list(reversed(items[:2])))] == ["a", "b"]
+    assert [r.id for r in pick_examples(same, {}, list(reversed(items[:2])))] == ["a", "b"]

@@ -5,13 +5,18 @@ examples and wall time (from run.json)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synthkd.client.cache import RequestCache
 from synthkd.efficacy import arms as A
 from synthkd.efficacy.compare import nll_pairs, prompt_scores
+from synthkd.efficacy.probes import Spend
+from synthkd.efficacy.result import ArmResult, ArmSpend, GenerationYield, Reference, ReferenceSet, Training
 from synthkd.items import Item
+from synthkd.records import Interval
 from synthkd.models.resolve import resolve_model
 from synthkd.outputs import is_done_any, load_output
 from synthkd.scoring.metrics import summary
@@ -19,21 +24,36 @@ from synthkd.settings import Settings
 
 
 def _state(run: Path) -> dict[str, Any]:
+    """run.json's stage blocks as written (read loosely: the stage types differ in what they record)."""
     path = run / "run.json"
     return dict(json.loads(path.read_text()).get("stages", {})) if path.is_file() else {}
 
 
-def teacher_spend(run: Path) -> dict[str, Any]:
+def _weights(state: Mapping[str, Any], stage: str) -> str | None:
+    """The student weights an eval stage served, from its run.json block."""
+    return ((state.get(stage) or {}).get("eval") or {}).get("student_weights")
+
+
+def teacher_spend(run: Path) -> Spend:
     """What the run paid the teacher (every reply in its cache was paid exactly once)."""
     path = run / "cache.sqlite"
     if not path.is_file():
-        return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+        return Spend(0, 0, 0, 0.0)
     cache = RequestCache(path)
     try:
-        calls, prompt, completion, cost = cache.totals("teacher")
+        return Spend(*cache.totals("teacher"))
     finally:
         cache.close()
-    return {"calls": calls, "input_tokens": prompt, "output_tokens": completion, "cost_usd": cost}
+
+
+@dataclass
+class ArmRead:
+    """What one arm's runs hold: its entry (seeds, spend, training) and, once every seed has been evaluated on every
+    set, its per-prompt scores (`scores[set][metric]`: one list per seed) and the first seed's answers per set."""
+
+    entry: ArmResult
+    scores: dict[str, dict[str, list[list[float]]]] | None = None
+    answers: dict[str, dict[str, str]] | None = None
 
 
 class ArmReader:
@@ -64,11 +84,11 @@ class ArmReader:
         return cached_answer_nll(path, pairs, self.settings.home / "nll")
 
     # ---- reference -------------------------------------------------------------------------
-    def reference(self, run: Path, sets: dict[str, list[Item]]) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
+    def reference(self, run: Path, sets: dict[str, list[Item]]) -> tuple[dict[str, dict[str, str]], Reference]:
         """The teacher's answers per set (the reference for ROUGE-L and NLL), and the floor and ceiling figures."""
         state = _state(run)
         teacher: dict[str, dict[str, str]] = {}
-        out: dict[str, Any] = {"cost_usd": teacher_spend(run)["cost_usd"], "sets": {}}
+        out = Reference(cost_usd=teacher_spend(run).cost_usd)
         for name, items in sets.items():
             stage = f"reference.{name}"
             if not is_done_any(run, stage):
@@ -78,22 +98,21 @@ class ArmReader:
             floor = {i: str(r.get("student_answer") or "") for i, r in rows.items()}
             t_scores = prompt_scores(items, teacher[name], teacher[name])
             f_scores = prompt_scores(items, floor, teacher[name])
-            entry: dict[str, Any] = {"n": len(items), "gold_n": sum(1 for x in items if x.gold is not None), "teacher": {}, "floor": {}}
+            entry = ReferenceSet(n=len(items), gold_n=sum(1 for x in items if x.gold is not None))
             for metric in ("gold_accuracy", "rouge_l"):
                 if t_scores[metric]:
-                    entry["teacher"][metric] = summary(t_scores[metric])
-                    entry["floor"][metric] = summary(f_scores[metric])
-            weights = ((state.get(stage) or {}).get("eval") or {}).get("student_weights")
-            values = self.nll(weights, nll_pairs(items, teacher[name]))
+                    entry.teacher[metric] = Interval.model_validate(summary(t_scores[metric]))
+                    entry.floor[metric] = Interval.model_validate(summary(f_scores[metric]))
+            values = self.nll(_weights(state, stage), nll_pairs(items, teacher[name]))
             if values:
-                entry["floor"]["nll"] = summary(values)
-            out["sets"][name] = entry
+                entry.floor["nll"] = Interval.model_validate(summary(values))
+            out.sets[name] = entry
         return teacher, out
 
     # ---- an arm ------------------------------------------------------------------------------
-    def arm(self, arm: A.Arm, sets: dict[str, list[Item]], teacher: dict[str, dict[str, str]], with_nll: bool) -> dict[str, Any] | None:
-        """{"entry": spend/training/seeds, "scores": {set: {metric: runs}}, "answers": {set: {id: answer}}} once
-        every seed of the arm has been evaluated on every set; {"entry": ...} alone while some are missing."""
+    def arm(self, arm: A.Arm, sets: dict[str, list[Item]], teacher: dict[str, dict[str, str]], with_nll: bool) -> ArmRead | None:
+        """The arm's entry with its scores and answers once every seed has been evaluated on every set; the entry
+        alone while some are missing; None before any of its runs exists."""
         seeds = self.seeds(arm)
         scores: dict[str, dict[str, list[list[float]]]] = {s: {} for s in sets}
         answers: dict[str, dict[str, str]] = {}
@@ -112,28 +131,37 @@ class ArmReader:
                 for metric, values in prompt_scores(items, got, teacher[name]).items():
                     scores[name].setdefault(metric, []).append(values)
                 if with_nll:
-                    values = self.nll(((state.get(stage) or {}).get("eval") or {}).get("student_weights"), nll_pairs(items, teacher[name]))
+                    values = self.nll(_weights(state, stage), nll_pairs(items, teacher[name]))
                     if values:
                         scores[name].setdefault("nll", []).append(values)
-        entry = {"seeds": seeds, "spend": self.spend(arm, seeds), "training": self.training(arm, seeds)}
+        entry = ArmResult(seeds=seeds, spend=self.spend(arm, seeds), training=self.training(arm, seeds))
         if not complete:
-            return None if not any(self.run_dir(arm, s).is_dir() for s in seeds) else {"entry": entry}
+            return None if not any(self.run_dir(arm, s).is_dir() for s in seeds) else ArmRead(entry)
         for metrics in scores.values():  # NLL only where every seed has it (the paired statistics need aligned runs)
             if "nll" in metrics and len(metrics["nll"]) != len(seeds):
                 del metrics["nll"]
-        return {"entry": entry, "scores": scores, "answers": answers}
+        return ArmRead(entry, scores, answers)
 
-    def spend(self, arm: A.Arm, seeds: list[int]) -> dict[str, Any]:
+    def spend(self, arm: A.Arm, seeds: list[int]) -> ArmSpend:
         """Teacher spend per seed's run (mean over seeds), against the cap, with the paid calls never trained on."""
+        out = ArmSpend(cap_usd=self.cx.budget_usd, max_cost_usd=0.0)
+        if not seeds:
+            return out
         rows = []
         for seed in seeds:
             run = self.run_dir(arm, seed)
             paid = teacher_spend(run)
-            paid["untrained_calls"] = max(0, paid["calls"] - self._trained_calls(arm, run, seed))
-            paid["untrained_usd"] = paid["cost_usd"] * paid["untrained_calls"] / paid["calls"] if paid["calls"] else 0.0
-            rows.append(paid)
-        mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
-        return {"cap_usd": self.cx.budget_usd, **mean, "max_cost_usd": max((r["cost_usd"] for r in rows), default=0.0)}
+            untrained = max(0, paid.calls - self._trained_calls(arm, run, seed))
+            rows.append((paid, untrained, paid.cost_usd * untrained / paid.calls if paid.calls else 0.0))
+        n = len(rows)
+        out.calls = sum(p.calls for p, _, _ in rows) / n
+        out.input_tokens = sum(p.input_tokens for p, _, _ in rows) / n
+        out.output_tokens = sum(p.output_tokens for p, _, _ in rows) / n
+        out.cost_usd = sum(p.cost_usd for p, _, _ in rows) / n
+        out.untrained_calls = sum(u for _, u, _ in rows) / n
+        out.untrained_usd = sum(u for _, _, u in rows) / n
+        out.max_cost_usd = max(p.cost_usd for p, _, _ in rows)
+        return out
 
     def _trained_calls(self, arm: A.Arm, run: Path, seed: int) -> int:
         """Teacher replies that reached a training example: an answer trained on, and the generation call that wrote a
@@ -147,7 +175,7 @@ class ArmReader:
         stage = f"{arm.run}.answers"
         return len(load_output(run, stage)) if is_done_any(run, stage) else 0
 
-    def training(self, arm: A.Arm, seeds: list[int]) -> dict[str, Any]:
+    def training(self, arm: A.Arm, seeds: list[int]) -> Training:
         """Optimizer steps, distinct training examples and the wall time of the arm's own stages (mean over seeds)."""
         steps, examples, wall, gen_calls, gen_usable = [], [], [], [], []
         for seed in seeds:
@@ -181,8 +209,8 @@ class ArmReader:
                     gen_usable.append(sum(int(y.get("usable") or 0) for y in yields))
             wall.append(sum(float((st.get(s) or {}).get("elapsed_s") or 0.0) for s in own + evals))
         n = max(1, len(seeds))
-        out = {"steps": round(sum(steps) / n), "steps_per_seed": steps, "examples": round(sum(examples) / n), "wall_s": round(sum(wall) / n, 1)}
+        out = Training(steps=round(sum(steps) / n), steps_per_seed=steps, examples=round(sum(examples) / n), wall_s=round(sum(wall) / n, 1))
         if gen_calls:
-            out["generation"] = {"calls": sum(gen_calls), "usable": sum(gen_usable),
-                                 "yield": round(sum(gen_usable) / sum(gen_calls), 4) if sum(gen_calls) else None}
+            out.generation = GenerationYield(calls=sum(gen_calls), usable=sum(gen_usable),
+                                             share=round(sum(gen_usable) / sum(gen_calls), 4) if sum(gen_calls) else None)
         return out

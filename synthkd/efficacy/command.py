@@ -17,6 +17,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from synthkd.items import Item, read_items
 from synthkd.efficacy.options import EfficacyOptions
 from synthkd.efficacy.probes import probe_path, run_probes
 from synthkd.efficacy.report import markdown, pick_examples, write_html
+from synthkd.efficacy.result import ArmResult, EfficacyResult, GeneratorProbe, Probes, StudentInfo, TeacherInfo
 from synthkd.hashing import file_digest
 from synthkd.errors import BudgetExceeded, ConfigError, SynthkdError
 from synthkd.jsonl import write_jsonl
@@ -89,8 +91,8 @@ class Efficacy:
         return base / "run"
 
     # ---- data -----------------------------------------------------------------------
-    async def read_data(self) -> tuple[list[dict[str, Any]], dict[str, list[Item]]]:
-        """(pool rows with gold, held-out items per set), through load stages so every file format and error is the
+    async def read_data(self) -> tuple[list[Item], dict[str, list[Item]]]:
+        """(pool items with gold, held-out items per set), through load stages so every file format and error is the
         load stage's."""
         pipeline_dir = self.opts.pipeline.resolve().parent
         stages: list[dict[str, Any]] = []
@@ -115,10 +117,9 @@ class Efficacy:
         sets: dict[str, list[Item]] = {}
         for name, stage in names.items():
             rows = [_row(r, f"held-out set {name}") for r in load_output(run, stage)]
-            limit = self.opts.heldout_limit
-            sets[name] = read_items(rows[:limit or None])
+            sets[name] = rows[:self.opts.heldout_limit or None]
         seen = {_norm(x.instruction) for items in sets.values() for x in items}
-        kept = [r for r in pool if _norm(r["instruction"]) not in seen]
+        kept = [x for x in pool if _norm(x.instruction) not in seen]
         if len(kept) < len(pool):
             self.note(f"{len(pool) - len(kept)} pool prompt(s) also appear in a held-out set: left out of the pool")
         if not kept:
@@ -138,14 +139,14 @@ class Efficacy:
             teacher["prices"] = {"input_per_million": self.opts.nominal_input_per_million, "output_per_million": self.opts.nominal_output_per_million}
         return teacher, student, nominal
 
-    async def probes(self, pool: list[dict[str, Any]], teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, Any]:
+    async def probes(self, pool: list[Item], teacher: dict[str, Any], student: dict[str, Any]) -> Probes:
         from synthkd.runner import probe_runtime
 
         path = probe_path(self.out)
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("key") == self._probe_key():
-                return dict(saved["probes"])
+                return Probes.model_validate(saved["probes"])
         pipeline = {"name": "efficacy_probes", "prompts_dir": str(self.loaded.prompts_dir), "endpoints": {"teacher": teacher, "student": student},
                     "stages": [{"name": "none", "type": "load", "path": str(self.out / "data" / "pool.jsonl")}]}
         (self.out / "probes").mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ class Efficacy:
         spec.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         async with probe_runtime(load_pipeline(spec, [], self.settings), self.out / "probes" / "run", self.settings, self.reporter) as rt:
             found = await run_probes(rt, self.opts, pool)
-        path.write_text(json.dumps({"key": self._probe_key(), "probes": found}, indent=2))
+        path.write_text(json.dumps({"key": self._probe_key(), "probes": found.model_dump(mode="json", by_alias=True)}, indent=2))
         return found
 
     def _probe_key(self) -> list[Any]:
@@ -162,10 +163,10 @@ class Efficacy:
         prompts = [file_digest(self.loaded.prompts_dir / name) for name in ("lion/answer.jinja2", "lion/generate_hard.jinja2")]
         return [o.probe_prompts, o.probe_generations, o.probe_samples, o.max_tokens, o.tau, o.sampled_temperature, *prompts]
 
-    def sizes(self, probes: dict[str, Any], pool_size: int) -> tuple[float, A.Sizes, str]:
+    def sizes(self, probes: Probes, pool_size: int) -> tuple[float, A.Sizes, str]:
         """(the cap per arm, the data sizes that fill it, how the cap was chosen)."""
         o = self.opts
-        c_ans = float(probes["answer_cost"].get("mean_cost_usd") or 0.0)
+        c_ans = float((probes.answer_cost.mean_cost_usd if probes.answer_cost else None) or 0.0)
         if c_ans <= 0:
             raise ConfigError("the probe measured no cost per teacher answer (every answer failed, or the teacher is free and "
                               "no nominal price applies)", where="DIR/probes", fix="check the teacher endpoint; see DIR/probes/run/failed/")
@@ -177,9 +178,9 @@ class Efficacy:
         plan = PLAN_SHARE * budget
         kd = min(pool_size, _count(plan, c_ans))
         k = o.iterations
-        gen = probes.get("generator_yield") or {}
-        c_gen = float(gen.get("mean_cost_usd") or c_ans)
-        share = max(float(gen.get("yield") or 0.0), 0.05)
+        gen = probes.generator_yield or GeneratorProbe()
+        c_gen = float(gen.mean_cost_usd or c_ans)
+        share = max(float(gen.share or 0.0), 0.05)
         if k == 1:
             return budget, A.Sizes(kd, kd // o.probe_samples, kd, 0, 0), why
         seeds = min(pool_size // 2, _count(0.5 * plan, c_ans))  # half the pool at most: the control draws from the rest
@@ -188,13 +189,13 @@ class Efficacy:
         control_new = min((pool_size - seeds) // (k - 1), _count(0.5 * plan / (k - 1), c_ans))
         return budget, A.Sizes(kd, kd // o.probe_samples, seeds, lion_new, control_new), why
 
-    def write_files(self, pool: list[dict[str, Any]], sets: dict[str, list[Item]], sizes: A.Sizes) -> tuple[A.Files, tuple[A.HeldoutSet, ...]]:
+    def write_files(self, pool: list[Item], sets: dict[str, list[Item]], sizes: A.Sizes) -> tuple[A.Files, tuple[A.HeldoutSet, ...]]:
         """The prompt files the arms read: gold removed from the pool (no arm trains on gold)."""
         data = self.out / "data"
         order = list(pool)
         random.Random("efficacy-pool").shuffle(order)
         # No gold; a `family` stays (list-mode Lion shows same-family examples; the other arms ignore it).
-        bare = [{"id": r["id"], "instruction": r["instruction"], **({"family": r["family"]} if r.get("family") else {})} for r in order]
+        bare = [{"id": x.id, "instruction": x.instruction, **({"family": x.family} if x.family else {})} for x in order]
         files = A.Files(data / "kd_pool.jsonl", data / "lion_seeds.jsonl", data / "control_reserve.jsonl")
         write_jsonl(files.kd_pool, bare[:sizes.kd_prompts])
         write_jsonl(files.lion_seeds, bare[:sizes.lion_seeds])
@@ -208,18 +209,18 @@ class Efficacy:
         return files, tuple(held)
 
     # ---- the whole command ----------------------------------------------------------------
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> EfficacyResult:
         o = self.opts
         with run_lock(self.out):
             self.note(f"[1/5] reading the pool and the held-out sets into {self.out / 'data'}")
             pool, sets = await self.read_data()
             (self.out / "data").mkdir(parents=True, exist_ok=True)
-            write_jsonl(self.out / "data" / "pool.jsonl", pool)
+            write_jsonl(self.out / "data" / "pool.jsonl", [x.as_row() for x in pool])
             teacher, student, nominal = self.endpoints()
             self.note(f"[2/5] probes ({o.probe_prompts} prompts, {o.probe_generations} generation calls)")
             probes = await self.probes(pool, teacher, student)
-            for name, p in probes.items():
-                self.note(f"  probe {name}: {p.get('summary', p.get('status'))}")
+            for name, p in probes.present():
+                self.note(f"  probe {name}: {p.summary or p.status}")
             budget, sizes, why = self.sizes(probes, len(pool))
             self.note(f"cap per arm ${budget:.4g} ({why}); KD prompts {sizes.kd_prompts}, Lion seeds {sizes.lion_seeds} + "
                       f"{sizes.lion_new} new per iteration, control {sizes.control_new} draws per iteration")
@@ -227,8 +228,8 @@ class Efficacy:
             student_model = self.loaded.config.endpoints[o.student].serve.model_path  # type: ignore[union-attr]
             cx = A.Context(o, teacher, student, student_model, self.loaded.prompts_dir, held, budget, sizes, files)
             selected = set(o.arms or A.ARM_NAMES) | {"kd"}
-            skipped = {a: f"probe generator_yield: {probes['generator_yield']['summary']}"
-                       for a in probes.get("generator_yield", {}).get("skips", []) if a in selected}
+            gen = probes.generator_yield or GeneratorProbe()
+            skipped = {a: f"probe generator_yield: {gen.summary}" for a in gen.skips if a in selected}
             if sizes.lion_new == 0 and o.iterations > 1:
                 skipped.update({a.name: "the cap does not buy one new instruction per iteration" for a in A.ARMS
                                 if a.kind == "lion" and a.name in selected})
@@ -267,75 +268,75 @@ class Efficacy:
 
     # ---- reading the runs ------------------------------------------------------------------
     def collect(self, cx: A.Context, sets: dict[str, list[Item]], reference: Path, selected: set[str], skipped: dict[str, str],
-                failed: dict[str, str], probes: dict[str, Any], nominal: bool, why: str, final: bool = False) -> dict[str, Any]:
+                failed: dict[str, str], probes: Probes, nominal: bool, why: str, final: bool = False) -> EfficacyResult:
         from synthkd.efficacy.collect import ArmReader
 
         reader = ArmReader(self.out / "runs", cx, self.settings, self.loaded.prompts_dir.parent)
         teacher_answers, ref_sets = reader.reference(reference, sets)
-        arms_out: dict[str, Any] = {}
+        arms_out: dict[str, ArmResult] = {}
         scores: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
         answers_by_arm: dict[str, dict[str, dict[str, str]]] = {}
         for a in A.ARMS:
             if a.name not in selected:
                 continue
-            entry: dict[str, Any] = {"label": a.label, "description": a.description, "baseline": a.baseline, "status": "done", "reason": None}
+            entry = ArmResult(label=a.label, description=a.description, baseline=a.baseline, status="done")
             if a.name in skipped:
-                arms_out[a.name] = {**entry, "status": "skipped", "reason": skipped[a.name]}
+                arms_out[a.name] = entry.model_copy(update={"status": "skipped", "reason": skipped[a.name]})
                 continue
             got = reader.arm(a, sets, teacher_answers, with_nll=final)
-            if a.name in failed or got is None or "scores" not in got:
-                arms_out[a.name] = {**entry, "status": "failed" if a.name in failed else "running", "reason": failed.get(a.name), **(got or {}).get("entry", {})}
+            measured = got.entry if got else ArmResult()
+            entry = entry.model_copy(update={"seeds": measured.seeds, "spend": measured.spend, "training": measured.training})
+            if a.name in failed or got is None or got.scores is None or got.answers is None:
+                arms_out[a.name] = entry.model_copy(update={"status": "failed" if a.name in failed else "running", "reason": failed.get(a.name)})
                 continue
-            arms_out[a.name] = {**entry, **got["entry"]}
-            scores[a.name] = got["scores"]
-            answers_by_arm[a.name] = got["answers"]
+            arms_out[a.name] = entry
+            scores[a.name] = got.scores
+            answers_by_arm[a.name] = got.answers
         baselines = {a.name: (a.baseline if a.baseline in scores else None) for a in A.ARMS}
-        compared = compare(scores, baselines)
-        for name, sets_out in compared.items():
-            for set_name, entry in sets_out.items():
-                entry["per_family"] = per_family(sets[set_name], scores[name][set_name].get("gold_accuracy") or [[]]) if scores[name][set_name].get("gold_accuracy") else {}
-            arms_out[name]["sets"] = sets_out
+        for name, sets_out in compare(scores, baselines).items():
+            for set_name, comparison in sets_out.items():
+                gold = scores[name][set_name].get("gold_accuracy")
+                comparison.per_family = per_family(sets[set_name], gold) if gold else {}
+            arms_out[name].sets = sets_out
         labels = {a.name: a.label for a in A.ARMS}
-        examples = {s: pick_examples({a: answers_by_arm[a].get(s, {}) for a in answers_by_arm}, teacher_answers.get(s, {}),
-                                     [{"id": x.id, "instruction": x.instruction, "gold": x.gold} for x in items])
+        examples = {s: pick_examples({a: answers_by_arm[a].get(s, {}) for a in answers_by_arm}, teacher_answers.get(s, {}), items)
                     for s, items in sets.items()} if answers_by_arm else {}
         o = self.opts
-        teacher_cfg = cx.teacher.get("prices") or {}
-        return {
-            "version": 1, "command": o.command, "tier": o.tier,
-            "teacher": {"endpoint": o.teacher, "model": self.loaded.config.endpoints[o.teacher].model,
-                        "input_per_million": teacher_cfg.get("input_per_million", 0.0), "output_per_million": teacher_cfg.get("output_per_million", 0.0),
-                        "nominal_price": nominal},
-            "student": {"model": cx.student_model}, "budget_usd": cx.budget_usd, "budget_from": why,
-            "steps": o.steps, "extra_steps": o.extra_steps, "batch": o.batch, "sizes": cx.sizes.__dict__,
-            "wall_s": round(time.monotonic() - self.started, 1), "probes": probes, "reference": ref_sets,
-            "arms": arms_out, "examples": examples,
-            "conclusion": conclusions(arms_out, labels) if final else ["(the comparison is still running)"],
-        }
+        prices = cx.teacher.get("prices") or {}
+        return EfficacyResult(
+            command=o.command, tier=o.tier,
+            teacher=TeacherInfo(endpoint=o.teacher, model=self.loaded.config.endpoints[o.teacher].model,
+                                input_per_million=prices.get("input_per_million", 0.0), output_per_million=prices.get("output_per_million", 0.0),
+                                nominal_price=nominal),
+            student=StudentInfo(model=cx.student_model), budget_usd=cx.budget_usd, budget_from=why,
+            steps=o.steps, extra_steps=o.extra_steps, batch=o.batch, sizes=dict(cx.sizes.__dict__),
+            wall_s=round(time.monotonic() - self.started, 1), probes=probes, reference=ref_sets,
+            arms=arms_out, examples=examples,
+            conclusion=conclusions(arms_out, labels) if final else ["(the comparison is still running)"],
+        )
 
-    def write(self, result: dict[str, Any]) -> None:
+    def write(self, result: EfficacyResult) -> None:
         """efficacy.json, efficacy.md and efficacy.html, replaced whole (a reader never sees half a file)."""
         def put(name: str, text: str) -> None:
             tmp = self.out / f".{name}.tmp"
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(self.out / name)
 
-        put("efficacy.json", json.dumps(_finite(result), indent=2))
+        put("efficacy.json", json.dumps(_finite(result.to_json()), indent=2))
         put("efficacy.md", markdown(result))
         tmp = self.out / ".efficacy.html.tmp"
         write_html(result, tmp)
         tmp.replace(self.out / "efficacy.html")
 
 
-def _row(row: dict[str, Any], where: str) -> dict[str, Any]:
-    """A prompt row: id and instruction required (one clear error otherwise); gold and family kept when present."""
+def _row(row: Mapping[str, Any], where: str) -> Item:
+    """A prompt row as an item: id and instruction required (one clear error otherwise); gold and family kept when
+    present."""
     text = row.get("instruction")
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"a row has no instruction (id {row.get('id')!r})", where=where,
                           fix="every row needs a non-empty `instruction` (rename the column with the load stage's `columns:`)")
-    gold = row.get("gold")
-    return {"id": str(row["id"]), "instruction": text, "gold": None if gold in (None, "") else str(gold),
-            "family": str(row["family"]) if row.get("family") not in (None, "") else None}
+    return read_items([row])[0]
 
 
 def _count(money: float, price: float) -> int:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from synthkd.efficacy import stats
+from synthkd.efficacy.result import ArmResult, Difference, FamilyGold, McNemar, SetComparison
 from synthkd.items import Item
+from synthkd.records import Interval
 from synthkd.scoring.metrics import gold_match, label_rivals, rouge_l_f1, summary
 
 METRICS = ("gold_accuracy", "rouge_l", "nll")
@@ -36,51 +39,62 @@ def nll_pairs(items: Sequence[Item], teacher: Mapping[str, str]) -> list[tuple[s
 Runs = list[list[float]]  # one score list per training seed, aligned on the same prompts
 
 
-def _metric(runs: Runs) -> dict[str, Any] | None:
+def _metric(runs: Runs) -> Interval | None:
     if not runs or not runs[0]:
         return None
     per_prompt = [statistics.fmean(run[i] for run in runs) for i in range(len(runs[0]))]
-    return summary(per_prompt)
+    return Interval.model_validate(summary(per_prompt))
 
 
-def _difference(metric: str, base: Runs, arm: Runs) -> dict[str, Any]:
+@dataclass
+class _Pending:
+    """A difference before Holm's correction: the gain (on the gain's scale) and the baseline's seed spread, which the
+    verdict needs once the family's adjusted p-value is known."""
+
+    diff: Difference
+    gain: stats.PairedDifference
+    spread: float
+
+
+def _difference(metric: str, base: Runs, arm: Runs) -> _Pending:
     """The paired difference arm − baseline; computed on the gain's scale (−NLL for NLL) so verdicts read one way."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     b = [[sign * v for v in run] for run in base]
     a = [[sign * v for v in run] for run in arm]
     d = stats.paired_bootstrap(b, a)
-    out: dict[str, Any] = {"_gain": d, "_spread": stats.seed_spread(b), "detectable": stats.detectable_difference(b, a),
-                           "p_value": d.p_value}
+    out = Difference(detectable=stats.detectable_difference(b, a), p_value=d.p_value)
     if sign > 0:
-        out.update(mean=d.mean, ci_low=d.ci_low, ci_high=d.ci_high)
+        out.mean, out.ci_low, out.ci_high = d.mean, d.ci_low, d.ci_high
     else:  # reported as arm − baseline in NLL's own direction (negative is better)
-        out.update(mean=-d.mean, ci_low=-d.ci_high, ci_high=-d.ci_low)
+        out.mean, out.ci_low, out.ci_high = -d.mean, -d.ci_high, -d.ci_low
     if metric == "gold_accuracy" and len(base) == 1 and len(arm) == 1:
         m = stats.mcnemar([v > 0.5 for v in base[0]], [v > 0.5 for v in arm[0]])
-        out["mcnemar"] = {"b": m.b, "c": m.c, "p_value": m.p_value}
-        out["p_value"] = m.p_value  # the exact test, where it applies, is the p-value the verdict uses
-    return out
+        out.mcnemar = McNemar(b=m.b, c=m.c, p_value=m.p_value)
+        out.p_value = m.p_value  # the exact test, where it applies, is the p-value the verdict uses
+    return _Pending(out, d, stats.seed_spread(b))
 
 
-def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: Mapping[str, str | None]) -> dict[str, dict[str, dict[str, Any]]]:
-    """`scores[arm][set][metric]` -> `out[arm][set]` = {"metrics", "vs_baseline", "teacher_hacking"}.
+def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: Mapping[str, str | None]) -> dict[str, dict[str, SetComparison]]:
+    """`scores[arm][set][metric]` -> `out[arm][set]`: metrics, differences against the baseline, teacher hacking.
 
     Holm's correction runs over the arms compared on the same set and metric (the family of tests a reader scans).
     """
-    out: dict[str, dict[str, dict[str, Any]]] = {arm: {} for arm in scores}
+    out: dict[str, dict[str, SetComparison]] = {arm: {} for arm in scores}
+    pending: dict[tuple[str, str, str], _Pending] = {}
     for arm, sets in scores.items():
         for set_name, metrics in sets.items():
-            entry = out[arm].setdefault(set_name, {"metrics": {}, "vs_baseline": {}, "teacher_hacking": False})
+            entry = out[arm].setdefault(set_name, SetComparison())
             for metric, runs in metrics.items():
                 if (m := _metric(runs)) is not None:
-                    entry["metrics"][metric] = m
+                    entry.metrics[metric] = m
             base = baselines.get(arm)
             if base is None or base not in scores:
                 continue
             for metric, runs in metrics.items():
                 base_runs = scores[base].get(set_name, {}).get(metric)
                 if runs and runs[0] and base_runs and base_runs[0] and len(base_runs[0]) == len(runs[0]):
-                    entry["vs_baseline"][metric] = _difference(metric, base_runs, runs)
+                    pending[(arm, set_name, metric)] = _difference(metric, base_runs, runs)
+                    entry.vs_baseline[metric] = pending[(arm, set_name, metric)].diff
     # Training noise: the largest seed-to-seed spread of any arm trained with several seeds (the baseline), on each set
     # and metric. A comparison whose baseline has one seed (the DPO group's) must beat it too: the same training noise
     # is in every checkpoint, whether or not that arm was trained twice.
@@ -91,69 +105,66 @@ def compare(scores: Mapping[str, Mapping[str, Mapping[str, Runs]]], baselines: M
                 if len(runs) > 1 and runs[0]:
                     noise[(set_name, metric)] = max(noise.get((set_name, metric), 0.0), stats.seed_spread(runs))
     families: dict[tuple[str, str], dict[str, float]] = {}
-    for arm, sets in out.items():
-        for set_name, entry in sets.items():
-            for metric, diff in entry["vs_baseline"].items():
-                families.setdefault((set_name, metric), {})[arm] = diff["p_value"]
+    for (arm, set_name, metric), p in pending.items():
+        families.setdefault((set_name, metric), {})[arm] = p.diff.p_value if p.diff.p_value is not None else 1.0
     for (set_name, metric), ps in families.items():
         for arm, p_holm in stats.holm(ps).items():
-            diff = out[arm][set_name]["vs_baseline"][metric]
-            diff["p_holm"] = p_holm
-            diff["seed_spread"] = max(diff.pop("_spread"), noise.get((set_name, metric), 0.0))
-            diff["verdict"] = stats.verdict(diff.pop("_gain"), diff["seed_spread"], adjusted_p=p_holm)
+            p = pending[(arm, set_name, metric)]
+            p.diff.p_holm = p_holm
+            p.diff.seed_spread = max(p.spread, noise.get((set_name, metric), 0.0))
+            p.diff.verdict = stats.verdict(p.gain, p.diff.seed_spread, adjusted_p=p_holm)
     for sets in out.values():
         for entry in sets.values():
-            entry["teacher_hacking"] = hacking(entry["vs_baseline"])
+            entry.teacher_hacking = hacking(entry.vs_baseline)
     return out
 
 
-def hacking(vs: Mapping[str, Mapping[str, Any]]) -> bool:
+def hacking(vs: Mapping[str, Difference]) -> bool:
     """A proxy (ROUGE-L or NLL) pays off against the baseline while gold accuracy falls: the student imitates the
     teacher's surface better and gets fewer answers right."""
     gold = vs.get("gold_accuracy")
-    if not gold or not gold["mean"] < 0:
+    if gold is None or gold.mean is None or not gold.mean < 0:
         return False
-    return any(vs.get(p, {}).get("verdict") == stats.PAYS_OFF for p in ("rouge_l", "nll"))
+    return any(p in vs and vs[p].verdict == stats.PAYS_OFF for p in ("rouge_l", "nll"))
 
 
-def per_family(items: Sequence[Item], runs: Runs) -> dict[str, dict[str, Any]]:
+def per_family(items: Sequence[Item], runs: Runs) -> dict[str, FamilyGold]:
     """Gold accuracy per family (seed-averaged), over the prompts with gold, in the order `prompt_scores` used."""
     graded = [x for x in items if x.gold is not None]
     out: dict[str, list[float]] = {}
     for i, x in enumerate(graded):
         if x.family:
             out.setdefault(x.family, []).append(statistics.fmean(run[i] for run in runs))
-    return {f: {"gold_accuracy": statistics.fmean(v), "n": len(v)} for f, v in sorted(out.items())}
+    return {f: FamilyGold(gold_accuracy=statistics.fmean(v), n=len(v)) for f, v in sorted(out.items())}
 
 
-def primary(entry: Mapping[str, Any]) -> str:
+def primary(entry: SetComparison) -> str:
     """The metric a verdict is read on: gold where the set has it, else ROUGE-L."""
-    return "gold_accuracy" if "gold_accuracy" in entry.get("vs_baseline", {}) else "rouge_l"
+    return "gold_accuracy" if "gold_accuracy" in entry.vs_baseline else "rouge_l"
 
 
-def conclusions(arms: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+def conclusions(arms: Mapping[str, ArmResult], labels: Mapping[str, str]) -> list[str]:
     """Plain-English lines: per set, which arms pay off, which are worse, and what this setup could detect."""
     lines: list[str] = []
-    sets = sorted({s for a in arms.values() for s in (a.get("sets") or {})})
+    sets = sorted({s for a in arms.values() for s in a.sets})
     for set_name in sets:
         pays, worse, none, hacked = [], [], [], []
         detectable: list[float] = []
         for name, a in arms.items():
-            entry = (a.get("sets") or {}).get(set_name)
-            if not entry or not entry.get("vs_baseline"):
+            entry = a.sets.get(set_name)
+            if entry is None or not entry.vs_baseline:
                 continue
-            metric = primary(entry)
-            diff = entry["vs_baseline"].get(metric)
-            if not diff:
+            diff = entry.vs_baseline.get(primary(entry))
+            if diff is None or diff.mean is None or diff.ci_low is None or diff.ci_high is None:
                 continue
-            versus = labels.get(a.get("baseline") or "", a.get("baseline") or "")
-            what = f"{labels.get(name, name)} (vs {versus}: {diff['mean']:+.3g} [{diff['ci_low']:+.3g}, {diff['ci_high']:+.3g}])"
-            {stats.PAYS_OFF: pays, stats.WORSE: worse}.get(diff["verdict"], none).append(what)
-            if diff["verdict"] == stats.NO_DIFFERENCE and math.isfinite(diff["detectable"]):
-                detectable.append(diff["detectable"])
-            if entry.get("teacher_hacking"):
+            versus = labels.get(a.baseline or "", a.baseline or "")
+            what = f"{labels.get(name, name)} (vs {versus}: {diff.mean:+.3g} [{diff.ci_low:+.3g}, {diff.ci_high:+.3g}])"
+            {stats.PAYS_OFF: pays, stats.WORSE: worse}.get(diff.verdict or "", none).append(what)
+            if diff.verdict == stats.NO_DIFFERENCE and diff.detectable is not None and math.isfinite(diff.detectable):
+                detectable.append(diff.detectable)
+            if entry.teacher_hacking:
                 hacked.append(labels.get(name, name))
-        metric_name = "gold accuracy" if any(primary((a.get("sets") or {}).get(set_name) or {}) == "gold_accuracy" for a in arms.values()) else "ROUGE-L"
+        metric_name = "gold accuracy" if any(primary(a.sets[set_name]) == "gold_accuracy" for a in arms.values() if set_name in a.sets) else "ROUGE-L"
         head = f"{set_name} ({metric_name}):"
         if pays:
             lines.append(f"{head} pays off: {'; '.join(pays)}.")

@@ -24,6 +24,8 @@ from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.efficacy.arms import ARMS
 from synthkd.efficacy.options import EfficacyOptions
+from synthkd.efficacy.result import AnswerCost, BestOfNProbe, GeneratorProbe, Probe, Probes, StudentCompetence
+from synthkd.items import Item
 from synthkd.lion import steps
 from synthkd.lion.schemas import new_instruction_model
 from synthkd.rouge import RougeIndex
@@ -57,57 +59,57 @@ async def _priced(rt: Any, calls: list[Call]) -> Spend:
     return Spend(len(paid), sum(r.prompt_tokens for r in paid), sum(r.completion_tokens for r in paid), sum(r.cost for r in paid))
 
 
-async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every probe's figures, keyed by probe name (`status`, a one-line `summary`, figures)."""
+async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[Item]) -> Probes:
+    """Every probe's figures (each with a `status`, a one-line `summary` and its own figures)."""
     rng = random.Random(f"efficacy-probes-{rt.config.seed}")
     sample = rng.sample(pool, min(opts.probe_prompts, len(pool)))
     answer_t = rt.prompts.get("lion/answer.jinja2")
     greedy = Sampling(temperature=0.0, max_tokens=opts.max_tokens)
     meter = Meter()
-    out: dict[str, dict[str, Any]] = {}
+    out = Probes()
 
-    calls = [answer_call(answer_t, x["instruction"], greedy) for x in sample]
+    calls = [answer_call(answer_t, x.instruction, greedy) for x in sample]
     teacher = await rt.call_all("teacher", "probe: teacher answers", calls, meter)
     spend = await _priced(rt, calls)
-    answers = {x["id"]: (r.text or "").strip() for x, r in zip(sample, teacher) if r.ok}
-    gold = [x for x in sample if x.get("gold") not in (None, "") and x["id"] in answers]
-    out["answer_cost"] = {
-        "status": "ok" if answers else "failed", "calls": len(sample), "answered": len(answers),
-        "mean_cost_usd": spend.per_call, "mean_input_tokens": spend.input_tokens / max(1, spend.calls),
-        "mean_output_tokens": spend.output_tokens / max(1, spend.calls),
-        "teacher_gold_accuracy": sum(gold_match(answers[x["id"]], str(x["gold"])) for x in gold) / len(gold) if gold else None,
-        "summary": f"the teacher answered {len(answers)}/{len(sample)} pool prompts at ${spend.per_call:.3g} per call "
-                   f"({spend.input_tokens / max(1, spend.calls):.0f} input, {spend.output_tokens / max(1, spend.calls):.0f} output tokens)",
-    }
+    answers = {x.id: (r.text or "").strip() for x, r in zip(sample, teacher) if r.ok}
+    gold = [x for x in sample if x.gold is not None and x.id in answers]
+    out.answer_cost = AnswerCost(
+        status="ok" if answers else "failed", calls=len(sample), answered=len(answers),
+        mean_cost_usd=spend.per_call, mean_input_tokens=spend.input_tokens / max(1, spend.calls),
+        mean_output_tokens=spend.output_tokens / max(1, spend.calls),
+        teacher_gold_accuracy=sum(gold_match(answers[x.id], x.gold) for x in gold if x.gold is not None) / len(gold) if gold else None,
+        summary=f"the teacher answered {len(answers)}/{len(sample)} pool prompts at ${spend.per_call:.3g} per call "
+                f"({spend.input_tokens / max(1, spend.calls):.0f} input, {spend.output_tokens / max(1, spend.calls):.0f} output tokens)",
+    )
 
-    student = await rt.call_all("student", "probe: untrained student answers", [answer_call(answer_t, x["instruction"], greedy) for x in sample], meter)
-    judged = [(answers[x["id"]], (r.text or "").strip()) for x, r in zip(sample, student) if r.ok and x["id"] in answers]
+    student = await rt.call_all("student", "probe: untrained student answers", [answer_call(answer_t, x.instruction, greedy) for x in sample], meter)
+    judged = [(answers[x.id], (r.text or "").strip()) for x, r in zip(sample, student) if r.ok and x.id in answers]
     hard = sum(1 for t, s in judged if steps.is_hard(code_judgement("code:rouge_l", t, s, None), opts.tau))
     frac = hard / len(judged) if judged else None
-    out["student_competence"] = {
-        "status": "ok" if judged else "failed", "judged": len(judged), "hard_fraction": frac,
-        "summary": (f"the referee (ROUGE-L, tau {opts.tau:g}) calls {hard}/{len(judged)} prompts hard for the untrained student"
-                    + ("; discrimination has almost nothing to choose between, so Lion is expected to behave like its control"
-                       if frac is not None and frac >= HARD_CEILING else "")),
-    }
+    out.student_competence = StudentCompetence(
+        status="ok" if judged else "failed", judged=len(judged), hard_fraction=frac,
+        summary=(f"the referee (ROUGE-L, tau {opts.tau:g}) calls {hard}/{len(judged)} prompts hard for the untrained student"
+                 + ("; discrimination has almost nothing to choose between, so Lion is expected to behave like its control"
+                    if frac is not None and frac >= HARD_CEILING else "")),
+    )
 
-    out["generator_yield"] = await _generator_yield(rt, opts, pool, sample, meter)
-    out["best_of_n"] = await _best_of_n(rt, opts, gold, answers, answer_t, meter)
-    out["judge_sanity"] = {"status": "skipped", "summary": "not needed: the arms' referee is code (ROUGE-L against the teacher's answer), "
-                                                           "deterministic and the same in both orders"}
+    out.generator_yield = await _generator_yield(rt, opts, pool, sample, meter)
+    out.best_of_n = await _best_of_n(rt, opts, gold, answers, answer_t, meter)
+    out.judge_sanity = Probe(status="skipped", summary="not needed: the arms' referee is code (ROUGE-L against the teacher's answer), "
+                                                       "deterministic and the same in both orders")
     return out
 
 
-async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, Any]], sample: list[dict[str, Any]], meter: Meter) -> dict[str, Any]:
+async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[Item], sample: list[Item], meter: Meter) -> GeneratorProbe:
     """Lion's generation call on sampled seeds, through Lion's own schema and filters."""
     template = rt.prompts.get("lion/generate_hard.jinja2")
     seeds = [sample[i % len(sample)] for i in range(opts.probe_generations)] if sample else []
     sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=80)
-    calls = [Call(messages=user(template.render(seed_instruction=s["instruction"])), sampling=sampling,
+    calls = [Call(messages=user(template.render(seed_instruction=s.instruction)), sampling=sampling,
                   schema=new_instruction_model(200), sample=i) for i, s in enumerate(seeds)]
     results = await rt.call_all("teacher", "probe: generator yield", calls, meter)
     spend = await _priced(rt, calls)
-    index = RougeIndex(0.7, [x["instruction"] for x in pool])
+    index = RougeIndex(0.7, [x.instruction for x in pool])
     usable, reasons = 0, {}
     for res in results:
         text = res.parsed.instruction.strip() if res.ok and res.parsed is not None else None
@@ -119,30 +121,30 @@ async def _generator_yield(rt: Any, opts: EfficacyOptions, pool: list[dict[str, 
             reasons[reason] = reasons.get(reason, 0) + 1
     share = usable / len(calls) if calls else 0.0
     low = share < MIN_YIELD
-    return {
-        "status": "ok", "calls": len(calls), "usable": usable, "yield": share, "rejected": reasons,
-        "mean_cost_usd": spend.per_call if spend.calls else None, "skips": [a.name for a in ARMS if a.kind == "lion"] if low else [],
-        "summary": f"{usable}/{len(calls)} generation calls gave a usable new instruction (rejected: "
-                   f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'})"
-                   + (f"; below {MIN_YIELD:.0%}, so Lion and its control are skipped: Lion would spend its budget on rejected instructions" if low else ""),
-    }
+    return GeneratorProbe(
+        status="ok", calls=len(calls), usable=usable, share=share, rejected=reasons,
+        mean_cost_usd=spend.per_call if spend.calls else None, skips=[a.name for a in ARMS if a.kind == "lion"] if low else [],
+        summary=f"{usable}/{len(calls)} generation calls gave a usable new instruction (rejected: "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or 'none'})"
+                + (f"; below {MIN_YIELD:.0%}, so Lion and its control are skipped: Lion would spend its budget on rejected instructions" if low else ""),
+    )
 
 
-async def _best_of_n(rt: Any, opts: EfficacyOptions, gold: list[dict[str, Any]], greedy_answers: dict[str, str], answer_t: Any,
-                     meter: Meter) -> dict[str, Any]:
+async def _best_of_n(rt: Any, opts: EfficacyOptions, gold: list[Item], greedy_answers: dict[str, str], answer_t: Any,
+                     meter: Meter) -> BestOfNProbe:
     """pass@1 (greedy) against pass@n (n samples at the sampled temperature) on pool prompts with gold."""
     if not gold:
-        return {"status": "skipped", "summary": "no pool prompt in the probe's sample has gold"}
+        return BestOfNProbe(status="skipped", summary="no pool prompt in the probe's sample has gold")
     n = opts.probe_samples
     sampling = Sampling(temperature=opts.sampled_temperature, max_tokens=opts.max_tokens)
-    calls = [Call(messages=user(answer_t.render(instruction=x["instruction"])), sampling=sampling, sample=k) for x in gold for k in range(n)]
+    calls = [Call(messages=user(answer_t.render(instruction=x.instruction)), sampling=sampling, sample=k) for x in gold for k in range(n)]
     results = await rt.call_all("teacher", f"probe: best-of-{n} headroom", calls, meter)
-    pass1 = sum(gold_match(greedy_answers[x["id"]], str(x["gold"])) for x in gold) / len(gold)
-    passn = sum(any(gold_match(results[i * n + k].text or "", str(x["gold"])) for k in range(n) if results[i * n + k].ok)
+    pass1 = sum(gold_match(greedy_answers[x.id], str(x.gold)) for x in gold) / len(gold)
+    passn = sum(any(gold_match(results[i * n + k].text or "", str(x.gold)) for k in range(n) if results[i * n + k].ok)
                 for i, x in enumerate(gold)) / len(gold)
-    return {"status": "ok", "prompts": len(gold), "n": n, "pass_at_1": pass1, "pass_at_n": passn,
-            "summary": f"teacher pass@1 {pass1:.2f} against pass@{n} {passn:.2f} on {len(gold)} gold prompts: "
-                       + ("room for a best-of-n method (arm kd_best_of_n)" if passn > pass1 else "no room for a best-of-n method")}
+    return BestOfNProbe(status="ok", prompts=len(gold), n=n, pass_at_1=pass1, pass_at_n=passn,
+                        summary=f"teacher pass@1 {pass1:.2f} against pass@{n} {passn:.2f} on {len(gold)} gold prompts: "
+                                + ("room for a best-of-n method (arm kd_best_of_n)" if passn > pass1 else "no room for a best-of-n method"))
 
 
 def probe_path(out: Path) -> Path:

@@ -1,7 +1,7 @@
 """The `synthkd efficacy` report: efficacy.json rendered as markdown and as one self-contained HTML page.
 
-The result dict is read defensively (an arm skipped before anything ran has no spend, training or sets; a probe
-may lack figures), so a partial result still renders. Text from the data (labels, reasons, model answers) is
+The result is read as `EfficacyResult` (tolerantly: an arm skipped before anything ran has no spend, training or
+sets; a probe may lack figures; junk entries are dropped), so a partial result still renders. Text from the data (labels, reasons, model answers) is
 escaped by the shared renderers in synthkd.report.render.
 """
 
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from synthkd.efficacy.result import ArmResult, ArmSpend, Difference, EfficacyResult, Example, ReferenceSet, SetComparison, Training
 from synthkd.efficacy.stats import NO_DIFFERENCE
+from synthkd.items import Item
 from synthkd.report.plots import _figure
 from synthkd.report.render import Block, _render_html, _render_md
-from synthkd.report.tables import _d, _fmt, _list, _num
+from synthkd.records import Interval
+from synthkd.report.tables import _fmt, _num
 from synthkd.scoring.metrics import gold_match, rouge_l_f1
 
 # metric -> (name, scale applied for display, number format, unit of a level, unit of a gain)
@@ -29,10 +32,10 @@ SPEND_COLS = ["arm", "teacher calls", "input tokens", "output tokens", "dollars 
 HACKING = "⚠ TEACHER HACKING: proxy up while gold down"
 
 
-def _interval(summary: Any, metric: str, gain: bool = False) -> str:
+def _interval(summary: Interval | Difference | None, metric: str, gain: bool = False) -> str:
     """'mean [low, high]' in the metric's display units; a gain is signed; '–' without a mean."""
-    s, (_, scale, spec, unit, gain_unit) = _d(summary), _METRICS[metric]
-    mean, lo, hi = (_num(s.get(k)) for k in ("mean", "ci_low", "ci_high"))
+    _, scale, spec, unit, gain_unit = _METRICS[metric]
+    mean, lo, hi = (_num(getattr(summary, k, None)) for k in ("mean", "ci_low", "ci_high"))
     if mean is None:
         return "–"
     form = ("+" if gain else "") + spec
@@ -45,144 +48,137 @@ def _usd4(value: Any) -> str:
     return _fmt(value, ".4g", "$")
 
 
-def _arms(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The arms that are dicts, by name."""
-    return {str(k): v for k, v in _d(result.get("arms")).items() if isinstance(v, dict)}
-
-
-def _label(arms: dict[str, dict[str, Any]], name: Any) -> str:
+def _label(arms: Mapping[str, ArmResult], name: str | None) -> str:
     """An arm's human label, or its name."""
-    return str(_d(arms.get(str(name))).get("label") or name)
+    arm = arms.get(str(name))
+    return str((arm.label if arm else None) or name)
 
 
-def _set_names(result: dict[str, Any]) -> list[str]:
+def _set_names(result: EfficacyResult) -> list[str]:
     """Every held-out set named by the reference or by an arm, in first-seen order."""
-    names = list(_d(_d(result.get("reference")).get("sets")))
-    names += [s for arm in _arms(result).values() for s in _d(arm.get("sets"))]
-    return list(dict.fromkeys(map(str, names)))
+    names = list(result.reference.sets) + [s for arm in result.arms.values() for s in arm.sets]
+    return list(dict.fromkeys(names))
 
 
-def _has_gold(result: dict[str, Any], set_name: str) -> bool:
+def _has_gold(result: EfficacyResult, set_name: str) -> bool:
     """Whether a set has gold answers (a gold count in the reference, or any gold accuracy scored on it)."""
-    ref = _d(_d(_d(result.get("reference")).get("sets")).get(set_name))
-    if (_num(ref.get("gold_n")) or 0) > 0 or "gold_accuracy" in _d(ref.get("teacher")):
+    ref = result.reference.sets.get(set_name) or ReferenceSet()
+    if (ref.gold_n or 0) > 0 or "gold_accuracy" in ref.teacher:
         return True
-    return any("gold_accuracy" in _d(_d(_d(a.get("sets")).get(set_name)).get("metrics")) for a in _arms(result).values())
+    return any("gold_accuracy" in (a.sets.get(set_name) or SetComparison()).metrics for a in result.arms.values())
 
 
-def _primary(result: dict[str, Any], set_name: str) -> str:
+def _primary(result: EfficacyResult, set_name: str) -> str:
     """The metric gains are judged on: gold accuracy where the set has gold, else ROUGE-L."""
     return "gold_accuracy" if _has_gold(result, set_name) else "rouge_l"
 
 
-def _levels(metrics: Any) -> list[str]:
+def _levels(metrics: Mapping[str, Interval]) -> list[str]:
     """The three metric cells of a row."""
-    return [_interval(_d(metrics).get(m), m) for m in _METRICS]
+    return [_interval(metrics.get(m), m) for m in _METRICS]
 
 
-def _verdict(arms: dict[str, dict[str, Any]], arm: dict[str, Any], row: dict[str, Any], vs: dict[str, Any],
-             metric: str) -> str:
+def _verdict(arms: Mapping[str, ArmResult], arm: ArmResult, row: SetComparison, vs: Difference, metric: str) -> str:
     """The verdict against the named baseline, with the detectable difference and a teacher-hacking flag."""
-    text, (_, scale, spec, _, unit) = str(vs.get("verdict") or "–"), _METRICS[metric]
-    if text == NO_DIFFERENCE and (detectable := _num(vs.get("detectable"))) is not None:
+    text, (_, scale, spec, _, unit) = vs.verdict or "–", _METRICS[metric]
+    if text == NO_DIFFERENCE and (detectable := _num(vs.detectable)) is not None:
         text += f" (smallest detectable: {detectable * scale:{spec}}{unit})"
-    if arm.get("baseline"):
-        text += f" vs {_label(arms, arm['baseline'])}"
-    return text + (f" {HACKING}" if row.get("teacher_hacking") is True else "")
+    if arm.baseline:
+        text += f" vs {_label(arms, arm.baseline)}"
+    return text + (f" {HACKING}" if row.teacher_hacking else "")
 
 
-def _arm_row(arms: dict[str, dict[str, Any]], name: str, set_name: str, primary: str) -> list[str]:
+def _arm_row(arms: Mapping[str, ArmResult], name: str, set_name: str, primary: str) -> list[str]:
     """One arm's row in a held-out set's table."""
     arm = arms[name]
-    label, status = _label(arms, name), str(arm.get("status") or "?")
+    label, status = _label(arms, name), arm.status or "?"
     if status != "done":
-        return [label, "–", "–", "–", "–", "–", f"{status}: {arm.get('reason') or 'no reason given'}"]
-    row = _d(_d(arm.get("sets")).get(set_name))
-    if not row:
+        return [label, "–", "–", "–", "–", "–", f"{status}: {arm.reason or 'no reason given'}"]
+    row = arm.sets.get(set_name)
+    if row is None:
         return [label, "–", "–", "–", "–", "–", "no results on this set"]
-    if not arm.get("baseline"):
-        return [label, *_levels(row.get("metrics")), "(baseline)", "–", "–"]
-    vs = _d(_d(row.get("vs_baseline")).get(primary))
-    p = _num(vs.get("p_holm"))
-    return [label, *_levels(row.get("metrics")), _interval(vs, primary, gain=True),
+    if not arm.baseline:
+        return [label, *_levels(row.metrics), "(baseline)", "–", "–"]
+    vs = row.vs_baseline.get(primary) or Difference()
+    p = _num(vs.p_holm)
+    return [label, *_levels(row.metrics), _interval(vs, primary, gain=True),
             f"{p:.3g}" if p is not None else "–", _verdict(arms, arm, row, vs, primary)]
 
 
-def _set_table(result: dict[str, Any], set_name: str) -> list[Block]:
+def _set_table(result: EfficacyResult, set_name: str) -> list[Block]:
     """A held-out set's heading, note and table: floor, ceiling, then every arm."""
-    ref, primary = _d(_d(_d(result.get("reference")).get("sets")).get(set_name)), _primary(result, set_name)
-    arms = _arms(result)
+    ref, primary = result.reference.sets.get(set_name) or ReferenceSet(), _primary(result, set_name)
+    arms = result.arms
     headers = SET_COLS[:4] + [f"gain vs baseline ({_METRICS[primary][0]})"] + SET_COLS[5:]
-    rows = [["untrained student (floor)", *_levels(ref.get("floor")), "–", "–", "reference"],
-            ["teacher (ceiling)", *_levels(ref.get("teacher")), "–", "–", "reference"]]
+    rows = [["untrained student (floor)", *_levels(ref.floor), "–", "–", "reference"],
+            ["teacher (ceiling)", *_levels(ref.teacher), "–", "–", "reference"]]
     rows += [_arm_row(arms, name, set_name, primary) for name in arms]
-    note = f"{_fmt(ref.get('n'))} prompts, {_fmt(ref.get('gold_n'))} with gold; gains judged on {_METRICS[primary][0]}" \
+    note = f"{_fmt(ref.n)} prompts, {_fmt(ref.gold_n)} with gold; gains judged on {_METRICS[primary][0]}" \
            " (arm minus its baseline; 95% paired bootstrap interval; p Holm-corrected across arms)."
     return [("h2", f"Held-out set: {set_name}"), ("p", note), ("table", headers, rows), *_family_table(arms, set_name)]
 
 
-def _family_table(arms: dict[str, dict[str, Any]], set_name: str) -> list[Block]:
+def _family_table(arms: Mapping[str, ArmResult], set_name: str) -> list[Block]:
     """Gold accuracy per family (prompts in the family with gold), one row per arm: where a method gains or loses."""
-    per = {name: _d(_d(_d(arm.get("sets")).get(set_name)).get("per_family")) for name, arm in arms.items()}
+    per = {name: (arm.sets.get(set_name) or SetComparison()).per_family for name, arm in arms.items()}
     families = sorted({f for fam in per.values() for f in fam})
     if not families:
         return []
-    counts = {f: next((_d(fam.get(f)).get("n") for fam in per.values() if f in fam), None) for f in families}
+    counts = {f: next((fam[f].n for fam in per.values() if f in fam), None) for f in families}
     headers = ["arm"] + [f"{f} (n={_fmt(counts[f])})" for f in families]
-    rows = [[_label(arms, name)] + [_fmt(100 * v, ".0f") + "%" if (v := _num(_d(fam.get(f)).get("gold_accuracy"))) is not None else "–"
+    rows = [[_label(arms, name)] + [_fmt(100 * v, ".0f") + "%" if f in fam and (v := _num(fam[f].gold_accuracy)) is not None else "–"
                                     for f in families] for name, fam in per.items() if fam]
     return [("p", f"Gold accuracy per family on {set_name}:"), ("table", headers, rows)]
 
 
-def _spend_row(arms: dict[str, dict[str, Any]], name: str) -> list[str]:
+def _spend_row(arms: Mapping[str, ArmResult], name: str) -> list[str]:
     """One arm's teacher spend and training."""
     arm = arms[name]
-    spend, training = _d(arm.get("spend")), _d(arm.get("training"))
-    cost, cap = _num(spend.get("cost_usd")), _num(spend.get("cap_usd"))
+    spend, training = arm.spend or ArmSpend(), arm.training or Training()
+    cost, cap = _num(spend.cost_usd), _num(spend.cap_usd)
     dollars = "–" if cost is None else f"{_usd4(cost)} of {_usd4(cap)}" + (" OVER CAP" if cap is not None and cost > cap else "")
-    untrained = f"{_fmt(spend.get('untrained_calls'))} ({_usd4(spend.get('untrained_usd'))})"
-    wall = _num(training.get("wall_s"))
-    status = "" if arm.get("status") == "done" else f" ({arm.get('status') or '?'}: {arm.get('reason') or 'no reason given'})"
+    untrained = f"{_fmt(spend.untrained_calls)} ({_usd4(spend.untrained_usd)})"
+    wall = _num(training.wall_s)
+    status = "" if arm.status == "done" else f" ({arm.status or '?'}: {arm.reason or 'no reason given'})"
     label = _label(arms, name) + status
-    gen = _d(training.get("generation"))
-    made = f"{_fmt(gen.get('usable'))}/{_fmt(gen.get('calls'))} ({_fmt(gen.get('yield'), '.0%')})" if gen else "–"
-    return [label, _fmt(spend.get("calls")), _fmt(spend.get("input_tokens")), _fmt(spend.get("output_tokens")),
-            dollars, untrained, _fmt(training.get("examples")), _fmt(training.get("steps")),
+    gen = training.generation
+    made = f"{_fmt(gen.usable)}/{_fmt(gen.calls)} ({_fmt(gen.share, '.0%')})" if gen else "–"
+    return [label, _fmt(spend.calls), _fmt(spend.input_tokens), _fmt(spend.output_tokens),
+            dollars, untrained, _fmt(training.examples), _fmt(training.steps),
             _fmt(wall / 60 if wall is not None else None, ".1f"), made]
 
 
-def _header(result: dict[str, Any]) -> str:
+def _header(result: EfficacyResult) -> str:
     """The one line saying what was compared, under which budget and steps."""
-    t, s = _d(result.get("teacher")), _d(result.get("student"))
-    price = f" (${_fmt(t.get('input_per_million'), '.4g')} in / ${_fmt(t.get('output_per_million'), '.4g')} out per " \
-            f"million tokens{', nominal price' if t.get('nominal_price') else ''})" if t.get("input_per_million") is not None else ""
-    extra = f" (+{_fmt(result.get('extra_steps'))} in the DPO comparison)" if result.get("extra_steps") else ""
-    wall = _num(result.get("wall_s"))
-    return (f"Teacher {t.get('model') or '?'}{price} → student {s.get('model') or '?'}; tier {result.get('tier') or '?'}; "
-            f"budget {_usd4(result.get('budget_usd'))} per arm; {_fmt(result.get('steps'))} optimizer steps per arm{extra}, "
-            f"batch {_fmt(result.get('batch'))}" + (f"; wall {wall / 60:.1f} min." if wall is not None else "."))
+    t, s = result.teacher, result.student
+    price = f" (${_fmt(t.input_per_million, '.4g')} in / ${_fmt(t.output_per_million, '.4g')} out per " \
+            f"million tokens{', nominal price' if t.nominal_price else ''})" if t.input_per_million is not None else ""
+    extra = f" (+{_fmt(result.extra_steps)} in the DPO comparison)" if result.extra_steps else ""
+    wall = _num(result.wall_s)
+    return (f"Teacher {t.model or '?'}{price} → student {s.model or '?'}; tier {result.tier or '?'}; "
+            f"budget {_usd4(result.budget_usd)} per arm; {_fmt(result.steps)} optimizer steps per arm{extra}, "
+            f"batch {_fmt(result.batch)}" + (f"; wall {wall / 60:.1f} min." if wall is not None else "."))
 
 
-def _blocks(result: dict[str, Any]) -> list[Block]:
+def _blocks(result: EfficacyResult) -> list[Block]:
     """The tables, probes and conclusion shared by the markdown and the HTML."""
     blocks: list[Block] = [("p", _header(result))]
-    if result.get("command"):
-        blocks.append(("p", f"Command: {result['command']}"))
-    sets, arms = _set_names(result), _arms(result)
+    if result.command:
+        blocks.append(("p", f"Command: {result.command}"))
+    sets, arms = _set_names(result), result.arms
     blocks += [b for s in sets for b in _set_table(result, s)] or [("p", "No held-out results.")]
-    ref_cost = _d(result.get("reference")).get("cost_usd")
     blocks += [("h2", "Teacher spend and training per arm"), ("table", SPEND_COLS, [_spend_row(arms, n) for n in arms])
-               if arms else ("p", "No arms."), ("p", f"Teacher answers for scoring (shared by all arms): {_usd4(ref_cost)}.")]
-    probes = [(str(k), _d(v)) for k, v in _d(result.get("probes")).items()]
-    blocks += [("h2", "Probes")] + ([("p", f"{k}: {p.get('status') or '?'} — {p.get('summary') or 'no summary'}")
+               if arms else ("p", "No arms."), ("p", f"Teacher answers for scoring (shared by all arms): {_usd4(result.reference.cost_usd)}.")]
+    probes = result.probes.present()
+    blocks += [("h2", "Probes")] + ([("p", f"{k}: {p.status or '?'} — {p.summary or 'no summary'}")
                                       for k, p in probes] or [("p", "No probes ran.")])
-    lines = [str(c) for c in _list(result.get("conclusion"))]
+    lines = result.conclusion
     return blocks + [("h2", "What to conclude")] + ([("p", c) for c in lines] or [("p", "No conclusion recorded.")])
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown(result: EfficacyResult | Mapping[str, Any]) -> str:
     """The efficacy report as a markdown document."""
-    return _render_md("synthkd efficacy", _blocks(_d(result)))
+    return _render_md("synthkd efficacy", _blocks(EfficacyResult.read(result)))
 
 
 def _png(draw: Callable[[Any], None]) -> str:
@@ -193,17 +189,17 @@ def _png(draw: Callable[[Any], None]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _gain_plot(result: dict[str, Any], set_name: str) -> Block | None:
+def _gain_plot(result: EfficacyResult, set_name: str) -> Block | None:
     """Gain on the primary metric against each arm's teacher dollars, with intervals; None with nothing to plot."""
-    arms, primary = _arms(result), _primary(result, set_name)
+    arms, primary = result.arms, _primary(result, set_name)
     name, scale = _METRICS[primary][0], _METRICS[primary][1]
     pts = []
-    for arm_name, arm in ((n, a) for n, a in arms.items() if a.get("status") == "done"):  # partial results mislead
-        cost, row = _num(_d(arm.get("spend")).get("cost_usd")), _d(_d(arm.get("sets")).get(set_name))
-        vs = _d(_d(row.get("vs_baseline")).get(primary))
-        mean = 0.0 if row and not arm.get("baseline") else _num(vs.get("mean"))  # a baseline's gain is 0 by definition
+    for arm_name, arm in ((n, a) for n, a in arms.items() if a.status == "done"):  # partial results mislead
+        cost, row = _num((arm.spend or ArmSpend()).cost_usd), arm.sets.get(set_name)
+        vs = (row.vs_baseline.get(primary) if row else None) or Difference()
+        mean = 0.0 if row and not arm.baseline else _num(vs.mean)  # a baseline's gain is 0 by definition
         if cost is not None and mean is not None:
-            lo, hi = _num(vs.get("ci_low")), _num(vs.get("ci_high"))
+            lo, hi = _num(vs.ci_low), _num(vs.ci_high)
             pts.append((cost, mean * scale, max(0.0, (mean - (lo if lo is not None else mean)) * scale),
                         max(0.0, ((hi if hi is not None else mean) - mean) * scale), _label(arms, arm_name)))
     if not pts:
@@ -223,17 +219,17 @@ def _gain_plot(result: dict[str, Any], set_name: str) -> Block | None:
     return ("fig", _png(draw), cap)
 
 
-def _gold_proxy_plot(result: dict[str, Any]) -> Block | None:
+def _gold_proxy_plot(result: EfficacyResult) -> Block | None:
     """Gold accuracy against ROUGE-L, one point per arm per set with gold; arrows from the baseline where an arm
     hacks the teacher (proxy up, gold down); None with nothing to plot."""
-    arms, pts = _arms(result), []
+    arms, pts = result.arms, []
     for set_name in (s for s in _set_names(result) if _has_gold(result, s)):
-        for arm_name, arm in ((n, a) for n, a in arms.items() if a.get("status") == "done"):
-            row = _d(_d(arm.get("sets")).get(set_name))
-            m = _d(row.get("metrics"))
-            x, y = _num(_d(m.get("rouge_l")).get("mean")), _num(_d(m.get("gold_accuracy")).get("mean"))
+        for arm_name, arm in ((n, a) for n, a in arms.items() if a.status == "done"):
+            row = arm.sets.get(set_name) or SetComparison()
+            x = _num(getattr(row.metrics.get("rouge_l"), "mean", None))
+            y = _num(getattr(row.metrics.get("gold_accuracy"), "mean", None))
             if x is not None and y is not None:
-                pts.append((set_name, arm_name, x, y, _label(arms, arm_name), row.get("teacher_hacking") is True))
+                pts.append((set_name, arm_name, x, y, _label(arms, arm_name), row.teacher_hacking))
     if not pts:
         return None
     where = {(s, n): (x, y) for s, n, x, y, _, _ in pts}
@@ -245,7 +241,7 @@ def _gold_proxy_plot(result: dict[str, Any]) -> Block | None:
         for set_name, arm_name, x, y, label, hacked in pts:
             ax.annotate(label[:28] + (" ⚠ hacking" if hacked else ""), (x, y), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color="#c0392b" if hacked else "black")
-            base = (set_name, str(arms[arm_name].get("baseline")))
+            base = (set_name, str(arms[arm_name].baseline))
             if hacked and base in where:  # the move from the baseline: right (proxy up) and down (gold down)
                 ax.annotate("", xy=(x, y), xytext=where[base], arrowprops={"arrowstyle": "->", "color": "#c0392b"})
         ax.set(title="gold against proxy", xlabel="ROUGE-L vs teacher (proxy)", ylabel="gold accuracy")
@@ -257,50 +253,46 @@ def _gold_proxy_plot(result: dict[str, Any]) -> Block | None:
     return ("fig", _png(draw), cap)
 
 
-def _example_blocks(result: dict[str, Any]) -> list[Block]:
+def _example_blocks(result: EfficacyResult) -> list[Block]:
     """Per set, a table of held-out prompts with the teacher's and each arm's answers."""
-    arms, blocks = _arms(result), []
-    for set_name, rows in _d(result.get("examples")).items():
-        rows = [r for r in _list(rows) if isinstance(r, dict)]
-        names = list(dict.fromkeys([*arms, *(str(a) for r in rows for a in _d(r.get("answers")))]))
-        names = [n for n in names if any(n in _d(r.get("answers")) for r in rows)]
-        table = [[str(r.get("instruction") or ""), str(r.get("gold") if r.get("gold") is not None else "–"),
-                  str(r.get("teacher") or ""), *(str(_d(r.get("answers")).get(n, "–")) for n in names)] for r in rows]
+    arms, blocks = result.arms, []
+    for set_name, rows in result.examples.items():
+        names = list(dict.fromkeys([*arms, *(a for r in rows for a in r.answers)]))
+        names = [n for n in names if any(n in r.answers for r in rows)]
+        table = [[r.instruction, r.gold if r.gold is not None else "–", r.teacher, *(r.answers.get(n, "–") for n in names)]
+                 for r in rows]
         if table:
             blocks += [("h3", f"Held-out set: {set_name}"),
                        ("table", ["prompt", "gold", "teacher", *(_label(arms, n) for n in names)], table)]
     return [("h2", "Side-by-side examples"), *(blocks or [("p", "No examples recorded.")])]
 
 
-def write_html(result: dict[str, Any], path: Path) -> None:
+def write_html(result: EfficacyResult | Mapping[str, Any], path: Path) -> None:
     """Write the efficacy report as one self-contained HTML page (plots inlined as base64 PNGs) to `path`."""
-    result = _d(result)
+    result = EfficacyResult.read(result)
     plots = [_gain_plot(result, s) for s in _set_names(result)] + [_gold_proxy_plot(result)]
     figs = [p for p in plots if p is not None]
     blocks = _blocks(result) + [("h2", "Plots"), *(figs or [("p", "No plottable results.")])] + _example_blocks(result)
-    t, s = _d(result.get("teacher")), _d(result.get("student"))
-    title = f"synthkd efficacy: {t.get('model') or '?'} → {s.get('model') or '?'}"
+    title = f"synthkd efficacy: {result.teacher.model or '?'} → {result.student.model or '?'}"
     Path(path).write_text(_render_html(title, blocks), encoding="utf-8")
 
 
-def pick_examples(set_rows: dict[str, dict[str, str]], teacher: dict[str, str], items: list[dict[str, Any]],
-                  k: int = 6) -> list[dict[str, Any]]:
+def pick_examples(set_rows: Mapping[str, Mapping[str, str]], teacher: Mapping[str, str], items: Sequence[Item],
+                  k: int = 6) -> list[Example]:
     """The k held-out prompts where the arms' answers differ most, as `examples` rows of efficacy.json.
 
     A prompt scores the spread (max - min, on 0..1) of the arms' ROUGE-L against the teacher's answer, plus 1
     when the arms disagree on gold correctness, so a gold split always ranks first; ties go by id.
     """
-    def score(item: dict[str, Any]) -> float:
-        pid, gold = str(item.get("id")), item.get("gold")
-        answers = [rows[pid] for rows in set_rows.values() if pid in rows]
+    def score(item: Item) -> float:
+        answers = [rows[item.id] for rows in set_rows.values() if item.id in rows]
         if len(answers) < 2:
             return 0.0
-        rouge = [rouge_l_f1(a, teacher.get(pid, "")) for a in answers]
-        split = gold is not None and len({gold_match(a, str(gold)) for a in answers}) > 1
+        rouge = [rouge_l_f1(a, teacher.get(item.id, "")) for a in answers]
+        split = item.gold is not None and len({gold_match(a, item.gold) for a in answers}) > 1
         return (max(rouge) - min(rouge)) / 100.0 + (1.0 if split else 0.0)
 
-    chosen = sorted(items, key=lambda it: (-score(it), str(it.get("id"))))[:k]
-    return [{"id": str(it.get("id")), "instruction": str(it.get("instruction") or ""), "gold": it.get("gold"),
-             "teacher": teacher.get(str(it.get("id")), ""),
-             "answers": {arm: rows[str(it.get("id"))] for arm, rows in set_rows.items() if str(it.get("id")) in rows}}
+    chosen = sorted(items, key=lambda it: (-score(it), it.id))[:k]
+    return [Example(id=it.id, instruction=it.instruction, gold=it.gold, teacher=teacher.get(it.id, ""),
+                    answers={arm: rows[it.id] for arm, rows in set_rows.items() if it.id in rows})
             for it in chosen]
