@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthkd.config.endpoints import Sampling
+from synthkd.config.stages import Select, SelectChecks, StageBase
+from synthkd.dpo.config import DPOStage
 from synthkd.efficacy.options import EfficacyOptions
+from synthkd.lion.config import LionStage
+from synthkd.stages.evaluate import EvalStage
+from synthkd.stages.generate import GenerateStage
+from synthkd.stages.load import LoadStage
+from synthkd.stages.sft import SFTStage
 
 
 @dataclass(frozen=True)
@@ -114,11 +122,11 @@ class Context:
     files: Files
 
 
-def eval_stage(name: str, cx: Context, s: HeldoutSet, *, teacher: bool = False) -> dict[str, Any]:
+def eval_stage(name: str, cx: Context, s: HeldoutSet, *, teacher: bool = False) -> EvalStage:
     """Answers of what the student serves now on one held-out set (greedy); no teacher call unless `teacher`."""
-    return {"name": name, "type": "eval", "input": f"heldout.{s.name}", "gold_column": "gold" if s.gold else None,
-            "student": "student", "teacher": "teacher" if teacher else None, "judge": "code:rouge_l", "nll": False,
-            "answer_sampling": {"temperature": 0.0, "max_tokens": cx.opts.max_tokens}}
+    return EvalStage(name=name, type="eval", input=f"heldout.{s.name}", gold_column="gold" if s.gold else None,
+                     student="student", teacher="teacher" if teacher else None, judge="code:rouge_l", nll=False,
+                     answer_sampling=greedy(cx))
 
 
 def eval_name(arm_name: str, seed: int, set_name: str) -> str:
@@ -126,35 +134,44 @@ def eval_name(arm_name: str, seed: int, set_name: str) -> str:
     return f"eval.{arm_name}.s{seed}.{set_name}"
 
 
-def _evals(cx: Context, arm_name: str, seed: int) -> list[dict[str, Any]]:
+def _evals(cx: Context, arm_name: str, seed: int) -> list[StageBase]:
     return [eval_stage(eval_name(arm_name, seed, s.name), cx, s) for s in cx.heldout]
 
 
-def _sft(cx: Context, steps: int, seed: int) -> dict[str, Any]:
+# The training blocks below are passed to TRL's SFTConfig / DPOConfig as they are (the stage configs' `sft:` and
+# `dpo:` are open mappings of TRL's own arguments).
+def _sft(cx: Context, steps: int, seed: int) -> dict[str, object]:
     o = cx.opts
     return {"max_steps": steps, "learning_rate": o.learning_rate, "lr_scheduler_type": "cosine", "per_device_train_batch_size": o.batch,
             "max_length": o.max_length, "completion_only_loss": True, "seed": seed, "logging_steps": 5}
 
 
-def _dpo(cx: Context, steps: int, seed: int, nll: bool) -> dict[str, Any]:
+def _dpo(cx: Context, steps: int, seed: int, nll: bool) -> dict[str, object]:
     o = cx.opts
-    block: dict[str, Any] = {"max_steps": steps, "learning_rate": o.dpo_learning_rate, "beta": o.dpo_beta, "lr_scheduler_type": "cosine",
-                             "per_device_train_batch_size": o.batch, "max_length": o.max_length, "seed": seed, "logging_steps": 5}
+    block: dict[str, object] = {"max_steps": steps, "learning_rate": o.dpo_learning_rate, "beta": o.dpo_beta, "lr_scheduler_type": "cosine",
+                                "per_device_train_batch_size": o.batch, "max_length": o.max_length, "seed": seed, "logging_steps": 5}
     if nll:
         block.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, o.nll_alpha])
     return block
 
 
-def greedy(cx: Context) -> dict[str, Any]:
-    return {"temperature": 0.0, "max_tokens": cx.opts.max_tokens}
+def greedy(cx: Context) -> Sampling:
+    return Sampling(temperature=0.0, max_tokens=cx.opts.max_tokens)
 
 
-def _pipeline(cx: Context, name: str, seed: int, stages: list[dict[str, Any]], budget: bool = True) -> dict[str, Any]:
-    """A run's pipeline: the held-out sets' load stages first, then `stages`; capped at the arm budget."""
-    loads = [{"name": f"heldout.{s.name}", "type": "load", "path": str(s.path)} for s in cx.heldout]
+def _load(name: str, path: Path, limit: int | None = None) -> LoadStage:
+    return LoadStage(name=name, type="load", path=str(path), **({"limit": limit} if limit is not None else {}))
+
+
+def _pipeline(cx: Context, name: str, seed: int, stages: list[StageBase], budget: bool = True) -> dict[str, Any]:
+    """A run's pipeline file: the held-out sets' load stages first, then `stages`; capped at the arm budget. The
+    endpoints stay as the user wrote them (`${env:...}` references unresolved); each stage is written with the fields
+    set here only, so the file reads like a hand-written one."""
+    loads = [_load(f"heldout.{s.name}", s.path) for s in cx.heldout]
     return {"name": name.replace(".", "_"), "description": f"synthkd efficacy: run {name}", "seed": seed,
             "budget_usd": cx.budget_usd if budget else None, "prompts_dir": str(cx.prompts_dir),
-            "endpoints": {"teacher": cx.teacher, "student": cx.student}, "stages": [*loads, *stages]}
+            "endpoints": {"teacher": cx.teacher, "student": cx.student},
+            "stages": [st.model_dump(mode="json", exclude_unset=True) for st in (*loads, *stages)]}
 
 
 def checkpoint(run_dir: Path, stage: str) -> str:
@@ -162,31 +179,33 @@ def checkpoint(run_dir: Path, stage: str) -> str:
     return str(run_dir / "checkpoints" / stage)
 
 
+def _sft_stage(cx: Context, name: str, data: str, model: str, steps: int, seed: int) -> SFTStage:
+    return SFTStage(name=name, type="sft", input=data, model=model, serve_as="student", sft=_sft(cx, steps, seed))
+
+
 def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
     """The baseline's run: one answers stage, a checkpoint per seed, and the DPO group from those checkpoints."""
     o = cx.opts
-    stages: list[dict[str, Any]] = [
-        {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)},
-        {"name": "kd.answers", "type": "generate", "input": "pool", "endpoint": "teacher", "template": "lion/answer.jinja2",
-         "sampling": greedy(cx)},
+    stages: list[StageBase] = [
+        _load("pool", cx.files.kd_pool),
+        GenerateStage(name="kd.answers", type="generate", input="pool", endpoint="teacher", template="lion/answer.jinja2",
+                      sampling=greedy(cx)),
     ]
     assert o.baseline_seeds is not None and o.arm_seeds is not None and o.steps is not None and o.extra_steps is not None
     for seed in range(o.baseline_seeds):
-        stages.append({"name": f"kd.s{seed}.sft", "type": "sft", "input": "kd.answers", "model": cx.student_model,
-                       "serve_as": "student", "sft": _sft(cx, o.steps, seed)})
+        stages.append(_sft_stage(cx, f"kd.s{seed}.sft", "kd.answers", cx.student_model, o.steps, seed))
         stages += _evals(cx, "kd", seed)
     for seed in range(min(o.arm_seeds, o.baseline_seeds)):
         start = checkpoint(run_dir, f"kd.s{seed}.sft")
         if "kd_more_sft" in arms:
-            stages.append({"name": f"kd_more_sft.s{seed}.sft", "type": "sft", "input": "kd.answers", "model": start,
-                           "serve_as": "student", "sft": _sft(cx, o.extra_steps, seed)})
+            stages.append(_sft_stage(cx, f"kd_more_sft.s{seed}.sft", "kd.answers", start, o.extra_steps, seed))
             stages += _evals(cx, "kd_more_sft", seed)
         for name, nll in (("kd_dpo", False), ("kd_dpo_nll", True)):
             if name in arms:
                 # Both DPO arms mine the same pairs (same judge, margin and answers) and differ in the loss only.
-                stages.append({"name": f"{name}.s{seed}.dpo", "type": "dpo", "input": "pool", "teacher": "teacher", "student": "student",
-                               "judge": "code:rouge_l", "model": start, "sources": ["teacher_vs_student"], "margin": 1.0,
-                               "iterations": 1, "answer_sampling": greedy(cx), "dpo": _dpo(cx, o.extra_steps, seed, nll)})
+                stages.append(DPOStage(name=f"{name}.s{seed}.dpo", type="dpo", input="pool", teacher="teacher", student="student",
+                                       judge="code:rouge_l", model=start, sources=["teacher_vs_student"], margin=1.0,
+                                       iterations=1, answer_sampling=greedy(cx), dpo=_dpo(cx, o.extra_steps, seed, nll)))
                 stages += _evals(cx, name, seed)
     return _pipeline(cx, "kd", 0, stages)
 
@@ -197,17 +216,15 @@ def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[st
     o = cx.opts
     assert o.steps is not None
     name = "kd_best_of_n" if best_of_n else "kd_sampled"
-    answers: dict[str, Any] = {"name": f"{name}.answers", "type": "generate", "input": "pool", "endpoint": "teacher",
-                               "template": "lion/answer.jinja2",
-                               "sampling": {"temperature": o.sampled_temperature, "max_tokens": o.max_tokens, "seed": seed}}
-    pool: dict[str, Any] = {"name": "pool", "type": "load", "path": str(cx.files.kd_pool)}
+    answers = GenerateStage(name=f"{name}.answers", type="generate", input="pool", endpoint="teacher", template="lion/answer.jinja2",
+                            sampling=Sampling(temperature=o.sampled_temperature, max_tokens=o.max_tokens, seed=seed))
+    pool = _load("pool", cx.files.kd_pool)
     if best_of_n:
         # Truncated answers stay candidates, as the baseline keeps its truncated answers: the arm differs in the
         # selection only.
-        answers["select"] = {"n": o.probe_samples, "rule": "consensus", "checks": {"not_truncated": False}}
-        pool["limit"] = max(1, cx.sizes.best_of_n_prompts)
-    stages = [pool, answers, {"name": f"{name}.s{seed}.sft", "type": "sft", "input": f"{name}.answers", "model": cx.student_model,
-                              "serve_as": "student", "sft": _sft(cx, o.steps, seed)}]
+        answers.select = Select(n=o.probe_samples, rule="consensus", checks=SelectChecks(not_truncated=False))
+        pool.limit = max(1, cx.sizes.best_of_n_prompts)
+    stages: list[StageBase] = [pool, answers, _sft_stage(cx, f"{name}.s{seed}.sft", f"{name}.answers", cx.student_model, o.steps, seed)]
     return _pipeline(cx, f"{name}.s{seed}", seed, stages + _evals(cx, name, seed))
 
 
@@ -217,19 +234,19 @@ def lion_pipeline(cx: Context, seed: int, name: str) -> dict[str, Any]:
     o = cx.opts
     assert o.steps is not None
     control = name == "lion_control"
-    stage: dict[str, Any] = {
-        "name": name, "type": "lion", "input": "seeds", "teacher": "teacher", "referee": "code:rouge_l", "student": "student",
-        "iterations": o.iterations, "tau": o.tau, "hard_fraction": 0.5, "max_instruction_chars": 200,
-        "new_per_iteration": cx.sizes.control_new if control else cx.sizes.lion_new, "final_generation": False,
-        "answer_sampling": greedy(cx), "generation_sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 80, "seed": seed},
-        "sft": _sft(cx, o.steps // o.iterations, seed),
-    }
-    stages: list[dict[str, Any]] = [{"name": "seeds", "type": "load", "path": str(cx.files.lion_seeds)}]
+    stage = LionStage(
+        name=name, type="lion", input="seeds", teacher="teacher", referee="code:rouge_l", student="student",
+        iterations=o.iterations, tau=o.tau, hard_fraction=0.5, max_instruction_chars=200,
+        new_per_iteration=cx.sizes.control_new if control else cx.sizes.lion_new, final_generation=False,
+        answer_sampling=greedy(cx), generation_sampling=Sampling(temperature=1.0, top_p=1.0, max_tokens=80, seed=seed),
+        sft=_sft(cx, o.steps // o.iterations, seed),
+    )
+    stages: list[StageBase] = [_load("seeds", cx.files.lion_seeds)]
     if name == "lion_list":
-        stage.update(generation_mode="list", fewshot_examples=4)
+        stage.generation_mode, stage.fewshot_examples = "list", 4
     if control:
-        stage.update(new_from="pool", pool="reserve")
-        stages.append({"name": "reserve", "type": "load", "path": str(cx.files.control_reserve)})
+        stage.new_from, stage.pool = "pool", "reserve"
+        stages.append(_load("reserve", cx.files.control_reserve))
     return _pipeline(cx, f"{name}.s{seed}", seed, [*stages, stage, *_evals(cx, name, seed)])
 
 
