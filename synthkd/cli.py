@@ -284,7 +284,7 @@ def train(
 
     def body() -> None:
         metrics = run_train(kind, data, model, out, set_ or [], Settings.from_environ().home, processes, accelerate_config, overwrite)
-        typer.echo(f"trained {kind} checkpoint at {out}: {json.dumps(metrics)}")
+        typer.echo(f"trained {kind} checkpoint at {out}: {json.dumps(metrics.to_json())}")
 
     _guard(body)
 

@@ -16,7 +16,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthkd.errors import SynthkdError
 
 Messages = list[dict[str, str]]
-Metrics = dict[str, Any]  # TRL's metrics, or a sentence saying why a training step was skipped
+
+
+class TrainMetrics(BaseModel):
+    """What one training run reports (train_metrics.json beside its checkpoint, and run.json's training blocks).
+
+    The fields SFT and DPO fill are declared; anything else a trainer reports (the SKD critic's classifier figures)
+    is kept as it is, so no figure is lost on the way to run.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    train_loss: float | None = None
+    steps: int | None = None
+    examples: int | None = None  # SFT: the rows trained on
+    pairs: int | None = None  # DPO: the preference pairs trained on
+    reward_accuracy: float | None = None  # DPO: implicit-reward accuracy on the pairs after training
+    reward_margin: float | None = None
+    reward_accuracy_before: float | None = None  # DPO: the same with the policy still equal to the reference
+    reward_margin_before: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures that were measured (no nulls), as train_metrics.json holds them."""
+        return self.model_dump(exclude_none=True)
+
 
 
 class Record(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any
 
 from synthkd.dpo.config import DPOStage
 from synthkd.errors import ConfigError
-from synthkd.records import Iteration, Metrics, PreferencePair, StageStats
+from synthkd.records import Iteration, PreferencePair, StageStats, TrainMetrics
 from synthkd.scoring.code_judge import is_code_judge
 from synthkd.scoring.heldout import brief
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
@@ -21,12 +21,12 @@ class DPOIteration(Iteration):
     pairs_mined: int = 0
     pairs_by_source: dict[str, int] = {}
     margins: dict[str, Any] = {}
-    dpo: Metrics | str | None = None
+    dpo: TrainMetrics | str | None = None
     heldout_vs_previous: dict[str, Any] | None = None  # LLM judge: new checkpoint vs the previous one
     failed: int = 0  # rows whose calls failed this iteration (in failed.jsonl)
 
     def line(self) -> str:
-        dpo = self.dpo if isinstance(self.dpo, str) else f"reward margin {self.dpo.get('reward_margin', float('nan')):.3f}" if self.dpo else "-"
+        dpo = self.dpo if isinstance(self.dpo, str) else f"reward margin {self.dpo.reward_margin if self.dpo.reward_margin is not None else float('nan'):.3f}" if self.dpo else "-"
         held = f"  held-out {brief(self.heldout)}" if self.heldout else (
             f"  vs previous: win rate {self.heldout_vs_previous.get('win_rate', 0):.2f}" if self.heldout_vs_previous else "")
         return f"iter {self.iteration}: pairs {self.pairs_mined}  dpo {dpo}  failed {self.failed}{held}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from synthkd.lion.config import LionStage
 from synthkd.selection import SelectionSummary, check_sampled
-from synthkd.records import HeldoutFigures, Iteration, Messages, Metrics, Record, Stats, StageStats
+from synthkd.records import HeldoutFigures, Iteration, Messages, Record, Stats, StageStats, TrainMetrics
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.launch import check_accelerate_config
@@ -59,7 +59,7 @@ class LionIteration(Iteration):
     train_pool: int = 0
     cache_pool: int = 0
     sft_examples: int | None = None
-    sft: Metrics | str | None = None
+    sft: TrainMetrics | str | None = None
     checkpoint: str | None = None
     judged: int = 0
     hard: int = 0
@@ -70,7 +70,7 @@ class LionIteration(Iteration):
     discrimination_failures: int = 0
     discrimination: str | None = None  # set where this iteration judged nothing (the last one, when nothing would use it)
     dpo_pairs: int | None = None
-    dpo: Metrics | str | None = None
+    dpo: TrainMetrics | str | None = None
     new_hard: int = 0
     seeds_hard: int = 0
     new_easy: int = 0
@@ -96,7 +96,7 @@ class FinalImitation(Stats):
 
     train_pool: int = 0
     sft_examples: int | None = None
-    sft: Metrics | str | None = None
+    sft: TrainMetrics | str | None = None
     checkpoint: str | None = None
     heldout: HeldoutFigures | None = None  # judge-free held-out figures of the final student
 

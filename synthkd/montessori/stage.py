@@ -6,7 +6,7 @@ from typing import Any
 
 from synthkd.montessori.config import MontessoriStage
 from synthkd.errors import ConfigError
-from synthkd.records import Iteration, Messages, Metrics, Record, StageStats
+from synthkd.records import Iteration, Messages, Record, StageStats, TrainMetrics
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.launch import check_accelerate_config
@@ -31,9 +31,9 @@ class MontessoriIteration(Iteration):
     signal: dict[str, Any] | None = None
     icl_baseline: float | None = None
     pairs: int = 0
-    teacher_dpo: Metrics | str | None = None
+    teacher_dpo: TrainMetrics | str | None = None
     final_set: int = 0
-    student_sft: Metrics | str | None = None
+    student_sft: TrainMetrics | str | None = None
     failed: int = 0
 
     def line(self) -> str:

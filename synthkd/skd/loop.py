@@ -24,11 +24,12 @@ from synthkd.client.endpoint import Call, Result
 from synthkd.skd.config import SKDStage
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
+from synthkd.records import TrainMetrics
 from synthkd.runtime import Runtime
 from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
-from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.common import checkpoint_done, read_metrics, write_metrics
 from synthkd.skd.stage import HeadRow, ScoredTriple, SKDRow, SKDStats, SKDSummary, Triple, relations_of
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
@@ -196,13 +197,13 @@ class SKDRun:
             self.rt.reporter.note(f"[{self.cfg.name}] training the critic on {len(train)} labelled triples")
             metrics = await asyncio.to_thread(critic_lib.train_classifier, as_nli(train), as_nli(val), base, out,
                                               epochs=c.epochs, learning_rate=c.learning_rate, seed=self.rt.config.seed)
-            (out / "train_metrics.json").write_text(__import__("json").dumps(metrics))
+            write_metrics(out, TrainMetrics.model_validate(metrics))
             (out / "synthkd_fingerprint.txt").write_text(fp)
         val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in as_nli(val)])
         chosen = critic_lib.choose_threshold(val_scores, [r["label"] for r in val], target_recall=c.target_recall, target_precision=c.target_precision)
         curve = critic_lib.pr_curve(val_scores, [r["label"] for r in val])
         self.summary.critic = {
-            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": read_metrics(out),
+            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": read_metrics(out).to_json(),
             "threshold": chosen["threshold"], "chosen": chosen,
             "pr_curve": {"precision": [p["precision"] for p in curve], "recall": [p["recall"] for p in curve],
                          "threshold": chosen["threshold"], "chosen": {"precision": chosen["precision"], "recall": chosen["recall"]}},

@@ -6,7 +6,7 @@ from typing import Any
 
 from synthkd.skd.config import SKDStage
 from synthkd.errors import ConfigError
-from synthkd.records import Messages, Metrics, Record, StageStats, Stats
+from synthkd.records import Messages, Record, StageStats, Stats, TrainMetrics
 from synthkd.skd.generation import DEFAULT_RELATIONS
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.train.launch import check_accelerate_config
@@ -49,7 +49,7 @@ class SKDSummary(Stats):
     corpus: dict[str, Any] | None = None
     critic: dict[str, Any] | None = None
     acceptance: dict[str, Any] | None = None
-    student: Metrics | str | None = None
+    student: TrainMetrics | str | None = None
     failed_calls: dict[str, int] | None = None
     note: str | None = None
 

@@ -97,5 +97,5 @@ class SFTImpl(StageImpl[SFTStage]):
         out, metrics = await train_checkpoint(rt, cfg.name, cfg, None, kind="sft", rows=train_rows, base=cfg.model, trainer_args=cfg.sft,
                                               lora=cfg.lora, freeze_embeddings=cfg.freeze_embeddings,
                                               note=f"SFT of {cfg.model} on {len(rows)} examples")
-        return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), **metrics),
+        return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), train_loss=metrics.train_loss, steps=metrics.steps, examples=metrics.examples),
                            moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

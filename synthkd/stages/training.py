@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from synthkd.config.stages import TrainingLaunch
-from synthkd.records import Record, plain_rows
+from synthkd.records import Record, TrainMetrics, plain_rows
 from synthkd.stages.base import checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
 from synthkd.train.launch import Job, train_async
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 async def train_checkpoint(rt: "Runtime", stage: str, launch: TrainingLaunch, tag: str | None, *, kind: str,
                            rows: Sequence[Record | Mapping[str, Any]], base: str, trainer_args: dict[str, Any], lora: dict[str, Any] | None,
-                           freeze_embeddings: bool = False, evaluate_before: bool = False, note: str = "") -> tuple[Path, dict[str, Any]]:
+                           freeze_embeddings: bool = False, evaluate_before: bool = False, note: str = "") -> tuple[Path, TrainMetrics]:
     """Train (unless done) RUN_DIR/checkpoints/<stage>[/<tag>] from `base` (a model string or a checkpoint) on `rows`;
     returns (checkpoint, its metrics). `note` is what the progress line says when training starts."""
     out = checkpoint_dir(rt, stage, *([tag] if tag else []))

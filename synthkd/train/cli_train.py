@@ -8,6 +8,7 @@ from typing import Any
 
 from synthkd import yamlio
 
+from synthkd.records import TrainMetrics
 from synthkd.errors import ConfigError
 from synthkd.stages.load import read_records
 from synthkd.train.common import FINGERPRINT_FILE
@@ -47,7 +48,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[str], tiny_home: Path,
-              processes: int = 1, accelerate_config: Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+              processes: int = 1, accelerate_config: Path | None = None, overwrite: bool = False) -> TrainMetrics:
     """Train and return the metrics; the checkpoint goes to `out` (servable by vLLM as it is).
 
     processes > 1 or an accelerate config: training runs under `accelerate launch` (log: OUT.train.log).

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.errors import ConfigError
+from synthkd.records import TrainMetrics
 
 FINGERPRINT_FILE = "synthkd_fingerprint.txt"
+METRICS_FILE = "train_metrics.json"
 
 # Defaults synthkd sets for its own bookkeeping; anything in the YAML block wins.
 _BOOKKEEPING: dict[str, Any] = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
@@ -164,7 +166,7 @@ def is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metrics: dict[str, Any], fingerprint: str, merged_lora: bool) -> None:
+def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metrics: TrainMetrics, fingerprint: str, merged_lora: bool) -> None:
     """Save the trained model (LoRA merged into full weights) and move it into place atomically.
 
     Under `accelerate launch` every process trains; only the main one writes the checkpoint, and
@@ -183,7 +185,7 @@ def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metr
         model.save_pretrained(str(tmp), safe_serialization=True, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        (tmp / "train_metrics.json").write_text(json.dumps(metrics))
+        write_metrics(tmp, metrics)
         # The trainer's own record, step by step (loss, learning rate, grad norm): what the run's log shows.
         (tmp / TRAIN_LOG_FILE).write_text("".join(json.dumps(entry, default=str) + "\n" for entry in trainer.state.log_history))
         (tmp / FINGERPRINT_FILE).write_text(fingerprint)
@@ -219,6 +221,12 @@ def _merged_from_gathered(model: Any, state_dict: dict[str, Any]) -> Any:
     return fresh.merge_and_unload()
 
 
-def read_metrics(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "train_metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def write_metrics(out_dir: Path, metrics: TrainMetrics) -> None:
+    """train_metrics.json of a checkpoint being written."""
+    (out_dir / METRICS_FILE).write_text(json.dumps(metrics.to_json()))
+
+
+def read_metrics(out_dir: Path) -> TrainMetrics:
+    """A checkpoint's training metrics (empty where it has none)."""
+    path = out_dir / METRICS_FILE
+    return TrainMetrics.model_validate_json(path.read_text()) if path.is_file() else TrainMetrics()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 
 
@@ -22,7 +23,7 @@ def train_dpo(
     seed: int,
     fingerprint: str,
     evaluate_before: bool = False,
-) -> dict[str, Any]:
+) -> TrainMetrics:
     """DPO of `base_model` (also the frozen reference) on preference rows; save to out_dir.
 
     Metrics: train loss and steps, and the implicit-reward accuracy and margin on the training
@@ -40,16 +41,11 @@ def train_dpo(
     before = trainer.evaluate() if evaluate_before else None
     result = trainer.train()
     evaluation = trainer.evaluate()
-    metrics = {
-        "train_loss": float(result.training_loss),
-        "steps": int(result.global_step),
-        "pairs": len(rows),
-        "reward_accuracy": _metric(evaluation, "rewards/accuracies"),
-        "reward_margin": _metric(evaluation, "rewards/margins"),
-    }
+    metrics = TrainMetrics(train_loss=float(result.training_loss), steps=int(result.global_step), pairs=len(rows),
+                           reward_accuracy=_metric(evaluation, "rewards/accuracies"), reward_margin=_metric(evaluation, "rewards/margins"))
     if before is not None:  # measured with the policy still equal to the reference
-        metrics["reward_accuracy_before"] = _metric(before, "rewards/accuracies")
-        metrics["reward_margin_before"] = _metric(before, "rewards/margins")
+        metrics.reward_accuracy_before = _metric(before, "rewards/accuracies")
+        metrics.reward_margin_before = _metric(before, "rewards/margins")
     save_checkpoint(trainer, tokenizer, tmp, out_dir, metrics, fingerprint, merged_lora=lora is not None)
     return metrics
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from synthkd.errors import ConfigError, SynthkdError
 from synthkd.hashing import digest
 from synthkd.jsonl import write_jsonl
-from synthkd.train.common import TRAIN_LOG_FILE, read_metrics
+from synthkd.records import TrainMetrics
+from synthkd.train.common import METRICS_FILE, TRAIN_LOG_FILE, read_metrics
 
 if TYPE_CHECKING:
     from synthkd.stages.base import CheckContext
@@ -92,7 +93,7 @@ def check_accelerate_config(path: str | None, ctx: "CheckContext") -> None:
                           fix="name an accelerate config file (e.g. written by `accelerate config`), relative to the pipeline file")
 
 
-def train(job: Job) -> dict[str, Any]:
+def train(job: Job) -> TrainMetrics:
     """Train (blocking) and return the metrics. Ctrl-C kills the training processes."""
     if not job.distributed:
         return _in_process(job)
@@ -104,7 +105,7 @@ def train(job: Job) -> dict[str, Any]:
     return _finish(job, process, log_path, directory)
 
 
-async def train_async(job: Job) -> dict[str, Any]:
+async def train_async(job: Job) -> TrainMetrics:
     """Train without blocking the event loop; cancelling (Ctrl-C in a pipeline) kills the training processes.
 
     The subprocess is started from the event loop's thread, not a worker thread, since
@@ -121,7 +122,7 @@ async def train_async(job: Job) -> dict[str, Any]:
     return _finish(job, process, log_path, directory)
 
 
-def _in_process(job: Job) -> dict[str, Any]:
+def _in_process(job: Job) -> TrainMetrics:
     """Train in this process; the log (what was trained, then the trainer's record step by step, or the error) goes
     where a multi-process run's log goes, so every training run leaves one."""
     log_path = job.log_path or job.out_dir.with_name(job.out_dir.name + ".train.log")
@@ -138,11 +139,11 @@ def _in_process(job: Job) -> dict[str, Any]:
     record = job.out_dir / TRAIN_LOG_FILE
     with log_path.open("a") as log:
         log.write(record.read_text() if record.is_file() else "")
-        log.write(f"done: {json.dumps(metrics, default=str)}\n")
+        log.write(f"done: {json.dumps(metrics.to_json(), default=str)}\n")
     return metrics
 
 
-def _train_here(job: Job) -> dict[str, Any]:
+def _train_here(job: Job) -> TrainMetrics:
     if job.kind == "sft":
         from synthkd.train.sft import train_sft
 
@@ -275,7 +276,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     terminate(process)
 
 
-def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, directory: Path) -> dict[str, Any]:
+def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, directory: Path) -> TrainMetrics:
     from synthkd.serve.process import log_tail
 
     if process.returncode != 0:
@@ -285,8 +286,7 @@ def _finish(job: Job, process: subprocess.Popen[bytes], log_path: Path, director
             f"end of {log_path}:\n{log_tail(log_path, 30)}",
             fix=f"read the full log at {log_path} (the job is in {directory})",
         )
-    metrics = read_metrics(job.out_dir)
-    if not metrics:
+    if not (job.out_dir / METRICS_FILE).is_file():
         raise SynthkdError(f"{job.kind} training under accelerate wrote no checkpoint at {job.out_dir}", fix=f"read the log at {log_path}")
     shutil.rmtree(directory, ignore_errors=True)
-    return metrics
+    return read_metrics(job.out_dir)

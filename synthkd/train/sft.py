@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 
 __all__ = ["train_sft", "check_sft_args"]
@@ -97,7 +98,7 @@ def train_sft(
     seed: int,
     fingerprint: str,
     freeze_embeddings: bool = False,
-) -> dict[str, Any]:
+) -> TrainMetrics:
     """Fine-tune `base_model` on rows with a `messages` column; save model + tokenizer to out_dir.
 
     freeze_embeddings: the input embeddings (and an output head tied to them) are not trained: a depth-pruned
@@ -118,6 +119,6 @@ def train_sft(
     config = SFTConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **sft_args, "seed": seed, "assistant_only_loss": False})
     trainer = _trainer_class(config)(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     result = trainer.train()
-    metrics = {"train_loss": float(result.training_loss), "steps": int(result.global_step), "examples": len(rows)}
+    metrics = TrainMetrics(train_loss=float(result.training_loss), steps=int(result.global_step), examples=len(rows))
     save_checkpoint(trainer, tokenizer, tmp, out_dir, metrics, fingerprint, merged_lora=lora is not None)
     return metrics

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from synthkd.jsonl import read_jsonl
+from synthkd.records import TrainMetrics
 
 
-def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+def run_job(spec: dict[str, Any]) -> TrainMetrics:
     rows = read_jsonl(spec["rows"])
     common = {"lora": spec["lora"], "seed": int(spec["seed"]), "fingerprint": spec["fingerprint"]}
     out_dir = Path(spec["out_dir"])
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> int:
     state = PartialState()  # the state the trainer set up
     # One line per process; tests and users read "world size N" in the log.
     print(f"synthkd.train.worker: process {state.process_index} of world size {state.num_processes} "
-          f"({state.distributed_type.value}, backend {state.backend}): {json.dumps(metrics)}", flush=True)
+          f"({state.distributed_type.value}, backend {state.backend}): {json.dumps(metrics.to_json())}", flush=True)
     state.destroy_process_group()
     return 0
 
