@@ -72,12 +72,31 @@ def plain_rows(rows: Sequence[Record | Mapping[str, Any]]) -> list[dict[str, Any
     return [r.model_dump() if isinstance(r, Record) else dict(r) for r in rows]
 
 
-def check_failed(rows: list[dict[str, Any]], dataset: str) -> None:
-    """Failed rows keep whatever they had, plus the reason they failed: never a failed row without one."""
-    for i, row in enumerate(rows):
-        if not row.get("reason"):
-            raise SynthkdError(f"internal error: failed row {i} of dataset {dataset!r} has no reason",
-                               fix="please report this; every paid reply is cached")
+class FailedRow(BaseModel):
+    """A row that did not make it, as failed.jsonl holds it: the input row's columns as they were, what failed (`step`,
+    where a stage has several) and why (`reason`, never empty; `detail`; the `raw` reply where there was one).
+
+    Only the keys a stage set are written (`to_json`); the input's own columns are kept whatever their names."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reason: str = Field(min_length=1)
+    detail: Any = None
+    raw: Any = None
+    step: Any = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], reason: str, **fields: Any) -> "FailedRow":
+        """`row`'s columns, then `fields` (detail, raw, step, anything a stage records), then the reason."""
+        return cls.model_validate({**row, **fields, "reason": reason})
+
+    def value(self, key: str) -> Any:
+        """A column of the failed row (a declared field or one of the input's), None where it has none."""
+        return self.to_json().get(key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as failed.jsonl holds it."""
+        return self.model_dump(exclude_unset=True)
 
 
 class Stats(BaseModel):

@@ -206,7 +206,7 @@ async def _run_locked(loaded: LoadedPipeline, run_dir: Path, settings: Settings,
                 # The failed rows (their raw replies included) stay readable, outside the datasets a rerun trusts.
                 kept = inside(run_dir / "failed", f"{stage.name}.jsonl")
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                write_jsonl(kept, result.failed)
+                write_jsonl(kept, [f.to_json() for f in result.failed])
                 raise _all_failed_error(stage.name, records_in, result, kept)
             # The entry is checked against the stage's stats type before the output is marked done.
             _record(entry, impl, result, records_in, round(time.monotonic() - started, 3))
@@ -267,7 +267,7 @@ _ENDPOINT_REASONS = ("http:", "gave_up:", "batch:", "bad_request", "unusable_rep
 def _all_failed(records_in: int, result: StageResult) -> bool:
     """Whether a stage made no rows from a non-empty input, every row failing for one reason that is the endpoint's
     (an endpoint that answers nothing usable: later stages would get nothing), which stops the run."""
-    reasons = {str(f.get("reason")) for f in result.failed}
+    reasons = {f.reason for f in result.failed}
     if not records_in or result.rows or len(reasons) != 1:
         return False
     reason = reasons.pop()
@@ -277,10 +277,10 @@ def _all_failed(records_in: int, result: StageResult) -> bool:
 def _all_failed_error(name: str, records_in: int, result: StageResult, kept: Path) -> SynthkdError:
     """The one line for a stage whose every row failed the same way (its failed rows written to `kept`)."""
     sample = result.failed[0]
-    detail = " ".join(str(sample.get("detail") or sample.get("raw") or "no detail").split())[:200]
+    detail = " ".join(str(sample.detail or sample.raw or "no detail").split())[:200]
     return SynthkdError(
         f"stage {name!r} produced no rows from {records_in} input rows: all {len(result.failed)} failed with reason "
-        f"{sample.get('reason')} (e.g. {detail}); the failed rows are in {kept}", where=f"stages.{name}",
+        f"{sample.reason} (e.g. {detail}); the failed rows are in {kept}", where=f"stages.{name}",
         fix="fix the cause (the endpoint, its base_url, the prompts or the input), then run again: replies already "
         "paid for are reused from the cache")
 

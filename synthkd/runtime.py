@@ -27,7 +27,7 @@ from synthkd.redact import register_secret, scrub, scrub_strings
 from synthkd.models.store import weights_fingerprint as fingerprint
 from synthkd.serve.process import wait_healthy
 from synthkd.serve.vllm_server import ServerManager
-from synthkd.records import Iteration, Record, check_failed, plain_rows
+from synthkd.records import FailedRow, Iteration, Record, plain_rows
 from synthkd.settings import Settings
 
 
@@ -222,7 +222,7 @@ class Runtime:
         return cfg.identity
 
     # ---- outputs ----------------------------------------------------------------------
-    def write_dataset(self, name: str, rows: Sequence[Record | Mapping[str, Any]], failed: list[dict[str, Any]], *, row_type: type[Record] | None,
+    def write_dataset(self, name: str, rows: Sequence[Record | Mapping[str, Any]], failed: Sequence[FailedRow], *, row_type: type[Record] | None,
                       fingerprint: str, columns: set[str] | None = None, templates: dict[str, str] | None = None,
                       models: dict[str, str] | None = None, counts: dict[str, Any] | None = None, fmt: str = "records",
                       description: str = "") -> Path:
@@ -232,14 +232,13 @@ class Runtime:
         if row_type is not None:
             row_type.check_rows(rows, name)
             columns = row_type.columns()
-        check_failed(failed, name)
         # An error's text may quote a URL or a key; the rows' own columns (and raw replies) are data, kept as they are.
-        failed = [{**r, **{k: scrub(r[k]) for k in ("reason", "detail") if isinstance(r.get(k), str)}} for r in failed]
+        lost = [{**r, **{k: scrub(r[k]) for k in ("reason", "detail") if isinstance(r.get(k), str)}} for r in (f.to_json() for f in failed)]
         card = CardInfo(
             pipeline_name=self.config.name, pipeline_yaml=self.pipeline.yaml_text, stage=name, description=description,
             models=models or {}, templates=templates or {}, counts=dict(counts or {}), fmt=fmt,
         )
-        return write_output(self.run_dir, name, rows, failed, card, fingerprint, columns=sorted(columns or ()))
+        return write_output(self.run_dir, name, rows, lost, card, fingerprint, columns=sorted(columns or ()))
 
     async def aclose(self) -> int:
         """Stop background tasks, clients and servers, then close the cache; each step runs even if one before it

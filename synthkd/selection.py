@@ -25,7 +25,7 @@ from synthkd.client.accounting import Meter
 from synthkd.client.replies import Result, empty_detail
 from synthkd.config.stages import SelectChecks
 from synthkd.errors import ConfigError
-from synthkd.records import PreferencePair, Record, Stats
+from synthkd.records import FailedRow, PreferencePair, Record, Stats
 from synthkd.scoring.metrics import gold_match, rouge_l_f1
 
 Rule = Literal["auto", "gold", "consensus"]
@@ -183,7 +183,7 @@ def pick(row_id: str, replies: Sequence[Result], gold: str | None, rule: Rule, c
     return Picked(cands, winner, choice)
 
 
-def no_candidate(row: Mapping[str, Any], cands: list[CandidateRow], meter: Meter) -> dict[str, Any]:
+def no_candidate(row: Mapping[str, Any], cands: list[CandidateRow], meter: Meter) -> FailedRow:
     """The failed row of an input row none of whose candidates can be kept, with its candidates.
 
     Where no candidate got a reply and all failed the same way (a dead endpoint), that is the row's reason, as
@@ -196,8 +196,7 @@ def no_candidate(row: Mapping[str, Any], cands: list[CandidateRow], meter: Meter
         reason = "no_candidate_passed_checks"
         meter.failures[reason] += 1
         detail = f"{len(cands)} candidates: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
-    return {**row, "reason": reason, "detail": detail, "raw": None,
-            "candidates": [c.model_dump(exclude={"id"}) for c in cands]}
+    return FailedRow.of(row, reason or "empty", detail=detail, raw=None, candidates=[c.model_dump(exclude={"id"}) for c in cands])
 
 
 class SelectionSummary(Stats):
@@ -219,7 +218,7 @@ class Selected:
     rows, every candidate, and teacher-side preference pairs."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[FailedRow] = field(default_factory=list)
     candidates: list[CandidateRow] = field(default_factory=list)
     pairs: list[PreferencePair] = field(default_factory=list)
 

@@ -55,7 +55,7 @@ def test_decontamination_on_crafted_overlaps() -> None:
     ]
     kept, dropped, counts = decontaminate(cfg, rows, reference)
     assert [r["id"] for r in kept] == ["1", "3"]
-    assert [(r["id"], r["detail"]) for r in dropped] == [("2", "at sixty miles per hour"), ("4", "leaves the station at noon")]
+    assert [(r.value("id"), r.detail) for r in dropped] == [("2", "at sixty miles per hour"), ("4", "leaves the station at noon")]
     assert counts == {"dropped": 2, "kept": 2, "ngram": 5, "reference_size": 1}
 
 

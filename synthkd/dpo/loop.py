@@ -28,7 +28,7 @@ from synthkd.scoring.heldout import HeldoutEvaluator, brief
 from synthkd.items import Item, read_items
 from synthkd.client.endpoint import Result
 from synthkd.dpo.stage import DPOIteration
-from synthkd.records import PreferencePair, plain_rows
+from synthkd.records import FailedRow, PreferencePair, plain_rows
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
@@ -49,7 +49,7 @@ class DPORun:
         # With a judge that is code, held-out progress is judge-free (ROUGE-L, NLL, gold) instead of an LLM win rate.
         self.evaluator = (HeldoutEvaluator(rt, self.heldout, teacher=cfg.teacher, student=cfg.student, template=self.t_answer,
                                            sampling=cfg.heldout_sampling) if self.code_judge and heldout else None)
-        self.failed: list[dict[str, Any]] = []  # rows whose calls failed, with the step and the reason
+        self.failed: list[FailedRow] = []  # rows whose calls failed, with the step and the reason
 
     def _fail(self, it: int, step: str, row: Item, res: Result | None, **extra: Any) -> None:
         """Keep a row whose call failed (failures are data: they reach failed.jsonl, never vanish)."""
@@ -73,9 +73,9 @@ class DPORun:
             stats.pairs_mined = len(pairs)
             stats.pairs_by_source = {s: sum(1 for p in pairs if p.source == s) for s in self.cfg.sources}
             stats.margins = mining.margin_summary([p.margin for p in pairs])
-            stats.failed = sum(1 for f in self.failed if f["iteration"] == it)
+            stats.failed = sum(1 for f in self.failed if f.value("iteration") == it)
             fp = digest({"pairs": plain_rows(pairs), "weights": weights, "dpo": self.cfg.dpo, "lora": self.cfg.lora, "seed": self.rt.config.seed})
-            self.out.dataset(f"iter{it}.pairs", pairs, [f for f in self.failed if f["iteration"] == it], row_type=PreferencePair,
+            self.out.dataset(f"iter{it}.pairs", pairs, [f for f in self.failed if f.value("iteration") == it], row_type=PreferencePair,
                              fingerprint=fp, fmt="preference (prompt/chosen/rejected)", counts={"iteration": it},
                              description=f"DPO iteration {it}: preference pairs mined from the student's own answers.")
             if self.evaluator is not None and it == 1:

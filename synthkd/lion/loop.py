@@ -43,7 +43,7 @@ from synthkd.judging import Judgement, both_orders
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
 from synthkd.scoring.heldout import HeldoutEvaluator, brief
 from synthkd.items import Item, read_items
-from synthkd.records import HeldoutFigures, HeldoutRow, PreferencePair, plain_rows
+from synthkd.records import FailedRow, HeldoutFigures, HeldoutRow, PreferencePair, plain_rows
 from synthkd.lion.stage import DiscriminationRow, FinalImitation, GeneratedRow, LionIteration, LionRow
 from synthkd.selection import CandidateRow, Selected, no_candidate, pick
 from synthkd.stages.training import train_checkpoint
@@ -62,7 +62,7 @@ class Pools:
     train: list[Item]
     cache: list[Item]
     answers: dict[str, str] = field(default_factory=dict)
-    answer_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answer_failures: dict[str, FailedRow] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ class LionRun:
                 picked = pick(item.id, replies, item.gold, sel.rule, sel.checks, meter)
                 self.selected.candidates += picked.candidates
                 text = str(picked.winner.text).strip() if picked.winner else None
-                failure = None if text else {**no_candidate(item.as_row(), picked.candidates, meter), "step": "teacher_answer"}
+                failure = None if text else no_candidate(item.as_row(), picked.candidates, meter).model_copy(update={"step": "teacher_answer"})
                 if text:
                     self.selected.rows.append({"id": item.id, "selection": picked.selection(n)})
                 else:
@@ -278,7 +278,8 @@ class LionRun:
         items = [x for x in pools.cache if x.id in pools.answers]
         s_results = await self._calls(self.cfg.student, f"iter {it}: student answers the cache pool",
                                       [answer_call(self.t_answer, x.instruction, self.cfg.answer_sampling) for x in items], meter)
-        judged_items, failed = [], []
+        judged_items: list[tuple[Item, str]] = []
+        failed: list[FailedRow] = []
         for item, res in zip(items, s_results):
             if res.ok and res.text is not None:
                 judged_items.append((item, res.text.strip()))
@@ -296,7 +297,7 @@ class LionRun:
         stats.mean_teacher_score = statistics.fmean(r.teacher_score for r in rows) if rows else 0.0
         stats.mean_student_score = statistics.fmean(r.student_score for r in rows) if rows else 0.0
         stats.discrimination_failures = len(failed)
-        fp = digest({"rows": plain_rows(rows), "failed": failed})
+        fp = digest({"rows": plain_rows(rows), "failed": [f.to_json() for f in failed]})
         self.out.dataset(f"iter{it}.discrimination", rows, failed, row_type=DiscriminationRow, fingerprint=fp,
                          counts={"iteration": it, "hard": len(hard)},
                          description=f"Lion iteration {it}: referee scores of teacher and student on the cache pool.")
@@ -306,7 +307,7 @@ class LionRun:
                          description=f"Lion iteration {it}: teacher answer chosen over the student's where the referee's gap >= tau (DPO-ready).")
         return rows
 
-    async def referee(self, it: int, pools: Pools, judged_items: list[tuple[Item, str]], failed: list[dict[str, Any]],
+    async def referee(self, it: int, pools: Pools, judged_items: list[tuple[Item, str]], failed: list[FailedRow],
                       meter: Meter) -> list[Judgement | None]:
         """One judgement per (item, student answer): the code judge, or the referee endpoint in both orders."""
         if is_code_judge(self.cfg.referee):
@@ -344,7 +345,7 @@ class LionRun:
         easy_seeds = [by_id[r.id] for r in judged if not r.hard]
         n_hard, n_easy = steps.split_target(self.cfg.new_per_iteration, self.cfg.hard_fraction)
         kept: list[NewInstruction] = []
-        rejected: list[dict[str, Any]] = []
+        rejected: list[FailedRow] = []
         reasons: dict[str, int] = {}
         tally = steps.GenerationYield(self.cfg.generation_mode)
         for kind, seeds_, target, template in (("hard", hard_seeds, n_hard, self.t_hard), ("easy", easy_seeds, n_easy, self.t_easy)):
@@ -373,8 +374,8 @@ class LionRun:
                         got += 1
                     else:
                         reasons[reason] = reasons.get(reason, 0) + 1
-                        rejected.append({"id": new_id, "kind": kind, "seed_id": seed.id, "seed_instruction": seed.instruction,
-                                         "family": seed.family, "reason": reason, "detail": res.detail, "raw": res.text})
+                        rejected.append(FailedRow.of({"id": new_id, "kind": kind, "seed_id": seed.id, "seed_instruction": seed.instruction,
+                                                      "family": seed.family}, reason, detail=res.detail, raw=res.text))
                 slot += ask
             setattr(stats, f"new_{kind}", got)
             setattr(stats, f"seeds_{kind}", len(seeds_))
@@ -409,7 +410,7 @@ class LionRun:
             return text, "too_long"
         return text, steps.reject_reason(res, text, self.cfg.min_words, index, heldout=self.heldout_filter, max_words=max_words)
 
-    async def add_new(self, it: int, pools: Pools, kept: list[NewInstruction], rejected: list[dict[str, Any]], reasons: dict[str, int],
+    async def add_new(self, it: int, pools: Pools, kept: list[NewInstruction], rejected: list[FailedRow], reasons: dict[str, int],
                       stats: LionIteration, meter: Meter, what: str) -> None:
         """The teacher answers the iteration's new instructions; those answered join both pools and the `generated` dataset."""
         await self.teacher_answers(pools, [x.item for x in kept], meter, f"iter {it}: teacher answers new instructions")

@@ -30,6 +30,7 @@ from synthkd.client.endpoint import Result
 from synthkd.montessori.pairs import Candidate, CandidateRow, TeacherPair
 from synthkd.montessori.stage import MontessoriIteration, MontessoriRow
 from synthkd.stages.training import train_checkpoint
+from synthkd.records import FailedRow
 from synthkd.stages.base import StageResult, failed_row
 from synthkd.stages.outlet import StageOutlet
 
@@ -46,7 +47,7 @@ class MontessoriRun:
         self.probe = [{"question": str(r["question"]), "answer": str(r["answer"])} for r in probe]
         self.generated: list[str] = []
         self.prompts: dict[str, list[dict[str, str]]] = {}
-        self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
+        self.failed: list[FailedRow] = []  # calls that failed, with their step and reason (failed.jsonl)
 
     @property
     def t_answer(self) -> Any:
@@ -71,7 +72,7 @@ class MontessoriRun:
             stats.pairs = len(pairs)
             assert self.out is not None
             self.out.dataset(f"iter{it}.candidates", [c.row() for c in candidates],
-                             [f for f in self.failed if f["iteration"] == it], row_type=CandidateRow,
+                             [f for f in self.failed if f.value("iteration") == it], row_type=CandidateRow,
                              fmt="sft (messages)", description=f"Montessori iteration {it}: candidates with their signal.")
             self.out.dataset(f"iter{it}.pairs", pairs, row_type=TeacherPair, fmt="preference (prompt/chosen/rejected)",
                              description=f"Montessori iteration {it}: the teacher's helpful outputs chosen over harmful ones, per prompt.")
@@ -83,7 +84,7 @@ class MontessoriRun:
             self.out.dataset(f"iter{it}.final", final_rows, row_type=MontessoriRow, fmt="sft (messages)",
                              description=f"Montessori iteration {it}: the tuned teacher's training set for the student.")
             stats.student_sft, student_checkpoint = await self.train_student(it, final_rows)
-            stats.failed = sum(1 for f in self.failed if f["iteration"] == it)
+            stats.failed = sum(1 for f in self.failed if f.value("iteration") == it)
             self.out.iteration(stats)
             self.rt.reporter.note(f"[{self.cfg.name}] iteration {it}: {len(candidates)} candidates, {len(pairs)} pairs, final set {len(final)}")
         # The teacher stays on its tuned weights; a served student endpoint moves onto the trained student.

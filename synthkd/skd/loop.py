@@ -24,7 +24,7 @@ from synthkd.client.endpoint import Call, Result
 from synthkd.skd.config import SKDStage
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
-from synthkd.records import TrainMetrics
+from synthkd.records import FailedRow, TrainMetrics
 from synthkd.runtime import Runtime
 from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
@@ -52,14 +52,14 @@ class SKDRun:
         self.heldout = [str(r["head"]) for r in heldout]
         self.relations = relations_of(cfg)
         self.summary = SKDSummary()
-        self.failed: list[dict[str, Any]] = []  # calls that failed, with their step and reason (failed.jsonl)
+        self.failed: list[FailedRow] = []  # calls that failed, with their step and reason (failed.jsonl)
 
     def _fail(self, step: str, row: Triple | dict[str, str | int], res: Result | None) -> None:
         """Keep what a failed call was for, with the reason (never scored as if the judge had said no)."""
         self.failed.append(failed_row(row.model_dump() if isinstance(row, Triple) else row, res, step))
 
     def _result(self, rows: list[SKDRow], meter: Meter, checkpoint: str | None = None) -> StageResult:
-        steps = [f["step"] for f in self.failed]
+        steps = [str(f.step) for f in self.failed]
         if steps:
             self.summary.failed_calls = {s: steps.count(s) for s in sorted(set(steps))}
         summary = self.summary

@@ -27,7 +27,7 @@ from synthkd.client.accounting import Meter
 from synthkd.errors import SynthkdError
 from synthkd.paths import inside
 from synthkd.items import Item
-from synthkd.records import Record, StageStats
+from synthkd.records import FailedRow, Record, StageStats
 
 if TYPE_CHECKING:
     from synthkd.config.loader import LoadedPipeline
@@ -82,7 +82,7 @@ class ExtraDataset:
     rows: Sequence[Record | Mapping[str, Any]]
     row_type: type[Record]
     description: str
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[FailedRow] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +90,7 @@ class StageResult:
     """What one run of a stage produced: the one shape every stage type returns."""
 
     rows: Sequence[Record | Mapping[str, Any]]  # records of the stage's row type (a pass-through stage: its input's rows)
-    failed: list[dict[str, Any]] = field(default_factory=list)  # each with `reason` (and `detail`, `raw`)
+    failed: list[FailedRow] = field(default_factory=list)
     meter: Meter = field(default_factory=Meter)
     stats: StageStats | None = None  # typed, written into run.json's entry for the stage
     datasets: list[ExtraDataset] = field(default_factory=list)
@@ -194,13 +194,13 @@ def checkpoint_dir(rt: "Runtime", *parts: str) -> Path:
     return inside(rt.run_dir / "checkpoints", *parts)
 
 
-def failed_row(row: Mapping[str, Any] | Item, res: Any, step: str, **extra: Any) -> dict[str, Any]:
+def failed_row(row: Mapping[str, Any] | Item, res: Any, step: str, **extra: Any) -> FailedRow:
     """A row whose call failed, as it goes to failed.jsonl: what it was for, the step, and why.
 
     `res` is the call's `Result` (its error, detail and raw reply are kept); failures are data.
     """
-    return {**(row.as_row() if isinstance(row, Item) else row), **extra, "step": step, "reason": getattr(res, "error", None) or "empty",
-            "detail": getattr(res, "detail", None), "raw": getattr(res, "text", None)}
+    return FailedRow.of(row.as_row() if isinstance(row, Item) else row, getattr(res, "error", None) or "empty", **extra, step=step,
+                        detail=getattr(res, "detail", None), raw=getattr(res, "text", None))
 
 
 class RowProblem(Exception):
@@ -210,16 +210,16 @@ class RowProblem(Exception):
         self.reason, self.detail = reason, detail
         super().__init__(f"{reason}: {detail}")
 
-    def failed(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The row as it goes to failed.jsonl."""
-        return {**row, "reason": self.reason, "detail": self.detail}
+    def failed(self, row: Mapping[str, Any], **fields: Any) -> FailedRow:
+        """The row as it goes to failed.jsonl (with any further `fields`)."""
+        return FailedRow.of(row, self.reason, detail=self.detail, **fields)
 
 
-def split_blank(rows: list[dict[str, Any]], column: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_blank(rows: list[dict[str, Any]], column: str) -> tuple[list[dict[str, Any]], list[FailedRow]]:
     """(rows whose `column` holds text, the others as failed rows with reason `empty_input`): for stages that send
     a column as it is, where a null or blank value would be a paid request about nothing."""
     keep: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
+    failed: list[FailedRow] = []
     for row in rows:
         value = row.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):

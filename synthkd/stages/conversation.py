@@ -31,7 +31,7 @@ from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
 from synthkd.errors import ConfigError
 from synthkd.prompts import Prompt
-from synthkd.records import StageStats
+from synthkd.records import FailedRow, StageStats
 from synthkd.runtime import Runtime
 from synthkd.selection import unusable
 from synthkd.stages.base import CheckContext, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses, render_row
@@ -97,7 +97,7 @@ class _Dialogue:
     messages: list[dict[str, str]] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)
     ended_by: str | None = None
-    failure: dict[str, Any] | None = None
+    failure: FailedRow | None = None
     last_user: bool = False  # the simulator's message came with the end marker: this exchange is the last
 
     @property
@@ -105,8 +105,8 @@ class _Dialogue:
         return self.ended_by is None and self.failure is None
 
     def fail(self, turn: int, step: str, reason: str, detail: str | None, raw: str | None = None) -> None:
-        self.failure = {**self.row, "messages": self.system + self.messages, "turns": len(self.meta), "step": f"{step} {turn}",
-                        "reason": reason, "detail": detail, "raw": raw}
+        self.failure = FailedRow.of(self.row, reason, messages=self.system + self.messages, turns=len(self.meta), step=f"{step} {turn}",
+                                    detail=detail, raw=raw)
 
     def output(self) -> dict[str, Any]:
         # the conversation as the teacher had it: its system message (if any), then the exchanges
@@ -151,7 +151,7 @@ class ConversationImpl(StageImpl[ConversationStage]):
             try:
                 d.system = [{"role": "system", "content": render_row(system_t, {**d.row, "seed": d.row})}] if system_t else []
             except RowProblem as problem:
-                d.failure = {**problem.failed(d.row), "messages": [], "turns": 0, "step": "teacher_system"}
+                d.failure = problem.failed(d.row, messages=[], turns=0, step="teacher_system")
         for turn in range(1, cfg.max_turns + 1):
             await self._user_turn(rt, user_t, [d for d in dialogues if d.active], turn, meter)
             await self._teacher_turn(rt, [d for d in dialogues if d.active], turn, meter)

@@ -23,7 +23,7 @@ from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import StageBase
 from synthkd.pairs import preference_pair
-from synthkd.records import PreferencePair, Record, StageStats
+from synthkd.records import FailedRow, PreferencePair, Record, StageStats
 from synthkd.scoring.metrics import rouge_l_f1, summary
 from synthkd.scoring.nll import cached_answer_nll
 from synthkd.stages.base import ExtraDataset, Reads, RunInputs, StageImpl, StageResult, Uses
@@ -93,7 +93,9 @@ class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
         meter = Meter()
         results = await rt.call_all(cfg.student, f"{cfg.name}: student answers each turn",
                                     [Call(messages=context, sampling=cfg.sampling) for _, context in items], meter)
-        rows, failed, pairs = [], [], []
+        rows: list[dict[str, Any]] = []
+        failed: list[FailedRow] = []
+        pairs: list[PreferencePair] = []
         for (row, context), res in zip(items, results):
             if res.ok and res.text is not None:
                 answer = res.text.strip()
@@ -103,7 +105,7 @@ class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
                     pairs.append(preference_pair(f"{row['id']}:t{row['turn']}", last_user, row["reference"], answer,
                                                  round(1 - rows[-1]["rouge_l"] / 100, 4), "teacher_over_student_turn", prompt=context))
             else:
-                failed.append({**row, "reason": str(res.error), "detail": res.detail, "raw": res.text})
+                failed.append(FailedRow.of(row, str(res.error), detail=res.detail, raw=res.text))
         weights = rt.current_weights(cfg.student) if rt.config.endpoints[cfg.student].served else None
         nll = None
         if cfg.nll and weights and items:

@@ -7,7 +7,7 @@ from typing import Any, Iterator, Literal
 from pydantic import Field
 
 from synthkd.config.stages import StageBase
-from synthkd.records import StageStats, Stats
+from synthkd.records import FailedRow, StageStats, Stats
 from synthkd.rouge import tokenize
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult
 
@@ -31,7 +31,7 @@ def ngrams(text: str, n: int) -> Iterator[tuple[str, ...]]:
         yield tuple(tokens[i : i + n])
 
 
-def decontaminate(cfg: DecontaminateStage, rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+def decontaminate(cfg: DecontaminateStage, rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[FailedRow], dict[str, int]]:
     """(kept rows, dropped rows with the shared n-gram, counts)."""
     banned: set[tuple[str, ...]] = set()
     for ref in reference:
@@ -42,7 +42,7 @@ def decontaminate(cfg: DecontaminateStage, rows: list[dict[str, Any]], reference
         if hit is None:
             kept.append(row)
         else:
-            dropped.append({**row, "reason": "contaminated", "detail": " ".join(hit)})
+            dropped.append(FailedRow.of(row, "contaminated", detail=" ".join(hit)))
     return kept, dropped, {"dropped": len(dropped), "kept": len(kept), "ngram": cfg.ngram, "reference_size": len(reference)}
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from synthkd.config.stages import StageBase
-from synthkd.records import StageStats
+from synthkd.records import FailedRow, StageStats
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult
 
 
@@ -47,7 +47,7 @@ class DedupImpl(StageImpl[DedupStage]):
         for row in inp.get("input"):
             key = fold(row.get(self.cfg.column, ""))
             if key in seen:
-                dropped.append({**row, "reason": "duplicate", "detail": f"same {self.cfg.column} as {seen[key]}"})
+                dropped.append(FailedRow.of(row, "duplicate", detail=f"same {self.cfg.column} as {seen[key]}"))
             else:
                 seen[key] = str(row.get("id"))
                 kept.append(row)

@@ -18,7 +18,7 @@ from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
 from synthkd.judging import Judgement, both_orders
 from synthkd.chat import answer_call
-from synthkd.records import HeldoutFigures, Interval, Record, StageStats, Stats
+from synthkd.records import FailedRow, HeldoutFigures, Interval, Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
 from synthkd.scoring.code_judge import code_judgement, is_code_judge
@@ -75,7 +75,7 @@ def outcome(student: float, teacher: float) -> str:
     return "win" if student > teacher else "loss" if student < teacher else "tie"
 
 
-async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[EvalRow], list[dict[str, Any]], EvalSummary]:
+async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[EvalRow], list[FailedRow], EvalSummary]:
     """(scored rows, failed rows, summary)."""
     t_answer = rt.prompts.get(cfg.templates.answer)
     rows, empty = split_blank(rows, cfg.question_column)  # a null question is no question: not sent, not scored
@@ -86,11 +86,11 @@ async def run_eval(cfg: EvalStage, rt: Runtime, rows: list[dict[str, Any]], mete
     student = await rt.call_all(cfg.student, f"{cfg.name}: student answers", calls, meter)
     teacher = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher answers", calls, meter) if cfg.teacher else [None] * len(items)
     out: list[EvalRow] = []
-    failed: list[dict[str, Any]] = list(empty)
+    failed: list[FailedRow] = list(empty)
     for x, gold, s, t in zip(items, golds, student, teacher):
         if not s.ok or s.text is None or (t is not None and (not t.ok or t.text is None)):
             bad = s if not s.ok else t
-            failed.append({"id": x.id, "instruction": x.instruction, "gold": gold, "reason": bad.error, "detail": bad.detail, "raw": bad.text})
+            failed.append(FailedRow.of({"id": x.id, "instruction": x.instruction, "gold": gold}, bad.error or "empty", detail=bad.detail, raw=bad.text))
             continue
         row = EvalRow(id=x.id, instruction=x.instruction, gold=gold, student_answer=s.text.strip(), teacher_answer=t.text.strip() if t else None)
         if gold is not None:

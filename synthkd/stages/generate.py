@@ -14,7 +14,7 @@ from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import MAX_SAMPLES, Select, StageBase
 from synthkd.pairs import preference_pair
 from synthkd.errors import ConfigError
-from synthkd.records import PreferencePair, StageStats
+from synthkd.records import FailedRow, PreferencePair, StageStats
 from synthkd.runtime import Runtime
 from synthkd.selection import GOLD, CandidateRow, Selected, SelectionSummary, check_sampled, no_candidate, pick, row_gold, unusable
 from synthkd.stages.base import (CheckContext, ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses,
@@ -63,13 +63,14 @@ class GenerateStage(StageBase):
         return self.select.n if self.select is not None else self.samples
 
 
-def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], Call]], list[dict[str, Any]]]:
+def build_calls(cfg: GenerateStage, rt: Runtime, rows: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], Call]], list[FailedRow]]:
     """(record, call) for every record and sample, and the records that cannot be sent (failed rows);
     a pure function of config, templates and rows."""
     user = rt.prompts.get(cfg.template)
     system = rt.prompts.get(cfg.system_template) if cfg.system_template else None
     sampling = cfg.sampling or Sampling()  # the endpoint's defaults fill in the rest
-    out, unsent = [], []
+    out: list[tuple[dict[str, Any], Call]] = []
+    unsent: list[FailedRow] = []
     for row in rows:
         try:
             messages = ([{"role": "system", "content": render_row(system, row)}] if system else []) + [{"role": "user", "content": render_row(user, row)}]
@@ -98,16 +99,17 @@ def _reply_row(cfg: GenerateStage, base: dict[str, Any], call: Call, res: Result
     return out
 
 
-def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def keep_all(cfg: GenerateStage, calls: list[tuple[dict[str, Any], Call]], results: list[Result], meter: Meter) -> tuple[list[dict[str, Any]], list[FailedRow]]:
     """Without `select`: (a row per usable reply, a failed row per other one), in call order."""
-    kept, failed = [], []
+    kept: list[dict[str, Any]] = []
+    failed: list[FailedRow] = []
     for (row, call), res in zip(calls, results):
         base = {**row, "sample": call.sample} if cfg.samples > 1 else dict(row)
         if (bad := unusable(res, meter)) is not None:
-            failed.append({**base, "reason": bad[0], "detail": bad[1], "raw": res.text})
+            failed.append(FailedRow.of(base, bad[0], detail=bad[1], raw=res.text))
         elif res.truncated and not cfg.keep_truncated:
             meter.failures["truncated"] += 1
-            failed.append({**base, "reason": "truncated", "detail": "finish_reason=length", "raw": res.text})
+            failed.append(FailedRow.of(base, "truncated", detail="finish_reason=length", raw=res.text))
         else:
             kept.append(_reply_row(cfg, base, call, res))
     return kept, failed
@@ -206,7 +208,7 @@ class GenerateImpl(StageImpl[GenerateStage]):
         cfg, result = self.cfg, StageResult(rows=[])
         calls, result.failed = build_calls(cfg, inp.rt, inp.get("input"))
         for row in result.failed:
-            result.meter.failures[row["reason"]] += 1
+            result.meter.failures[row.reason] += 1
         # Nothing to send: no client (nor a server) is started.
         results = await _ask(cfg, inp.rt, calls, result.meter) if calls else []
         if cfg.select is None:

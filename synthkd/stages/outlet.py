@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
-from synthkd.records import Iteration, Record, plain_rows
+from synthkd.records import FailedRow, Iteration, Record, plain_rows
 from synthkd.scoring.code_judge import is_code_judge
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class StageOutlet:
     def stage(self) -> str:
         return self._impl.name
 
-    def dataset(self, suffix: str, rows: Sequence[Record | Mapping[str, Any]], failed: list[dict[str, Any]] | None = None, *,
+    def dataset(self, suffix: str, rows: Sequence[Record | Mapping[str, Any]], failed: Sequence[FailedRow] | None = None, *,
                 row_type: type[Record], description: str, fmt: str = "records", counts: dict[str, Any] | None = None,
                 fingerprint: str | None = None) -> Path:
         """Write RUN_DIR/datasets/<stage>.<suffix>/ now (rows checked against `row_type`), with the stage's card.

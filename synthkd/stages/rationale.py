@@ -28,7 +28,7 @@ from synthkd.client.endpoint import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import MAX_SAMPLES, StageBase
 from synthkd.prompts import Prompt
-from synthkd.records import Messages, Record, StageStats, Stats
+from synthkd.records import FailedRow, Messages, Record, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.stages.base import ExtraDataset, Reads, RowProblem, RunInputs, StageImpl, StageResult, TemplateUse, Uses, render_row
 
@@ -105,7 +105,7 @@ def student_examples(cfg: RationaleStage, inline: Prompt, question: str, rationa
             ("rationale", sft_example(cfg.rationale_prefix + question, rationale.strip()))]
 
 
-async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[FailedRow], dict[str, Any], list[dict[str, Any]]]:
     """(SFT rows, failed rows, summary, per-input rows)."""
     prompt = rt.prompts.get(cfg.template)
     inline = rt.prompts.get(cfg.think_format or cfg.inline_template)
@@ -136,16 +136,16 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
                 if reason is None:
                     samples.append({"sample": k, "rationale": res.reasoning, "answer": (res.text or "").strip()})
                 else:
-                    failed.append({"id": rid, "sample": k, "reason": reason, "detail": res.detail, "raw": res.text})
+                    failed.append(FailedRow.of({"id": rid, "sample": k}, reason, detail=res.detail, raw=res.text))
             elif res.ok and res.parsed is not None:
                 samples.append({"sample": k, "rationale": res.parsed.rationale, "answer": res.parsed.answer})
             else:
-                failed.append({"id": rid, "sample": k, "reason": res.error, "detail": res.detail, "raw": res.text})
+                failed.append(FailedRow.of({"id": rid, "sample": k}, res.error or "empty", detail=res.detail, raw=res.text))
         kept, supported = select(samples, gold, cfg.self_consistency)
         for s in samples:
             if s not in kept:
-                failed.append({"id": rid, "sample": s["sample"], "reason": "wrong_answer" if gold is not None else "minority_answer",
-                               "detail": f"answer {s['answer']!r}", "raw": s["rationale"]})
+                failed.append(FailedRow.of({"id": rid, "sample": s["sample"]}, "wrong_answer" if gold is not None else "minority_answer",
+                                           detail=f"answer {s['answer']!r}", raw=s["rationale"]))
         for s in kept:
             for task, messages in student_examples(cfg, inline, question, s["rationale"], s["answer"]):
                 out.append({"id": f"{rid}:{s['sample']}:{task}", "input_id": rid, "task": task, "question": question, "gold": gold,

@@ -30,7 +30,7 @@ from synthkd.config.endpoints import Sampling, Strict
 from synthkd.config.stages import StageBase
 from synthkd.errors import ConfigError
 from synthkd.prompts import Prompt
-from synthkd.records import StageStats, Stats
+from synthkd.records import FailedRow, StageStats, Stats
 from synthkd.runtime import Runtime
 from synthkd.scoring.metrics import gold_match
 from synthkd.stages.base import CheckContext, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
@@ -123,7 +123,7 @@ class _Trajectory:
     log: list[ToolStep] = field(default_factory=list)
     answer: str | None = None
     steps: int = 0
-    failure: dict[str, Any] | None = None
+    failure: FailedRow | None = None
 
     @property
     def active(self) -> bool:
@@ -237,7 +237,7 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         failed += [t.failure for t in trajectories if t.failure is not None]
         return StageResult(rows=rows, failed=failed, meter=meter, stats=self._stats(rows, trajectories))
 
-    def _start(self, rt: Runtime, rows: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> tuple[list[_Trajectory], list[dict[str, Any]]]:
+    def _start(self, rt: Runtime, rows: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> tuple[list[_Trajectory], list[FailedRow]]:
         cfg = self.cfg
         t = cfg.templates
         system = [{"role": "system", "content": rt.prompts.get(t.system).render(tools=schemas)}] if t.system else []
@@ -245,11 +245,12 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         # column instead (and the native system message, if any), as a native trajectory would.
         sent_system = ([{"role": "system", "content": rt.prompts.get(t.structured).render(tools=schemas)}]
                        if cfg.mode == "structured" else system)
-        out, failed = [], []
+        out: list[_Trajectory] = []
+        failed: list[FailedRow] = []
         for row in rows:
             task = row.get(cfg.task_column)
             if not isinstance(task, str) or not task.strip():
-                failed.append({**row, "reason": "empty_input", "detail": f"column {cfg.task_column} is null or blank"})
+                failed.append(FailedRow.of(row, "empty_input", detail=f"column {cfg.task_column} is null or blank"))
                 continue
             user = {"role": "user", "content": task.strip()}
             out.append(_Trajectory(dict(row), [*system, user], [*sent_system, user]))
@@ -324,9 +325,9 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         t.log.append(entry)
         return content
 
-    def _failed(self, t: _Trajectory, reason: str, detail: str | None, raw: str | None = None, step: int | None = None) -> dict[str, Any]:
-        return {**t.row, "messages": t.messages, "tool_log": [asdict(e) for e in t.log], "steps": t.steps, "step": f"step {step or t.steps}",
-                "reason": reason, "detail": detail, "raw": raw}
+    def _failed(self, t: _Trajectory, reason: str, detail: str | None, raw: str | None = None, step: int | None = None) -> FailedRow:
+        return FailedRow.of(t.row, reason, messages=t.messages, tool_log=[asdict(e) for e in t.log], steps=t.steps, step=f"step {step or t.steps}",
+                            detail=detail, raw=raw)
 
     def _stats(self, rows: list[dict[str, Any]], trajectories: list[_Trajectory]) -> ToolUseStats:
         errors: dict[str, int] = {}
