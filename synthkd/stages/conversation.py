@@ -161,7 +161,7 @@ class ConversationImpl(StageImpl[ConversationStage]):
         rows = [d.output() for d in dialogues if d.failure is None]
         failed = [d.failure for d in dialogues if d.failure is not None]
         stats = ConversationStats(conversations=len(rows), exchanges=sum(r["turns"] for r in rows),
-                                  ended_by=_count(r["ended_by"] for r in rows), failed_at_turn=_count(f["step"] for f in failed))
+                                  ended_by=_count(r["ended_by"] for r in rows), failed_at_turn=_count(str(f.step) for f in failed))
         return StageResult(rows=rows, failed=failed, meter=meter, stats=stats)
 
     async def _user_turn(self, rt: Runtime, template: Prompt, dialogues: list[_Dialogue], turn: int, meter: Meter) -> None:
