@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from synthkd.records import Interval
+from synthkd.records import Interval, Stats
 
 T = TypeVar("T")
 
@@ -40,12 +40,17 @@ def _empty_if_null(value: Any) -> Any:
     return {} if value is None else value
 
 
+def _no_items_if_null(value: Any) -> Any:
+    return [] if value is None else value
+
+
 Objects = Annotated[dict[str, T], BeforeValidator(_objects)]
 ObjectList = Annotated[list[T], BeforeValidator(_object_list)]
 
 
-class Figures(BaseModel):
-    """Base of every block: unknown keys are ignored (older or newer files)."""
+class Figures(Stats):
+    """Base of every block: as run.json's blocks, unknown keys are ignored (older or newer files); a field with a JSON
+    name of its own (`yield`) is set by either name."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -252,7 +257,7 @@ class EfficacyResult(Figures):
     reference: Reference = Field(default_factory=Reference)
     arms: Objects[ArmResult] = Field(default_factory=dict)
     examples: Annotated[dict[str, ObjectList[Example]], BeforeValidator(_empty_if_null)] = Field(default_factory=dict)
-    conclusion: Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)] = Field(default_factory=list)
+    conclusion: Annotated[list[str], BeforeValidator(_no_items_if_null)] = Field(default_factory=list)
 
     @classmethod
     def read(cls, data: EfficacyResult | Mapping[str, Any]) -> EfficacyResult:
