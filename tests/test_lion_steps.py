@@ -85,8 +85,8 @@ def test_fewshot_examples_share_the_seed_family() -> None:
 
 
 def test_generation_yield_adds_up() -> None:
-    y = steps.GenerationYield("list")
+    y = steps.GenerationYield(mode="list")
     for reason in (None, "too_long", None, "heldout_copy", "too_long"):
         y.count(reason)
-    assert y.to_json() == {"mode": "list", "calls": 5, "usable": 2, "rejected": {"heldout_copy": 1, "too_long": 2}, "yield": 0.4}
-    assert steps.GenerationYield("json").to_json()["yield"] is None
+    assert y.model_dump() == {"mode": "list", "calls": 5, "usable": 2, "rejected": {"heldout_copy": 1, "too_long": 2}, "yield": 0.4}
+    assert steps.GenerationYield(mode="json").model_dump()["yield"] is None

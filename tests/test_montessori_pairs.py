@@ -31,7 +31,7 @@ def test_filters_and_distribution() -> None:
     assert filter_reason("Draw an image of a cat please", 4, 20, ["image"]) == "banned_word"
     assert filter_reason("Describe imagery in poetry today", 4, 20, ["image"]) is None  # whole words only
     d = distribution([0.2, -0.1, -0.3, 0.0])
-    assert (d["count"], d["min"], d["max"], d["negative"], d["positive"]) == (4, -0.3, 0.2, 2, 1)
+    assert (d.count, d.min, d.max, d.negative, d.positive) == (4, -0.3, 0.2, 2, 1)
 
 
 def test_hosted_teacher_is_a_validate_time_error() -> None:

@@ -167,7 +167,7 @@ class DPORun:
                                                    note=f"iteration {it}: DPO on {len(pairs)} pairs")
         return str(out)
 
-    async def win_rate(self, it: int, before: dict[str, str], after: dict[str, str], meter: Meter) -> dict[str, Any]:
+    async def win_rate(self, it: int, before: dict[str, str], after: dict[str, str], meter: Meter) -> dict[str, float | int]:
         both = [x for x in self.heldout if x.id in before and x.id in after]
         judged = await both_orders(self.rt, self.cfg.judge, f"iter {it}: judge new vs previous (held-out)", self.t_pair,
                                    [(x.instruction, after[x.id], before[x.id]) for x in both], self.cfg.judge_sampling, meter)

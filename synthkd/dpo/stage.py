@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from synthkd.dpo.config import DPOStage
 from synthkd.errors import ConfigError
@@ -20,9 +19,9 @@ class DPOIteration(Iteration):
     student_weights: str | None = None
     pairs_mined: int = 0
     pairs_by_source: dict[str, int] = {}
-    margins: dict[str, Any] = {}
+    margins: dict[str, float | int] = {}  # pairs.margin_summary
     dpo: TrainMetrics | str | None = None
-    heldout_vs_previous: dict[str, Any] | None = None  # LLM judge: new checkpoint vs the previous one
+    heldout_vs_previous: dict[str, float | int] | None = None  # pairs.win_tie_loss: LLM judge,: new checkpoint vs the previous one
     failed: int = 0  # rows whose calls failed this iteration (in failed.jsonl)
 
     def line(self) -> str:

@@ -347,7 +347,7 @@ class LionRun:
         kept: list[NewInstruction] = []
         rejected: list[FailedRow] = []
         reasons: dict[str, int] = {}
-        tally = steps.GenerationYield(self.cfg.generation_mode)
+        tally = steps.GenerationYield(mode=self.cfg.generation_mode)
         for kind, seeds_, target, template in (("hard", hard_seeds, n_hard, self.t_hard), ("easy", easy_seeds, n_easy, self.t_easy)):
             got = 0
             slot = 0
@@ -380,7 +380,7 @@ class LionRun:
             setattr(stats, f"new_{kind}", got)
             setattr(stats, f"seeds_{kind}", len(seeds_))
         stats.generation_rejected = reasons
-        stats.generation_yield = tally.to_json()
+        stats.generation_yield = tally
         await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
 
     def _generation_call(self, kind: str, template: Prompt, seed: Item, seeds: list[Item], rng: random.Random,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
 
 from synthkd.lion.config import LionStage
+from synthkd.lion.steps import GenerationYield
 from synthkd.selection import SelectionSummary, check_sampled
 from synthkd.records import HeldoutFigures, Iteration, Messages, Record, Stats, StageStats, TrainMetrics
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses, split_blank
@@ -78,7 +78,7 @@ class LionIteration(Iteration):
     new_instructions: int = 0
     generation_rejected: dict[str, int] = {}  # why generated instructions did not join the pools (surplus: usable, not needed)
     # The generation calls' yield: {mode, calls, usable, rejected: {reason: n}, yield: usable / calls}; usable + rejected = calls.
-    generation_yield: dict[str, Any] | None = None
+    generation_yield: GenerationYield | None = None
     generation: str | None = None  # how the new instructions came, where not Lion's generation (skipped, or drawn from the pool)
     pool_drawn: int | None = None  # new_from: pool: instructions drawn this iteration
     pool_exhausted: bool | None = None  # new_from: pool: fewer than new_per_iteration were left to draw
@@ -88,7 +88,7 @@ class LionIteration(Iteration):
                   if self.hard_fraction is not None and self.mean_teacher_score is not None and self.mean_student_score is not None
                   else "not judged")
         return (f"iter {self.iteration}: pools {self.train_pool}/{self.cache_pool}  {judged}  new {self.new_instructions}"
-                + (f"  yield {y:.2f}" if self.generation_yield and isinstance(y := self.generation_yield.get("yield"), (int, float)) else ""))
+                + (f"  yield {y:.2f}" if self.generation_yield and (y := self.generation_yield.share) is not None else ""))
 
 
 class FinalImitation(Stats):

@@ -6,12 +6,14 @@ import math
 import random
 import re
 import string
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Iterable, Sequence, TypeVar
+
+from pydantic import ConfigDict, computed_field, field_serializer
 
 from synthkd.client.replies import Result
 from synthkd.items import Item
 from synthkd.judging import Judgement
+from synthkd.records import Stats
 from synthkd.rouge import RougeIndex, tokenize
 
 
@@ -123,15 +125,17 @@ def fewshot(seed: Item, pool: Sequence[Item], k: int, rng: random.Random) -> lis
     return chosen
 
 
-@dataclass
-class GenerationYield:
+class GenerationYield(Stats):
     """What one iteration's generation calls gave: calls, usable instructions (every filter passed, kept or surplus)
-    and rejections by reason; usable + sum(rejected) == calls."""
+    and rejections by reason; usable + sum(rejected) == calls. In run.json: {mode, calls, usable, rejected, yield}."""
 
-    mode: str
+    # `yield` is a keyword, so the share is an attribute under another name, written as "yield".
+    model_config = ConfigDict(extra="ignore", serialize_by_alias=True)
+
+    mode: str | None = None
     calls: int = 0
     usable: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = {}
 
     def count(self, reason: str | None) -> None:
         """One call's outcome: None for a usable instruction, else why it was rejected."""
@@ -141,8 +145,14 @@ class GenerationYield:
         else:
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
-    def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "calls": self.calls, "usable": self.usable, "rejected": dict(sorted(self.rejected.items())),
-                "yield": self.usable / self.calls if self.calls else None}
+    @computed_field(alias="yield")  # type: ignore[prop-decorator]
+    @property
+    def share(self) -> float | None:
+        """usable / calls (None before any call)."""
+        return self.usable / self.calls if self.calls else None
+
+    @field_serializer("rejected")
+    def _sorted(self, rejected: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(rejected.items()))
 
 

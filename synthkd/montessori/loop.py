@@ -28,7 +28,7 @@ from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.client.endpoint import Result
 from synthkd.montessori.pairs import Candidate, CandidateRow, TeacherPair
-from synthkd.montessori.stage import MontessoriIteration, MontessoriRow
+from synthkd.montessori.stage import MontessoriIteration, MontessoriRow, Signal, Synthesis
 from synthkd.stages.training import train_checkpoint
 from synthkd.records import FailedRow
 from synthkd.stages.base import StageResult, failed_row
@@ -142,7 +142,7 @@ class MontessoriRun:
                 c.messages = sft_example(c.instruction, a.text.strip())
                 answered.append(c)
         self.generated.extend(c.instruction for c in answered)
-        setattr(stats, f"{phase}_synthesis", {"sampled": len(calls), "kept": len(kept), "answered": len(answered), "rejected": reasons})
+        setattr(stats, f"{phase}_synthesis", Synthesis(sampled=len(calls), kept=len(kept), answered=len(answered), rejected=reasons))
         self.prompts = {f"it{it}-{phase}-p{p:04d}": m for p, m in enumerate(prompts)}
         return answered
 
@@ -177,12 +177,12 @@ class MontessoriRun:
             c.signal, c.utility = v, u
         for c in candidates[len(probe):]:
             c.signal, c.utility = None, 0.0  # not measured: neither chosen nor rejected
-        method: dict[str, Any] = {"method": None}
+        summary = mp.distribution([v for v in raw if v is not None])
+        stats.signal = Signal(**summary.model_dump(), kind=self.cfg.signal)
         if self.cfg.signal == "influence":
-            method = {"method": self.cfg.influence}
+            stats.signal.method = self.cfg.influence
             if self.cfg.influence == "first_order":
-                method.update(params=self.cfg.influence_params, projection_dim=self.cfg.influence_projection_dim)
-        stats.signal = {"kind": self.cfg.signal, **method, **mp.distribution([v for v in raw if v is not None])}
+                stats.signal.params, stats.signal.projection_dim = self.cfg.influence_params, self.cfg.influence_projection_dim
 
     def _influence(self, probe: list[dict[str, Any]], warmup: list[dict[str, Any]]) -> list[float]:
         from synthkd.montessori.influence import InfluenceModel

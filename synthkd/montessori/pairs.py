@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
-from synthkd.records import Messages, Record
+from synthkd.records import Messages, Record, Stats
 
 
 class CandidateRow(Record):
@@ -107,13 +107,24 @@ def build_pairs(groups: Sequence[PromptGroup], max_per_prompt: int) -> list[Teac
     return pairs
 
 
-def distribution(values: Sequence[float]) -> dict[str, Any]:
-    """Summary of a list of values for run.json (and the report's histogram)."""
+class Distribution(Stats):
+    """Summary of a list of values for run.json, with every value (the report's histogram)."""
+
+    count: int = 0
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    median: float | None = None
+    negative: int | None = None
+    positive: int | None = None
+    values: list[float] = []
+
+
+def distribution(values: Sequence[float]) -> Distribution:
+    """The summary of `values` (kept in their order)."""
     if not values:
-        return {"count": 0, "values": []}
+        return Distribution(count=0, values=[])
     ordered = sorted(values)
     n = len(ordered)
-    return {
-        "count": n, "min": ordered[0], "max": ordered[-1], "mean": sum(ordered) / n, "median": ordered[n // 2],
-        "negative": sum(1 for v in ordered if v < 0), "positive": sum(1 for v in ordered if v > 0), "values": list(values),
-    }
+    return Distribution(count=n, min=ordered[0], max=ordered[-1], mean=sum(ordered) / n, median=ordered[n // 2],
+                        negative=sum(1 for v in ordered if v < 0), positive=sum(1 for v in ordered if v > 0), values=list(values))

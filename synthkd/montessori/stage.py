@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from synthkd.montessori.config import MontessoriStage
+from synthkd.montessori.pairs import Distribution
 from synthkd.errors import ConfigError
-from synthkd.records import Iteration, Messages, Record, StageStats, TrainMetrics
+from synthkd.records import Iteration, Messages, Record, Stats, StageStats, TrainMetrics
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.train.dpo import check_dpo_args
 from synthkd.train.launch import check_accelerate_config
@@ -22,13 +22,33 @@ class MontessoriRow(Record):
     iteration: int
 
 
+class Synthesis(Stats):
+    """One synthesis phase (probe or final): teacher samples asked for, kept by the filters, answered by the
+    responder, and how many were dropped for each reason."""
+
+    sampled: int = 0
+    kept: int = 0
+    answered: int = 0
+    rejected: dict[str, int] = {}
+
+
+class Signal(Distribution):
+    """The per-candidate signal of one iteration: what was measured and how (`kind`: influence, judge or icl_accuracy;
+    `method`: the influence estimate; first-order `params` and `projection_dim`), with its distribution."""
+
+    kind: str | None = None
+    method: str | None = None
+    params: str | None = None
+    projection_dim: int | None = None
+
+
 class MontessoriIteration(Iteration):
     """One iteration's figures."""
 
     teacher_weights: str | None = None
-    probe_synthesis: dict[str, Any] | None = None
-    final_synthesis: dict[str, Any] | None = None
-    signal: dict[str, Any] | None = None
+    probe_synthesis: Synthesis | None = None
+    final_synthesis: Synthesis | None = None
+    signal: Signal | None = None
     icl_baseline: float | None = None
     pairs: int = 0
     teacher_dpo: TrainMetrics | str | None = None
@@ -37,7 +57,7 @@ class MontessoriIteration(Iteration):
     failed: int = 0
 
     def line(self) -> str:
-        kind = (self.signal or {}).get("kind", "signal")
+        kind = (self.signal.kind if self.signal else None) or "signal"
         return f"iter {self.iteration}: {kind}, {self.pairs} teacher pairs, final set {self.final_set}, failed {self.failed}"
 
 
