@@ -34,7 +34,7 @@ class CardInfo:
     description: str = ""
     models: dict[str, str] = field(default_factory=dict)
     templates: dict[str, str] = field(default_factory=dict)  # template name -> sha256 prefix
-    counts: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # records_in, iteration, hard, ... as the card lists them
     fmt: str = "records"
 
 

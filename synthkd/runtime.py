@@ -224,7 +224,7 @@ class Runtime:
     # ---- outputs ----------------------------------------------------------------------
     def write_dataset(self, name: str, rows: Sequence[Record | Mapping[str, Any]], failed: Sequence[FailedRow], *, row_type: type[Record] | None,
                       fingerprint: str, columns: set[str] | None = None, templates: dict[str, str] | None = None,
-                      models: dict[str, str] | None = None, counts: dict[str, Any] | None = None, fmt: str = "records",
+                      models: dict[str, str] | None = None, counts: dict[str, int] | None = None, fmt: str = "records",
                       description: str = "") -> Path:
         """Write RUN_DIR/datasets/<name>/. Rows are checked against `row_type` (None: a stage passing its
         input's columns through, which then names them in `columns` so an empty dataset keeps them)."""

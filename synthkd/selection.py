@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, TypedDict
 
 from pydantic import Field
 
@@ -144,6 +144,17 @@ class CandidateRow(Record):
     gold_match: bool | None  # None: gold not read (no gold, or rule consensus)
 
 
+class SelectionRecord(TypedDict):
+    """The `selection` column of a kept row: n samples, the kept one, the rule that kept it, how many passed the
+    checks, and its agreement with the others (mean ROUGE-L; None where the rule does not measure it)."""
+
+    n: int
+    chosen: int
+    rule: str
+    passed_checks: int
+    agreement: float | None
+
+
 @dataclass
 class Picked:
     """One row's candidates (in sample order), the kept one (None: none passed) and why."""
@@ -156,12 +167,12 @@ class Picked:
     def passed(self) -> list[CandidateRow]:
         return [c for c in self.candidates if c.passed]
 
-    def selection(self, n: int) -> dict[str, Any]:
+    def selection(self, n: int) -> SelectionRecord:
         """The `selection` record of the kept answer: n, the kept sample, the rule, how many passed, its agreement."""
         assert self.winner is not None and self.choice is not None
         agreement = self.choice.agreement
-        return {"n": n, "chosen": self.winner.sample, "rule": self.choice.rule, "passed_checks": len(self.passed),
-                "agreement": None if agreement is None else round(agreement, 4)}
+        return SelectionRecord(n=n, chosen=self.winner.sample, rule=self.choice.rule, passed_checks=len(self.passed),
+                               agreement=None if agreement is None else round(agreement, 4))
 
 
 def pick(row_id: str, replies: Sequence[Result], gold: str | None, rule: Rule, checks: SelectChecks, meter: Meter) -> Picked:

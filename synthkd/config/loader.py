@@ -14,6 +14,7 @@ import yaml
 
 from synthkd import yamlio
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from synthkd.errors import ConfigError
 from synthkd.redact import SECRET_NAME, register_secret
@@ -226,7 +227,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     """The problem in words; never the value of a secret-looking key (a key pasted into api_key_env)."""
     text = _describe_kind(err)
     value = err.get("input")
@@ -235,7 +236,7 @@ def _describe(err: dict[str, Any]) -> str:
     return text
 
 
-def _describe_kind(err: dict[str, Any]) -> str:
+def _describe_kind(err: ErrorDetails) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"unknown key {err['loc'][-1]!r}"
@@ -248,7 +249,7 @@ def _describe_kind(err: dict[str, Any]) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def _fix_for(err: dict[str, Any], stage_types: list[str]) -> str:
+def _fix_for(err: ErrorDetails, stage_types: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden" and SECRET_NAME.search(str(err["loc"][-1])) and "url" not in str(err["loc"][-1]).lower():
         return ("remove it: synthkd reads API keys only from the environment; write `api_key_env: NAME` on the endpoint "

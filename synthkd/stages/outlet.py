@@ -52,7 +52,7 @@ class StageOutlet:
         return self._impl.name
 
     def dataset(self, suffix: str, rows: Sequence[Record | Mapping[str, Any]], failed: Sequence[FailedRow] | None = None, *,
-                row_type: type[Record], description: str, fmt: str = "records", counts: dict[str, Any] | None = None,
+                row_type: type[Record], description: str, fmt: str = "records", counts: dict[str, int] | None = None,
                 fingerprint: str | None = None) -> Path:
         """Write RUN_DIR/datasets/<stage>.<suffix>/ now (rows checked against `row_type`), with the stage's card.
 
