@@ -49,7 +49,7 @@ _TYPES: dict[type[StageBase], type[StageImpl[Any]]] = {
 AnyStage = Union[tuple(_TYPES)]  # type: ignore[valid-type]  # noqa: UP007 (the union of the configs above)
 
 
-def stage_types() -> dict[str, Any]:
+def stage_types() -> dict[str, type[StageBase]]:
     """`type` value -> config class, for every member of `AnyStage`."""
     return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(AnyStage)}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from synthkd.hashing import file_digest
-from synthkd.models.store import build_once, save_weights, write_marker
+from synthkd.models.store import ModelCard, build_once, save_weights, write_marker
 
 CONVERTER_VERSION = "1"
 
@@ -96,5 +96,5 @@ def _convert(path: Path, out: Path, sha: str) -> None:
     model = type(loaded)(config)
     save_weights(model, loaded.state_dict(), out, f"GGUF conversion of {path}")
     tokenizer.save_pretrained(str(out))
-    write_marker(out, f"gguf:{sha}:v{CONVERTER_VERSION}", {"source": str(path), "sha256": sha, "kind": "gguf",
-                                                            "parameters": sum(p.numel() for p in model.parameters())})
+    write_marker(out, f"gguf:{sha}:v{CONVERTER_VERSION}", ModelCard(source=str(path), sha256=sha, kind="gguf",
+                                                                    parameters=sum(p.numel() for p in model.parameters())))

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from synthkd.errors import ConfigError
-from synthkd.models.store import build_once, read_card, save_weights, weights_fingerprint, write_marker
+from synthkd.models.store import ModelCard, build_once, read_card, save_weights, weights_fingerprint, write_marker
 
 PRUNER_VERSION = "1"
 _LAYER_KEY = re.compile(r"^(.*?\.(?:layers|h|blocks)\.)(\d+)(\..*)$")
@@ -92,7 +92,7 @@ def _prune(source_dir: Path, keep: tuple[int, ...], out: Path, source_fp: str) -
             shutil.copy2(source_dir / name, out / name)
     before = sum(p.numel() for p in source.parameters())
     after = sum(p.numel() for p in model.parameters())
-    card = {"kind": "depth_pruned", "source": str(source_dir), "source_fingerprint": source_fp,
-            "source_card": read_card(source_dir), "layers_total": total, "layers_kept": list(keep),
-            "parameters_source": before, "parameters": after}
+    card = ModelCard(kind="depth_pruned", source=str(source_dir), source_fingerprint=source_fp,
+                     source_card=read_card(source_dir), layers_total=total, layers_kept=list(keep),
+                     parameters_source=before, parameters=after)
     write_marker(out, f"pruned:{source_fp}:{','.join(map(str, keep))}:v{PRUNER_VERSION}", card)

@@ -6,7 +6,10 @@ import fcntl
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
+
+if TYPE_CHECKING:
+    import torch
 
 FINGERPRINT_FILE = "synthkd_fingerprint.txt"  # read by serve.fingerprint() and train.common
 MODEL_CARD_FILE = "synthkd_model.json"  # how synthkd made these weights (source, kept layers, parameters)
@@ -28,7 +31,21 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def save_weights(model: Any, state: dict[str, Any], out: Path, what: str) -> None:
+class ModelCard(TypedDict, total=False):
+    """synthkd_model.json: how synthkd made a set of weights (a GGUF conversion, or a depth-pruned copy of another)."""
+
+    kind: str  # gguf | depth_pruned
+    source: str
+    sha256: str  # gguf: the file's digest
+    source_fingerprint: str  # depth_pruned: the source weights' identity
+    source_card: "ModelCard"  # depth_pruned: the source's own card ({} where it has none)
+    layers_total: int
+    layers_kept: list[int]
+    parameters_source: int
+    parameters: int
+
+
+def save_weights(model: Any, state: dict[str, "torch.Tensor"], out: Path, what: str) -> None:
     """Load `state` into a freshly built `model`, check every key matched, tie embeddings, save to `out`."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied embeddings: the LM head may be absent from the state dict; anything else missing is a bug.
@@ -40,13 +57,13 @@ def save_weights(model: Any, state: dict[str, Any], out: Path, what: str) -> Non
     model.save_pretrained(str(out), safe_serialization=True)
 
 
-def write_marker(out: Path, fingerprint: str, card: dict[str, Any]) -> None:
+def write_marker(out: Path, fingerprint: str, card: ModelCard) -> None:
     """Write the model card and, last, the fingerprint (its presence means the directory is whole)."""
     (out / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2))
     (out / FINGERPRINT_FILE).write_text(fingerprint)
 
 
-def read_card(path: Path) -> dict[str, Any]:
+def read_card(path: Path) -> ModelCard:
     """The model card synthkd wrote beside weights it made, or {}."""
     card = Path(path) / MODEL_CARD_FILE
     return json.loads(card.read_text()) if card.is_file() else {}

@@ -17,7 +17,7 @@ renders the inline target with its own template, e.g. the trace inside <think>..
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -82,8 +82,16 @@ def rationale_model(max_chars: int) -> type[BaseModel]:
     )
 
 
-def select(samples: list[dict[str, Any]], gold: str | None, self_consistency: bool) -> tuple[list[dict[str, Any]], str | None]:
-    """(kept samples, the answer they support). Samples: dicts with `answer` (parsed replies only).
+class Sample(TypedDict):
+    """One parsed teacher reply: its sample number, its rationale and its final answer."""
+
+    sample: int
+    rationale: str
+    answer: str
+
+
+def select(samples: list[Sample], gold: str | None, self_consistency: bool) -> tuple[list[Sample], str | None]:
+    """(kept samples, the answer they support), from the parsed replies.
 
     With gold: those whose answer matches it. Without: all, or with self-consistency those whose
     normalised answer is the majority's.
@@ -105,7 +113,8 @@ def student_examples(cfg: RationaleStage, inline: Prompt, question: str, rationa
             ("rationale", sft_example(cfg.rationale_prefix + question, rationale.strip()))]
 
 
-async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter) -> tuple[list[dict[str, Any]], list[FailedRow], dict[str, Any], list[dict[str, Any]]]:
+async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, Any]], meter: Meter
+                        ) -> tuple[list[RationaleRow], list[FailedRow], RationaleSummary, list[PerInputRow]]:
     """(SFT rows, failed rows, summary, per-input rows)."""
     prompt = rt.prompts.get(cfg.template)
     inline = rt.prompts.get(cfg.think_format or cfg.inline_template)
@@ -125,20 +134,22 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
         calls.extend(Call(messages=messages, sampling=cfg.sampling, schema=schema, sample=k) for k in range(cfg.samples))
     rows = sent
     results = await rt.call_all(cfg.teacher, f"{cfg.name}: teacher rationales (k={cfg.samples})", calls, meter) if calls else []
-    out, failed, per_input = [], unsent, []
+    out: list[RationaleRow] = []
+    per_input: list[PerInputRow] = []
+    failed = unsent
     for i, row in enumerate(rows):
         rid, question = str(row["id"]), str(row[cfg.question_column])
         gold = str(row[cfg.gold_column]) if cfg.gold_column and row.get(cfg.gold_column) is not None else None
-        samples = []
+        samples: list[Sample] = []
         for k, res in enumerate(results[i * cfg.samples : (i + 1) * cfg.samples]):
             if from_trace:
                 reason = _trace_problem(res.ok, res.error, res.reasoning, res.text, res.truncated)
                 if reason is None:
-                    samples.append({"sample": k, "rationale": res.reasoning, "answer": (res.text or "").strip()})
+                    samples.append(Sample(sample=k, rationale=res.reasoning or "", answer=(res.text or "").strip()))
                 else:
                     failed.append(FailedRow.of({"id": rid, "sample": k}, reason, detail=res.detail, raw=res.text))
             elif res.ok and res.parsed is not None:
-                samples.append({"sample": k, "rationale": res.parsed.rationale, "answer": res.parsed.answer})
+                samples.append(Sample(sample=k, rationale=res.parsed.rationale, answer=res.parsed.answer))
             else:
                 failed.append(FailedRow.of({"id": rid, "sample": k}, res.error or "empty", detail=res.detail, raw=res.text))
         kept, supported = select(samples, gold, cfg.self_consistency)
@@ -148,16 +159,16 @@ async def run_rationale(cfg: RationaleStage, rt: Runtime, rows: list[dict[str, A
                                            detail=f"answer {s['answer']!r}", raw=s["rationale"]))
         for s in kept:
             for task, messages in student_examples(cfg, inline, question, s["rationale"], s["answer"]):
-                out.append({"id": f"{rid}:{s['sample']}:{task}", "input_id": rid, "task": task, "question": question, "gold": gold,
-                            "rationale": s["rationale"], "answer": s["answer"], "messages": messages})
-        per_input.append({"id": rid, "samples": cfg.samples, "parsed": len(samples), "kept": len(kept),
-                          "kept_fraction": len(kept) / cfg.samples, "answer": supported})
-    summary = {
-        "inputs": len(rows), "samples": len(rows) * cfg.samples, "kept": sum(p["kept"] for p in per_input),
-        "mean_kept_fraction": sum(p["kept_fraction"] for p in per_input) / len(per_input) if per_input else 0.0,
-        "inputs_with_none_kept": sum(1 for p in per_input if p["kept"] == 0),
-        "format": cfg.format, "training_examples": len(out), "gold": cfg.gold_column is not None,
-    }
+                out.append(RationaleRow(id=f"{rid}:{s['sample']}:{task}", input_id=rid, task=task, question=question, gold=gold,
+                                        rationale=s["rationale"], answer=s["answer"], messages=messages))
+        per_input.append(PerInputRow(id=rid, samples=cfg.samples, parsed=len(samples), kept=len(kept),
+                                     kept_fraction=len(kept) / cfg.samples, answer=supported))
+    summary = RationaleSummary(
+        inputs=len(rows), samples=len(rows) * cfg.samples, kept=sum(p.kept for p in per_input),
+        mean_kept_fraction=sum(p.kept_fraction for p in per_input) / len(per_input) if per_input else 0.0,
+        inputs_with_none_kept=sum(1 for p in per_input if p.kept == 0),
+        format=cfg.format, training_examples=len(out), gold=cfg.gold_column is not None,
+    )
     return out, failed, summary, per_input
 
 
@@ -240,7 +251,7 @@ class RationaleImpl(StageImpl[RationaleStage]):
     async def run(self, inp: RunInputs) -> StageResult:
         result = StageResult(rows=[])
         result.rows, result.failed, summary, per_input = await run_rationale(self.cfg, inp.rt, inp.get("input"), result.meter)
-        result.stats = RationaleStats(rationale=RationaleSummary.strict(summary))
+        result.stats = RationaleStats(rationale=summary)
         result.datasets.append(ExtraDataset("per_input", per_input, PerInputRow,
                                             f"Stage {self.cfg.name}: rationales kept per input (rejection sampling / self-consistency)."))
         return result
