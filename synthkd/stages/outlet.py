@@ -72,12 +72,10 @@ class StageOutlet:
         self._known("iterations")
         self._rt.state.save_iteration(self.stage, stats)
 
-    def block(self, key: str, value: BaseModel | dict[str, Any] | None) -> None:
+    def block(self, key: str, value: BaseModel | None) -> None:
         """Set one result block of the stage's run.json entry (a field of its stats type) and save run.json."""
         self._known(key)
-        if isinstance(value, BaseModel):
-            value = value.model_dump(exclude_none=True)
-        self._rt.state.stage(self.stage)[key] = value
+        self._rt.state.stage(self.stage)[key] = None if value is None else value.model_dump(exclude_none=True)
         self._rt.state.save()
 
     def _known(self, key: str) -> None:
