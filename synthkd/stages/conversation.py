@@ -20,7 +20,7 @@ fails at some turn is a failed row with the reason, the step and the turns it ha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, NotRequired, TypedDict
 
 from pydantic import Field
 
@@ -88,14 +88,23 @@ class ConversationStats(StageStats):
         return [f"{self.conversations} conversations, {mean:.1f} exchanges each; ended by {ends or '-'}"]
 
 
+class TurnMeta(TypedDict):
+    """One exchange of a conversation, as its `turn_meta` column keeps it."""
+
+    turn: int
+    user_from: Literal["seed", "simulator"]  # the seed's first message, or the simulator's
+    finish_reason: NotRequired[str | None]  # the teacher's (absent until the teacher has answered)
+    truncated: NotRequired[bool]
+
+
 @dataclass
 class _Dialogue:
     """One conversation in progress. `messages` are the exchanges; `system` the teacher's system message, if any."""
 
-    row: dict[str, Any]
+    row: dict[str, Any]  # the seed: the input's columns, whatever they are, passed through
     system: list[dict[str, str]] = field(default_factory=list)
     messages: list[dict[str, str]] = field(default_factory=list)
-    meta: list[dict[str, Any]] = field(default_factory=list)
+    meta: list[TurnMeta] = field(default_factory=list)
     ended_by: str | None = None
     failure: FailedRow | None = None
     last_user: bool = False  # the simulator's message came with the end marker: this exchange is the last
@@ -109,6 +118,7 @@ class _Dialogue:
                                     detail=detail, raw=raw)
 
     def output(self) -> dict[str, Any]:
+        """The dataset row: the seed's columns (any, as they came) and the conversation's."""
         # the conversation as the teacher had it: its system message (if any), then the exchanges
         return {**self.row, "messages": self.system + self.messages, "turns": len(self.meta), "ended_by": self.ended_by,
                 "turn_meta": self.meta}
@@ -233,7 +243,8 @@ def _before_marker(text: str, marker: str) -> tuple[str, bool]:
     return text[:at].strip(), True
 
 
-def _count(values: Any) -> dict[str, int]:
+def _count(values: Iterable[object]) -> dict[str, int]:
+    """How often each value occurs, by its text."""
     out: dict[str, int] = {}
     for v in values:
         out[str(v)] = out.get(str(v), 0) + 1

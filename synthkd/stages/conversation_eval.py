@@ -14,16 +14,18 @@ turn chosen over the student's in the same context (TRL's conversational prefere
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Literal, NotRequired
 
 from pydantic import Field
+# pydantic validates a TypedDict (TurnScore, in the stats) only in its typing_extensions form on Python < 3.12
+from typing_extensions import TypedDict
 
 from synthkd.client.accounting import Meter
 from synthkd.client.calls import Call
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import StageBase
 from synthkd.pairs import preference_pair
-from synthkd.records import FailedRow, PreferencePair, Record, StageStats
+from synthkd.records import FailedRow, Interval, Messages, PreferencePair, Record, StageStats
 from synthkd.scoring.metrics import rouge_l_f1, summary
 from synthkd.scoring.nll import cached_answer_nll
 from synthkd.stages.base import ExtraDataset, Reads, RunInputs, StageImpl, StageResult, Uses
@@ -51,21 +53,46 @@ class TurnRow(Record):
     nll: float | None = None
 
 
+class _Turn(TypedDict):
+    """An assistant turn to score: where it is, and the teacher's answer (the start of its TurnRow)."""
+
+    id: str
+    turn: int
+    context: int
+    reference: str
+
+
+class _ScoredTurn(_Turn):
+    """A scored turn, as the dataset keeps it (a TurnRow; `nll` only where it was computed)."""
+
+    answer: str
+    rouge_l: float
+    nll: NotRequired[float | None]
+
+
+class TurnScore(TypedDict):
+    """The student's mean ROUGE-L on the n-th assistant turn of the conversations, over n of them. A dict in the
+    stats (not a model), so the report's "Stage results" table prints it as it always has."""
+
+    rouge_l: float
+    n: int
+
+
 class ConversationEvalStats(StageStats):
     """run.json entry of a conversation_eval stage."""
 
     turns: int = 0
-    rouge_l: dict[str, Any] | None = None  # summary over turns: mean, ci_low, ci_high, n
-    nll: dict[str, Any] | None = None
-    by_turn: dict[str, dict[str, Any]] = Field(default_factory=dict)  # "1", "2", ...: {rouge_l, n}
+    rouge_l: Interval | None = None  # summary over turns
+    nll: Interval | None = None
+    by_turn: dict[str, TurnScore] = Field(default_factory=dict)  # by turn number: "1", "2", ...
     student_weights: str | None = None
     detail_blocks = ("rouge_l", "nll", "by_turn")
 
     def lines(self) -> list[str]:
-        r = self.rouge_l or {}
-        nll = f", NLL {self.nll['mean']:.2f}" if self.nll else ""
+        r = self.rouge_l or Interval()
+        nll = f", NLL {self.nll.mean or 0:.2f}" if self.nll else ""
         per = "  ".join(f"turn {k}: {v['rouge_l']:.1f}" for k, v in sorted(self.by_turn.items(), key=lambda kv: int(kv[0])))
-        return [f"{self.turns} turns, ROUGE-L {r.get('mean', 0):.1f} [{r.get('ci_low', 0):.1f}, {r.get('ci_high', 0):.1f}]{nll}; {per}"]
+        return [f"{self.turns} turns, ROUGE-L {r.mean or 0:.1f} [{r.ci_low or 0:.1f}, {r.ci_high or 0:.1f}]{nll}; {per}"]
 
 
 class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
@@ -82,9 +109,9 @@ class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
 
     async def run(self, inp: RunInputs) -> StageResult:
         cfg, rt = self.cfg, inp.rt
-        items: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []  # (row skeleton, context)
+        items: list[tuple[_Turn, Messages]] = []  # (the turn, its context)
         for n, row in enumerate(inp.get("input")):
-            messages = [{"role": m["role"], "content": m.get("content") or ""} for m in row.get("messages") or []]
+            messages: Messages = [{"role": m["role"], "content": m.get("content") or ""} for m in row.get("messages") or []]
             turn = 0
             for i, m in enumerate(messages):
                 if m["role"] == "assistant" and m["content"].strip():
@@ -93,7 +120,7 @@ class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
         meter = Meter()
         results = await rt.call_all(cfg.student, f"{cfg.name}: student answers each turn",
                                     [Call(messages=context, sampling=cfg.sampling) for _, context in items], meter)
-        rows: list[dict[str, Any]] = []
+        rows: list[_ScoredTurn] = []
         failed: list[FailedRow] = []
         pairs: list[PreferencePair] = []
         for (row, context), res in zip(items, results):
@@ -114,15 +141,18 @@ class ConversationEvalImpl(StageImpl[ConversationEvalStage]):
             by_key = {(row["id"], row["turn"]): v for (row, _), v in zip(items, values)}
             for r in rows:
                 r["nll"] = by_key.get((r["id"], r["turn"]))
-            nll = summary(values)
-        by_turn: dict[str, dict[str, Any]] = {}
+            nll = _interval(values)
+        by_turn: dict[str, list[float]] = {}  # turn -> the scores of its rows
         for r in rows:
-            by_turn.setdefault(str(r["turn"]), {"sum": 0.0, "n": 0})
-            by_turn[str(r["turn"])]["sum"] += r["rouge_l"]
-            by_turn[str(r["turn"])]["n"] += 1
-        stats = ConversationEvalStats(turns=len(rows), rouge_l=summary([r["rouge_l"] for r in rows]) if rows else None, nll=nll,
-                                      by_turn={k: {"rouge_l": v["sum"] / v["n"], "n": v["n"]} for k, v in by_turn.items()},
+            by_turn.setdefault(str(r["turn"]), []).append(r["rouge_l"])
+        stats = ConversationEvalStats(turns=len(rows), rouge_l=_interval([r["rouge_l"] for r in rows]) if rows else None, nll=nll,
+                                      by_turn={k: {"rouge_l": sum(v) / len(v), "n": len(v)} for k, v in by_turn.items()},
                                       student_weights=weights)
         return StageResult(rows=rows, failed=failed, meter=meter, stats=stats, datasets=[ExtraDataset(
             "pairs", pairs, PreferencePair, f"Stage {cfg.name}: the teacher's turn chosen over the student's answer in the same "
             "context, at every turn where they differ (DPO-ready).")])
+
+
+def _interval(values: list[float]) -> Interval:
+    """The mean of `values` with its bootstrap interval, as run.json keeps it."""
+    return Interval.model_validate(summary(values))

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from types import EllipsisType
+from typing import Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
@@ -36,6 +37,7 @@ from synthkd.scoring.metrics import gold_match
 from synthkd.stages.base import CheckContext, Reads, RunInputs, StageImpl, StageResult, TemplateUse, Uses
 from synthkd.tools.builtin import ToolError
 from synthkd.tools.spec import Tool, ToolSpec, load_tools, result_text
+from synthkd.tools.wire import ChatMessage, ToolCall, ToolSchema
 
 OWN_COLUMNS = ("messages", "tools", "answer", "steps", "tool_log", "structured_messages")
 
@@ -117,9 +119,9 @@ class ToolUseStats(StageStats):
 
 @dataclass
 class _Trajectory:
-    row: dict[str, Any]
-    messages: list[dict[str, Any]]  # OpenAI form: what the dataset keeps
-    sent: list[dict[str, Any]]  # what the model is sent (the same in native mode; JSON turns in structured mode)
+    row: dict[str, Any]  # the task's row: the input's columns, whatever they are, passed through
+    messages: list[ChatMessage]  # OpenAI form: what the dataset keeps
+    sent: list[ChatMessage]  # what the model is sent (the same in native mode; JSON turns in structured mode)
     log: list[ToolStep] = field(default_factory=list)
     answer: str | None = None
     steps: int = 0
@@ -135,16 +137,22 @@ class _Answer(BaseModel):
     answer: str
 
 
-_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
+_JSON_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
 
 
 def _arguments_model(tool: Tool) -> type[BaseModel] | type[dict[str, Any]]:
     """The tool's arguments as a model (its JSON schema's properties, types and required keys), so guided decoding
-    can only write arguments the tool accepts; a plain object where the schema is beyond that subset."""
+    can only write arguments the tool accepts; a plain object where the schema is beyond that subset.
+
+    The plain object is a runtime type here, not an annotation: pydantic turns an open dict into the JSON schema
+    `{"type": "object", "additionalProperties": true}`, which is what the endpoint is sent and what the request cache
+    keys on (a JSON-value type would send, and key, another schema)."""
     schema = tool.parameters()
     props = schema.get("properties") or {}
     required = set(schema.get("required") or [])
-    fields: dict[str, Any] = {}
+    # create_model's field definitions: (annotation, default), `...` for a required field; an annotation is a
+    # typing form (a Literal, a union) as often as a class, which no narrower type than object covers.
+    fields: dict[str, tuple[object, EllipsisType | None]] = {}
     for key, prop in props.items():
         kind = prop.get("type") if isinstance(prop, dict) else None
         if not key.isidentifier() or key.startswith("_") or (kind is not None and kind not in _JSON_TYPES):
@@ -235,16 +243,16 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         rows = [{**t.row, "messages": t.messages, "tools": tools_json, "answer": t.answer, "steps": t.steps, "tool_log": [asdict(e) for e in t.log], **extra(t)}
                 for t in trajectories if t.failure is None]
         failed += [t.failure for t in trajectories if t.failure is not None]
-        return StageResult(rows=rows, failed=failed, meter=meter, stats=self._stats(rows, trajectories))
+        return StageResult(rows=rows, failed=failed, meter=meter, stats=self._stats(trajectories))
 
-    def _start(self, rt: Runtime, rows: list[dict[str, Any]], schemas: list[dict[str, Any]]) -> tuple[list[_Trajectory], list[FailedRow]]:
+    def _start(self, rt: Runtime, rows: list[dict[str, Any]], schemas: list[ToolSchema]) -> tuple[list[_Trajectory], list[FailedRow]]:
         cfg = self.cfg
         t = cfg.templates
-        system = [{"role": "system", "content": rt.prompts.get(t.system).render(tools=schemas)}] if t.system else []
+        system: list[ChatMessage] = [{"role": "system", "content": rt.prompts.get(t.system).render(tools=schemas)}] if t.system else []
         # structured mode: the model is sent the protocol prompt; the dataset's OpenAI form has the tools in its `tools`
         # column instead (and the native system message, if any), as a native trajectory would.
-        sent_system = ([{"role": "system", "content": rt.prompts.get(t.structured).render(tools=schemas)}]
-                       if cfg.mode == "structured" else system)
+        sent_system: list[ChatMessage] = ([{"role": "system", "content": rt.prompts.get(t.structured).render(tools=schemas)}]
+                                          if cfg.mode == "structured" else system)
         out: list[_Trajectory] = []
         failed: list[FailedRow] = []
         for row in rows:
@@ -252,11 +260,11 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
             if not isinstance(task, str) or not task.strip():
                 failed.append(FailedRow.of(row, "empty_input", detail=f"column {cfg.task_column} is null or blank"))
                 continue
-            user = {"role": "user", "content": task.strip()}
+            user: ChatMessage = {"role": "user", "content": task.strip()}
             out.append(_Trajectory(dict(row), [*system, user], [*sent_system, user]))
         return out, failed
 
-    def _call(self, t: _Trajectory, step: int, schemas: list[dict[str, Any]], reply_model: type[BaseModel] | None) -> Call:
+    def _call(self, t: _Trajectory, step: int, schemas: list[ToolSchema], reply_model: type[BaseModel] | None) -> Call:
         if reply_model is not None:
             return Call(messages=list(t.sent), sampling=self.cfg.sampling, schema=reply_model)
         if step == self.cfg.max_steps and self.cfg.answer_on_last_step:
@@ -285,13 +293,15 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         if not res.tool_calls:
             self._answer(t, res.text or "", res.text or "", step)
             return
-        assistant = {"role": "assistant", "content": res.text or "", "tool_calls": res.tool_calls}
+        # the calls as the client read them: OpenAI's form, names and arguments as text (replies._tool_calls)
+        calls = cast(list[ToolCall], res.tool_calls)
+        assistant: ChatMessage = {"role": "assistant", "content": res.text or "", "tool_calls": calls}
         t.messages.append(assistant)
         t.sent.append(assistant)
-        for call in res.tool_calls:
+        for call in calls:
             name, arguments = call["function"]["name"], call["function"]["arguments"]
             content = self._run_tool(t, step, tools, name, arguments)
-            message = {"role": "tool", "tool_call_id": call["id"], "name": name, "content": content}
+            message: ChatMessage = {"role": "tool", "tool_call_id": call["id"], "name": name, "content": content}
             t.messages.append(message)
             t.sent.append(message)
 
@@ -329,15 +339,16 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         return FailedRow.of(t.row, reason, messages=t.messages, tool_log=[asdict(e) for e in t.log], steps=t.steps, step=f"step {step or t.steps}",
                             detail=detail, raw=raw)
 
-    def _stats(self, rows: list[dict[str, Any]], trajectories: list[_Trajectory]) -> ToolUseStats:
+    def _stats(self, trajectories: list[_Trajectory]) -> ToolUseStats:
         errors: dict[str, int] = {}
         for t in trajectories:
             for entry in t.log:
                 if entry.error_kind:
                     errors[entry.error_kind] = errors.get(entry.error_kind, 0) + 1
+        answered = [t for t in trajectories if t.failure is None]  # the rows written
         after: dict[str, int] = {}
-        for r in rows:
-            after[str(r["steps"])] = after.get(str(r["steps"]), 0) + 1
+        for t in answered:
+            after[str(t.steps)] = after.get(str(t.steps), 0) + 1
         # Over every trajectory of a task that has gold, answered or not: one that never answers is wrong.
         def graded(column: str | None, right: Any) -> Graded | None:
             if not column:
@@ -349,7 +360,7 @@ class ToolUseImpl(StageImpl[ToolUseStage]):
         gold = graded(self.cfg.gold_column, lambda t, g: t.failure is None and t.answer is not None and gold_match(t.answer, g))
         right_tool = graded(self.cfg.gold_tool_column, lambda t, g: any(e.tool == g and e.error_kind not in ("invalid_arguments", "unknown_tool")
                                                                          for e in t.log))
-        return ToolUseStats(trajectories=len(rows), answered_after=after, tool_calls=sum(len(t.log) for t in trajectories),
+        return ToolUseStats(trajectories=len(answered), answered_after=after, tool_calls=sum(len(t.log) for t in trajectories),
                             tool_errors=errors, gold=gold, right_tool=right_tool)
 
 
@@ -359,5 +370,6 @@ class _CallError(Exception):
         self.kind, self.detail = kind, detail
 
 
-def _tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+def _tool_call(call_id: str, name: str, arguments: str) -> ToolCall:
+    """A tool call in OpenAI's form (structured mode writes its trajectories as native ones look)."""
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}

@@ -12,6 +12,8 @@ import math
 import operator
 from typing import Any, Callable
 
+from synthkd.tools.wire import JSONSchema, JSONValue
+
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
@@ -20,6 +22,10 @@ _UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: op
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max,
                                              "log": math.log, "exp": math.exp}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
+
+
+# A row of a lookup table: one JSON object of its JSONL file.
+TableRow = dict[str, JSONValue]
 
 
 class ToolError(Exception):
@@ -88,7 +94,7 @@ def weekday(date: str) -> str:
     return _date(date, "date").strftime("%A")
 
 
-def lookup(table: dict[str, dict[str, Any]], key_column: str, key: str) -> dict[str, Any]:
+def lookup(table: dict[str, TableRow], key_column: str, key: str) -> TableRow:
     """The row of `table` whose `key_column` equals `key` (case and surrounding space ignored)."""
     row = table.get(str(key).strip().casefold())
     if row is None:
@@ -97,7 +103,7 @@ def lookup(table: dict[str, dict[str, Any]], key_column: str, key: str) -> dict[
 
 
 # name -> (description, JSON schema of the arguments); the implementations are bound in synthkd.tools.spec.
-SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
+SCHEMAS: dict[str, tuple[str, JSONSchema]] = {
     "calculator": ("Evaluate an arithmetic expression, e.g. (3 + 4) * 2 or sqrt(16).",
                    {"type": "object", "properties": {"expression": {"type": "string", "description": "The expression."}},
                     "required": ["expression"], "additionalProperties": False}),

@@ -17,17 +17,35 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal, cast
 
-from pydantic import Field, model_validator
+from pydantic import Field, PlainSerializer, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
 
 from synthkd.config.endpoints import Strict
 from synthkd.errors import ConfigError
 from synthkd.tools import builtin
-from synthkd.tools.builtin import ToolError
+from synthkd.tools.builtin import TableRow, ToolError
+from synthkd.tools.wire import JSONSchema, JSONValue, ToolSchema
 
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 BUILTINS = ("calculator", "days_between", "add_days", "weekday", "lookup")
+
+
+def _schema_as_written(value: object) -> JSONSchema:
+    """A user's JSON schema as the pipeline wrote it: any JSON object (the object check is `ToolSpec`'s).
+
+    Not validated as the JSONSchema TypedDict, which would drop the keywords it does not declare and reorder the
+    rest: the schema is sent to the model and written to the dataset as written."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+    if not all(isinstance(key, str) for key in value):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return cast(JSONSchema, dict(value))
+
+
+# The schema field: validated by `_schema_as_written`, dumped as it is (the stage fingerprint hashes it).
+UserSchema = Annotated[JSONSchema, PlainValidator(_schema_as_written), PlainSerializer(lambda schema: schema)]
 
 
 class ToolSpec(Strict):
@@ -39,8 +57,8 @@ class ToolSpec(Strict):
     function: str | None = Field(None, description="A user tool as module:function, imported from the pipeline file's directory; "
                                  "called with the arguments as keyword arguments; its return value (JSON-serialisable) is the result.")
     description: str | None = Field(None, description="What the tool does, for the model (built-in tools have their own).")
-    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments (an object schema); required for a "
-                                              "user tool, built-in tools have their own.")
+    parameters: UserSchema | None = Field(None, description="JSON schema of the arguments (an object schema); required for a "
+                                          "user tool, built-in tools have their own.")
     table: str | None = Field(None, description="lookup: a JSONL file of rows (relative to the pipeline file).")
     key_column: str | None = Field(None, description="lookup: the column a row is found by.")
     timeout_s: float = Field(10.0, gt=0, le=600, description="A user tool's time limit per call.")
@@ -67,13 +85,14 @@ class Tool:
 
     spec: ToolSpec
     base_dir: Path
-    table: dict[str, dict[str, Any]] = field(default_factory=dict)
+    table: dict[str, TableRow] = field(default_factory=dict)  # lookup: rows by their key (casefolded)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def parameters(self) -> dict[str, Any]:
+    def parameters(self) -> JSONSchema:
+        """JSON schema of the tool's arguments: the declared one, else the built-in tool's."""
         if self.spec.parameters is not None:
             return self.spec.parameters
         if self.spec.builtin == "lookup":
@@ -82,20 +101,21 @@ class Tool:
         return builtin.SCHEMAS[str(self.spec.builtin)][1]
 
     def description(self) -> str:
+        """What the tool does, for the model: the declared text, else the built-in tool's."""
         if self.spec.description:
             return self.spec.description
         if self.spec.builtin == "lookup":
             return f"Look up the row whose {self.spec.key_column} is given, in a table of {len(self.table)} rows."
         return builtin.SCHEMAS[str(self.spec.builtin)][0]
 
-    def schema(self) -> dict[str, Any]:
+    def schema(self) -> ToolSchema:
         """The tool as OpenAI function calling (and TRL's `tools` column) takes it."""
         return {"type": "function", "function": {"name": self.name, "description": self.description(), "parameters": self.parameters()}}
 
-    def run(self, arguments: dict[str, Any]) -> Any:
+    def run(self, arguments: JSONValue) -> JSONValue:
         """The tool's result; ToolError with the reason when it cannot give one."""
         problem = check_arguments(self.parameters(), arguments)
-        if problem:
+        if problem or not isinstance(arguments, dict):  # (check_arguments refuses anything but an object)
             raise ToolError(f"invalid arguments: {problem}")
         kind = self.spec.builtin
         if kind == "calculator":
@@ -129,7 +149,7 @@ def load_tools(specs: list[ToolSpec], base_dir: Path, where: str) -> list[Tool]:
     return tools
 
 
-def _read_table(base_dir: Path, spec: ToolSpec, where: str) -> dict[str, dict[str, Any]]:
+def _read_table(base_dir: Path, spec: ToolSpec, where: str) -> dict[str, TableRow]:
     path = Path(str(spec.table)).expanduser()
     path = path if path.is_absolute() else base_dir / path
     try:
@@ -137,7 +157,7 @@ def _read_table(base_dir: Path, spec: ToolSpec, where: str) -> dict[str, dict[st
     except OSError as exc:
         raise ConfigError(f"lookup table {path} cannot be read ({exc.strerror or exc})", where=where,
                           fix="point table: at a JSONL file, relative to the pipeline file") from None
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, TableRow] = {}
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -172,7 +192,7 @@ def _check_importable(function: str, base_dir: Path, where: str) -> None:
                           fix="name a module importable from the pipeline file's directory (or PYTHONPATH) and a function in it")
 
 
-def _run_user_tool(function: str, arguments: dict[str, Any], timeout: float, base_dir: Path) -> Any:
+def _run_user_tool(function: str, arguments: dict[str, JSONValue], timeout: float, base_dir: Path) -> JSONValue:
     try:
         proc = subprocess.run([sys.executable, "-m", "synthkd.tools.runner", function], input=json.dumps(arguments), cwd=base_dir,
                               env=_env(base_dir), capture_output=True, text=True, timeout=timeout)
@@ -191,7 +211,7 @@ def _run_user_tool(function: str, arguments: dict[str, Any], timeout: float, bas
 _TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
 
 
-def check_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
+def check_arguments(schema: JSONSchema, arguments: JSONValue) -> str | None:
     """Why `arguments` break an object schema (required keys, property types, enums, no extra keys where the schema
     forbids them), or None. The common subset of JSON schema that tool definitions use."""
     if not isinstance(arguments, dict):
@@ -205,7 +225,7 @@ def check_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
         if extra:
             return f"unknown argument(s) {', '.join(extra)}"
     for key, value in arguments.items():
-        prop = props.get(key) or {}
+        prop: JSONSchema = props.get(key) or {}
         kind = prop.get("type")
         expected = _TYPES.get(kind) if isinstance(kind, str) else None
         if expected is not None and (not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))):
@@ -215,6 +235,6 @@ def check_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
     return None
 
 
-def result_text(value: Any) -> str:
+def result_text(value: JSONValue) -> str:
     """A tool's result as the tool message's content."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
