@@ -188,3 +188,20 @@ def test_structured_mode_constrains_arguments_and_honours_required(tmp_path: Pat
         assert _roles(row["messages"]) == ["system", "user", "assistant", "tool", "assistant"] and row["steps"] == 2
         assert row["messages"][2]["tool_calls"] and row["answer"]
         assert all(entry["error_kind"] != "invalid_arguments" for entry in row["tool_log"])
+
+
+def test_schemas_beyond_the_typed_subset_fall_back_to_an_open_object() -> None:
+    # A user tool's JSON schema may use a list of types or an enum of objects: structured mode then asks for an open
+    # object of arguments (the tool still checks them), rather than failing to build its reply schema.
+    from synthkd.stages.tool_use import structured_reply_model
+    from synthkd.tools.spec import Tool, ToolSpec
+
+    def tool(prop: dict[str, Any]) -> Tool:
+        return Tool(ToolSpec(name="t", function="tools_mod:t", description="a user tool",
+                             parameters={"type": "object", "properties": {"x": prop}, "required": ["x"]}), Path("."))
+
+    for prop in ({"type": ["string", "null"]}, {"enum": [{"a": 1}, [2]]}, {"type": "tuple"}):
+        schema = structured_reply_model([tool(prop)]).model_json_schema()
+        assert "additionalProperties" in json.dumps(schema), schema
+    typed = structured_reply_model([tool({"type": "string", "enum": ["a", "b"]})]).model_json_schema()
+    assert '"enum": ["a", "b"]' in json.dumps(typed)

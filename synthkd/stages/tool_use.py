@@ -155,9 +155,12 @@ def _arguments_model(tool: Tool) -> type[BaseModel] | type[dict[str, Any]]:
     fields: dict[str, tuple[object, EllipsisType | None]] = {}
     for key, prop in props.items():
         kind = prop.get("type") if isinstance(prop, dict) else None
-        if not key.isidentifier() or key.startswith("_") or (kind is not None and kind not in _JSON_TYPES):
+        enum = prop.get("enum") if isinstance(prop, dict) else None
+        # Beyond the subset: a type list (["string", "null"]), an unknown type, an enum of objects or lists.
+        if (not key.isidentifier() or key.startswith("_") or (kind is not None and (not isinstance(kind, str) or kind not in _JSON_TYPES))
+                or (isinstance(enum, list) and not all(isinstance(v, (str, int, float, bool)) or v is None for v in enum))):
             return dict[str, Any]
-        annotation = Literal[tuple(prop["enum"])] if isinstance(prop.get("enum"), list) and prop["enum"] else _JSON_TYPES.get(kind, Any)
+        annotation = Literal[tuple(enum)] if isinstance(enum, list) and enum else _JSON_TYPES.get(kind, Any) if isinstance(kind, str) else Any
         fields[key] = (annotation, ...) if key in required else (annotation | None, None)
     return create_model(f"{tool.name.replace('-', '_')}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
