@@ -47,11 +47,11 @@ def training_columns(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run: what `train_sft` / `train_dpo` take, plus how many processes run it.
+    """One training run: what `train_sft` / `train_dpo` / `train_classifier` take, plus how many processes run it.
 
     The job names its own checkpoint: `fingerprint` is derived from what the weights depend on (the kind, the
     training columns of the rows, the base model as the pipeline names it, the trainer and LoRA arguments, the
-    seed, and the switches that change the result), never from how training runs (processes, accelerate
+    seed, the switches that change the result, and a classifier job's own arguments), never from how training runs (processes, accelerate
     config, log): a checkpoint trained on N processes is reused on M.
     """
 
