@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from synthkd.skd.critic import choose_threshold, nli_text, pr_curve, score_texts, train_classifier, train_val_split
+from synthkd.skd.critic import ClassifierArgs, choose_threshold, nli_text, pr_curve, score_texts, train_classifier, train_val_split
+from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.launch import Job, train
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,3 +242,74 @@ def test_tiny_critic_raises_precision(synthkd_home: Path, tmp_path: Path) -> Non
     # Scoring is deterministic and order-preserving (batching does not change the numbers).
     again = score_texts(tmp_path / "critic", [(it["premise"], it["hypothesis"]) for it in test][::-1], batch_size=7)
     assert again[::-1] == pytest.approx(test_scores, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The critic as a launcher job (kind "classifier")
+# ---------------------------------------------------------------------------------------------------
+
+PAIRS = [{"premise": "PersonX eats", "hypothesis": "As a result, PersonX wants to rest", "label": True},
+         {"premise": "PersonX eats", "hypothesis": "As a result, PersonX wants purple the", "label": False}]
+
+
+def _critic_job(out: Path = Path("ckpt"), **args: object) -> Job:
+    classifier = ClassifierArgs(**{"epochs": 2, "val": PAIRS[::-1], **args})
+    return Job("classifier", [dict(p) for p in PAIRS], "tiny:critic", out, {}, None, 0, classifier=classifier)
+
+
+def test_classifier_job_fingerprint_stable_and_kind_specific() -> None:
+    job = _critic_job()
+    assert job.fingerprint == _critic_job().fingerprint == "41d29bb4a18bf918"  # pinned: a change retrains finished critics
+    # How it runs is not what it trains: a critic trained on N processes is reused on M.
+    assert replace(job, processes=2, accelerate_config=Path("ddp.yaml"), log_path=Path("x.log"), out_dir=Path("elsewhere"),
+                   base_path="/weights").fingerprint == job.fingerprint
+    # What the weights (and the metrics the checkpoint holds) depend on.
+    changed = [replace(job, rows=job.rows[:1]), replace(job, seed=1), replace(job, base_model="tiny:other"),
+               _critic_job(epochs=3), _critic_job(learning_rate=1e-3), _critic_job(batch_size=8), _critic_job(max_length=64),
+               _critic_job(val=PAIRS[:1])]
+    assert len({job.fingerprint, *(c.fingerprint for c in changed)}) == 1 + len(changed)
+    # The classifier's arguments belong to its kind only; sft and dpo fingerprints are as they were before it.
+    with pytest.raises(ValueError, match="takes no classifier arguments"):
+        Job("sft", [], "tiny:student", Path("x"), {}, None, 0, classifier=ClassifierArgs())
+    with pytest.raises(ValueError, match="needs classifier arguments"):
+        Job("classifier", [dict(p) for p in PAIRS], "tiny:critic", Path("x"), {}, None, 0)
+    sft_rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    assert Job("sft", sft_rows, "tiny:student", Path("x"), {"num_train_epochs": 1}, None, 0).fingerprint == "ead6f12da50c3a6d"
+    assert Job("dpo", [{"prompt": "p", "chosen": "c", "rejected": "r"}], "m", Path("y"), {"beta": 0.1}, None, 0,
+               evaluate_before=True).fingerprint == "02b8597704b60336"
+
+
+def _weights(checkpoint: Path) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint / "model.safetensors"))
+
+
+@pytest.mark.needs_torch
+def test_classifier_job_in_process_is_the_plain_loop(synthkd_home: Path, tmp_path: Path) -> None:
+    from synthkd.serve.tiny import tiny_model_dir
+
+    base = str(tiny_model_dir(synthkd_home, REPO, "critic"))
+    train_items, val_items = train_val_split(labelled_triples(40), 0.25, seed=0)
+    direct = train_classifier(train_items, val_items, base, tmp_path / "direct", epochs=2, batch_size=8, seed=3)
+
+    as_pairs = lambda items: [{k: it[k] for k in ("premise", "hypothesis", "label")} for it in items]  # noqa: E731
+    log = tmp_path / "logs" / "train-skd-critic.log"
+    job = Job("classifier", as_pairs(train_items), base, tmp_path / "critic", {}, None, 3, log_path=log,
+              classifier=ClassifierArgs(epochs=2, batch_size=8, val=as_pairs(val_items)))
+    metrics = train(job)
+    # In one process the job is the loop itself: the same seed gives the same weights.
+    ours, theirs = _weights(job.out_dir), _weights(tmp_path / "direct")
+    assert ours.keys() == theirs.keys() and all(torch_equal(ours[k], theirs[k]) for k in ours)
+    # Metrics come back as every training run's do, extras kept; the checkpoint is whole (fingerprint) and reusable.
+    assert metrics == read_metrics(job.out_dir)
+    assert {k: v for k, v in metrics.to_json().items() if k != "seconds"} == {k: v for k, v in direct.items() if k != "seconds"}
+    assert checkpoint_done(job.out_dir, job.fingerprint) and not (tmp_path / "critic.tmp").exists()
+    text = log.read_text()
+    assert f"classifier in this process: {len(train_items)} rows" in text and '"epoch": 2' in text and "done: " in text
+
+
+def torch_equal(a: "torch.Tensor", b: "torch.Tensor") -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

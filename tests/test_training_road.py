@@ -55,7 +55,7 @@ def _montessori(url: str) -> Any:
 
 @pytest.mark.parametrize("name,stage,tags", [
     ("lion_tiny.yaml", "lion", ["iter1"]),
-    ("skd.yaml", "skd", ["student"]),
+    ("skd.yaml", "skd", ["critic", "student"]),  # the critic (a classifier job) and the student both under processes: 2
     ("montessori.yaml", "montessori", ["teacher-iter1", "student-iter1"]),
 ])
 def test_training_stage_on_two_processes(name: str, stage: str, tags: list[str], tmp_path: Path, synthkd_home: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,12 +24,11 @@ from synthkd.client.endpoint import Call, Result
 from synthkd.skd.config import SKDStage
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
-from synthkd.records import FailedRow, TrainMetrics
+from synthkd.records import FailedRow
 from synthkd.runtime import Runtime
 from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
-from synthkd.train.common import checkpoint_done, read_metrics, write_metrics
 from synthkd.skd.stage import HeadRow, ScoredTriple, SKDRow, SKDStats, SKDSummary, Triple, relations_of
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
@@ -41,6 +40,15 @@ class Verdict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     verdict: Literal["accept", "reject"]
+
+
+class _LabelledTriple(TypedDict):
+    """What the critic reads of a labelled triple (a label file's row, or a triple with the judge's verdict, has more)."""
+
+    head: str
+    phrase: str
+    tail: str
+    label: bool
 
 
 class SKDRun:
@@ -189,21 +197,18 @@ class SKDRun:
                 fix="give a label file with both kinds, raise critic.label_sample, or use critic.kind: llm (paid replies are cached)",
             )
         train, val = critic_lib.train_val_split(items, c.val_fraction, self.rt.config.seed)
-        out = checkpoint_dir(self.rt, self.cfg.name, "critic")
-        fp = digest({"train": train, "val": val, "model": c.model, "epochs": c.epochs, "lr": c.learning_rate, "seed": self.rt.config.seed})
-        as_nli = lambda rows: [{"premise": p, "hypothesis": h, "label": r["label"]} for r in rows for p, h in [critic_lib.nli_text(r["head"], r["phrase"], r["tail"])]]  # noqa: E731
-        if not checkpoint_done(out, fp):
-            base = self.rt.servers.resolve_model_path(c.model)
-            self.rt.reporter.note(f"[{self.cfg.name}] training the critic on {len(train)} labelled triples")
-            metrics = await asyncio.to_thread(critic_lib.train_classifier, as_nli(train), as_nli(val), base, out,
-                                              epochs=c.epochs, learning_rate=c.learning_rate, seed=self.rt.config.seed)
-            write_metrics(out, TrainMetrics.model_validate(metrics))
-            (out / "synthkd_fingerprint.txt").write_text(fp)
-        val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in as_nli(val)])
+        val_pairs = _as_pairs(val)
+        # Trained like every checkpoint: a launcher job (the stage's processes and accelerate config, its log at
+        # RUN_DIR/logs/train-<stage>-critic.log), reused where one with the job's fingerprint is in place.
+        out, metrics = await train_checkpoint(
+            self.rt, self.cfg.name, self.cfg, "critic", kind="classifier", rows=_as_pairs(train), base=c.model, trainer_args={}, lora=None,
+            classifier=critic_lib.ClassifierArgs(epochs=c.epochs, learning_rate=c.learning_rate, val=val_pairs),
+            note=f"training the critic on {len(train)} labelled triples")
+        val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in val_pairs])
         chosen = critic_lib.choose_threshold(val_scores, [r["label"] for r in val], target_recall=c.target_recall, target_precision=c.target_precision)
         curve = critic_lib.pr_curve(val_scores, [r["label"] for r in val])
         self.summary.critic = {
-            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": read_metrics(out).to_json(),
+            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": metrics.to_json(),
             "threshold": chosen["threshold"], "chosen": chosen,
             "pr_curve": {"precision": [p["precision"] for p in curve], "recall": [p["recall"] for p in curve],
                          "threshold": chosen["threshold"], "chosen": {"precision": chosen["precision"], "recall": chosen["recall"]}},
@@ -241,6 +246,12 @@ def _join(prefix: str, completion: str) -> str:
     if not prefix or text.startswith(prefix):
         return text
     return f"{prefix} {text}"
+
+
+def _as_pairs(rows: list[_LabelledTriple]) -> list[critic_lib.LabelledPair]:
+    """Labelled triples as the critic trains on them: NLI-framed (premise: the head; hypothesis: phrase + tail)."""
+    return [{"premise": premise, "hypothesis": hypothesis, "label": r["label"]}
+            for r in rows for premise, hypothesis in [critic_lib.nli_text(r["head"], r["phrase"], r["tail"])]]
 
 
 def _scored(t: Triple, score: float) -> ScoredTriple:

@@ -1,6 +1,6 @@
-"""Run SFT or DPO training in this process, or across N processes under `accelerate launch`.
+"""Run SFT, DPO or classifier (the SKD critic) training in this process, or across N processes under `accelerate launch`.
 
-One process and no accelerate config: `train_sft` / `train_dpo` run here, as they always have.
+One process and no accelerate config: `train_sft` / `train_dpo` / `train_classifier` run here, as they always have.
 Otherwise the rows and a job spec go to OUT.launch/ (beside the checkpoint, like OUT.tmp), and
 
     python -m accelerate.commands.launch [--num_processes N ...] [--config_file FILE] -m synthkd.train.worker OUT.launch/job.json
@@ -33,10 +33,11 @@ from synthkd.records import TrainMetrics
 from synthkd.train.common import METRICS_FILE, TRAIN_LOG_FILE, read_metrics
 
 if TYPE_CHECKING:
+    from synthkd.skd.critic import ClassifierArgs
     from synthkd.stages.base import CheckContext
 
 # The columns training reads, per kind; only these go to the job's rows file (and `tools`, where a row has it).
-COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected")}
+COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "classifier": ("premise", "hypothesis", "label")}
 
 
 def training_columns(kind: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -46,15 +47,15 @@ def training_columns(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Job:
-    """One training run: what `train_sft` / `train_dpo` take, plus how many processes run it.
+    """One training run: what `train_sft` / `train_dpo` / `train_classifier` take, plus how many processes run it.
 
     The job names its own checkpoint: `fingerprint` is derived from what the weights depend on (the kind, the
     training columns of the rows, the base model as the pipeline names it, the trainer and LoRA arguments, the
-    seed, and the switches that change the result), never from how training runs (processes, accelerate
+    seed, the switches that change the result, and a classifier job's own arguments), never from how training runs (processes, accelerate
     config, log): a checkpoint trained on N processes is reused on M.
     """
 
-    kind: str  # sft | dpo
+    kind: str  # sft | dpo | classifier (the SKD critic: a sequence-pair classifier, synthkd.skd.critic)
     rows: list[dict[str, Any]]
     base_model: str  # as the pipeline names it (a model string, or a checkpoint directory): part of the fingerprint
     out_dir: Path
@@ -67,6 +68,11 @@ class Job:
     log_path: Path | None = None  # default: OUT.train.log beside the checkpoint
     freeze_embeddings: bool = False  # sft only: train_sft's freeze_embeddings
     base_path: str | None = None  # the local weights `base_model` resolves to (None: base_model as it is)
+    classifier: ClassifierArgs | None = None  # classifier only (and required there): its arguments and validation items
+
+    def __post_init__(self) -> None:
+        if (self.kind == "classifier") != (self.classifier is not None):
+            raise ValueError(f"a {self.kind} job {'needs' if self.kind == 'classifier' else 'takes no'} classifier arguments")
 
     @property
     def distributed(self) -> bool:
@@ -83,7 +89,9 @@ class Job:
                        "base": self.base_model, "args": self.trainer_args, "lora": self.lora, "seed": self.seed,
                        # switches enter only when on, so turning on a new one later leaves older fingerprints as they were
                        **({"freeze_embeddings": True} if self.freeze_embeddings else {}),
-                       **({"evaluate_before": True} if self.evaluate_before else {})})
+                       **({"evaluate_before": True} if self.evaluate_before else {}),
+                       # the classifier's own arguments: only its jobs have them, so sft and dpo fingerprints are as they were
+                       **({"classifier": self.classifier.model_dump()} if self.classifier is not None else {})})
 
 
 def check_accelerate_config(path: str | None, ctx: "CheckContext") -> None:
@@ -144,6 +152,10 @@ def _in_process(job: Job) -> TrainMetrics:
 
 
 def _train_here(job: Job) -> TrainMetrics:
+    if job.classifier is not None:
+        from synthkd.skd.critic import train_from_args
+
+        return train_from_args(job.rows, job.weights, job.out_dir, job.classifier, seed=job.seed, fingerprint=job.fingerprint)
     if job.kind == "sft":
         from synthkd.train.sft import train_sft
 
@@ -179,6 +191,7 @@ def write_job(job: Job) -> Path:
         "fingerprint": job.fingerprint,
         "evaluate_before": job.evaluate_before,
         "freeze_embeddings": job.freeze_embeddings,
+        **({"classifier": job.classifier.model_dump()} if job.classifier is not None else {}),
     }
     path = directory / "job.json"
     path.write_text(json.dumps(spec, indent=2, default=str))

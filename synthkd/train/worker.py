@@ -1,8 +1,8 @@
 """One training process under `accelerate launch`: `python -m synthkd.train.worker OUT.launch/job.json`.
 
 Every process reads the same job spec and rows (written by `synthkd.train.launch`) and calls
-`train_sft` / `train_dpo`; the trainer shards the batches across processes, and only the main
-process writes the checkpoint.
+`train_sft` / `train_dpo` / `train_classifier`; the trainer (for the classifier, its own loop) shards the
+batches across processes, and only the main process writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def run_job(spec: dict[str, Any]) -> TrainMetrics:
         from synthkd.train.dpo import train_dpo
 
         return train_dpo(rows, spec["base_model"], out_dir, dpo_args=spec["trainer_args"], evaluate_before=bool(spec.get("evaluate_before")), **common)
+    if spec["kind"] == "classifier":
+        from synthkd.skd.critic import ClassifierArgs, train_from_args
+
+        return train_from_args(rows, spec["base_model"], out_dir, ClassifierArgs.model_validate(spec["classifier"]), seed=int(spec["seed"]),
+                               fingerprint=spec["fingerprint"], distributed=True)
     raise ValueError(f"unknown training kind {spec['kind']!r}")
 
 
