@@ -14,6 +14,24 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from synthkd.errors import ConfigError
 
+# Templates several methods share, moved to prompts/common/ from the method that had them first:
+# new name -> the name it had before. Either name works in a pipeline, in `validate` and in `{% include %}`:
+# when the file a name points at is missing, the other name's file is read (`resolve`), so a pipeline naming
+# the old file with our new prompts/ works, and so does a prompts_dir copied from ours before the move (old
+# files only) with the new defaults. Fingerprints record the old name (`PromptLibrary.fingerprint_name`), so
+# finished stages of runs made before the move stay done. A template that moves later is one more line here.
+MOVED: dict[str, str] = {
+    "common/answer.jinja2": "lion/answer.jinja2",
+    "common/referee.jinja2": "lion/referee.jinja2",
+    "common/score.jinja2": "dpo/score.jinja2",
+}
+_OTHER_NAME: dict[str, str] = {**MOVED, **{old: new for new, old in MOVED.items()}}
+
+
+def other_name(name: str) -> str | None:
+    """The other name of a moved template (old for new, new for old); None for a template that did not move."""
+    return _OTHER_NAME.get(name)
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -61,7 +79,7 @@ class _PromptsLoader(jinja2.BaseLoader):
         self.root = root
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
-        path = template_path(self.root, template)
+        path = resolve(self.root, template)
         if path is None or not path.is_file():
             raise jinja2.TemplateNotFound(template)
         mtime = path.stat().st_mtime
@@ -77,12 +95,26 @@ def template_path(root: Path, name: str) -> Path | None:
     return path if path.is_relative_to(base) else None
 
 
+def resolve(root: Path, name: str) -> Path | None:
+    """The file template `name` reads: root/name, or, when that is missing and `name` is a moved template
+    (MOVED), the file under its other name. None when `name` leaves root (the other name is never tried then)."""
+    path = template_path(root, name)
+    other = other_name(name)
+    if path is None or path.is_file() or other is None:
+        return path
+    fallback = template_path(root, other)
+    return fallback if fallback is not None and fallback.is_file() else path
+
+
 class PromptLibrary:
     """Loads templates from one directory, with a strict, sandboxed environment shared by all of them.
 
     Pipelines come from users, but templates are often copied from elsewhere: the sandbox keeps a
     template from reaching Python internals (and through them the environment's API keys), and the
     loader keeps it from reading files outside the prompts directory.
+
+    A moved template (MOVED) is found under either of its names: the one asked for when its file is there,
+    else the other one's file.
     """
 
     def __init__(self, root: Path) -> None:
@@ -107,8 +139,21 @@ class PromptLibrary:
         self._cache[name] = prompt
         return prompt
 
+    def fingerprint_name(self, name: str) -> str:
+        """The name a stage's fingerprint records for template `name`: a moved template's old name, so stages a
+        run finished before the move (their fingerprints hold the old name) stay done on resume, whichever name
+        the pipeline uses now. Only a prompts_dir holding different text under the two names keeps the new name:
+        those are two templates. Needs no file (a config field the stage does not read is recorded too)."""
+        old = MOVED.get(name)
+        if old is None:
+            return name
+        new_path, old_path = template_path(self.root, name), template_path(self.root, old)
+        apart = (new_path is not None and old_path is not None and new_path.is_file() and old_path.is_file()
+                 and new_path.read_bytes() != old_path.read_bytes())
+        return name if apart else old
+
     def _path(self, name: str, where: str, included_by: Path | None = None) -> Path:
-        path = template_path(self.root, name)
+        path = resolve(self.root, name)
         by = f" (included by {included_by})" if included_by else ""
         if path is None:
             raise ConfigError(f"template {name!r}{by} is outside prompts_dir {self.root}", where=where or None,

@@ -32,7 +32,8 @@ from synthkd.hashing import digest
 from synthkd.runtime import Runtime
 from synthkd.settings import Settings
 from synthkd.stages.base import RunInputs, StageImpl, StageResult
-from synthkd.stages.outlet import StageOutlet, stage_endpoints, stage_models, stage_templates
+from synthkd.stages.outlet import (StageOutlet, fingerprint_config, fingerprint_templates, stage_endpoints, stage_models,
+                                   stage_templates)
 from synthkd.validate import Plan, validate_pipeline
 
 
@@ -133,7 +134,8 @@ def _probe(url: str, key: str | None, timeout: float) -> tuple[int, bytes, str |
 def _fingerprint(rt: Runtime, impl: StageImpl[Any], upstream: dict[str, str | None]) -> str:
     """What a stage's output depends on: its config, inputs, templates, endpoints' weights, seed, source data."""
     return digest({
-        "stage": impl.cfg.model_dump(), "input": upstream, "templates": stage_templates(rt, impl),
+        # A moved template counts under its old name (prompts.MOVED): runs made before the move stay done.
+        "stage": fingerprint_config(rt, impl).model_dump(), "input": upstream, "templates": fingerprint_templates(rt, impl),
         "source": impl.source_identity(rt.pipeline),
         "endpoints": {e: rt.endpoint_identity(e) for e in stage_endpoints(impl)}, "seed": rt.config.seed,
     })

@@ -85,7 +85,7 @@ def test_status_and_report_read_every_kind_of_stage_entry(tmp_path: Path) -> Non
 def test_validate_checks_the_templates_montessori_uses(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts"
     shutil.copytree(REPO / "prompts", prompts)
-    (prompts / "lion" / "answer.jinja2").unlink()
+    (prompts / "common" / "answer.jinja2").unlink()
     proc = run_cli("validate", str(REPO / "pipelines" / "montessori.yaml"), "--set", f"prompts_dir={prompts}")
     assert proc.returncode == 2, proc.stderr
     assert "stages.2.answer_template" in proc.stderr and "Traceback" not in proc.stderr

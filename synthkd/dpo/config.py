@@ -13,9 +13,9 @@ from synthkd.config.stages import MAX_SAMPLES, StageBase, TrainingLaunch
 class DPOTemplates(Strict):
     """Prompts of the DPO stage, as jinja2 files under prompts_dir."""
 
-    answer: str = Field("lion/answer.jinja2", description="How teacher and student are asked to answer.")
-    pairwise: str = Field("lion/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
-    pointwise: str = Field("dpo/score.jinja2", description="Judge one answer 1-10 (instruction, answer).")
+    answer: str = Field("common/answer.jinja2", description="How teacher and student are asked to answer.")
+    pairwise: str = Field("common/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
+    pointwise: str = Field("common/score.jinja2", description="Judge one answer 1-10 (instruction, answer).")
 
 
 class DPOStage(StageBase, TrainingLaunch):

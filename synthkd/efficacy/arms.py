@@ -188,7 +188,7 @@ def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
     o = cx.opts
     stages: list[StageBase] = [
         _load("pool", cx.files.kd_pool),
-        GenerateStage(name="kd.answers", type="generate", input="pool", endpoint="teacher", template="lion/answer.jinja2",
+        GenerateStage(name="kd.answers", type="generate", input="pool", endpoint="teacher", template="common/answer.jinja2",
                       sampling=greedy(cx)),
     ]
     assert o.baseline_seeds is not None and o.arm_seeds is not None and o.steps is not None and o.extra_steps is not None
@@ -216,7 +216,7 @@ def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[st
     o = cx.opts
     assert o.steps is not None
     name = "kd_best_of_n" if best_of_n else "kd_sampled"
-    answers = GenerateStage(name=f"{name}.answers", type="generate", input="pool", endpoint="teacher", template="lion/answer.jinja2",
+    answers = GenerateStage(name=f"{name}.answers", type="generate", input="pool", endpoint="teacher", template="common/answer.jinja2",
                             sampling=Sampling(temperature=o.sampled_temperature, max_tokens=o.max_tokens, seed=seed))
     pool = _load("pool", cx.files.kd_pool)
     if best_of_n:

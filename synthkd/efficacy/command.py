@@ -37,6 +37,7 @@ from synthkd.errors import BudgetExceeded, ConfigError, SynthkdError
 from synthkd.jsonl import write_jsonl
 from synthkd.outputs import load_output
 from synthkd.progress import Reporter
+from synthkd.prompts import resolve
 from synthkd.runlock import run_lock
 from synthkd.settings import Settings
 
@@ -160,7 +161,10 @@ class Efficacy:
     def _probe_key(self) -> list[Any]:
         o = self.opts
         # The prompts' content too: a changed generation prompt must be probed again, not read from the last probe.
-        prompts = [file_digest(self.loaded.prompts_dir / name) for name in ("lion/answer.jinja2", "lion/generate_hard.jinja2")]
+        # The files the probes read (a moved template under either name, as PromptLibrary finds it): their bytes, not
+        # their names, so the probes of a run made before prompts/common/ existed are read back, not paid for again.
+        root = self.loaded.prompts_dir
+        prompts = [file_digest(resolve(root, name) or root / name) for name in ("common/answer.jinja2", "lion/generate_hard.jinja2")]
         return [o.probe_prompts, o.probe_generations, o.probe_samples, o.max_tokens, o.tau, o.sampled_temperature, *prompts]
 
     def sizes(self, probes: Probes, pool_size: int) -> tuple[float, A.Sizes, str]:

@@ -63,7 +63,7 @@ async def run_probes(rt: Any, opts: EfficacyOptions, pool: list[Item]) -> Probes
     """Every probe's figures (each with a `status`, a one-line `summary` and its own figures)."""
     rng = random.Random(f"efficacy-probes-{rt.config.seed}")
     sample = rng.sample(pool, min(opts.probe_prompts, len(pool)))
-    answer_t = rt.prompts.get("lion/answer.jinja2")
+    answer_t = rt.prompts.get("common/answer.jinja2")
     greedy = Sampling(temperature=0.0, max_tokens=opts.max_tokens)
     meter = Meter()
     out = Probes()

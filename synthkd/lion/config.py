@@ -13,8 +13,8 @@ from synthkd.config.stages import Select, StageBase, TrainingLaunch
 class LionTemplates(Strict):
     """The Lion prompts, as jinja2 files under prompts_dir."""
 
-    answer: str = Field("lion/answer.jinja2", description="How teacher and student are asked to answer an instruction.")
-    referee: str = Field("lion/referee.jinja2", description="Referee: score two answers 1-10 in one call.")
+    answer: str = Field("common/answer.jinja2", description="How teacher and student are asked to answer an instruction.")
+    referee: str = Field("common/referee.jinja2", description="Referee: score two answers 1-10 in one call.")
     generate_hard: str = Field(
         "lion/generate_hard.jinja2", description="New instruction from a hard seed: same domain and task type, similar "
         "length and difficulty (the paper's hard prompt). lion/generate_harder.jinja2 asks for a noticeably harder one "

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from synthkd.models.store import build_once
+from synthkd.prompts import other_name
 
 _BUILDER_VERSION = "3"
 _SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -39,22 +40,31 @@ def _shape(name: str) -> tuple[int, int]:
 
 # The text a tiny model's tokenizer is trained on, pinned: adding a data file or a prompt to the project must not
 # change every tiny model (and every test outcome built on one). These are the files the corpus held when it was
-# pinned; a root that has none of them (another project's) falls back to its own data/ and prompts/.
+# pinned; a root that has none of them (another project's) falls back to its own data/ and prompts/. The prompts that
+# moved to prompts/common/ keep their place in the order (their bytes did not change), and a root copied from ours
+# before the move is read under the old names (`_pinned_file`): the same text, so the same tiny models.
 _PINNED_CORPUS = (
     "data/distill/heldout.jsonl", "data/distill/heldout_families.jsonl", "data/distill/heldout_phrasings.jsonl",
     "data/distill/pool.jsonl", "data/lion/heldout_instructions.jsonl", "data/lion/seed_instructions.jsonl",
     "data/montessori/reference.jsonl", "data/rationale/arithmetic_test.jsonl", "data/rationale/arithmetic_train.jsonl",
-    "data/skd/heldout_events.jsonl", "data/skd/seed_events.jsonl", "prompts/dpo/score.jinja2", "prompts/lion/answer.jinja2",
+    "data/skd/heldout_events.jsonl", "data/skd/seed_events.jsonl", "prompts/common/score.jinja2", "prompts/common/answer.jinja2",
     "prompts/lion/generate_easy.jinja2", "prompts/lion/generate_hard.jinja2", "prompts/lion/generate_harder.jinja2",
-    "prompts/lion/generate_list.jinja2", "prompts/lion/referee.jinja2", "prompts/montessori/synthesize.jinja2",
+    "prompts/lion/generate_list.jinja2", "prompts/common/referee.jinja2", "prompts/montessori/synthesize.jinja2",
     "prompts/rationale/inline_target.jinja2", "prompts/rationale/teacher.jinja2", "prompts/rationale/teacher_reasoning.jinja2",
     "prompts/rationale/think_target.jinja2", "prompts/skd/heads.jinja2", "prompts/skd/judge.jinja2",
     "prompts/skd/student_input.jinja2", "prompts/skd/tail.jinja2",
 )
 
 
+def _pinned_file(repo_root: Path, name: str) -> Path:
+    """repo_root/name; for a moved prompt (prompts.MOVED) missing there, the file under its other name."""
+    path = repo_root / name
+    other = other_name(name.removeprefix("prompts/")) if name.startswith("prompts/") else None
+    return repo_root / "prompts" / other if other and not path.is_file() else path
+
+
 def _corpus_files(repo_root: Path) -> list[Path]:
-    pinned = [repo_root / name for name in _PINNED_CORPUS if (repo_root / name).is_file()]
+    pinned = [path for path in (_pinned_file(repo_root, name) for name in _PINNED_CORPUS) if path.is_file()]
     if pinned:
         return pinned
     files = sorted((repo_root / "data").rglob("*.jsonl")) + sorted((repo_root / "prompts").rglob("*.jinja2"))

@@ -31,8 +31,8 @@ from synthkd.scoring.nll import cached_answer_nll
 class EvalTemplates(Strict):
     """Prompts of the eval stage, as jinja2 files under prompts_dir."""
 
-    answer: str = Field("lion/answer.jinja2", description="How student and teacher are asked (variable: instruction).")
-    pairwise: str = Field("lion/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
+    answer: str = Field("common/answer.jinja2", description="How student and teacher are asked (variable: instruction).")
+    pairwise: str = Field("common/referee.jinja2", description="Judge two answers 1-10 in one call (instruction, answer_1, answer_2).")
 
 
 class EvalStage(StageBase):

@@ -10,12 +10,14 @@ stage's stats type, so no method repeats the bookkeeping and none can write a ke
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pydantic import BaseModel
 
 from synthkd.errors import SynthkdError
 from synthkd.hashing import digest
+from synthkd.prompts import MOVED
 from synthkd.records import FailedRow, Iteration, Record, plain_rows
 from synthkd.scoring.code_judge import is_code_judge
 
@@ -32,6 +34,33 @@ def stage_endpoints(impl: "StageImpl[Any]") -> list[str]:
 def stage_templates(rt: "Runtime", impl: "StageImpl[Any]") -> dict[str, str]:
     """Template name -> hash, for the templates a stage renders."""
     return {t.name: rt.prompts.get(t.name).sha256 for t in impl.templates()}
+
+
+def fingerprint_templates(rt: "Runtime", impl: "StageImpl[Any]") -> dict[str, str]:
+    """`stage_templates` as a stage's fingerprint records them: a moved template (prompts.MOVED) under its old
+    name, so which of its two names a pipeline uses leaves the fingerprint as it was before the move."""
+    return {rt.prompts.fingerprint_name(t.name): rt.prompts.get(t.name).sha256 for t in impl.templates()}
+
+
+def fingerprint_config(rt: "Runtime", impl: "StageImpl[Any]") -> BaseModel:
+    """The stage's config as its fingerprint records it: every field naming a moved template (prompts.MOVED), read
+    by the stage or not, under `PromptLibrary.fingerprint_name`. A stage a run finished before the move recorded
+    the old default names; the new defaults (or new names written in the pipeline) must find it done, not pay for
+    its calls again."""
+    return _recorded(impl.cfg, rt.prompts.fingerprint_name)
+
+
+def _recorded(model: BaseModel, record: Callable[[str], str]) -> BaseModel:
+    """A copy of `model` (and of its nested models) with each string field that names a moved template passed through
+    `record`; `model` itself when nothing changes. Template names sit in string fields of the stage's config models."""
+    update: dict[str, str | BaseModel] = {}
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        if isinstance(value, str) and value in MOVED and (recorded := record(value)) != value:
+            update[key] = recorded
+        elif isinstance(value, BaseModel) and (copy := _recorded(value, record)) is not value:
+            update[key] = copy
+    return model.model_copy(update=update) if update else model
 
 
 def stage_models(rt: "Runtime", impl: "StageImpl[Any]") -> dict[str, str]:
