@@ -29,7 +29,7 @@ from synthkd.runtime import Runtime
 from synthkd.skd import critic as critic_lib
 from synthkd.skd.generation import Completion, clean_heads, clean_tails, first_line, numbered_seeds
 from synthkd.skd.labels import read_labels
-from synthkd.skd.stage import HeadRow, ScoredTriple, SKDRow, SKDStats, SKDSummary, Triple, relations_of
+from synthkd.skd.stage import Corpus, CriticSummary, HeadRow, PRCurve, Rate, ScoredTriple, SKDRow, SKDStats, SKDSummary, Threshold, Triple, relations_of
 from synthkd.stages.training import train_checkpoint
 from synthkd.stages.base import StageResult, checkpoint_dir, failed_row
 from synthkd.stages.outlet import StageOutlet
@@ -72,7 +72,7 @@ class SKDRun:
             self.summary.failed_calls = {s: steps.count(s) for s in sorted(set(steps))}
         summary = self.summary
         moves = {self.cfg.student: checkpoint} if checkpoint and self.cfg.student and self.rt.config.endpoints[self.cfg.student].served else {}
-        return StageResult(rows=rows, failed=self.failed, meter=meter, stats=SKDStats(skd=summary, critic=summary.critic or {}), moves=moves)
+        return StageResult(rows=rows, failed=self.failed, meter=meter, stats=SKDStats(skd=summary, critic=summary.critic), moves=moves)
 
     async def run(self) -> StageResult:
         meter = Meter()
@@ -80,7 +80,7 @@ class SKDRun:
         raw = await self.generate_tails(heads, meter, self.cfg.teacher, self.cfg.tails.n, self.cfg.tails.sampling, "teacher tails")
         self.out.dataset("raw", raw, row_type=Triple, description="SKD: the teacher's raw knowledge graph (head, relation, tail).")
         if not raw:
-            self.summary.corpus = {"raw": 0, "filtered": 0, "kept_fraction": 0.0}
+            self.summary.corpus = Corpus(raw=0, filtered=0, kept_fraction=0.0)
             self.summary.note = "no triples: every head or tail was filtered out (see skd.heads in run.json)"
             return self._result([], meter)
         scored, threshold = await self.critique(raw, meter)
@@ -89,7 +89,7 @@ class SKDRun:
         self.out.dataset("filtered", kept, row_type=ScoredTriple, description="SKD: triples the critic accepts, with their score.")
         sft_rows = [self._sft_row(t) for t in kept]
         checkpoint = await self.train_student(sft_rows)
-        self.summary.corpus = {"raw": len(raw), "filtered": len(kept), "kept_fraction": len(kept) / len(raw) if raw else 0.0}
+        self.summary.corpus = Corpus(raw=len(raw), filtered=len(kept), kept_fraction=len(kept) / len(raw) if raw else 0.0)
         self.summary.acceptance = {
             "teacher_unfiltered": _rate(scored, threshold),
             "filtered_corpus": _rate(kept, threshold),
@@ -184,7 +184,7 @@ class SKDRun:
         c = self.cfg.critic
         if c.kind == "llm":
             verdicts = await self._judge(raw, meter, "judge scores every triple", "critic")
-            self.summary.critic = {"kind": "llm", "threshold": 0.5, "judged": sum(v is not None for v in verdicts)}
+            self.summary.critic = CriticSummary(kind="llm", threshold=0.5, judged=sum(v is not None for v in verdicts))
             # A triple whose judge call failed is not scored (it is in failed.jsonl), rather than read as a rejection.
             return [_scored(t, 1.0 if v else 0.0) for t, v in zip(raw, verdicts) if v is not None], 0.5
         labelled = await self.labels(raw, meter)
@@ -207,12 +207,12 @@ class SKDRun:
         val_scores = await asyncio.to_thread(critic_lib.score_texts, out, [(x["premise"], x["hypothesis"]) for x in val_pairs])
         chosen = critic_lib.choose_threshold(val_scores, [r["label"] for r in val], target_recall=c.target_recall, target_precision=c.target_precision)
         curve = critic_lib.pr_curve(val_scores, [r["label"] for r in val])
-        self.summary.critic = {
-            "kind": "classifier", "labels": len(items), "train": len(train), "val": len(val), "metrics": metrics.to_json(),
-            "threshold": chosen["threshold"], "chosen": chosen,
-            "pr_curve": {"precision": [p["precision"] for p in curve], "recall": [p["recall"] for p in curve],
-                         "threshold": chosen["threshold"], "chosen": {"precision": chosen["precision"], "recall": chosen["recall"]}},
-        }
+        self.summary.critic = CriticSummary(
+            kind="classifier", labels=len(items), train=len(train), val=len(val), metrics=metrics,
+            threshold=chosen["threshold"], chosen=Threshold.model_validate(chosen),
+            pr_curve=PRCurve(precision=[p["precision"] for p in curve], recall=[p["recall"] for p in curve],
+                             threshold=chosen["threshold"], chosen={"precision": chosen["precision"], "recall": chosen["recall"]}),
+        )
         return await self._score(raw, threshold_meter=meter), float(chosen["threshold"])
 
     async def _score(self, triples: list[Triple], threshold_meter: Meter) -> list[ScoredTriple]:
@@ -259,9 +259,9 @@ def _scored(t: Triple, score: float) -> ScoredTriple:
     return ScoredTriple(id=t.id, head=t.head, relation=t.relation, phrase=t.phrase, tail=t.tail, critic_score=score)
 
 
-def _rate(rows: list[ScoredTriple], threshold: float) -> dict[str, float | int]:
+def _rate(rows: list[ScoredTriple], threshold: float) -> Rate:
     """Share of triples the critic accepts, and their mean critic score."""
     if not rows:
-        return {"n": 0, "accepted": 0.0, "mean_score": 0.0}
-    return {"n": len(rows), "accepted": sum(r.critic_score >= threshold for r in rows) / len(rows),
-            "mean_score": sum(r.critic_score for r in rows) / len(rows)}
+        return Rate(n=0, accepted=0.0, mean_score=0.0)
+    return Rate(n=len(rows), accepted=sum(r.critic_score >= threshold for r in rows) / len(rows),
+                mean_score=sum(r.critic_score for r in rows) / len(rows))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from synthkd.skd.config import SKDStage
 from synthkd.errors import ConfigError
@@ -42,13 +41,65 @@ class SKDRow(ScoredTriple):
     messages: Messages
 
 
+class Corpus(Stats):
+    """Triples the teacher wrote and those the critic kept."""
+
+    raw: int = 0
+    filtered: int = 0
+    kept_fraction: float = 0.0
+
+
+class Rate(Stats):
+    """How many triples of a set the critic accepts, and their mean score."""
+
+    n: int = 0
+    accepted: float = 0.0
+    mean_score: float = 0.0
+
+
+class Threshold(Stats):
+    """The critic's acceptance threshold as chosen on validation (`critic.choose_threshold`): the point of the
+    precision-recall curve, whether it met the target, and the target."""
+
+    threshold: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    kept_fraction: float | None = None
+    met: bool | None = None
+    target: dict[str, float] = {}
+
+
+class PRCurve(Stats):
+    """The critic's precision-recall curve on validation, with the chosen point (the report's plot)."""
+
+    precision: list[float] = []
+    recall: list[float] = []
+    threshold: float | None = None
+    chosen: dict[str, float] = {}
+
+
+class CriticSummary(Stats):
+    """The critic: an LLM judge (`kind: llm`, fixed threshold, triples judged) or a trained classifier (labels,
+    train/val split, training metrics, the chosen threshold and the curve it was chosen on)."""
+
+    kind: str | None = None
+    threshold: float | None = None
+    judged: int | None = None  # llm
+    labels: int | None = None  # classifier
+    train: int | None = None
+    val: int | None = None
+    metrics: TrainMetrics | None = None
+    chosen: Threshold | None = None
+    pr_curve: PRCurve | None = None
+
+
 class SKDSummary(Stats):
     """What the SKD stage measured: heads, corpus sizes, the critic, acceptance rates, the student."""
 
-    heads: dict[str, Any] | None = None
-    corpus: dict[str, Any] | None = None
-    critic: dict[str, Any] | None = None
-    acceptance: dict[str, Any] | None = None
+    heads: dict[str, int | str] | None = None  # generation.clean_heads: sampled, why dropped, kept
+    corpus: Corpus | None = None
+    critic: CriticSummary | None = None
+    acceptance: dict[str, Rate] | None = None  # teacher_unfiltered, filtered_corpus, student_heldout
     student: TrainMetrics | str | None = None
     failed_calls: dict[str, int] | None = None
     note: str | None = None
@@ -58,13 +109,13 @@ class SKDStats(StageStats):
     """run.json entry of an skd stage."""
 
     skd: SKDSummary | None = None
-    critic: dict[str, Any] | None = None  # the same as skd.critic, at the top for the report's PR curve
+    critic: CriticSummary | None = None  # the same as skd.critic, at the top for the report's PR curve
 
     def lines(self) -> list[str]:
-        corpus = (self.skd.corpus if self.skd else None) or {}
+        corpus = self.skd.corpus if self.skd else None
         acc = (self.skd.acceptance if self.skd else None) or {}
-        parts = [f"corpus {corpus.get('raw', '-')} -> {corpus.get('filtered', '-')}"]
-        parts += [f"{k} acceptance {v.get('accepted', 0):.2f}" for k, v in acc.items() if isinstance(v, dict)]
+        parts = [f"corpus {corpus.raw if corpus else '-'} -> {corpus.filtered if corpus else '-'}"]
+        parts += [f"{k} acceptance {v.accepted:.2f}" for k, v in acc.items()]
         return ["  ".join(parts)]
 
 
