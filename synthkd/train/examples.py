@@ -1,5 +1,5 @@
-"""The shapes training reads and passes on: chat messages and tool schemas in OpenAI's form, the rows of an SFT or
-DPO job, the example forms handed to TRL, and the job spec a multi-process run's workers read.
+"""The shapes training reads and passes on: the rows of an SFT, DPO or classifier job, the example forms handed to
+TRL, and the job spec a multi-process run's workers read (chat messages and tool schemas are `synthkd.tools.wire`'s).
 
 All are TypedDicts: the rows are JSON read from datasets and JSON-lines files, and tests and stages build them as
 plain dicts, so a TypedDict describes them without changing what they are. A row may hold other columns too
@@ -8,52 +8,15 @@ plain dicts, so a TypedDict describes them without changing what they are. A row
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from pydantic import JsonValue
+from synthkd.tools.wire import ChatMessage, JSONValue, ToolSchema
 
-__all__ = ["FunctionCall", "ToolCall", "ChatMessage", "FunctionSchema", "ToolSchema", "SFTExample", "PreferenceExample",
-           "TrainingRow", "training_row", "sft_example", "preference_example", "PromptCompletion", "TokenizedExample", "JobSpec"]
+if TYPE_CHECKING:
+    from synthkd.skd.critic import LabelledPair
 
-
-class FunctionCall(TypedDict):
-    """The function a tool call names, with its arguments: JSON text as OpenAI writes them, or already parsed."""
-
-    name: str
-    arguments: NotRequired[str | dict[str, JsonValue] | None]
-
-
-class ToolCall(TypedDict):
-    """One entry of an assistant message's `tool_calls`."""
-
-    id: NotRequired[str]
-    type: NotRequired[str]  # "function"
-    function: FunctionCall
-
-
-class ChatMessage(TypedDict):
-    """One turn of a conversation as chat templates and TRL read it."""
-
-    role: str  # system | user | assistant | tool
-    content: NotRequired[str | None]  # an assistant turn that only calls tools may have none
-    tool_calls: NotRequired[list[ToolCall]]  # assistant turns
-    tool_call_id: NotRequired[str]  # tool turns: the call answered
-    name: NotRequired[str | None]  # tool turns: the tool that answered
-
-
-class FunctionSchema(TypedDict):
-    """A tool's function as the model is shown it."""
-
-    name: str
-    description: NotRequired[str]
-    parameters: NotRequired[dict[str, JsonValue]]  # a JSON Schema object
-
-
-class ToolSchema(TypedDict):
-    """One entry of a row's `tools`, in OpenAI's form."""
-
-    type: NotRequired[str]  # "function"
-    function: FunctionSchema
+__all__ = ["SFTExample", "PreferenceExample", "TrainingRow", "training_row", "sft_example", "preference_example",
+           "classifier_example", "PromptCompletion", "TokenizedExample", "JobSpec"]
 
 
 class SFTExample(TypedDict):
@@ -74,13 +37,16 @@ class PreferenceExample(TypedDict):
 
 
 class TrainingRow(TypedDict, total=False):
-    """A row of a training job of either kind, before its kind picks its columns (`launch.training_columns`)."""
+    """A row of a training job of any kind, before its kind picks its columns (`launch.training_columns`)."""
 
-    messages: list[ChatMessage]
-    prompt: list[ChatMessage]
+    messages: list[ChatMessage]  # sft
+    prompt: list[ChatMessage]  # dpo
     chosen: list[ChatMessage]
     rejected: list[ChatMessage]
-    tools: list[ToolSchema] | str | None
+    premise: str  # classifier (synthkd.skd.critic.LabelledPair)
+    hypothesis: str
+    label: bool
+    tools: list[ToolSchema] | str | None  # sft, dpo: the schemas of the tools a conversation calls
 
 
 def training_row(row: dict[str, Any]) -> TrainingRow:
@@ -95,6 +61,12 @@ def training_row(row: dict[str, Any]) -> TrainingRow:
         out["chosen"] = row["chosen"]
     if "rejected" in row:
         out["rejected"] = row["rejected"]
+    if "premise" in row:
+        out["premise"] = row["premise"]
+    if "hypothesis" in row:
+        out["hypothesis"] = row["hypothesis"]
+    if "label" in row:
+        out["label"] = row["label"]
     if "tools" in row:
         out["tools"] = row["tools"]
     return out
@@ -116,6 +88,11 @@ def preference_example(row: TrainingRow | PreferenceExample) -> PreferenceExampl
     return example
 
 
+def classifier_example(row: TrainingRow) -> LabelledPair:
+    """What classifier training reads of a row: its labelled premise/hypothesis pair."""
+    return {"premise": row["premise"], "hypothesis": row["hypothesis"], "label": row["label"]}
+
+
 class PromptCompletion(TypedDict):
     """TRL's prompt/completion form of a conversation: all turns but the last, and the last (an assistant turn)."""
 
@@ -133,7 +110,7 @@ class TokenizedExample(TypedDict):
 class JobSpec(TypedDict):
     """OUT.launch/job.json: what each process under `accelerate launch` trains (`synthkd.train.worker`)."""
 
-    kind: str  # sft | dpo
+    kind: str  # sft | dpo | classifier
     rows: str  # path of the rows file (JSON lines, the training columns only)
     base_model: str  # the weights to load: a local directory (absolute) or a hub name
     out_dir: str  # the checkpoint directory (absolute)
@@ -144,3 +121,4 @@ class JobSpec(TypedDict):
     fingerprint: str
     evaluate_before: bool
     freeze_embeddings: bool
+    classifier: NotRequired[dict[str, JSONValue]]  # a classifier job's synthkd.skd.critic.ClassifierArgs, as its JSON

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any, NotRequired, TypedDict
 
-from pydantic import JsonValue
-
 from synthkd.errors import SynthkdError
-from synthkd.train.examples import ChatMessage, TokenizedExample, ToolSchema
+from synthkd.tools.wire import ChatMessage, JSONValue, ToolSchema
+from synthkd.train.examples import TokenizedExample
 
 
 class _TemplateOptions(TypedDict):
@@ -118,8 +117,9 @@ def plain_tool_messages(messages: list[ChatMessage], tools: list[ToolSchema] | N
     return out
 
 
-def _arguments(value: str | dict[str, JsonValue] | None) -> JsonValue:
-    """A tool call's arguments, parsed where they are JSON text (text that is not JSON stays text)."""
+def _arguments(value: JSONValue) -> JSONValue:
+    """A tool call's arguments, parsed where they are JSON text (text that is not JSON stays text; a dataset's already
+    parsed arguments stay as they are)."""
     if isinstance(value, str):
         try:
             return json.loads(value)

@@ -8,7 +8,8 @@ from typing import Any
 
 from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
-from synthkd.train.examples import PromptCompletion, SFTExample, TokenizedExample, ToolSchema, sft_example
+from synthkd.tools.wire import ToolSchema
+from synthkd.train.examples import PromptCompletion, SFTExample, TokenizedExample, sft_example
 
 __all__ = ["train_sft", "check_sft_args"]
 
