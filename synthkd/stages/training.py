@@ -15,6 +15,7 @@ from synthkd.config.stages import TrainingLaunch
 from synthkd.records import Record, TrainMetrics, plain_rows
 from synthkd.stages.base import checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
+from synthkd.train.examples import training_row
 from synthkd.train.launch import Job, train_async
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ async def train_checkpoint(rt: "Runtime", stage: str, launch: TrainingLaunch, ta
     returns (checkpoint, its metrics). `classifier`: the arguments of a kind="classifier" job (the SKD critic).
     `note` is what the progress line says when training starts."""
     out = checkpoint_dir(rt, stage, *([tag] if tag else []))
-    job = Job(kind, plain_rows(rows), base, out, trainer_args, lora, rt.config.seed, evaluate_before=evaluate_before,
+    job = Job(kind, [training_row(row) for row in plain_rows(rows)], base, out, trainer_args, lora, rt.config.seed, evaluate_before=evaluate_before,
               processes=launch.processes, freeze_embeddings=freeze_embeddings, classifier=classifier,
               accelerate_config=rt.pipeline.resolve(launch.accelerate_config) if launch.accelerate_config else None,
               log_path=rt.run_dir / "logs" / f"train-{stage}{f'-{tag}' if tag else ''}.log")

@@ -77,9 +77,10 @@ def run_train(kind: str, data: Path, model: str, out: Path, assignments: list[st
     else:
         from synthkd.train.dpo import check_dpo_args as check  # type: ignore[assignment]
     from synthkd.models import resolve_model
+    from synthkd.train.examples import training_row
     from synthkd.train.launch import Job, train
 
     check(trainer_args, "--set")  # first: a bad --set (or no TRL) fails before a model is built or converted
     base = resolve_model(model, tiny_home, Path.cwd(), where="--model")
-    return train(Job(kind, rows, model, out, trainer_args, lora, seed, processes=processes, base_path=base,
+    return train(Job(kind, [training_row(row) for row in rows], model, out, trainer_args, lora, seed, processes=processes, base_path=base,
                      accelerate_config=accelerate_config.resolve() if accelerate_config else None))

@@ -16,19 +16,33 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from synthkd.errors import ConfigError
 from synthkd.records import TrainMetrics
 
+if TYPE_CHECKING:
+    import torch
+
 FINGERPRINT_FILE = "synthkd_fingerprint.txt"
 METRICS_FILE = "train_metrics.json"
 
+
+class TrainerDefaults(TypedDict):
+    """The trainer config values synthkd sets unless the YAML block sets them (TRL config field names)."""
+
+    report_to: list[str]
+    save_strategy: str
+    logging_steps: int
+    disable_tqdm: bool
+    bf16: NotRequired[bool]  # off on a machine without a GPU
+
+
 # Defaults synthkd sets for its own bookkeeping; anything in the YAML block wins.
-_BOOKKEEPING: dict[str, Any] = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
+_BOOKKEEPING: TrainerDefaults = {"report_to": [], "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True}
 
 
-def own_defaults() -> dict[str, Any]:
+def own_defaults() -> TrainerDefaults:
     """synthkd's defaults for a trainer config; on a machine without a GPU also bf16 off, which TRL
     otherwise turns on and then refuses ("Your setup doesn't support bf16/gpu")."""
     try:
@@ -37,7 +51,10 @@ def own_defaults() -> dict[str, Any]:
         gpu = torch.cuda.is_available()
     except ImportError:
         gpu = False
-    return dict(_BOOKKEEPING) if gpu else {**_BOOKKEEPING, "bf16": False}
+    defaults = _BOOKKEEPING.copy()
+    if not gpu:
+        defaults["bf16"] = False
+    return defaults
 
 
 TRAIN_LOG_FILE = "train_log.jsonl"
@@ -196,7 +213,7 @@ def save_checkpoint(trainer: Any, tokenizer: Any, tmp: Path, out_dir: Path, metr
     accelerator.wait_for_everyone()
 
 
-def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
+def _gathered_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
     """The full weights gathered from every process where the model is sharded (FSDP, DeepSpeed);
     None where the main process holds the whole model (one process, DDP)."""
     from accelerate.utils import DistributedType
@@ -208,7 +225,7 @@ def _gathered_state_dict(trainer: Any) -> dict[str, Any] | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped)
 
 
-def _merged_from_gathered(model: Any, state_dict: dict[str, Any]) -> Any:
+def _merged_from_gathered(model: Any, state_dict: dict[str, torch.Tensor]) -> Any:
     """LoRA merged into full weights, from the gathered weights of a sharded PEFT model (which cannot
     merge in place): the PEFT model is rebuilt on the main process from its base and merged there."""
     from peft import get_peft_model

@@ -7,6 +7,7 @@ from typing import Any
 
 from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+from synthkd.train.examples import PreferenceExample
 
 
 def check_dpo_args(args: dict[str, Any], where: str, accepted: Path | None = None) -> None:
@@ -14,7 +15,7 @@ def check_dpo_args(args: dict[str, Any], where: str, accepted: Path | None = Non
 
 
 def train_dpo(
-    rows: list[dict[str, Any]],
+    rows: list[PreferenceExample],
     base_model: str,
     out_dir: Path,
     *,
@@ -35,7 +36,8 @@ def train_dpo(
     tmp = scratch_dir(out_dir)
     seed = int(dpo_args.get("seed", seed))  # a `seed:` in the YAML block wins over the pipeline's
     model, tokenizer = load_for_training(base_model, seed)
-    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    pairs: list[PreferenceExample] = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]  # no tools
+    dataset = Dataset.from_list(pairs)
     config = DPOConfig(output_dir=str(tmp / "trainer"), **{**own_defaults(), **dpo_args, "seed": seed})
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
     before = trainer.evaluate() if evaluate_before else None
@@ -50,7 +52,8 @@ def train_dpo(
     return metrics
 
 
-def _metric(evaluation: dict[str, Any], name: str) -> float | None:
+def _metric(evaluation: dict[str, float], name: str) -> float | None:
+    """One of `trainer.evaluate()`'s figures (the `eval_`-prefixed key or the bare one), or None where it has none."""
     for key in (f"eval_{name}", name):
         if key in evaluation:
             return float(evaluation[key])

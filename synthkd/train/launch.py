@@ -31,18 +31,23 @@ from synthkd.hashing import digest
 from synthkd.jsonl import write_jsonl
 from synthkd.records import TrainMetrics
 from synthkd.train.common import METRICS_FILE, TRAIN_LOG_FILE, read_metrics
+from synthkd.train.examples import (JobSpec, PreferenceExample, SFTExample, TrainingRow, classifier_example, preference_example,
+                                    sft_example)
 
 if TYPE_CHECKING:
-    from synthkd.skd.critic import ClassifierArgs
+    from synthkd.skd.critic import ClassifierArgs, LabelledPair
     from synthkd.stages.base import CheckContext
 
-# The columns training reads, per kind; only these go to the job's rows file (and `tools`, where a row has it).
-COLUMNS = {"sft": ("messages",), "dpo": ("prompt", "chosen", "rejected"), "classifier": ("premise", "hypothesis", "label")}
-
-
-def training_columns(kind: str, row: dict[str, Any]) -> dict[str, Any]:
-    """What training reads of one row."""
-    return {k: row[k] for k in COLUMNS[kind]} | ({"tools": row["tools"]} if row.get("tools") else {})
+def training_columns(kind: str, row: TrainingRow) -> SFTExample | PreferenceExample | LabelledPair:
+    """What training reads of one row, per kind: messages; prompt, chosen, rejected; premise, hypothesis, label (in that
+    order), and for sft and dpo `tools` where a row has any. Only these go to the job's rows file and fingerprint."""
+    if kind == "sft":
+        return sft_example(row)
+    if kind == "dpo":
+        return preference_example(row)
+    if kind == "classifier":
+        return classifier_example(row)
+    raise KeyError(kind)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Job:
     """
 
     kind: str  # sft | dpo | classifier (the SKD critic: a sequence-pair classifier, synthkd.skd.critic)
-    rows: list[dict[str, Any]]
+    rows: list[TrainingRow]  # the job's rows (other columns they hold are left out of the job's files and fingerprint)
     base_model: str  # as the pipeline names it (a model string, or a checkpoint directory): part of the fingerprint
     out_dir: Path
     trainer_args: dict[str, Any]
@@ -155,16 +160,17 @@ def _train_here(job: Job) -> TrainMetrics:
     if job.classifier is not None:
         from synthkd.skd.critic import train_from_args
 
-        return train_from_args(job.rows, job.weights, job.out_dir, job.classifier, seed=job.seed, fingerprint=job.fingerprint)
+        return train_from_args([classifier_example(row) for row in job.rows], job.weights, job.out_dir, job.classifier, seed=job.seed,
+                               fingerprint=job.fingerprint)
     if job.kind == "sft":
         from synthkd.train.sft import train_sft
 
-        return train_sft(job.rows, job.weights, job.out_dir, sft_args=job.trainer_args, lora=job.lora, seed=job.seed, fingerprint=job.fingerprint,
-                         freeze_embeddings=job.freeze_embeddings)
+        return train_sft([sft_example(row) for row in job.rows], job.weights, job.out_dir, sft_args=job.trainer_args, lora=job.lora,
+                         seed=job.seed, fingerprint=job.fingerprint, freeze_embeddings=job.freeze_embeddings)
     from synthkd.train.dpo import train_dpo
 
-    return train_dpo(job.rows, job.weights, job.out_dir, dpo_args=job.trainer_args, lora=job.lora, seed=job.seed,
-                     fingerprint=job.fingerprint, evaluate_before=job.evaluate_before)
+    return train_dpo([preference_example(row) for row in job.rows], job.weights, job.out_dir, dpo_args=job.trainer_args, lora=job.lora,
+                     seed=job.seed, fingerprint=job.fingerprint, evaluate_before=job.evaluate_before)
 
 
 def job_dir(out_dir: Path) -> Path:
@@ -180,7 +186,7 @@ def write_job(job: Job) -> Path:
     rows_path = directory / "rows.jsonl"
     write_jsonl(rows_path, (training_columns(job.kind, row) for row in job.rows), default=str)
     base = Path(job.weights)
-    spec = {
+    spec: JobSpec = {
         "kind": job.kind,
         "rows": str(rows_path.resolve()),
         "base_model": str(base.resolve()) if base.exists() else job.weights,  # a local directory, or a hub name
@@ -191,8 +197,9 @@ def write_job(job: Job) -> Path:
         "fingerprint": job.fingerprint,
         "evaluate_before": job.evaluate_before,
         "freeze_embeddings": job.freeze_embeddings,
-        **({"classifier": job.classifier.model_dump()} if job.classifier is not None else {}),
     }
+    if job.classifier is not None:
+        spec["classifier"] = job.classifier.model_dump()
     path = directory / "job.json"
     path.write_text(json.dumps(spec, indent=2, default=str))
     return path
@@ -204,7 +211,7 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
-    config = _read_config(job.accelerate_config) if job.accelerate_config is not None else {}
+    config = _read_config(job.accelerate_config) if job.accelerate_config is not None else AccelerateSettings()
     if job.accelerate_config is None or job.processes > 1:
         cmd += ["--num_processes", str(job.processes)]  # with a config file and processes 1, its num_processes holds
     if job.accelerate_config is None:
@@ -216,9 +223,9 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
             cmd += ["--multi_gpu"]
     else:
         cmd += ["--config_file", str(job.accelerate_config)]  # as is: FSDP, DeepSpeed, mixed precision
-        if "main_process_port" not in config and _count(config.get("num_machines")) <= 1:
+        if not config.names_port and config.num_machines <= 1:
             cmd += ["--main_process_port", str(free_port())]  # not accelerate's fixed 29500: runs side by side do not collide
-    processes = job.processes if job.processes > 1 or job.accelerate_config is None else _count(config.get("num_processes"))
+    processes = job.processes if job.processes > 1 or job.accelerate_config is None else config.num_processes
     if not gpu:
         env["ACCELERATE_USE_CPU"] = "true"
         if "OMP_NUM_THREADS" not in env:  # share the cores out; torchrun's default is 1 thread a process
@@ -234,15 +241,27 @@ def launch_command(job: Job, spec_path: Path, gpu: bool) -> tuple[list[str], dic
     return cmd, env
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    """The accelerate config's top-level keys ({} if unreadable: accelerate itself reports that)."""
+@dataclass(frozen=True)
+class AccelerateSettings:
+    """What synthkd reads of an accelerate config file (accelerate itself reads the whole file)."""
+
+    num_processes: int = 1  # 1 where missing or not a number
+    num_machines: int = 1
+    names_port: bool = False  # whether it sets main_process_port
+
+
+def _read_config(path: Path) -> AccelerateSettings:
+    """The accelerate config's settings synthkd reads (the defaults if unreadable: accelerate itself reports that)."""
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return AccelerateSettings()
+    if not isinstance(data, dict):
+        return AccelerateSettings()
+    return AccelerateSettings(num_processes=_count(data.get("num_processes")), num_machines=_count(data.get("num_machines")),
+                              names_port="main_process_port" in data)
 
 
 def _count(value: Any) -> int:

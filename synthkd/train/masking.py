@@ -18,19 +18,29 @@ conversation is first written as plain chat by `plain_tool_messages` (documented
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from synthkd.errors import SynthkdError
+from synthkd.tools.wire import ChatMessage, JSONValue, ToolSchema
+from synthkd.train.examples import TokenizedExample
 
 
-def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generation_prompt: bool) -> str:
-    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation_prompt}
+class _TemplateOptions(TypedDict):
+    """The keyword arguments `_render` gives `tokenizer.apply_chat_template`."""
+
+    tokenize: bool
+    add_generation_prompt: bool
+    tools: NotRequired[list[ToolSchema]]  # only where there are any: a template may write an empty tool list
+
+
+def _render(tokenizer: Any, messages: list[ChatMessage], tools: list[ToolSchema] | None, generation_prompt: bool) -> str:
+    kwargs: _TemplateOptions = {"tokenize": False, "add_generation_prompt": generation_prompt}
     if tools:
         kwargs["tools"] = tools
     return str(tokenizer.apply_chat_template(messages, **kwargs))
 
 
-def _empty_prompt(tokenizer: Any, tools: list[dict[str, Any]] | None) -> str:
+def _empty_prompt(tokenizer: Any, tools: list[ToolSchema] | None) -> str:
     """The generation prompt of an empty conversation (an assistant that speaks first); "" where the template needs a turn."""
     try:
         return _render(tokenizer, [], tools, True)
@@ -38,7 +48,7 @@ def _empty_prompt(tokenizer: Any, tools: list[dict[str, Any]] | None) -> str:
         return ""
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer: Any, messages: list[ChatMessage], tools: list[ToolSchema] | None = None) -> tuple[str, list[tuple[int, int]]]:
     """(the conversation as the template renders it, the character spans of its assistant turns)."""
     full = _render(tokenizer, messages, tools, False)
     spans = []
@@ -57,7 +67,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], tools: list[
     return full, spans
 
 
-def assistant_masked(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> dict[str, list[int]]:
+def assistant_masked(tokenizer: Any, messages: list[ChatMessage], tools: list[ToolSchema] | None = None) -> TokenizedExample:
     """TRL's pretokenized form of one conversation: `input_ids` and `assistant_masks` (1 on assistant tokens)."""
     text, spans = assistant_spans(tokenizer, messages, tools)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -79,13 +89,13 @@ def renders_tools(tokenizer: Any) -> bool:
     return "tool_calls" in text
 
 
-def plain_tool_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+def plain_tool_messages(messages: list[ChatMessage], tools: list[ToolSchema] | None) -> list[ChatMessage]:
     """A tool-calling conversation as plain chat, for a student whose template cannot write tool calls (SmolLM2's, the
     tiny models'): the tools go into the system message as `<tools>[schemas]</tools>`; each tool call is written
     into its assistant turn as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (after any text); each tool
     result becomes a user turn `<tool_response>{"name": ..., "content": ...}</tool_response>`. The same rendering
     Hermes-style tool-calling models are trained on, so the student learns to write calls a parser can read back."""
-    out: list[dict[str, Any]] = []
+    out: list[ChatMessage] = []
     if tools:
         listing = "<tools>" + json.dumps([t.get("function", t) for t in tools], ensure_ascii=False) + "</tools>"
         if messages and messages[0].get("role") == "system":
@@ -107,7 +117,9 @@ def plain_tool_messages(messages: list[dict[str, Any]], tools: list[dict[str, An
     return out
 
 
-def _arguments(value: Any) -> Any:
+def _arguments(value: JSONValue) -> JSONValue:
+    """A tool call's arguments, parsed where they are JSON text (text that is not JSON stays text; a dataset's already
+    parsed arguments stay as they are)."""
     if isinstance(value, str):
         try:
             return json.loads(value)

@@ -8,6 +8,8 @@ from typing import Any
 
 from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+from synthkd.tools.wire import ToolSchema
+from synthkd.train.examples import PromptCompletion, SFTExample, TokenizedExample, sft_example
 
 __all__ = ["train_sft", "check_sft_args"]
 
@@ -16,8 +18,8 @@ def check_sft_args(args: dict[str, Any], where: str, accepted: Path | None = Non
     check_trainer_args("SFTConfig", args, where, accepted)
 
 
-def training_examples(rows: list[dict[str, Any]], completion_only: bool, assistant_only: bool = False,
-                      tokenizer: Any = None) -> list[dict[str, Any]]:
+def training_examples(rows: list[SFTExample], completion_only: bool, assistant_only: bool = False,
+                      tokenizer: Any = None) -> list[SFTExample] | list[PromptCompletion] | list[TokenizedExample]:
     """TRL examples from `messages` rows. With `completion_only_loss: true` in the sft block, each
     conversation becomes TRL's prompt/completion form (all turns but the last / the last assistant
     turn), so the loss falls on the answer only, as MiniLLM and DistiLLM train; TRL applies
@@ -31,8 +33,8 @@ def training_examples(rows: list[dict[str, Any]], completion_only: bool, assista
 
         return [assistant_masked(tokenizer, r["messages"], _tools(r.get("tools"))) for r in rows]
     if not completion_only:
-        return [{"messages": r["messages"], **({"tools": r["tools"]} if r.get("tools") else {})} for r in rows]
-    out = []
+        return [sft_example(r) for r in rows]  # TRL's conversational form
+    out: list[PromptCompletion] = []
     for r in rows:
         messages = r["messages"]
         if not messages or messages[-1].get("role") != "assistant":
@@ -41,7 +43,7 @@ def training_examples(rows: list[dict[str, Any]], completion_only: bool, assista
     return out
 
 
-def _with_tools_rendered(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+def _with_tools_rendered(rows: list[SFTExample], tokenizer: Any) -> list[SFTExample]:
     """Rows with tool calls, for a student whose chat template cannot write them: rewritten as plain chat
     (`masking.plain_tool_messages`), so no tool call is silently dropped by the template."""
     from synthkd.train.masking import plain_tool_messages, renders_tools
@@ -54,9 +56,12 @@ def _with_tools_rendered(rows: list[dict[str, Any]], tokenizer: Any) -> list[dic
     return [{**r, "messages": plain_tool_messages(r["messages"], _tools(r.get("tools"))), "tools": None} for r in rows]
 
 
-def _tools(value: Any) -> list[dict[str, Any]] | None:
+def _tools(value: list[ToolSchema] | str | None) -> list[ToolSchema] | None:
     """A row's `tools`: a list of schemas, or JSON text of one (as the tool_use stage writes it, and TRL reads it)."""
-    return json.loads(value) if isinstance(value, str) and value.strip() else value or None
+    if isinstance(value, str):
+        parsed: list[ToolSchema] | None = json.loads(value) if value.strip() else None
+        return parsed
+    return value or None
 
 
 def _trainer_class(config: Any) -> Any:
@@ -78,7 +83,7 @@ def _trainer_class(config: Any) -> Any:
         return SFTTrainer
 
     class PlainLossSFTTrainer(SFTTrainer):  # type: ignore[misc,valid-type]
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             if self.compute_loss_func is not None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             # transformers' own compute_loss: the model's loss, with its token averaging across accumulation steps
@@ -89,7 +94,7 @@ def _trainer_class(config: Any) -> Any:
 
 
 def train_sft(
-    rows: list[dict[str, Any]],
+    rows: list[SFTExample],
     base_model: str,
     out_dir: Path,
     *,

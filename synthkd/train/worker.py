@@ -10,24 +10,26 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
 from synthkd.jsonl import read_jsonl
 from synthkd.records import TrainMetrics
+from synthkd.train.examples import JobSpec
 
 
-def run_job(spec: dict[str, Any]) -> TrainMetrics:
-    rows = read_jsonl(spec["rows"])
-    common = {"lora": spec["lora"], "seed": int(spec["seed"]), "fingerprint": spec["fingerprint"]}
+def run_job(spec: JobSpec) -> TrainMetrics:
+    """Train as the spec says, in this process (one of the launched ones)."""
+    rows = read_jsonl(spec["rows"])  # the training columns of each row, as `launch.write_job` wrote them
+    lora, seed, fingerprint = spec["lora"], int(spec["seed"]), spec["fingerprint"]
     out_dir = Path(spec["out_dir"])
     if spec["kind"] == "sft":
         from synthkd.train.sft import train_sft
 
-        return train_sft(rows, spec["base_model"], out_dir, sft_args=spec["trainer_args"], freeze_embeddings=bool(spec.get("freeze_embeddings")), **common)
+        return train_sft(rows, spec["base_model"], out_dir, sft_args=spec["trainer_args"], freeze_embeddings=bool(spec.get("freeze_embeddings")),
+                         lora=lora, seed=seed, fingerprint=fingerprint)
     if spec["kind"] == "dpo":
         from synthkd.train.dpo import train_dpo
 
-        return train_dpo(rows, spec["base_model"], out_dir, dpo_args=spec["trainer_args"], evaluate_before=bool(spec.get("evaluate_before")), **common)
+        return train_dpo(rows, spec["base_model"], out_dir, dpo_args=spec["trainer_args"], evaluate_before=bool(spec.get("evaluate_before")),
+                         lora=lora, seed=seed, fingerprint=fingerprint)
     if spec["kind"] == "classifier":
         from synthkd.skd.critic import ClassifierArgs, train_from_args
 
