@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, with_config
+from typing_extensions import TypedDict  # pydantic reads a TypedDict from here on Python < 3.12
 
 from synthkd.config.endpoints import Strict
 
@@ -39,6 +40,21 @@ class StageBase(Strict):
             raise ValueError(f"{name!r} cannot name a stage: use letters, digits, _ . - (at most 100), starting with a letter, "
                              "digit or _, not ending in .tmp or .launch (its datasets go to RUN_DIR/datasets/<name>/)")
         return name
+
+
+@with_config(ConfigDict(extra="allow"))
+class LoraArgs(TypedDict, total=False):
+    """`lora:` of a training stage: peft.LoraConfig's arguments, passed through as written (the ones most used are
+    declared, so a wrong type is a config error at load time; any other LoraConfig argument is kept as it is)."""
+
+    r: int
+    lora_alpha: int | float
+    lora_dropout: float
+    target_modules: str | list[str]
+    modules_to_save: list[str]
+    bias: str
+    use_rslora: bool
+    use_dora: bool
 
 
 class TrainingLaunch(Strict):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import MAX_SAMPLES, StageBase, TrainingLaunch
+from synthkd.config.stages import LoraArgs, MAX_SAMPLES, StageBase, TrainingLaunch
 
 
 class DPOTemplates(Strict):
@@ -42,4 +42,4 @@ class DPOStage(StageBase, TrainingLaunch):
     heldout_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=64), description="Held-out answers when the judge is code (greedy).")
     templates: DPOTemplates = Field(default_factory=DPOTemplates, description="Prompt files.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.DPOConfig (beta, learning_rate, ...).")
-    lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
+    lora: LoraArgs | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import Select, StageBase, TrainingLaunch
+from synthkd.config.stages import LoraArgs, Select, StageBase, TrainingLaunch
 
 
 class LionTemplates(Strict):
@@ -108,7 +108,7 @@ class LionStage(StageBase, TrainingLaunch):
         default_factory=dict,
         description="Passed straight to trl.SFTConfig (paper: 3 epochs, lr 2e-5, cosine, warmup 3%, max length 1024).",
     )
-    lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
+    lora: LoraArgs | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
     freeze_embeddings: bool = Field(
         False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
         "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import StageBase, TrainingLaunch
+from synthkd.config.stages import LoraArgs, StageBase, TrainingLaunch
 
 
 class MontessoriSynthesis(Strict):
@@ -62,7 +62,7 @@ class MontessoriStage(StageBase, TrainingLaunch):
     max_pairs_per_prompt: int = Field(4, ge=1, description="Cap on chosen x rejected combinations per generation prompt.")
     dpo: dict[str, Any] = Field(default_factory=lambda: {"beta": 0.1, "learning_rate": 1e-6, "num_train_epochs": 1},
                                 description="Teacher DPO, passed to trl.DPOConfig (paper: beta 0.1, lr 1e-6, one epoch).")
-    lora: dict[str, Any] | None = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
+    lora: LoraArgs | None = Field(default_factory=lambda: {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"},
                                         description="Teacher DPO LoRA (merged before serving); null for full fine-tuning.")
     final_prompts: int = Field(100, ge=1, description="Generation prompts of the tuned teacher's final set.")
     sft: dict[str, Any] = Field(default_factory=dict, description="Student SFT on the final set, passed to trl.SFTConfig.")

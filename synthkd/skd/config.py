@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from synthkd.config.endpoints import Sampling, Strict
-from synthkd.config.stages import StageBase, TrainingLaunch
+from synthkd.config.stages import LoraArgs, StageBase, TrainingLaunch
 
 
 class RelationSpec(Strict):
@@ -82,5 +82,5 @@ class SKDStage(StageBase, TrainingLaunch):
     student_model: str = Field("tiny:student", description="Student base weights for SFT.")
     student_template: str = Field("skd/student_input.jinja2", description="Student input (variables: head, relation, phrase); the tail is the target.")
     sft: dict[str, Any] = Field(default_factory=dict, description="Passed straight to trl.SFTConfig.")
-    lora: dict[str, Any] | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
+    lora: LoraArgs | None = Field(None, description="peft.LoraConfig arguments; null for full fine-tuning.")
     eval_sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.0, max_tokens=16, stop=["\n"]), description="Student generations on held-out heads.")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from synthkd.config.stages import StageBase, TrainingLaunch
+from synthkd.config.stages import LoraArgs, StageBase, TrainingLaunch
 from synthkd.errors import ConfigError
 from synthkd.records import StageStats
 from synthkd.stages.base import CheckContext, ModelUse, Reads, RunInputs, StageImpl, StageResult, Uses
@@ -27,7 +27,7 @@ class SFTStage(StageBase, TrainingLaunch):
         False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
         "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
         "takes about 12% off each CPU step (measured once, 20 steps).")
-    lora: dict[str, Any] | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
+    lora: LoraArgs | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
     serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
     # Left out of the fingerprint at its default, so sft stages of runs made before it existed stay done.
     messages_column: str = Field(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from synthkd.config.stages import TrainingLaunch
+from synthkd.config.stages import LoraArgs, TrainingLaunch
 from synthkd.records import Record, TrainMetrics, plain_rows
 from synthkd.stages.base import checkpoint_dir
 from synthkd.train.common import checkpoint_done, read_metrics
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 async def train_checkpoint(rt: "Runtime", stage: str, launch: TrainingLaunch, tag: str | None, *, kind: str,
-                           rows: Sequence[Record | Mapping[str, Any]], base: str, trainer_args: dict[str, Any], lora: dict[str, Any] | None,
+                           rows: Sequence[Record | Mapping[str, Any]], base: str, trainer_args: dict[str, Any], lora: LoraArgs | None,
                            freeze_embeddings: bool = False, evaluate_before: bool = False, classifier: ClassifierArgs | None = None,
                            note: str = "") -> tuple[Path, TrainMetrics]:
     """Train (unless done) RUN_DIR/checkpoints/<stage>[/<tag>] from `base` (a model string or a checkpoint) on `rows`;

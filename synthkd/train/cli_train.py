@@ -9,6 +9,7 @@ from typing import Any
 from synthkd import yamlio
 
 from synthkd.records import TrainMetrics
+from synthkd.config.stages import LoraArgs
 from synthkd.errors import ConfigError
 from synthkd.stages.load import read_records
 from synthkd.train.common import FINGERPRINT_FILE
@@ -16,10 +17,10 @@ from synthkd.train.common import FINGERPRINT_FILE
 REQUIRED = {"sft": {"messages"}, "dpo": {"prompt", "chosen", "rejected"}}
 
 
-def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
+def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], LoraArgs | None, int]:
     """--set key=value pairs -> (trainer config kwargs, LoRA kwargs or None, seed)."""
     trainer: dict[str, Any] = {}
-    lora: dict[str, Any] | None = None
+    lora: LoraArgs | None = None
     seed = 0
     for item in assignments:
         if "=" not in item:
@@ -29,7 +30,7 @@ def parse_sets(assignments: list[str]) -> tuple[dict[str, Any], dict[str, Any] |
         if key == "seed":
             seed = int(value)
         elif key.startswith("lora."):
-            lora = {**(lora or {}), key.removeprefix("lora."): value}
+            lora = LoraArgs(**{**(lora or {}), key.removeprefix("lora."): value})
         elif key == "lora" and value in (None, "null"):
             lora = None
         else:

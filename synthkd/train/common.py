@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
+from synthkd.config.stages import LoraArgs
 from synthkd.errors import ConfigError
 from synthkd.records import TrainMetrics
 
@@ -161,7 +162,7 @@ def load_for_training(base_model: str, seed: int) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype), tokenizer
 
 
-def lora_config(lora: dict[str, Any] | None) -> Any:
+def lora_config(lora: LoraArgs | None) -> Any:
     if lora is None:
         return None
     from peft import LoraConfig

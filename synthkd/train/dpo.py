@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synthkd.config.stages import LoraArgs
 from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 from synthkd.train.examples import PreferenceExample
@@ -20,7 +21,7 @@ def train_dpo(
     out_dir: Path,
     *,
     dpo_args: dict[str, Any],
-    lora: dict[str, Any] | None,
+    lora: LoraArgs | None,
     seed: int,
     fingerprint: str,
     evaluate_before: bool = False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
+from synthkd.config.stages import LoraArgs
 from synthkd.tools.wire import ChatMessage, JSONValue, ToolSchema
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class JobSpec(TypedDict):
     out_dir: str  # the checkpoint directory (absolute)
     # The YAML block, passed through to TRL's SFTConfig / DPOConfig: open-ended, checked against TRL's own fields.
     trainer_args: dict[str, Any]
-    lora: dict[str, Any] | None  # passed through to peft.LoraConfig; None: full fine-tuning
+    lora: LoraArgs | None  # passed through to peft.LoraConfig; None: full fine-tuning
     seed: int
     fingerprint: str
     evaluate_before: bool

@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthkd.config.stages import LoraArgs
 from synthkd.errors import ConfigError, SynthkdError
 from synthkd.hashing import digest
 from synthkd.jsonl import write_jsonl
@@ -65,7 +66,7 @@ class Job:
     base_model: str  # as the pipeline names it (a model string, or a checkpoint directory): part of the fingerprint
     out_dir: Path
     trainer_args: dict[str, Any]
-    lora: dict[str, Any] | None
+    lora: LoraArgs | None
     seed: int
     evaluate_before: bool = False  # dpo only
     processes: int = 1

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synthkd.config.stages import LoraArgs
 from synthkd.records import TrainMetrics
 from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
 from synthkd.tools.wire import ToolSchema
@@ -99,7 +100,7 @@ def train_sft(
     out_dir: Path,
     *,
     sft_args: dict[str, Any],
-    lora: dict[str, Any] | None,
+    lora: LoraArgs | None,
     seed: int,
     fingerprint: str,
     freeze_embeddings: bool = False,
