@@ -4,10 +4,10 @@ code that only builds calls (judging, validation, `synthkd status`) starts fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
 
+from synthkd.client.wire import ChatMessage, ChatTool, ToolChoice
 from synthkd.config.endpoints import Sampling
 
 
@@ -16,10 +16,10 @@ class Call:
     """One request: chat messages, sampling, an optional reply schema, and the sample index; `tools` and
     `tool_choice` as OpenAI function calling takes them (messages may then hold tool calls and tool results)."""
 
-    messages: list[dict[str, Any]]
+    messages: list[ChatMessage]
     sampling: Sampling
     schema: type[BaseModel] | None = None
     sample: int = 0
     logprobs: bool = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoice | None = None

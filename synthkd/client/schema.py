@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from synthkd.client.wire import ResponseFormat
+
 
 def _close_objects(node: Any) -> None:
     """Strict structured outputs want every object closed and every property required."""
@@ -26,7 +28,9 @@ def _close_objects(node: Any) -> None:
 
 @lru_cache(maxsize=None)
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema, with objects closed (OpenAI strict mode, xgrammar)."""
+    """The model's JSON schema, with objects closed (OpenAI strict mode, xgrammar).
+
+    A JSON schema as pydantic writes it (any keywords, nested to any depth): left an open dict."""
     schema = copy.deepcopy(model.model_json_schema())
     _close_objects(schema)
     return schema
@@ -39,6 +43,6 @@ def schema_digest(model: type[BaseModel]) -> str:
 
 
 @lru_cache(maxsize=None)
-def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
+def response_format_for(model: type[BaseModel]) -> ResponseFormat:
     """The `response_format` argument of a chat completion that asks for this model."""
     return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": strict_schema(model), "strict": True}}
