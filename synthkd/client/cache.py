@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from synthkd.client.wire import RequestIdentity, ToolCall
+from synthkd.client.wire import RequestIdentity
 from synthkd.errors import StorageError
+from synthkd.tools.wire import ToolCall
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from synthkd.client.wire import ChatMessage, ChatTool, ToolChoice
+from synthkd.client.wire import ToolChoice
 from synthkd.config.endpoints import Sampling
+from synthkd.tools.wire import ChatMessage, ToolSchema
 
 
 @dataclass(slots=True)
@@ -21,5 +22,5 @@ class Call:
     schema: type[BaseModel] | None = None
     sample: int = 0
     logprobs: bool = False
-    tools: list[ChatTool] | None = None
+    tools: list[ToolSchema] | None = None
     tool_choice: ToolChoice | None = None

@@ -16,8 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from synthkd.client.cache import CachedReply
-from synthkd.client.wire import ChatCompletion, ReplyChoice, ReplyMessage, ToolCall, Usage
+from synthkd.client.wire import ChatCompletion, ReplyChoice, ReplyMessage, Usage
 from synthkd.config.endpoints import EndpointConfig
+from synthkd.tools.wire import ToolCall
 
 
 # The finish_reason under which a paid reply that cannot be read is stored: its text is the raw body (cut

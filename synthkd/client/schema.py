@@ -6,11 +6,12 @@ import copy
 import hashlib
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
 from synthkd.client.wire import ResponseFormat
+from synthkd.tools.wire import JSONSchema
 
 
 def _close_objects(node: Any) -> None:
@@ -27,13 +28,13 @@ def _close_objects(node: Any) -> None:
 
 
 @lru_cache(maxsize=None)
-def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema, with objects closed (OpenAI strict mode, xgrammar).
-
-    A JSON schema as pydantic writes it (any keywords, nested to any depth): left an open dict."""
+def strict_schema(model: type[BaseModel]) -> JSONSchema:
+    """The model's JSON schema, with objects closed (OpenAI strict mode, xgrammar)."""
     schema = copy.deepcopy(model.model_json_schema())
     _close_objects(schema)
-    return schema
+    # pydantic's schema as it wrote it: JSONSchema names the keywords synthkd reads; the others ($defs, $ref, title,
+    # ...) stay as they are, sent and hashed unchanged.
+    return cast(JSONSchema, schema)
 
 
 @lru_cache(maxsize=None)

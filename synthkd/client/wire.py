@@ -5,58 +5,21 @@ exactly as before, and callers (and tests) keep building them as dict literals. 
 really sends and reads, not all of OpenAI's API (the `openai` package has those as models, which synthkd's
 request path does not use: see `EndpointClient._send_once`).
 
-Request side: `ChatMessage`, `ChatTool`, `ToolChoice`, `ResponseFormat`, `SamplingParams`, the keyword arguments
-of a request (`ChatRequest`) and what its cache key hashes (`RequestIdentity`). Reply side: `ChatCompletion`
-and its parts, typed as providers and gateways really send them (counts as strings or null, content as a list
-of parts): the readers in `synthkd.client.replies` check every value before using it. Batch side: a line of a
-batch output or error file (`BatchResultLine`) and a row of `synthkd status`'s batch table (`BatchSummary`).
+Request side (with `ChatMessage`, `ToolSchema` and `ToolCall` from synthkd.tools.wire): `ToolChoice`,
+`ResponseFormat`, `SamplingParams`, the keyword arguments of a request (`ChatRequest`) and what its cache key
+hashes (`RequestIdentity`). Reply side: `ChatCompletion` and its parts, typed as providers and gateways really
+send them (counts as strings or null, content as a list of parts): the readers in `synthkd.client.replies` check
+every value before using it. Batch side: a line of a batch output or error file (`BatchResultLine`) and a row of
+`synthkd status`'s batch table (`BatchSummary`).
 """
 
 # No `from __future__ import annotations`: under it Python 3.11 does not see `Required` in a TypedDict's keys.
 from typing import Any, Literal, Required, TypedDict
 
+# Messages, tool calls and tool schemas are tool calling's types, shared with the tool-use stage and its datasets.
+from synthkd.tools.wire import ChatMessage, JSONSchema, ToolCall, ToolSchema
+
 # ---- request --------------------------------------------------------------------------
-
-
-class ToolCallFunction(TypedDict):
-    """The function a tool call names, and its arguments as JSON text."""
-
-    name: str
-    arguments: str
-
-
-class ToolCall(TypedDict):
-    """One entry of an assistant message's `tool_calls` (as synthkd stores and sends them back)."""
-
-    id: str
-    type: Literal["function"]
-    function: ToolCallFunction
-
-
-class ChatMessage(TypedDict, total=False):
-    """A chat message synthkd sends. `role` is a string, not a Literal: conversations read from a user's dataset
-    keep the roles they have. Tool calling adds `tool_calls` (assistant) and `tool_call_id` and `name` (tool)."""
-
-    role: Required[str]
-    content: Required[str]
-    tool_calls: list[ToolCall]
-    tool_call_id: str
-    name: str
-
-
-class FunctionSpec(TypedDict):
-    """A function a model may call: its name, what it does, and a JSON schema of its arguments."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]  # a JSON schema (any schema a user declares for a tool): open-ended
-
-
-class ChatTool(TypedDict):
-    """An entry of a request's `tools` (OpenAI function calling)."""
-
-    type: Literal["function"]
-    function: FunctionSpec
 
 
 class NamedFunction(TypedDict):
@@ -77,7 +40,7 @@ class JsonSchemaFormat(TypedDict):
     """The `json_schema` block of a structured-outputs `response_format`."""
 
     name: str
-    schema: dict[str, Any]  # the reply model's JSON schema (see synthkd.client.schema): open-ended
+    schema: JSONSchema  # the reply model's, closed for strict mode (see synthkd.client.schema)
     strict: bool
 
 
@@ -109,7 +72,7 @@ class ChatRequest(SamplingParams, total=False):
     n: int
     response_format: ResponseFormat
     logprobs: bool
-    tools: list[ChatTool]
+    tools: list[ToolSchema]
     tool_choice: ToolChoice
     extra_body: dict[str, Any]  # the user's `sampling.extra_body`, passed to the server as it is: open-ended
 
@@ -124,7 +87,7 @@ class RequestIdentity(TypedDict, total=False):
     sample: int  # the sample index; absent from a group key (calls that may share one request with `n`)
     schema: str  # schema_digest of the reply model
     logprobs: bool
-    tools: list[ChatTool]
+    tools: list[ToolSchema]
     tool_choice: ToolChoice
     extra_body: dict[str, Any]  # as in ChatRequest: the user's passthrough, open-ended
     attempt: int  # the retry attempt after a reply failed its schema (absent for the first)
