@@ -31,6 +31,7 @@ from synthkd.client.batch_store import BatchItem, BatchStore, Submission
 from synthkd.client.endpoint import Call, EndpointClient, request_body
 from synthkd.client.replies import interpret, to_cached, to_cached_n
 from synthkd.client.retry import is_retryable, rejects_request, retryable_status
+from synthkd.client.wire import BatchResultLine, ChatRequest
 from synthkd.config.endpoints import BatchConfig
 from synthkd.errors import BudgetExceeded, EndpointError
 from synthkd.jsonl import dumps_line
@@ -47,7 +48,7 @@ class _Line:
     """A request a batch file will carry: the cache keys its choices answer (several with `n`) and its body."""
 
     keys: list[str]
-    body: dict[str, Any]
+    body: ChatRequest | dict[str, Any]  # request_body's: with the user's extra_body fields, an open dict
     worst: float
 
 
@@ -87,7 +88,7 @@ class BatchPhase:
         client = self.client
         pending = {key: sub.local_id for sub in self.store.pending(self.name) for item in sub.items for key in item.keys}
         tries, last = self.store.failures(self.name, self.client.created)
-        needs: dict[str, tuple[Call, int, dict[str, Any]]] = {}
+        needs: dict[str, tuple[Call, int, ChatRequest]] = {}
         holding: set[str] = set()
         for call in calls:
             for attempt in range(client.config.invalid_retries + 1):
@@ -119,10 +120,10 @@ class BatchPhase:
             return False
         return True
 
-    def _lines(self, needs: dict[str, tuple[Call, int, dict[str, Any]]]) -> list[_Line]:
+    def _lines(self, needs: dict[str, tuple[Call, int, ChatRequest]]) -> list[_Line]:
         """One line per request; with n_per_request, a record's missing first-attempt samples share one line with n."""
         client = self.client
-        groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        groups: dict[str, list[tuple[str, ChatRequest]]] = {}
         for key, (call, attempt, kwargs) in needs.items():
             group = client.group_key(call) if client.config.n_per_request and client.takes_n and attempt == 0 else key
             groups.setdefault(group, []).append((key, kwargs))
@@ -243,7 +244,7 @@ class BatchPhase:
                         seen[local_id] = state
                         done = f" {counts.completed}/{counts.total} done, {counts.failed} failed" if counts and counts.total else ""
                         self._note(f"batch {batch.id}: {batch.status}{done}")
-                        self.store.set_status(local_id, batch.status, {"request_counts": counts.model_dump() if counts else None})
+                        self.store.set_status(local_id, batch.status, counts)
                     if batch.status in TERMINAL:
                         await self._collect(sub, batch)
                         del subs[local_id]
@@ -279,8 +280,10 @@ class BatchPhase:
         n_refused: set[str] = set()
         for record in await self._records(batch.output_file_id) + await self._records(batch.error_file_id):
             cid = record.get("custom_id")
-            item = items.get(cid) if isinstance(cid, str) else None
-            if item is None or cid in answered:
+            if not isinstance(cid, str) or cid in answered:
+                continue
+            item = items.get(cid)
+            if item is None:
                 continue
             response = record.get("response") or {}
             body = response.get("body") if isinstance(response, dict) else None
@@ -313,7 +316,7 @@ class BatchPhase:
         failed = f", {len(errors)} failed ({', '.join(f'{r} x{c}' for r, c in reasons.most_common(3))})" if errors else ""
         self._note(f"batch {batch.id} {batch.status}: {len(answered)} answered{failed}, ${actual:.4f}")
 
-    async def _records(self, file_id: str | None) -> list[dict[str, Any]]:
+    async def _records(self, file_id: str | None) -> list[BatchResultLine]:
         """A result file's lines; a file the provider no longer has counts as no answers (its items fail once)."""
         try:
             return await self.api.records(file_id)

@@ -12,6 +12,7 @@ import openai
 
 from synthkd.client.refusals import refused_error
 from synthkd.client.retry import BackoffWithRetryAfter, is_retryable
+from synthkd.client.wire import BatchResultLine
 from synthkd.config.endpoints import EndpointConfig
 from synthkd.errors import EndpointError
 from synthkd.jsonl import split_lines
@@ -64,15 +65,15 @@ class BatchAPI:
         """A batch's current state."""
         return await self._op("read a batch's status", lambda: self.client.batches.retrieve(batch_id))
 
-    async def records(self, file_id: str | None) -> list[dict[str, Any]]:
+    async def records(self, file_id: str | None) -> list[BatchResultLine]:
         """The JSON lines of a batch's output or error file ([] when it has none)."""
         if not file_id:
             return []
         content = await self._op("download batch results", lambda: self.client.files.content(file_id))
-        records = []
+        records: list[BatchResultLine] = []
         for line in split_lines(content.text):
             try:
-                record = json.loads(line)
+                record: BatchResultLine = json.loads(line)  # kept only if an object; its values are checked where read
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict):
@@ -110,7 +111,7 @@ class BatchAPI:
         return exc
 
 
-def error_text(record: dict[str, Any]) -> str:
+def error_text(record: BatchResultLine) -> str:
     """'batch:<status or code>: <message>' of a failed item of an output or error file."""
     error = record.get("error")
     response = record.get("response")

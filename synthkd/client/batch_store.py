@@ -16,9 +16,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthkd.client.cache import RequestCache, unreadable_cache
+from synthkd.client.wire import BatchSummary
+
+if TYPE_CHECKING:  # the openai SDK is not imported by `synthkd status`, which reads batch_summary
+    from openai.types import BatchRequestCounts
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (
@@ -87,7 +91,9 @@ class BatchStore:
         """Record the provider's id for a submission (the moment it is known)."""
         self.cache.sql("UPDATE batches SET batch_id=?, status=? WHERE local_id=?", (batch_id, status, local_id))
 
-    def set_status(self, local_id: str, status: str, info: dict[str, Any]) -> None:
+    def set_status(self, local_id: str, status: str, counts: BatchRequestCounts | None) -> None:
+        """Record a batch's last status seen, and its request counts as the provider reported them (all their fields)."""
+        info = {"request_counts": counts.model_dump() if counts else None}
         self.cache.sql("UPDATE batches SET status=?, info=? WHERE local_id=?", (status, json.dumps(info), local_id))
 
     def collected(self, local_id: str, status: str, errors: dict[str, str]) -> None:
@@ -133,7 +139,7 @@ _SUMMARY = ("SELECT b.endpoint, b.batch_id, b.status, b.collected, COUNT(i.custo
             "LEFT JOIN batch_items i ON i.local_id=b.local_id GROUP BY b.local_id ORDER BY b.created")
 
 
-def batch_summary(cache_path: Path) -> list[dict[str, Any]]:
+def batch_summary(cache_path: Path) -> list[BatchSummary]:
     """Every batch a run submitted (endpoint, batch id, last status seen, collected, requests, failed items), read
     from its cache file without writing to it (for `synthkd status`); [] when it has none."""
     if not cache_path.is_file():

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from synthkd.client.wire import RequestIdentity
 from synthkd.errors import StorageError
+from synthkd.tools.wire import ToolCall
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -48,7 +50,7 @@ _ADDED_COLUMNS = {
 _COLUMNS = "text, finish_reason, prompt_tokens, completion_tokens, cost, logprobs, reasoning, reasoning_tokens, cached_prompt_tokens, tool_calls"
 
 
-def request_key(payload: dict[str, Any]) -> str:
+def request_key(payload: RequestIdentity) -> str:
     """Stable hash of a request description (dict keys sorted, compact JSON)."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -67,7 +69,7 @@ class CachedReply:
     reasoning: str | None = None  # the reply's separate reasoning trace (reasoning_content / reasoning), if any
     reasoning_tokens: int = 0  # usage.completion_tokens_details.reasoning_tokens (a part of completion_tokens)
     cached_prompt_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens (a part of prompt_tokens)
-    tool_calls: list[dict[str, Any]] | None = None  # message.tool_calls (OpenAI function calling), as the endpoint sent them
+    tool_calls: list[ToolCall] | None = None  # message.tool_calls (OpenAI function calling), normalised by replies._tool_calls
 
 
 class RequestCache:

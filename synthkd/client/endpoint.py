@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import openai
 from pydantic import BaseModel
@@ -29,6 +29,7 @@ from synthkd.client.refusals import error_kind, refused_error, short_error
 from synthkd.client.replies import Result, interpret, to_cached, to_cached_n, unusable
 from synthkd.client.retry import BackoffWithRetryAfter, RetryableReplyError, is_retryable, rejects_request, stops_run
 from synthkd.client.schema import response_format_for, schema_digest
+from synthkd.client.wire import ChatCompletion, ChatRequest, RequestIdentity, SamplingParams
 from synthkd.config.endpoints import EndpointConfig, Sampling
 from synthkd.errors import ServeError, StorageError, SynthkdError
 
@@ -71,7 +72,7 @@ class EndpointClient:
         self.adaptive = AdaptiveLimiter(config.concurrency) if config.adaptive else None
         self._limiter = RateLimiter(config.rpm, config.tpm)
         self._fatal: SynthkdError | None = None
-        self._merged: dict[int, tuple[Sampling, Sampling, dict[str, Any]]] = {}
+        self._merged: dict[int, tuple[Sampling, Sampling, SamplingParams]] = {}
         # With n_per_request: whether the endpoint still takes n>1 (a 400 to it, or fewer choices, says no for the run).
         self._n_ok = True
         # Batch mode (synthkd.client.batch): replies collected from a batch this invocation, counted as paid requests
@@ -101,20 +102,23 @@ class EndpointClient:
         await self.pool.aclose()
 
     # ---- request identity -------------------------------------------------------------
-    def _sampling(self, call_sampling: Sampling) -> tuple[Sampling, dict[str, Any]]:
+    def _sampling(self, call_sampling: Sampling) -> tuple[Sampling, SamplingParams]:
         """Endpoint defaults merged with a call's sampling, computed once per Sampling object."""
         key = id(call_sampling)
         hit = self._merged.get(key)
         if hit is None or hit[0] is not call_sampling:
             sampling = self.config.sampling.merged(call_sampling)
-            hit = (call_sampling, sampling, sampling.model_dump(exclude_none=True, exclude={"seed", "extra_body"}))
+            # Sampling's fields less seed and extra_body are SamplingParams' keys; the dump (not a copy field by field)
+            # stays what the cache keys of earlier runs hashed, with the same keys in the same order.
+            params = cast(SamplingParams, sampling.model_dump(exclude_none=True, exclude={"seed", "extra_body"}))
+            hit = (call_sampling, sampling, params)
             self._merged[key] = hit
         return hit[1], hit[2]
 
-    def _identity(self, call: Call) -> tuple[Sampling, dict[str, Any], dict[str, Any]]:
+    def _identity(self, call: Call) -> tuple[Sampling, SamplingParams, RequestIdentity]:
         """(merged sampling, sent sampling params, what the cache key hashes) for a call's first attempt."""
         sampling, params = self._sampling(call.sampling)
-        identity: dict[str, Any] = {
+        identity: RequestIdentity = {
             "model": self.model_identity,
             "messages": call.messages,
             "params": params,
@@ -138,13 +142,13 @@ class EndpointClient:
         del identity["sample"]
         return request_key(identity)
 
-    def request_for(self, call: Call, attempt: int) -> tuple[str, dict[str, Any]]:
+    def request_for(self, call: Call, attempt: int) -> tuple[str, ChatRequest]:
         """(cache key, request kwargs) for one attempt of a call."""
         sampling, params, identity = self._identity(call)
         if attempt:
             identity["attempt"] = attempt
         key = request_key(identity)
-        kwargs: dict[str, Any] = {"model": self.config.model, "messages": call.messages, **params}
+        kwargs: ChatRequest = {"model": self.config.model, "messages": call.messages, **params}
         if self.config.max_tokens_param != "max_tokens" and "max_tokens" in kwargs:
             # Sent under the name the endpoint takes; the cache key above keeps the cap's meaning, not its name.
             kwargs[self.config.max_tokens_param] = kwargs.pop("max_tokens")
@@ -225,7 +229,7 @@ class EndpointClient:
         schema is retried on its own, as `call` does (attempt 1, 2, ...).
         """
         results: list[Result | None] = [None] * len(calls)
-        missing: list[tuple[int, str, dict[str, Any]]] = []
+        missing: list[tuple[int, str, ChatRequest]] = []
         rest: list[int] = []
         seen: set[str] = set()
         for i, call in enumerate(calls):
@@ -247,13 +251,13 @@ class EndpointClient:
             results[i] = await self.call(calls[i], meter)
         return [r if r is not None else Result(text=None, error="not_attempted") for r in results]
 
-    async def _call_n(self, calls: Sequence[Call], missing: list[tuple[int, str, dict[str, Any]]], meter: Meter) -> dict[int, Result]:
+    async def _call_n(self, calls: Sequence[Call], missing: list[tuple[int, str, ChatRequest]], meter: Meter) -> dict[int, Result]:
         """One request with n = len(missing) (the seed and body of the first missing sample, plus `n`).
 
         Returns results for the samples it answered: none when the endpoint refused n (then they go singly).
         """
         keys = [key for _, key, _ in missing]
-        kwargs = {**missing[0][2], "n": len(missing)}
+        kwargs: ChatRequest = {**missing[0][2], "n": len(missing)}
         try:
             replies = await self._fetch_n(keys, kwargs, meter)
         except _RowFailure as failure:
@@ -289,16 +293,16 @@ class EndpointClient:
             self.note(f"[{self.name}] the endpoint does not take n>1 ({why}); each sample goes as its own request "
                        "for the rest of the run")
 
-    async def _fetch_n(self, keys: list[str], kwargs: dict[str, Any], meter: Meter) -> list[CachedReply]:
+    async def _fetch_n(self, keys: list[str], kwargs: ChatRequest, meter: Meter) -> list[CachedReply]:
         """Send one request with n choices; store choice j under keys[j] before returning the replies."""
         return await self._send_and_store(keys, kwargs, meter, lambda completion: to_cached_n(completion, self.config, len(keys)))
 
-    async def _fetch(self, key: str, kwargs: dict[str, Any], meter: Meter) -> CachedReply:
+    async def _fetch(self, key: str, kwargs: ChatRequest, meter: Meter) -> CachedReply:
         """Send one request with retries; store the reply in the cache before returning it."""
         return (await self._send_and_store([key], kwargs, meter, lambda completion: [to_cached(completion, self.config)]))[0]
 
-    async def _send_and_store(self, keys: list[str], kwargs: dict[str, Any], meter: Meter,
-                              parse: Callable[[dict[str, Any]], list[CachedReply]]) -> list[CachedReply]:
+    async def _send_and_store(self, keys: list[str], kwargs: ChatRequest, meter: Meter,
+                              parse: Callable[[ChatCompletion], list[CachedReply]]) -> list[CachedReply]:
         """One request under the budget, the concurrency and the rate limits; its replies cached under `keys`."""
         if self._fatal is not None:
             raise self._fatal
@@ -331,7 +335,7 @@ class EndpointClient:
             if reserved:
                 self.budget.settle(worst, actual, acquired=True)
 
-    async def _send_with_retries(self, kwargs: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    async def _send_with_retries(self, kwargs: ChatRequest, meter: Meter) -> ChatCompletion:
         try:
             try:
                 # Fast path: most requests succeed at once and need no retry machinery.
@@ -379,7 +383,7 @@ class EndpointClient:
     def _dead(self) -> str | None:
         return self.pool.all_dead()
 
-    async def _send_once(self, kwargs: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    async def _send_once(self, kwargs: ChatRequest, meter: Meter) -> ChatCompletion:
         """POST /chat/completions through the openai client (its documented custom-request API).
 
         The client still does the HTTP, auth and status-code errors; skipping its typed request
@@ -427,7 +431,7 @@ class EndpointClient:
         if len(self.pool.replicas) > 1:
             meter.add_replica_call(self.name, replica.url)
         try:
-            data = json.loads(content)
+            data: ChatCompletion = json.loads(content)  # checked below; its values are checked where replies.py reads them
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RetryableReplyError(f"reply body is not JSON: {exc}") from None
         if not isinstance(data, dict) or not data.get("choices"):
@@ -442,11 +446,11 @@ class EndpointClient:
         if (limiter.learned_rpm, limiter.learned_tpm) != before:
             meter.add_learned_limits(self.name, limiter.learned_rpm, limiter.learned_tpm)
 
-    def _estimate_tokens(self, kwargs: dict[str, Any]) -> int:
+    def _estimate_tokens(self, kwargs: ChatRequest) -> int:
         chars = sum(len(m.get("content") or "") for m in kwargs["messages"])
         return chars // 4 + int(_cap(kwargs) or 256) * int(kwargs.get("n") or 1)
 
-    def worst_case_cost(self, kwargs: dict[str, Any]) -> float:
+    def worst_case_cost(self, kwargs: ChatRequest) -> float:
         prices = self.config.prices
         if not (prices.input_per_million or prices.output_per_million):
             return 0.0
@@ -456,13 +460,15 @@ class EndpointClient:
         return prices.cost(chars + 16, int(_cap(kwargs) or 4096) * int(kwargs.get("n") or 1))
 
 
-def request_body(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body of a request: extra_body's fields go into the body itself (kwargs stays as it is for a retry)."""
+def request_body(kwargs: ChatRequest) -> ChatRequest | dict[str, Any]:
+    """The JSON body of a request: extra_body's fields go into the body itself (kwargs stays as it is for a retry).
+
+    With extra_body, an open dict: it holds whatever fields the user passes to their server, under any names."""
     extra = kwargs.get("extra_body")
     return {**{k: v for k, v in kwargs.items() if k != "extra_body"}, **extra} if extra else kwargs
 
 
-def _cap(kwargs: dict[str, Any]) -> Any:
+def _cap(kwargs: ChatRequest) -> int | None:
     """The reply-token cap of a request, under whichever name it is sent."""
     return kwargs.get("max_tokens") or kwargs.get("max_completion_tokens")
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from synthkd.client.cache import CachedReply
+from synthkd.client.wire import ChatCompletion, ReplyChoice, ReplyMessage, Usage
 from synthkd.config.endpoints import EndpointConfig
+from synthkd.tools.wire import ToolCall
 
 
 # The finish_reason under which a paid reply that cannot be read is stored: its text is the raw body (cut
@@ -43,7 +45,7 @@ class Result:
     cached: bool = False
     logprobs: list[float] | None = None
     reasoning: str | None = None  # the reasoning trace, when the reply carries one apart from its content
-    tool_calls: list[dict[str, Any]] | None = None  # the functions the model asked to call (OpenAI `tool_calls`)
+    tool_calls: list[ToolCall] | None = None  # the functions the model asked to call (OpenAI `tool_calls`)
 
     @property
     def ok(self) -> bool:
@@ -98,7 +100,7 @@ def _parts_text(value: Any) -> str | None:
     return "".join(texts)
 
 
-def _reasoning(message: dict[str, Any]) -> str | None:
+def _reasoning(message: ReplyMessage) -> str | None:
     """The reasoning trace a message carries apart from its content, as text (None: none)."""
     # vLLM's reasoning parsers and several providers return the trace apart from the answer.
     value = message.get("reasoning_content") or message.get("reasoning")
@@ -108,7 +110,7 @@ def _reasoning(message: dict[str, Any]) -> str | None:
     return _clean(text or json.dumps(value, ensure_ascii=False, default=str))
 
 
-def _logprobs(choice: dict[str, Any]) -> list[float] | None:
+def _logprobs(choice: ReplyChoice) -> list[float] | None:
     """The per-token logprobs of a choice; None when it has none, or any of them is not a finite number."""
     block = choice.get("logprobs")
     content = block.get("content") if isinstance(block, dict) else None
@@ -121,15 +123,16 @@ def _logprobs(choice: dict[str, Any]) -> list[float] | None:
     return values if all(math.isfinite(v) for v in values) else None
 
 
-Choice = tuple[str, str | None, list[float] | None, str | None, list[dict[str, Any]] | None]
+Choice = tuple[str, str | None, list[float] | None, str | None, list[ToolCall] | None]
 
 
-def _choice(choice: Any) -> Choice:
+def _choice(choice: ReplyChoice) -> Choice:
     """(content, reasoning trace, logprobs, finish_reason, tool calls) of one choice; raises _Unusable when it has
     none to read."""
     if not isinstance(choice, dict):
         raise _Unusable("a choice is not an object")
-    finish = _clean(choice["finish_reason"][:100]) if isinstance(choice.get("finish_reason"), str) else None
+    finish_reason = choice.get("finish_reason")
+    finish = _clean(finish_reason[:100]) if isinstance(finish_reason, str) else None
     message = choice.get("message")
     if message is None and isinstance(choice.get("text"), str):
         return _clean(choice["text"]), None, _logprobs(choice), finish, None  # the legacy completions shape
@@ -145,7 +148,7 @@ def _choice(choice: Any) -> Choice:
     return _clean(text), _reasoning(message), _logprobs(choice), finish, calls
 
 
-def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
+def _tool_calls(value: Any) -> list[ToolCall] | None:
     """message.tool_calls in OpenAI's form ({id, type: function, function: {name, arguments: JSON text}}), or None.
 
     Arguments sent as an object (some servers do) are kept as JSON text; an entry that names no function is kept
@@ -154,7 +157,7 @@ def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
         return None
     if not isinstance(value, list):
         raise _Unusable(f"message.tool_calls is a {type(value).__name__}, not a list")
-    calls = []
+    calls: list[ToolCall] = []
     for i, item in enumerate(value):
         function = item.get("function") if isinstance(item, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -184,7 +187,7 @@ def _count(value: Any) -> int:
     return int(min(value, _MAX_TOKENS))
 
 
-def _usage(completion: Any) -> tuple[int, int, int, int]:
+def _usage(completion: ChatCompletion) -> tuple[int, int, int, int]:
     """(prompt, completion, reasoning, cached prompt) tokens of a reply's usage; what is not a count reads as 0."""
     usage = completion.get("usage") if isinstance(completion, dict) else None
     if not isinstance(usage, dict):
@@ -194,7 +197,7 @@ def _usage(completion: Any) -> tuple[int, int, int, int]:
             min(pt, _detail(usage, "prompt_tokens_details", "cached_tokens")))
 
 
-def _choices(completion: Any) -> list[Any]:
+def _choices(completion: ChatCompletion) -> list[ReplyChoice]:
     """The choices of a completion; raises _Unusable when it has none."""
     choices = completion.get("choices") if isinstance(completion, dict) else None
     if not isinstance(choices, list) or not choices:
@@ -207,7 +210,7 @@ def unusable(raw: str, why: str, prompt_tokens: int = 0, completion_tokens: int 
     return CachedReply(raw[:RAW_LIMIT], UNUSABLE, prompt_tokens, completion_tokens, cost, reasoning=why)
 
 
-def to_cached(completion: dict[str, Any], config: EndpointConfig, price_factor: float = 1.0) -> CachedReply:
+def to_cached(completion: ChatCompletion, config: EndpointConfig, price_factor: float = 1.0) -> CachedReply:
     """The stored reply of a one-choice completion; `price_factor`: its price relative to online (batch replies).
 
     Never raises: a reply that cannot be read is stored as `unusable` (with the cost its usage shows)."""
@@ -220,7 +223,7 @@ def to_cached(completion: dict[str, Any], config: EndpointConfig, price_factor: 
     return CachedReply(text, finish, pt, ct, cost, logprobs, reasoning, rt, cached, calls)
 
 
-def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, price_factor: float = 1.0) -> list[CachedReply]:
+def to_cached_n(completion: ChatCompletion, config: EndpointConfig, asked: int, price_factor: float = 1.0) -> list[CachedReply]:
     """One stored reply per choice (by `index`, at most `asked`) of a request with `n`.
 
     The usage is the request's: the prompt billed once, the completion tokens summed over the choices. The
@@ -237,7 +240,7 @@ def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, 
         raw = _raw(completion)
         return [unusable(raw, str(exc), pt if j == 0 else 0, ct if j == 0 else 0,
                          config.prices.cost(pt, ct, cached) * price_factor if j == 0 else 0.0) for j in range(asked)]
-    choices = sorted(listed, key=lambda c: c.get("index") if isinstance(c, dict) and isinstance(c.get("index"), int) else 0)[:asked]
+    choices = sorted(listed, key=_index)[:asked]
     parts: list[Choice | str] = []
     for choice in choices:
         try:
@@ -260,6 +263,12 @@ def to_cached_n(completion: dict[str, Any], config: EndpointConfig, asked: int, 
     return replies
 
 
+def _index(choice: ReplyChoice) -> int:
+    """A choice's `index`, for sorting the choices of a reply (0 when it has none, or is not an object)."""
+    index = choice.get("index") if isinstance(choice, dict) else None
+    return index if isinstance(index, int) else 0
+
+
 def _apportion(total: int, weights: list[int]) -> list[int]:
     """`total` split in proportion to `weights` into whole numbers that add up to it (largest remainders)."""
     if not weights:
@@ -274,7 +283,8 @@ def _apportion(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _detail(usage: dict[str, Any], block: str, key: str) -> int:
+def _detail(usage: Usage, block: Literal["completion_tokens_details", "prompt_tokens_details"],
+            key: Literal["reasoning_tokens", "cached_tokens"]) -> int:
     """A count inside usage's *_details block (absent, null or not a count: 0)."""
     details = usage.get(block)
     return _count(details.get(key)) if isinstance(details, dict) else 0

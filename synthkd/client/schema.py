@@ -6,9 +6,12 @@ import copy
 import hashlib
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
+
+from synthkd.client.wire import ResponseFormat
+from synthkd.tools.wire import JSONSchema
 
 
 def _close_objects(node: Any) -> None:
@@ -25,11 +28,13 @@ def _close_objects(node: Any) -> None:
 
 
 @lru_cache(maxsize=None)
-def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
+def strict_schema(model: type[BaseModel]) -> JSONSchema:
     """The model's JSON schema, with objects closed (OpenAI strict mode, xgrammar)."""
     schema = copy.deepcopy(model.model_json_schema())
     _close_objects(schema)
-    return schema
+    # pydantic's schema as it wrote it: JSONSchema names the keywords synthkd reads; the others ($defs, $ref, title,
+    # ...) stay as they are, sent and hashed unchanged.
+    return cast(JSONSchema, schema)
 
 
 @lru_cache(maxsize=None)
@@ -39,6 +44,6 @@ def schema_digest(model: type[BaseModel]) -> str:
 
 
 @lru_cache(maxsize=None)
-def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
+def response_format_for(model: type[BaseModel]) -> ResponseFormat:
     """The `response_format` argument of a chat completion that asks for this model."""
     return {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": strict_schema(model), "strict": True}}
