@@ -119,14 +119,14 @@ def _plot_dpo_heldout(name: str, stage: StageStats, out: Path, slug: str) -> lis
     """DPO: held-out wins/ties/losses against the previous iteration, stacked per iteration."""
     pts = [(it.iteration, WinsTiesLosses.model_validate(it.heldout_vs_previous)) for it in stage.iterations
            if isinstance(it, DPOIteration) and it.heldout_vs_previous is not None]
-    pts = [(x, h) for x, h in pts if any(v is not None for v in (h.wins, h.ties, h.losses))]
+    pts = [(x, h) for x, h in pts if any(v is not None for v in h.counts())]
     if not pts:
         return []
     xs = [x for x, _ in pts]
     with _figure(out / f"{slug}-heldout.png") as (_, ax):
         bottom = [0.0] * len(pts)
-        for key, color in zip(("wins", "ties", "losses"), WTL_COLORS):
-            vals = [getattr(h, key) or 0.0 for _, h in pts]
+        for i, (key, color) in enumerate(zip(("wins", "ties", "losses"), WTL_COLORS)):
+            vals = [h.counts()[i] or 0.0 for _, h in pts]
             ax.bar(xs, vals, bottom=bottom, color=color, label=key)
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))

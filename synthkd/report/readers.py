@@ -78,6 +78,10 @@ class WinsTiesLosses(Lenient):
     losses: Num = None
     win_rate: Num = None
 
+    def counts(self) -> tuple[float | None, float | None, float | None]:
+        """(wins, ties, losses)."""
+        return self.wins, self.ties, self.losses
+
 
 class Signal(Lenient):
     """A Montessori iteration's `signal`: what the student gained from each candidate, by kind."""
