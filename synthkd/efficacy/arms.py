@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from pydantic import BaseModel, ConfigDict
+
 from synthkd.config.endpoints import Sampling
 from synthkd.config.stages import Select, SelectChecks, StageBase
 from synthkd.dpo.config import DPOStage
@@ -122,6 +125,29 @@ class Context:
     files: Files
 
 
+class PipelineFile(BaseModel):
+    """A pipeline file the efficacy command writes and runs. The header fields it was given are written (the data and
+    probe pipelines have no description, seed or budget); the endpoints as the user wrote them (`${env:...}`
+    references unresolved); each stage with the fields set on its config only, so the file reads like a hand-written
+    one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    budget_usd: float | None = None  # set to null where the run has no cap (reference): written as null
+    prompts_dir: str
+    endpoints: dict[str, dict[str, Any]]  # the user's endpoint mappings as written: any keys an endpoint may have
+    stages: list[StageBase]
+
+    def to_yaml(self) -> str:
+        """The file's text."""
+        data = self.model_dump(exclude_unset=True, exclude={"stages"})
+        data["stages"] = [st.model_dump(mode="json", exclude_unset=True) for st in self.stages]
+        return yaml.safe_dump(data, sort_keys=False)
+
+
 def eval_stage(name: str, cx: Context, s: HeldoutSet, *, teacher: bool = False) -> EvalStage:
     """Answers of what the student serves now on one held-out set (greedy); no teacher call unless `teacher`."""
     return EvalStage(name=name, type="eval", input=f"heldout.{s.name}", gold_column="gold" if s.gold else None,
@@ -163,15 +189,12 @@ def _load(name: str, path: Path, limit: int | None = None) -> LoadStage:
     return LoadStage(name=name, type="load", path=str(path), **({"limit": limit} if limit is not None else {}))
 
 
-def _pipeline(cx: Context, name: str, seed: int, stages: list[StageBase], budget: bool = True) -> dict[str, Any]:
-    """A run's pipeline file: the held-out sets' load stages first, then `stages`; capped at the arm budget. The
-    endpoints stay as the user wrote them (`${env:...}` references unresolved); each stage is written with the fields
-    set here only, so the file reads like a hand-written one."""
-    loads = [_load(f"heldout.{s.name}", s.path) for s in cx.heldout]
-    return {"name": name.replace(".", "_"), "description": f"synthkd efficacy: run {name}", "seed": seed,
-            "budget_usd": cx.budget_usd if budget else None, "prompts_dir": str(cx.prompts_dir),
-            "endpoints": {"teacher": cx.teacher, "student": cx.student},
-            "stages": [st.model_dump(mode="json", exclude_unset=True) for st in (*loads, *stages)]}
+def _pipeline(cx: Context, name: str, seed: int, stages: list[StageBase], budget: bool = True) -> PipelineFile:
+    """A run's pipeline file: the held-out sets' load stages first, then `stages`; capped at the arm budget."""
+    loads: list[StageBase] = [_load(f"heldout.{s.name}", s.path) for s in cx.heldout]
+    return PipelineFile(name=name.replace(".", "_"), description=f"synthkd efficacy: run {name}", seed=seed,
+                        budget_usd=cx.budget_usd if budget else None, prompts_dir=str(cx.prompts_dir),
+                        endpoints={"teacher": cx.teacher, "student": cx.student}, stages=[*loads, *stages])
 
 
 def checkpoint(run_dir: Path, stage: str) -> str:
@@ -183,7 +206,7 @@ def _sft_stage(cx: Context, name: str, data: str, model: str, steps: int, seed: 
     return SFTStage(name=name, type="sft", input=data, model=model, serve_as="student", sft=_sft(cx, steps, seed))
 
 
-def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
+def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> PipelineFile:
     """The baseline's run: one answers stage, a checkpoint per seed, and the DPO group from those checkpoints."""
     o = cx.opts
     stages: list[StageBase] = [
@@ -210,7 +233,7 @@ def kd_pipeline(cx: Context, run_dir: Path, arms: set[str]) -> dict[str, Any]:
     return _pipeline(cx, "kd", 0, stages)
 
 
-def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[str, Any]:
+def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> PipelineFile:
     """Plain KD on sampled teacher answers: one per prompt (kd_sampled), or the consensus of n per prompt on the
     first 1/n of the prompts (kd_best_of_n)."""
     o = cx.opts
@@ -228,7 +251,7 @@ def sampled_pipeline(cx: Context, seed: int, best_of_n: bool = False) -> dict[st
     return _pipeline(cx, f"{name}.s{seed}", seed, stages + _evals(cx, name, seed))
 
 
-def lion_pipeline(cx: Context, seed: int, name: str) -> dict[str, Any]:
+def lion_pipeline(cx: Context, seed: int, name: str) -> PipelineFile:
     """Lion (`lion`, or `lion_list` in list mode), or its control (`lion_control`): the same stage with
     `new_from: pool`, so schedule, referee and steps are the same."""
     o = cx.opts
@@ -250,6 +273,6 @@ def lion_pipeline(cx: Context, seed: int, name: str) -> dict[str, Any]:
     return _pipeline(cx, f"{name}.s{seed}", seed, [*stages, stage, *_evals(cx, name, seed)])
 
 
-def reference_pipeline(cx: Context) -> dict[str, Any]:
+def reference_pipeline(cx: Context) -> PipelineFile:
     """The untrained student and the teacher on every held-out set (measurement: not charged to any arm)."""
     return _pipeline(cx, "reference", 0, [eval_stage(f"reference.{s.name}", cx, s, teacher=True) for s in cx.heldout], budget=False)

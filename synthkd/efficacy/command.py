@@ -40,6 +40,7 @@ from synthkd.progress import Reporter
 from synthkd.prompts import resolve
 from synthkd.runlock import run_lock
 from synthkd.settings import Settings
+from synthkd.stages.load import LoadStage
 
 PLAN_SHARE = 0.9  # arms are sized to spend this share of their cap: the cap is hard, and a stage stopped by it stops the arm
 
@@ -80,14 +81,18 @@ class Efficacy:
     def note(self, text: str) -> None:
         self.reporter.note(f"efficacy: {text}")
 
-    async def _run(self, name: str, pipeline: dict[str, Any]) -> Path:
+    async def _run(self, name: str, pipeline: A.PipelineFile) -> Path:
         """Write a generated pipeline to DIR/runs/NAME/pipeline.yaml and run it (resuming whatever ran before)."""
+        return await self._run_file(name, pipeline.to_yaml())
+
+    async def _run_file(self, name: str, text: str) -> Path:
+        """Write a pipeline file's text to DIR/runs/NAME/pipeline.yaml and run it (resuming whatever ran before)."""
         from synthkd.runner import run_pipeline
 
         base = self.out / "runs" / name
         base.mkdir(parents=True, exist_ok=True)
         path = base / "pipeline.yaml"
-        path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        path.write_text(text)
         await run_pipeline(load_pipeline(path, [], self.settings), base / "run", self.settings, self.reporter)
         return base / "run"
 
@@ -96,6 +101,8 @@ class Efficacy:
         """(pool items with gold, held-out items per set), through load stages so every file format and error is the
         load stage's."""
         pipeline_dir = self.opts.pipeline.resolve().parent
+        # The pipeline's load stages as the user wrote them (paths made absolute; any key a load stage takes, kept
+        # as written), then one per --heldout file.
         stages: list[dict[str, Any]] = []
         names: dict[str, str] = {}  # set name -> stage name
         for raw in self.raw.get("stages") or []:
@@ -113,7 +120,7 @@ class Efficacy:
             raise ConfigError("no held-out set: the pipeline has no load stage besides the pool and no --heldout file was given",
                               where=str(self.opts.pipeline), fix="add --heldout FILE (JSONL rows with id, instruction and optionally gold)")
         pipeline = {"name": "efficacy_data", "prompts_dir": str(self.loaded.prompts_dir), "endpoints": {}, "stages": stages}
-        run = await self._run("data", pipeline)
+        run = await self._run_file("data", yaml.safe_dump(pipeline, sort_keys=False))
         pool = [_row(r, f"stage {self.opts.pool}") for r in load_output(run, self.opts.pool)]
         sets: dict[str, list[Item]] = {}
         for name, stage in names.items():
@@ -148,11 +155,11 @@ class Efficacy:
             saved = json.loads(path.read_text())
             if saved.get("key") == self._probe_key():
                 return Probes.model_validate(saved["probes"])
-        pipeline = {"name": "efficacy_probes", "prompts_dir": str(self.loaded.prompts_dir), "endpoints": {"teacher": teacher, "student": student},
-                    "stages": [{"name": "none", "type": "load", "path": str(self.out / "data" / "pool.jsonl")}]}
+        pipeline = A.PipelineFile(name="efficacy_probes", prompts_dir=str(self.loaded.prompts_dir), endpoints={"teacher": teacher, "student": student},
+                                  stages=[LoadStage(name="none", type="load", path=str(self.out / "data" / "pool.jsonl"))])
         (self.out / "probes").mkdir(parents=True, exist_ok=True)
         spec = self.out / "probes" / "pipeline.yaml"
-        spec.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+        spec.write_text(pipeline.to_yaml())
         async with probe_runtime(load_pipeline(spec, [], self.settings), self.out / "probes" / "run", self.settings, self.reporter) as rt:
             found = await run_probes(rt, self.opts, pool)
         path.write_text(json.dumps({"key": self._probe_key(), "probes": found.model_dump(mode="json", by_alias=True)}, indent=2))
@@ -255,7 +262,7 @@ class Efficacy:
             self.write(result)
             return result
 
-    def _runs(self, cx: A.Context, selected: set[str]) -> list[tuple[str, dict[str, Any], list[str]]]:
+    def _runs(self, cx: A.Context, selected: set[str]) -> list[tuple[str, A.PipelineFile, list[str]]]:
         """(run name, pipeline, arms it serves) in the order they run."""
         o = self.opts
         assert o.arm_seeds is not None

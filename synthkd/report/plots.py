@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -14,8 +14,15 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter  # noqa: E402
 
+from synthkd.dpo.stage import DPOIteration  # noqa: E402
+from synthkd.lion.stage import LionIteration  # noqa: E402
+from synthkd.montessori.stage import MontessoriIteration  # noqa: E402
+from synthkd.records import StageStats, TrainMetrics  # noqa: E402
+from synthkd.report.readers import Critic, Signal, WinsTiesLosses, read_stage  # noqa: E402
+from synthkd.report.tables import _fmt, _num, _slug  # noqa: E402
 from synthkd.scoring.heldout import heldout_curve  # noqa: E402
-from synthkd.report.tables import _d, _fmt, _list, _num, _slug  # noqa: E402
+from synthkd.skd.stage import SKDStats  # noqa: E402
+from synthkd.stages.evaluate import EvalStats  # noqa: E402
 
 FIG_SIZE = (6.0, 3.2)
 DPI = 100
@@ -23,7 +30,7 @@ IMG_W, IMG_H = round(FIG_SIZE[0] * DPI), round(FIG_SIZE[1] * DPI)
 WTL_COLORS = ("#4c9a2a", "#9e9e9e", "#c0392b")
 
 Plot = tuple[str, str]  # (PNG file name inside the report directory, caption)
-Plotter = Callable[[str, dict[str, Any], Path, str], list[Plot]]
+Plotter = Callable[[str, StageStats, Path, str], list[Plot]]
 
 
 @contextmanager
@@ -38,16 +45,15 @@ def _figure(path: Path | IO[bytes], ncols: int = 1) -> Iterator[tuple[Any, Any]]
             plt.close(fig)
 
 
-def _iters(stage: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    """(iteration number, iteration dict) pairs; the position stands in for a missing number."""
-    its = [it for it in _list(stage.get("iterations")) if isinstance(it, dict)]
-    return [(int(n) if (n := _num(it.get("iteration"))) is not None else i, it) for i, it in enumerate(its, 1)]
-
-
-def _series(iters: list[tuple[int, dict[str, Any]]], key: str, sub: str | None = None) -> tuple[list[int], list[float]]:
-    """(iterations, values) for the iterations where `key` (inside `sub`, if given) is a number."""
-    pts = [(x, _num(_d(it.get(sub)).get(key) if sub else it.get(key))) for x, it in iters]
+def _series(points: Iterable[tuple[int, float | None]]) -> tuple[list[int], list[float]]:
+    """(iterations, values) for the (iteration, value) points whose value is a finite number."""
+    pts = [(x, _num(y)) for x, y in points]
     return [x for x, y in pts if y is not None], [y for _, y in pts if y is not None]
+
+
+def _numbers(stage: StageStats) -> list[int]:
+    """The iteration numbers of every iteration the stage recorded (an x axis that covers them all)."""
+    return [it.iteration for it in stage.iterations]
 
 
 def _label(ax: Any, title: str, xlabel: str, ylabel: str, iters: list[int] | None = None) -> None:
@@ -60,112 +66,117 @@ def _label(ax: Any, title: str, xlabel: str, ylabel: str, iters: list[int] | Non
     ax.grid(alpha=0.3)
 
 
-def _plot_lion(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+def _plot_lion(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """Lion: hard fraction, and mean teacher vs student referee score, per iteration."""
-    iters, plots = _iters(stage), []
-    xs, ys = _series(iters, "hard_fraction")
+    iters, plots = [it for it in stage.iterations if isinstance(it, LionIteration)], []
+    xs, ys = _series((it.iteration, it.hard_fraction) for it in iters)
     if xs:
         with _figure(out / f"{slug}-hard_fraction.png") as (_, ax):
             ax.plot(xs, ys, marker="o")
             ax.set_ylim(bottom=0)
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-            _label(ax, f"{name}: hard fraction", "iteration", "hard fraction", [x for x, _ in iters])
+            _label(ax, f"{name}: hard fraction", "iteration", "hard fraction", _numbers(stage))
         plots.append((f"{slug}-hard_fraction.png", f"Stage {name}: share of judged instructions the "
                       "student answered clearly worse than the teacher (hard), per iteration."))
-    teacher, student = _series(iters, "mean_teacher_score"), _series(iters, "mean_student_score")
+    teacher = _series((it.iteration, it.mean_teacher_score) for it in iters)
+    student = _series((it.iteration, it.mean_student_score) for it in iters)
     if teacher[0] or student[0]:
         with _figure(out / f"{slug}-scores.png") as (_, ax):
             ax.plot(*teacher, marker="o", label="teacher")
             ax.plot(*student, marker="s", label="student")
             ax.legend()
-            _label(ax, f"{name}: mean referee score", "iteration", "mean score", [x for x, _ in iters])
+            _label(ax, f"{name}: mean referee score", "iteration", "mean score", _numbers(stage))
         plots.append((f"{slug}-scores.png", f"Stage {name}: mean referee score of teacher and "
                       "student answers, per iteration."))
     return plots
 
 
-def _plot_dpo_training(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
-    """DPO: pairs mined and the trained reward margin per iteration (two panels)."""
-    iters = _iters(stage)
-    (xp, yp), (xm, ym) = _series(iters, "pairs_mined"), _series(iters, "reward_margin", sub="dpo")
+def _plot_dpo_training(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
+    """DPO (and Lion with its DPO step): pairs mined and the trained reward margin per iteration (two panels)."""
+    trained = [it for it in stage.iterations if isinstance(it, (DPOIteration, LionIteration))]
+    xp, yp = _series((it.iteration, it.pairs_mined) for it in trained if isinstance(it, DPOIteration))
+    xm, ym = _series((it.iteration, it.dpo.reward_margin if isinstance(it.dpo, TrainMetrics) else None) for it in trained)
     if not (xp or xm):
         return []
-    skipped = [(x, str(it["dpo"])) for x, it in iters if isinstance(it.get("dpo"), str)]
+    skipped = [(it.iteration, it.dpo) for it in trained if isinstance(it.dpo, str)]
     with _figure(out / f"{slug}-pairs_margin.png", ncols=2) as (fig, (left, right)):
         left.bar_label(left.bar(xp, yp, color="#3b75af"), fmt="%g")
         left.margins(y=0.12)
-        _label(left, "pairs mined", "iteration", "pairs", [x for x, _ in iters])
+        _label(left, "pairs mined", "iteration", "pairs", _numbers(stage))
         right.plot(xm, ym, marker="o", color="#e07b39")
         for x, _ in skipped:  # no training that iteration: say so where its point would be
             right.text(x, 0.5, "not trained", transform=right.get_xaxis_transform(), ha="center", color="#777")
         if not (xm or skipped):
             right.text(0.5, 0.5, "no DPO results", transform=right.transAxes, ha="center", color="#777")
-        _label(right, "DPO reward margin", "iteration", "reward margin", [x for x, _ in iters])
+        _label(right, "DPO reward margin", "iteration", "reward margin", _numbers(stage))
         fig.suptitle(name[:60])
     cap = f"Stage {name}: preference pairs mined and DPO reward margin after training, per iteration."
     notes = "; ".join(f"iteration {x}: {why}" for x, why in skipped)
     return [(f"{slug}-pairs_margin.png", cap + (f" Not trained: {notes}." if notes else ""))]
 
 
-def _plot_dpo_heldout(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+def _plot_dpo_heldout(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """DPO: held-out wins/ties/losses against the previous iteration, stacked per iteration."""
-    pts = [(x, _d(it.get("heldout_vs_previous"))) for x, it in _iters(stage)]
-    pts = [(x, h) for x, h in pts if any(_num(h.get(k)) is not None for k in ("wins", "ties", "losses"))]
+    pts = [(it.iteration, WinsTiesLosses.model_validate(it.heldout_vs_previous)) for it in stage.iterations
+           if isinstance(it, DPOIteration) and it.heldout_vs_previous is not None]
+    pts = [(x, h) for x, h in pts if any(v is not None for v in h.counts())]
     if not pts:
         return []
     xs = [x for x, _ in pts]
     with _figure(out / f"{slug}-heldout.png") as (_, ax):
         bottom = [0.0] * len(pts)
-        for key, color in zip(("wins", "ties", "losses"), WTL_COLORS):
-            vals = [_num(h.get(key)) or 0.0 for _, h in pts]
+        for i, (key, color) in enumerate(zip(("wins", "ties", "losses"), WTL_COLORS)):
+            vals = [h.counts()[i] or 0.0 for _, h in pts]
             ax.bar(xs, vals, bottom=bottom, color=color, label=key)
             bottom = [b + v for b, v in zip(bottom, vals)]
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         _label(ax, f"{name}: held-out vs previous iteration", "iteration", "prompts", xs)
-    rates = ", ".join(f"{x}: {_num(h.get('win_rate')):.0%}" for x, h in pts if _num(h.get("win_rate")) is not None)
+    rates = ", ".join(f"{x}: {h.win_rate:.0%}" for x, h in pts if h.win_rate is not None)
     cap = f"Stage {name}: each iteration's student against the previous one on held-out prompts."
     return [(f"{slug}-heldout.png", cap + (f" Win rate by iteration: {rates}." if rates else ""))]
 
 
-def _plot_eval(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
-    """Any stage with an `eval` block: the student's wins/ties/losses against the teacher."""
-    ev = _d(stage.get("eval"))
-    counts = [_num(ev.get(k)) for k in ("wins", "ties", "losses")]
+def _plot_eval(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
+    """An eval stage: the student's wins/ties/losses against the teacher."""
+    ev = stage.eval if isinstance(stage, EvalStats) else None
+    if ev is None:
+        return []
+    counts = [_num(ev.wins), _num(ev.ties), _num(ev.losses)]
     if all(c is None for c in counts):
         return []
     with _figure(out / f"{slug}-eval.png") as (_, ax):
         ax.bar_label(ax.bar(["wins", "ties", "losses"], [c or 0.0 for c in counts], color=WTL_COLORS), fmt="%g")
         ax.margins(y=0.12)
         _label(ax, f"{name}: student vs teacher", "outcome for the student", "prompts")
-    cap = f"Stage {name}: student vs teacher on {_fmt(ev.get('n'))} eval prompts " \
+    cap = f"Stage {name}: student vs teacher on {_fmt(ev.n)} eval prompts " \
           f"(wins / ties / losses: {' / '.join(_fmt(c) for c in counts)})."
-    if (share := _num(ev.get("student_share_of_teacher"))) is not None:
+    if (share := _num(ev.student_share_of_teacher)) is not None:
         cap += f" Student's score is {share:.1%} of the teacher's"
-        cap += f" (mean {_fmt(ev.get('mean_student_score'), '.4g')} vs {_fmt(ev.get('mean_teacher_score'), '.4g')})."
-    if (em := _num(ev.get("exact_match"))) is not None:
-        cap += f" Exact match {em:.1%} on {_fmt(ev.get('exact_match_n'))} prompts."
+        cap += f" (mean {_fmt(ev.mean_student_score, '.4g')} vs {_fmt(ev.mean_teacher_score, '.4g')})."
+    if (em := _num(ev.exact_match)) is not None:
+        cap += f" Exact match {em:.1%} on {_fmt(ev.exact_match_n)} prompts."
     return [(f"{slug}-eval.png", cap)]
 
 
-def _plot_pr_curve(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+def _plot_pr_curve(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """SKD: the critic's precision-recall curve with the chosen operating point."""
-    pr = _d(_d(stage.get("critic")).get("pr_curve"))
-    pts = [(r, p) for r, p in zip(map(_num, _list(pr.get("recall"))), map(_num, _list(pr.get("precision"))))
-           if r is not None and p is not None]
+    if not isinstance(stage, SKDStats) or stage.critic is None:
+        return []
+    pr = Critic.model_validate(stage.critic).pr_curve
+    pts = [(r, p) for r, p in zip(pr.recall, pr.precision) if r is not None and p is not None]
     if not pts:
         return []
-    chosen = _d(pr.get("chosen"))
-    cr, cp = _num(chosen.get("recall")), _num(chosen.get("precision"))
+    cr, cp = pr.chosen.recall, pr.chosen.precision
     with _figure(out / f"{slug}-pr_curve.png") as (_, ax):
         ax.plot([r for r, _ in pts], [p for _, p in pts], marker=".")
         if cr is not None and cp is not None:
-            ax.scatter([cr], [cp], color="#c0392b", zorder=3, label=f"threshold {_fmt(pr.get('threshold'), '.4g')}")
+            ax.scatter([cr], [cp], color="#c0392b", zorder=3, label=f"threshold {_fmt(pr.threshold, '.4g')}")
             ax.legend()
         ax.set(xlim=(0, 1.05), ylim=(0, 1.05))
         _label(ax, f"{name}: critic precision-recall", "recall", "precision")
     cap = f"Stage {name}: precision-recall curve of the critic."
     if cr is not None and cp is not None:
-        cap += f" Chosen threshold {_fmt(pr.get('threshold'), '.4g')}: precision {cp:.2f}, recall {cr:.2f}."
+        cap += f" Chosen threshold {_fmt(pr.threshold, '.4g')}: precision {cp:.2f}, recall {cr:.2f}."
     return [(f"{slug}-pr_curve.png", cap)]
 
 
@@ -177,14 +188,16 @@ _SIGNAL_AXES = {
 }
 
 
-def _plot_signal(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+def _plot_signal(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """Montessori: histogram of each iteration's per-candidate signal (influence, judge score or ICL accuracy)."""
     series = []
-    for n, it in _iters(stage):
-        sig = _d(it.get("signal"))
-        vals = [v for v in map(_num, _list(sig.get("values"))) if v is not None]
+    for it in stage.iterations:
+        if not isinstance(it, MontessoriIteration) or it.signal is None:
+            continue
+        sig = Signal.model_validate(it.signal)
+        vals = [v for v in sig.values if v is not None]
         if vals:
-            series.append((n, str(sig.get("kind") or "influence"), vals, _num(it.get("icl_baseline"))))
+            series.append((it.iteration, sig.kind or "influence", vals, _num(it.icl_baseline)))
     if not series:
         return []
     kind = series[-1][1]
@@ -214,10 +227,10 @@ def _plot_signal(name: str, stage: dict[str, Any], out: Path, slug: str) -> list
     return [(f"{slug}-signal.png", f"Stage {name}: per-candidate {kind}{where}; " + "; ".join(parts) + ".")]
 
 
-def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) -> list[Plot]:
+def _plot_heldout_curve(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """Judge-free held-out curve: ROUGE-L against the teacher and NLL of the teacher's answers, base to last
     iteration, with 95% bootstrap intervals and the teacher as a dashed line."""
-    points = heldout_curve(stage)
+    points = heldout_curve(stage.model_dump(exclude_none=True))
     students = [(label, fig) for label, fig in points if label != "teacher"]
     if len(students) < 1:
         return []
@@ -242,13 +255,16 @@ def _plot_heldout_curve(name: str, stage: dict[str, Any], out: Path, slug: str) 
              "intervals over prompts) against the teacher.")]
 
 
-# Every plotter runs for every stage and draws only where the stage's run.json entry has its data
-# (iterations with a hard fraction, a critic's PR curve, a signal distribution, ...): plots follow
-# what a stage recorded, so no list of stage types is kept here.
+# Every plotter runs for every stage and draws only where the stage's entry has its data (Lion
+# iterations with a hard fraction, an SKD critic's PR curve, a Montessori signal distribution, ...):
+# each plotter names the stats models that carry its figures, and plots follow what a stage recorded.
 _PLOTTERS: list[Plotter] = [_plot_lion, _plot_dpo_training, _plot_dpo_heldout, _plot_pr_curve, _plot_signal, _plot_eval, _plot_heldout_curve]
 
 
-def _plots_for_stage(name: str, stage: dict[str, Any], out_dir: Path) -> list[Plot]:
-    """Draw one stage's plots into out_dir; (file name, caption) for each PNG written."""
+def _plots_for_stage(name: str, stage: StageStats | dict[str, Any], out_dir: Path) -> list[Plot]:
+    """Draw one stage's plots into out_dir; (file name, caption) for each PNG written.
+
+    `stage` is the entry read with its stats model, or the run.json entry as it is (raw JSON: it is read here)."""
+    stats = stage if isinstance(stage, StageStats) else read_stage(stage)
     slug = _slug(name)
-    return [plot for plotter in _PLOTTERS for plot in plotter(name, stage, out_dir, slug)]
+    return [plot for plotter in _PLOTTERS for plot in plotter(name, stats, out_dir, slug)]

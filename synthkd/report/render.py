@@ -7,22 +7,22 @@ import re
 from pathlib import Path
 from typing import Any
 
-from synthkd.pipeline import read_stage_stats
 from synthkd.report.plots import IMG_H, IMG_W, _plots_for_stage
+from synthkd.report.readers import RunJson
 from synthkd.report.tables import (STAGE_COLS, _detail_rows, _endpoint_rows, _failure_rows, _header_rows, _load,
                                    _stage_rows)
 
 Block = tuple[Any, ...]  # ("h2"|"h3"|"p", text) | ("table", headers, rows) | ("fig", file, caption)
 
 
-def _blocks(data: dict[str, Any], out_dir: Path) -> list[Block]:
+def _blocks(run: RunJson, out_dir: Path) -> list[Block]:
     """The report as a neutral list of blocks, rendered to both HTML and markdown."""
-    # Each entry is read through its stage type's stats model (the one the runner wrote it with), so
-    # tables and plots see typed values; what a model does not know is left out.
-    stages = [(str(k), read_stage_stats(v).model_dump(exclude_none=True)) for k, v in data["stages"].items() if isinstance(v, dict)]
+    # Each entry was read with its stage type's stats model (the one the runner wrote it with), so tables
+    # and plots see typed values; what a model does not know is left out.
+    stages = list(run.stages.items())
     ep_rows, details = _endpoint_rows(stages), _detail_rows(stages)
     blocks: list[Block] = [
-        ("h2", "Run"), ("table", ["field", "value"], _header_rows(data)),
+        ("h2", "Run"), ("table", ["field", "value"], _header_rows(run)),
         ("h2", "Stages"), ("table", STAGE_COLS, _stage_rows(stages)) if stages else ("p", "none"),
         ("h2", "Failures by reason"), ("table", ["stage", "reason", "count"], _failure_rows(stages)) if stages else ("p", "none"),
         ("h2", "Endpoint usage (all stages)"),
@@ -111,13 +111,13 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     (html_path, md_path). Raises ConfigError when run.json is missing or unreadable.
     """
     run_dir = Path(run_dir)
-    data = _load(run_dir)
+    run = _load(run_dir)
     out_dir = run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
-    blocks = _blocks(data, out_dir)
-    title = f"synthkd run report: {data.get('pipeline') or run_dir.name}"
+    blocks = _blocks(run, out_dir)
+    title = f"synthkd run report: {run.pipeline or run_dir.name}"
     html_path, md_path = out_dir / "index.html", out_dir / "report.md"
     html_path.write_text(_render_html(title, blocks), encoding="utf-8")
     md_path.write_text(_render_md(title, blocks), encoding="utf-8")
