@@ -18,7 +18,7 @@ from synthkd.dpo.stage import DPOIteration  # noqa: E402
 from synthkd.lion.stage import LionIteration  # noqa: E402
 from synthkd.montessori.stage import MontessoriIteration  # noqa: E402
 from synthkd.records import StageStats, TrainMetrics  # noqa: E402
-from synthkd.report.readers import Critic, Signal, WinsTiesLosses, read_stage  # noqa: E402
+from synthkd.report.readers import WinsTiesLosses, read_stage  # noqa: E402
 from synthkd.report.tables import _fmt, _num, _slug  # noqa: E402
 from synthkd.scoring.heldout import heldout_curve  # noqa: E402
 from synthkd.skd.stage import SKDStats  # noqa: E402
@@ -160,13 +160,13 @@ def _plot_eval(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]
 
 def _plot_pr_curve(name: str, stage: StageStats, out: Path, slug: str) -> list[Plot]:
     """SKD: the critic's precision-recall curve with the chosen operating point."""
-    if not isinstance(stage, SKDStats) or stage.critic is None:
+    if not isinstance(stage, SKDStats) or stage.critic is None or stage.critic.pr_curve is None:
         return []
-    pr = Critic.model_validate(stage.critic).pr_curve
-    pts = [(r, p) for r, p in zip(pr.recall, pr.precision) if r is not None and p is not None]
+    pr = stage.critic.pr_curve
+    pts = list(zip(pr.recall, pr.precision))
     if not pts:
         return []
-    cr, cp = pr.chosen.recall, pr.chosen.precision
+    cr, cp = pr.chosen.get("recall"), pr.chosen.get("precision")
     with _figure(out / f"{slug}-pr_curve.png") as (_, ax):
         ax.plot([r for r, _ in pts], [p for _, p in pts], marker=".")
         if cr is not None and cp is not None:
@@ -194,8 +194,8 @@ def _plot_signal(name: str, stage: StageStats, out: Path, slug: str) -> list[Plo
     for it in stage.iterations:
         if not isinstance(it, MontessoriIteration) or it.signal is None:
             continue
-        sig = Signal.model_validate(it.signal)
-        vals = [v for v in sig.values if v is not None]
+        sig = it.signal
+        vals = list(sig.values)
         if vals:
             series.append((it.iteration, sig.kind or "influence", vals, _num(it.icl_baseline)))
     if not series:

@@ -2,7 +2,7 @@
 
 Each stage's entry is read with its stage type's stats model (`read_stage_stats`, the model the runner wrote it
 with). The blocks here are the ones no stats model types: the run's own fields, and the mappings a stage keeps as
-they are (a DPO iteration's judged comparison, a Montessori signal, an SKD critic's PR curve). In all of them a value
+they are (a DPO iteration's judged comparison). In all of them a value
 that is missing, null or of the wrong type reads as unknown, so one odd value never hides the rest of the report.
 """
 
@@ -81,32 +81,3 @@ class WinsTiesLosses(Lenient):
     def counts(self) -> tuple[float | None, float | None, float | None]:
         """(wins, ties, losses)."""
         return self.wins, self.ties, self.losses
-
-
-class Signal(Lenient):
-    """A Montessori iteration's `signal`: what the student gained from each candidate, by kind."""
-
-    kind: str | None = None  # influence | judge | icl_accuracy
-    values: list[Num] = Field(default_factory=list)
-
-
-class PRPoint(Lenient):
-    """One point of a precision-recall curve."""
-
-    precision: Num = None
-    recall: Num = None
-
-
-class PRCurve(Lenient):
-    """The SKD critic's precision-recall curve over thresholds, and the operating point it chose."""
-
-    precision: list[Num] = Field(default_factory=list)
-    recall: list[Num] = Field(default_factory=list)
-    threshold: Num = None
-    chosen: PRPoint = Field(default_factory=PRPoint)
-
-
-class Critic(Lenient):
-    """An SKD stage's `critic` block, as far as the report plots it."""
-
-    pr_curve: PRCurve = Field(default_factory=PRCurve)
