@@ -32,7 +32,8 @@ def test_dpo_code_judge_with_a_faulty_teacher(tmp_path: Path, synthkd_home: Path
             _remote(data, server.base_url, "teacher", "judge")
             data["stages"][0]["limit"] = 16
             data["stages"][1]["limit"] = 6
-            data["stages"][4].update(iterations=1, judge="code:rouge_l", sources=["teacher_vs_student"])
+            # processes: 2: the dpo stage, like every stage that trains, trains through the launcher on N processes
+            data["stages"][4].update(iterations=1, judge="code:rouge_l", sources=["teacher_vs_student"], processes=2)
 
         out = tmp_path / "run"
         proc = run_cli("run", str(shipped_pipeline(tmp_path, "dpo.yaml", edit)), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
@@ -54,4 +55,6 @@ def test_dpo_code_judge_with_a_faulty_teacher(tmp_path: Path, synthkd_home: Path
     assert {f["step"] for f in failed} == {"teacher_answer"}  # the teacher is the faulty server; the student is vLLM
     assert stage["failed"] == len(failed) == stage["iterations"][0]["failed"]
     assert read_rows(out, "dpo.iter1.pairs", failed=True) == failed
+    log = (out / "logs" / "train-dpo-iter1.log").read_text()
+    assert "accelerate.commands.launch --num_processes 2" in log and stage["iterations"][0]["dpo"]["pairs"] > 0, log[-2000:]
     check_run_outputs(out)

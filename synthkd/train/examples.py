@@ -50,27 +50,14 @@ class TrainingRow(TypedDict, total=False):
     tools: list[ToolSchema] | str | None  # sft, dpo: the schemas of the tools a conversation calls
 
 
+# Every training column, in the declared order (a kind reads some of them).
+TRAINING_COLUMNS: tuple[str, ...] = tuple(TrainingRow.__annotations__)
+
+
 def training_row(row: dict[str, Any]) -> TrainingRow:
     """The training columns of a dataset row, whose other columns (the user's, an earlier stage's) are left out: where
     a dataset's rows become a training job's."""
-    out = TrainingRow()
-    if "messages" in row:
-        out["messages"] = row["messages"]
-    if "prompt" in row:
-        out["prompt"] = row["prompt"]
-    if "chosen" in row:
-        out["chosen"] = row["chosen"]
-    if "rejected" in row:
-        out["rejected"] = row["rejected"]
-    if "premise" in row:
-        out["premise"] = row["premise"]
-    if "hypothesis" in row:
-        out["hypothesis"] = row["hypothesis"]
-    if "label" in row:
-        out["label"] = row["label"]
-    if "tools" in row:
-        out["tools"] = row["tools"]
-    return out
+    return TrainingRow(**{key: row[key] for key in TRAINING_COLUMNS if key in row})  # type: ignore[typeddict-item]
 
 
 def sft_example(row: TrainingRow | SFTExample) -> SFTExample:
