@@ -51,7 +51,7 @@ def test_lion_demo_with_vllm_and_trl(tmp_path: Path, synthkd_home: Path) -> None
     assert "messages" in final.column_names and len(final) == len(read_rows(out, "lion"))
     assert final[0]["messages"][0]["role"] == "user" and final[0]["messages"][1]["role"] == "assistant"
     card = (out / "datasets" / "lion" / "README.md").read_text()
-    assert "teacher" in card and "lion/referee.jinja2" in card and "name: lion" in card
+    assert "teacher" in card and "common/referee.jinja2" in card and "name: lion" in card
     judged = read_rows(out, "lion.iter1.discrimination")
     assert all(1 <= s <= 10 for r in judged for s in r["scores_teacher_first"] + r["scores_student_first"])
     assert (out / "logs").is_dir() and not list((out / "logs").glob("*.tmp"))
