@@ -2,8 +2,9 @@
 vLLM as user simulator and teacher, a depth-pruned student trained with TRL on the assistant turns and scored on
 held-out conversations / tool tasks before and after. Slow: real vLLM and TRL.
 
-The student is the suite's 10-layer one (the efficacy and scoring tests build it) instead of the pipelines' 24-layer
-one: the machinery under test is the same, and each test trains and serves a model 2.4 times smaller."""
+The chat test's student is the suite's 10-layer one (the efficacy and scoring tests build it) instead of the
+pipeline's 24-layer one: the machinery under test is the same, and it trains and serves a model 2.4 times smaller
+(420 s -> 352 s measured beside another slow test)."""
 
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def test_chat_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
 
 def test_tools_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
-    small = ["--set", "stages.tasks.limit=6", "--set", "stages.heldout_tasks.limit=4", "--set", "stages.sft.sft.num_train_epochs=1",
-             *SMALL_STUDENT]
+    # The shipped 24-layer student: the untrained 10-layer one cannot close a structured tool call at all.
+    small = ["--set", "stages.tasks.limit=6", "--set", "stages.heldout_tasks.limit=4", "--set", "stages.sft.sft.num_train_epochs=1"]
     proc = run_cli("run", str(REPO / "pipelines" / "tools.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = run_json(out)["stages"]
