@@ -174,6 +174,7 @@ def pytest_configure(config: pytest.Config) -> None:
     core they share. Worker k takes core k (mod the cores it may use), for the servers and training
     its CLI runs start; a variable already set in the environment wins.
     """
+    _check_xdist_groups(config)
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = sorted(os.sched_getaffinity(0))
     if not worker or count < 2 or len(cores) < 2 or os.environ.get("SYNTHKD_TEST_PIN") == "0":
@@ -227,6 +228,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Slow tests first (stable otherwise): under pytest-xdist the long end-to-end runs start at once on
     # every worker and the many short tests fill the gaps, instead of one long test ending the run alone.
     items.sort(key=lambda item: not any(mark.name == "slow" for mark in item.iter_markers()))
+
+
+def _check_xdist_groups(config: pytest.Config) -> None:
+    """Under `--dist loadgroup`, pytest-xdist groups the tests marked `xdist_group` by appending the group to each
+    test's id, where pytest up to 9.1 keeps it; pytest 9.2 moved the id, so with xdist 3.8 the groups silently fall
+    apart and the efficacy module's end-to-end fixture runs on every worker. Stop with the fix instead."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    import xdist
+
+    if pytest.version_tuple[:2] >= (9, 2) and tuple(int(p) for p in xdist.__version__.split(".")[:2]) <= (3, 8):
+        raise pytest.UsageError(f"pytest {pytest.__version__} with pytest-xdist {xdist.__version__} ignores xdist_group: "
+                                "install the pytest that pyproject.toml's dev extra pins (make setup does)")
 
 
 def check_run_outputs(out: Path) -> dict[str, int]:
