@@ -59,3 +59,32 @@ def test_depth_pruning_keeps_the_chosen_layers(synthkd_home: Path) -> None:
     assert "model.layers.3.self_attn.q_proj.weight" not in p
     with pytest.raises(ConfigError):
         resolve_model("tiny:teacher?layers=9", synthkd_home, REPO)
+
+
+@pytest.mark.needs_torch
+def test_pruning_by_influence_keeps_the_layers_that_turn_their_input_most(synthkd_home: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from synthkd.models import resolve_model
+    from synthkd.models.influence import measure
+
+    source = Path(resolve_model("tiny:teacher", synthkd_home, REPO))
+    scores = measure(source)
+    assert len(scores) == 4 and all(0.0 <= s <= 2.0 for s in scores)
+    pruned = Path(resolve_model("tiny:teacher?layers=2&by=influence", synthkd_home, REPO))
+    card = json.loads((pruned / "synthkd_model.json").read_text())
+    top2 = sorted(sorted(range(4), key=lambda i: -scores[i])[:2])
+    assert card["selection"] == "block influence" and card["influence"] == scores and card["layers_kept"] == top2
+    s, p = load_file(source / "model.safetensors"), load_file(pruned / "model.safetensors")
+    for new, old in enumerate(top2):
+        assert torch.equal(p[f"model.layers.{new}.mlp.up_proj.weight"], s[f"model.layers.{old}.mlp.up_proj.weight"])
+    # measured once: the cached scores give the same model, and an explicit list of those layers is the same build
+    cached = list((synthkd_home / "models").glob("influence-*.json"))
+    assert len(cached) == 1
+    assert resolve_model("tiny:teacher?layers=2&by=influence", synthkd_home, REPO) == str(pruned)
+    assert resolve_model(f"tiny:teacher?layers={','.join(map(str, top2))}", synthkd_home, REPO) == str(pruned)
+    with pytest.raises(ConfigError):
+        resolve_model("tiny:teacher?layers=5&by=influence", synthkd_home, REPO)

@@ -4,7 +4,8 @@ import pytest
 
 from synthkd.errors import ConfigError
 from synthkd.models.prune import evenly_spaced
-from synthkd.models.spec import parse_model_spec
+from synthkd.models.influence import most_influential
+from synthkd.models.spec import ModelSpec, parse_model_spec
 from synthkd.scoring.code_judge import code_judgement
 from synthkd.items import Item
 from synthkd.scoring.heldout import score_answers
@@ -60,11 +61,20 @@ def test_model_specs_and_layer_choice() -> None:
     assert parse_model_spec("smollm2-135m-instruct").layers is None
     assert parse_model_spec("smollm2-135m-instruct?layers=10").layers == 10
     assert parse_model_spec("dir/model?layers=0,5,9").layers == (0, 5, 9)
-    for bad in ("x?layers=0", "x?layers=3,1", "x?layers=a", "x?depth=3", "?layers=2"):
+    assert parse_model_spec("m?layers=20&by=influence") == ModelSpec("m", 20, "influence")
+    assert parse_model_spec("m?layers=20").by == "spacing"
+    for bad in ("x?layers=0", "x?layers=3,1", "x?layers=a", "x?depth=3", "?layers=2", "x?layers=4&by=magic",
+                "x?layers=0,2&by=influence", "x?layers=4&by=influence&by=spacing", "x?by=influence"):
         with pytest.raises(ConfigError):
             parse_model_spec(bad, where="serve.model_path")
     assert evenly_spaced(30, 10) == (0, 3, 6, 10, 13, 16, 19, 23, 26, 29)
     assert evenly_spaced(30, 2) == (0, 29) and evenly_spaced(5, 5) == (0, 1, 2, 3, 4) and evenly_spaced(30, 1) == (0,)
+    # by influence: the K layers that turn their input most, in layer order; a tie keeps the earlier layer
+    assert most_influential([0.9, 0.02, 0.05, 0.01, 0.3], 3) == (0, 2, 4)
+    assert most_influential([0.5, 0.1, 0.1, 0.1, 0.7], 3) == (0, 1, 4)
+    assert most_influential([0.2, 0.1], 2) == (0, 1)
+    with pytest.raises(ValueError):
+        most_influential([0.2, 0.1], 3)
 
 
 def test_completion_only_examples_split_the_last_turn() -> None:

@@ -2,8 +2,9 @@
 
 Layers are kept whole (attention, MLP and their norms), renumbered in order; embeddings, the final
 norm and the LM head are kept as they are. `evenly_spaced(n, k)` keeps the first and the last layer
-and spreads the rest evenly, the usual starting point for layer-dropping students. The result is
-cached by (source fingerprint, kept layers), so the same request always gives the same weights.
+and spreads the rest evenly, the usual starting point for layer-dropping students; `by=influence`
+keeps the layers that change their input most (`influence.py`). The result is cached by (source
+fingerprint, kept layers), so the same request always gives the same weights.
 """
 
 from __future__ import annotations
@@ -55,18 +56,28 @@ def check_layers(total: int, layers: int | tuple[int, ...], where: str | None = 
     return layers
 
 
-def pruned_dir(home: Path, source_dir: Path, layers: int | tuple[int, ...], where: str | None = None) -> Path:
-    """The pruned model directory, built on first use."""
-    keep = kept_layers(source_dir, layers, where)
+def pruned_dir(home: Path, source_dir: Path, layers: int | tuple[int, ...], where: str | None = None, by: str = "spacing") -> Path:
+    """The pruned model directory, built on first use. `by` turns a count of layers into indices: "spacing" (evenly
+    spaced) or "influence" (the most influential layers, measured once on the calibration text)."""
     source_fp = weights_fingerprint(str(source_dir))
+    influence: list[float] | None = None
+    if isinstance(layers, int) and by == "influence":
+        from synthkd.models.influence import influence_scores, most_influential
+
+        check_layers(num_layers(source_dir), layers, where)
+        influence = influence_scores(home, source_dir, source_fp)
+        keep = most_influential(influence, layers)
+    else:
+        keep = kept_layers(source_dir, layers, where)
+    selection = "explicit" if not isinstance(layers, int) else "block influence" if influence is not None else "evenly spaced"
     target = home / "models" / f"pruned-{source_fp}-L{'_'.join(map(str, keep))}-v{PRUNER_VERSION}"
     if len(target.name) > 120:  # long explicit lists: keep the name short, the card has the list
         import hashlib
         target = home / "models" / f"pruned-{source_fp}-{hashlib.sha256(str(keep).encode()).hexdigest()[:12]}-v{PRUNER_VERSION}"
-    return build_once(target, lambda tmp: _prune(source_dir, keep, tmp, source_fp))
+    return build_once(target, lambda tmp: _prune(source_dir, keep, tmp, source_fp, selection, influence))
 
 
-def _prune(source_dir: Path, keep: tuple[int, ...], out: Path, source_fp: str) -> None:
+def _prune(source_dir: Path, keep: tuple[int, ...], out: Path, source_fp: str, selection: str, influence: list[float] | None) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -94,5 +105,7 @@ def _prune(source_dir: Path, keep: tuple[int, ...], out: Path, source_fp: str) -
     after = sum(p.numel() for p in model.parameters())
     card = ModelCard(kind="depth_pruned", source=str(source_dir), source_fingerprint=source_fp,
                      source_card=read_card(source_dir), layers_total=total, layers_kept=list(keep),
-                     parameters_source=before, parameters=after)
+                     parameters_source=before, parameters=after, selection=selection)
+    if influence is not None:
+        card["influence"] = influence
     write_marker(out, f"pruned:{source_fp}:{','.join(map(str, keep))}:v{PRUNER_VERSION}", card)

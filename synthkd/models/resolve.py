@@ -8,7 +8,7 @@ from synthkd.errors import ConfigError
 from synthkd.models.packaged import PACKAGED, packaged_gguf
 from synthkd.models.spec import ModelSpec, parse_model_spec
 
-FORMS = "a directory, a .gguf file, tiny:NAME, " + ", ".join(sorted(PACKAGED)) + ", or a hub name; add ?layers=K to depth-prune"
+FORMS = "a directory, a .gguf file, tiny:NAME, " + ", ".join(sorted(PACKAGED)) + ", or a hub name; add ?layers=K (or ?layers=K&by=influence) to depth-prune"
 
 
 def _source_file(spec: ModelSpec, where: str | None) -> Path | None:
@@ -81,4 +81,4 @@ def resolve_model(text: str, home: Path, corpus_root: Path, where: str | None = 
     from synthkd.models.prune import pruned_dir
 
     assert spec.layers is not None
-    return str(pruned_dir(home, Path(base), spec.layers, where))
+    return str(pruned_dir(home, Path(base), spec.layers, where, by=spec.by))

@@ -43,6 +43,8 @@ class ModelCard(TypedDict, total=False):
     layers_kept: list[int]
     parameters_source: int
     parameters: int
+    selection: str  # depth_pruned: how the layers were chosen (explicit | evenly spaced | block influence)
+    influence: list[float]  # depth_pruned by influence: every source layer's block influence
 
 
 def save_weights(model: Any, state: dict[str, "torch.Tensor"], out: Path, what: str) -> None:
