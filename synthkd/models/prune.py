@@ -60,16 +60,14 @@ def pruned_dir(home: Path, source_dir: Path, layers: int | tuple[int, ...], wher
     """The pruned model directory, built on first use. `by` turns a count of layers into indices: "spacing" (evenly
     spaced) or "influence" (the most influential layers, measured once on the calibration text)."""
     source_fp = weights_fingerprint(str(source_dir))
+    keep = kept_layers(source_dir, layers, where)  # also checks a count against the model's depth
+    selection = "evenly spaced" if isinstance(layers, int) else "explicit"
     influence: list[float] | None = None
     if isinstance(layers, int) and by == "influence":
         from synthkd.models.influence import influence_scores, most_influential
 
-        check_layers(num_layers(source_dir), layers, where)
         influence = influence_scores(home, source_dir, source_fp)
-        keep = most_influential(influence, layers)
-    else:
-        keep = kept_layers(source_dir, layers, where)
-    selection = "explicit" if not isinstance(layers, int) else "block influence" if influence is not None else "evenly spaced"
+        keep, selection = most_influential(influence, layers), "block influence"
     target = home / "models" / f"pruned-{source_fp}-L{'_'.join(map(str, keep))}-v{PRUNER_VERSION}"
     if len(target.name) > 120:  # long explicit lists: keep the name short, the card has the list
         import hashlib
