@@ -30,11 +30,13 @@ def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], cach
     return values
 
 
-def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size: int = 16) -> list[float]:
+def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size: int = 32) -> list[float]:
     """Per-pair mean NLL of `answer` (and the end-of-turn token) after the chat-formatted context: an instruction
     (one user turn) or the conversation so far."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synthkd.models.heads import answer_head
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -48,19 +50,26 @@ def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size:
         a_ids = tokenizer(answer + eos, add_special_tokens=False)["input_ids"]
         sequences.append((p_ids + a_ids, len(p_ids)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float] = []
+    # batches of similar length: padding is work thrown away
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    out = [float("nan")] * len(sequences)
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            batch = sequences[start:start + batch_size]
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = [sequences[i] for i in index]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (seq, _) in enumerate(batch):
+            select = torch.zeros((len(batch), width), dtype=torch.bool)
+            for row, (seq, a_start) in enumerate(batch):
                 ids[row, :len(seq)] = torch.tensor(seq)
                 mask[row, :len(seq)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            for row, (seq, a_start) in enumerate(batch):
-                tok = -logp[row, a_start - 1:len(seq) - 1]
-                out.append(float(tok.mean()) if tok.numel() else float("nan"))
+                select[row, a_start - 1:len(seq) - 1] = True  # position t scores token t+1, from the prompt's last on
+            targets = torch.roll(ids, -1, dims=1)[select]
+            head = answer_head(model, ids, mask)  # the head on the answer positions only, where the model allows it
+            logits = head.logits(ids, mask, select) if head else model(input_ids=ids, attention_mask=mask).logits[select]
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+            for i, tok in zip(index, torch.split(-logp, select.sum(dim=1).tolist())):
+                if tok.numel():
+                    out[i] = float(tok.mean())
     return out

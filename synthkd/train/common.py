@@ -37,6 +37,7 @@ class TrainerDefaults(TypedDict):
     logging_steps: int
     disable_tqdm: bool
     bf16: NotRequired[bool]  # off on a machine without a GPU
+    gradient_checkpointing: NotRequired[bool]  # off on a machine without a GPU
 
 
 # Defaults synthkd sets for its own bookkeeping; anything in the YAML block wins.
@@ -44,8 +45,10 @@ _BOOKKEEPING: TrainerDefaults = {"report_to": [], "save_strategy": "no", "loggin
 
 
 def own_defaults() -> TrainerDefaults:
-    """synthkd's defaults for a trainer config; on a machine without a GPU also bf16 off, which TRL
-    otherwise turns on and then refuses ("Your setup doesn't support bf16/gpu")."""
+    """synthkd's defaults for a trainer config. On a machine without a GPU also bf16 off, which TRL
+    otherwise turns on and then refuses ("Your setup doesn't support bf16/gpu"), and gradient checkpointing off,
+    which TRL 1.x turns on to save GPU memory: on the CPU it recomputes every layer's forward in the backward pass
+    for memory a small student does not need (the demo's step: 8.2 s with it, 7.3 s without)."""
     try:
         import torch
 
@@ -55,6 +58,7 @@ def own_defaults() -> TrainerDefaults:
     defaults = _BOOKKEEPING.copy()
     if not gpu:
         defaults["bf16"] = False
+        defaults["gradient_checkpointing"] = False
     return defaults
 
 

@@ -80,6 +80,8 @@ def _trainer_class(config: Any) -> Any:
     from transformers import Trainer
     from trl import SFTTrainer
 
+    from synthkd.models.heads import answer_head
+
     if torch.cuda.is_available() or config.loss_type != "nll" or config.label_smoothing_factor or config.padding_free or config.packing:
         return SFTTrainer
 
@@ -87,9 +89,13 @@ def _trainer_class(config: Any) -> Any:
         def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
             if self.compute_loss_func is not None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # transformers' own compute_loss: the model's loss, with its token averaging across accumulation steps
+            # transformers' own compute_loss: the model's loss, with its token averaging across accumulation steps;
+            # where the model allows it, the output head runs on the answer positions only (synthkd.models.heads)
             keep = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids", "labels")}
-            return Trainer.compute_loss(self, model, {**keep, "use_cache": False}, return_outputs, num_items_in_batch)
+            forward = model
+            if not return_outputs and "labels" in keep:
+                forward = answer_head(model, keep["input_ids"], keep.get("attention_mask")) or model
+            return Trainer.compute_loss(self, forward, {**keep, "use_cache": False}, return_outputs, num_items_in_batch)
 
     return PlainLossSFTTrainer
 
