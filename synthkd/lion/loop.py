@@ -80,6 +80,18 @@ class NewInstruction:
                             messages=sft_example(self.item.instruction, answer), family=self.item.family)
 
 
+@dataclass
+class _Kind:
+    """One kind of generation (hard or easy) within an iteration: its seeds, target and progress."""
+
+    kind: str
+    seeds: list[Item]
+    target: int
+    template: Prompt
+    got: int = 0
+    slot: int = 0  # calls asked so far: the next call's sample offset
+
+
 class LionRun:
     """One Lion stage execution."""
 
@@ -348,37 +360,46 @@ class LionRun:
         rejected: list[FailedRow] = []
         reasons: dict[str, int] = {}
         tally = steps.GenerationYield(mode=self.cfg.generation_mode)
-        for kind, seeds_, target, template in (("hard", hard_seeds, n_hard, self.t_hard), ("easy", easy_seeds, n_easy, self.t_easy)):
-            got = 0
-            slot = 0
-            for rnd in range(self.cfg.generation_rounds):
-                ask = steps.calls_to_ask(target - got, self.cfg.generation_oversample)
-                if ask == 0 or not seeds_:
-                    break
-                rng = self._rng(it, kind, rnd)
-                chosen = steps.pick_seeds(seeds_, ask, rng)
+        kinds = [_Kind("hard", hard_seeds, n_hard, self.t_hard), _Kind("easy", easy_seeds, n_easy, self.t_easy)]
+        for rnd in range(self.cfg.generation_rounds):
+            # One batch of calls a round for both kinds: a round's latency is paid once, and the served teacher batches
+            # more requests. Replies are read in a fixed order (hard, then easy), so what is kept does not depend on
+            # which reply came first.
+            asks: list[tuple[_Kind, Item, Call, int | None, int]] = []
+            for k in kinds:
+                ask = steps.calls_to_ask(k.target - k.got, self.cfg.generation_oversample)
+                if ask == 0 or not k.seeds:
+                    continue
+                rng = self._rng(it, k.kind, rnd)
+                chosen = steps.pick_seeds(k.seeds, ask, rng)
                 # The sample index counts on across iterations: a seed drawn again at the same slot in a later iteration
                 # is a new sample, not the cached reply of an earlier one (whose instruction is in the pools already).
-                first = (it - 1) * ITERATION_SAMPLES + slot
-                asks = [self._generation_call(kind, template, seed, seeds_, rng, first + i) for i, seed in enumerate(chosen)]
-                results = await self._calls(self.cfg.teacher, f"iter {it}: generate {kind} (round {rnd + 1})", [c for c, _ in asks], meter)
-                for i, (seed, (_, max_words), res) in enumerate(zip(chosen, asks, results)):
-                    text, reason = self._read_generated(res, max_words, index)
-                    tally.count(reason)
-                    new_id = f"{self.cfg.name}-it{it}-{kind}-{slot + i:05d}"
-                    if reason is None and got >= target:
-                        reason = "surplus"  # usable, but the kind's target is met
-                    if reason is None:
-                        index.add(text or "")
-                        kept.append(NewInstruction(Item(new_id, text or "", family=seed.family, origin=f"iter{it}-{kind}"), kind, seed))
-                        got += 1
-                    else:
-                        reasons[reason] = reasons.get(reason, 0) + 1
-                        rejected.append(FailedRow.of({"id": new_id, "kind": kind, "seed_id": seed.id, "seed_instruction": seed.instruction,
-                                                      "family": seed.family}, reason, detail=res.detail, raw=res.text))
-                slot += ask
-            setattr(stats, f"new_{kind}", got)
-            setattr(stats, f"seeds_{kind}", len(seeds_))
+                first = (it - 1) * ITERATION_SAMPLES + k.slot
+                for i, seed in enumerate(chosen):
+                    call, max_words = self._generation_call(k.kind, k.template, seed, k.seeds, rng, first + i)
+                    asks.append((k, seed, call, max_words, k.slot + i))
+                k.slot += ask
+            if not asks:
+                break
+            what = " and ".join(dict.fromkeys(k.kind for k, *_ in asks))
+            results = await self._calls(self.cfg.teacher, f"iter {it}: generate {what} (round {rnd + 1})", [a[2] for a in asks], meter)
+            for (k, seed, _, max_words, slot), res in zip(asks, results):
+                text, reason = self._read_generated(res, max_words, index)
+                tally.count(reason)
+                new_id = f"{self.cfg.name}-it{it}-{k.kind}-{slot:05d}"
+                if reason is None and k.got >= k.target:
+                    reason = "surplus"  # usable, but the kind's target is met
+                if reason is None:
+                    index.add(text or "")
+                    kept.append(NewInstruction(Item(new_id, text or "", family=seed.family, origin=f"iter{it}-{k.kind}"), k.kind, seed))
+                    k.got += 1
+                else:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    rejected.append(FailedRow.of({"id": new_id, "kind": k.kind, "seed_id": seed.id, "seed_instruction": seed.instruction,
+                                                  "family": seed.family}, reason, detail=res.detail, raw=res.text))
+        for k in kinds:
+            setattr(stats, f"new_{k.kind}", k.got)
+            setattr(stats, f"seeds_{k.kind}", len(k.seeds))
         stats.generation_rejected = reasons
         stats.generation_yield = tally
         await self.add_new(it, pools, kept, rejected, reasons, stats, meter, "new instructions (hard and easy)")
