@@ -68,3 +68,21 @@ def test_freeze_embeddings_trains_the_layers_only(tmp_path: Path, synthkd_home: 
     assert (after[embed] == before[embed]).all()
     moved = [k for k in before if k != embed and k in after and not (after[k] == before[k]).all()]
     assert any(".layers." in k for k in moved), moved
+
+
+def test_freeze_layers_keeps_the_lowest_layers_as_they_were(tmp_path: Path, synthkd_home: Path) -> None:
+    from safetensors.torch import load_file
+
+    from synthkd.errors import ConfigError
+    from synthkd.train.sft import train_sft
+
+    base = resolve_model("tiny:student", synthkd_home, REPO)  # two layers
+    args = {"max_steps": 2, "learning_rate": 1e-2, "per_device_train_batch_size": 4, "max_length": 64, "completion_only_loss": True}
+    train_sft(ROWS, base, tmp_path / "frozen", sft_args=args, lora=None, seed=0, fingerprint="f", freeze_embeddings=True, freeze_layers=1)
+    before, after = load_file(str(Path(base) / "model.safetensors")), load_file(str(tmp_path / "frozen" / "model.safetensors"))
+    lowest = [k for k in before if ".layers.0." in k]
+    upper = [k for k in before if ".layers.1." in k]
+    assert lowest and all((after[k] == before[k]).all() for k in lowest)
+    assert any(not (after[k] == before[k]).all() for k in upper)
+    with pytest.raises(ConfigError, match="more than the model's 2 layers"):
+        train_sft(ROWS, base, tmp_path / "too_many", sft_args=args, lora=None, seed=0, fingerprint="g", freeze_layers=3)

@@ -189,7 +189,7 @@ class LionRun:
                 await self.draw_from_pool(it, pools, stats, it_meter)
             else:
                 await self.generation(it, pools, judged, stats, it_meter)
-            if self.heldout is not None and checkpoint is not None:
+            if self.heldout is not None and checkpoint is not None and (last or self.cfg.heldout_after == "each"):
                 if self.rt.config.endpoints[self.cfg.student].served:
                     self.rt.serve_weights(self.cfg.student, checkpoint)  # the DPO checkpoint when there is one
                 stats.heldout = await self.evaluate_heldout(it)
@@ -278,7 +278,7 @@ class LionRun:
             return None
         out, stats.sft = await train_checkpoint(self.rt, self.cfg.name, self.cfg, tag, kind="sft", rows=rows,
                                                    base=previous or self.base_student, trainer_args=self.cfg.sft, lora=self.cfg.lora,
-                                                   freeze_embeddings=self.cfg.freeze_embeddings,
+                                                   freeze_embeddings=self.cfg.freeze_embeddings, freeze_layers=self.cfg.freeze_layers,
                                                    note=f"{what}: imitation, SFT on {len(rows)} examples")
         stats.checkpoint = str(out)
         if self.rt.config.endpoints[self.cfg.student].served:

@@ -9,9 +9,11 @@ Lion and DPO call this before training and after every iteration, the eval stage
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from synthkd.client.accounting import Meter
+from synthkd.client.replies import Result
 from synthkd.config.endpoints import Sampling
 from synthkd.chat import answer_call
 from synthkd.items import Item
@@ -44,21 +46,35 @@ class HeldoutEvaluator:
         self.reference: dict[str, str] = {}
         self.last_rows: list[HeldoutRow] = []  # per-prompt rows of the latest evaluate(), for a dataset
 
-    async def _answers(self, endpoint: str, label: str, meter: Meter) -> dict[str, str]:
+    async def _results(self, endpoint: str, label: str, meter: Meter, logprobs: bool = False) -> dict[str, Result]:
         calls = [answer_call(self.template, x.instruction, self.sampling) for x in self.items]
+        if logprobs:
+            calls = [replace(c, logprobs=True) for c in calls]
         results = await self.rt.call_all(endpoint, label, calls, meter)
         # An empty answer is an answer (it scores 0); only failed calls are left out.
-        return {x.id: (r.text or "").strip() for x, r in zip(self.items, results) if r.ok}
+        return {x.id: r for x, r in zip(self.items, results) if r.ok}
+
+    async def _answers(self, endpoint: str, label: str, meter: Meter) -> dict[str, str]:
+        return {k: (r.text or "").strip() for k, r in (await self._results(endpoint, label, meter)).items()}
 
     async def teacher_reference(self, meter: Meter, label: str = "held-out: teacher answers") -> HeldoutFigures:
-        """The teacher's answers (the reference) and the teacher's own figures: the ceiling."""
+        """The teacher's answers (the reference) and the teacher's own figures: the ceiling.
+
+        The teacher's NLL of its answers comes from the logprobs its server returns with them (a served teacher: vLLM
+        always can), so no second pass of the teacher's weights is needed; where the replies have none, from its
+        local weights. A hosted teacher is not asked for logprobs (some models refuse the parameter): no NLL."""
+        weights = self._local_weights(self.teacher) if self.nll else None
+        results = await self._results(self.teacher, label, meter, logprobs=weights is not None)
         # Prompts the teacher left empty have no reference and are not scored.
-        self.reference = {k: v for k, v in (await self._answers(self.teacher, label, meter)).items() if v}
+        self.reference = {k: t for k, r in results.items() if (t := (r.text or "").strip())}
         _, out = score_answers(self.items, self.reference, self.reference)
         out.answered = len(self.reference)
-        weights = self._local_weights(self.teacher)
-        if self.nll and weights:
-            out.nll = await self._nll(weights)
+        if weights:
+            returned = [results[k].logprobs for k in self.reference]
+            if returned and all(returned):
+                out.nll = Interval.model_validate(summary([-sum(lp) / len(lp) for lp in returned if lp]))
+            else:
+                out.nll = await self._nll(weights)
         return out
 
     async def evaluate(self, label: str, meter: Meter) -> HeldoutFigures:

@@ -27,6 +27,9 @@ class SFTStage(StageBase, TrainingLaunch):
         False, description="Do not train the input embeddings (nor an output head tied to them): a depth-pruned student "
         "keeps its source's embeddings, so only its layers need to heal; on a 135M model with a 49k vocabulary it also "
         "takes about 12% off each CPU step (measured once, 20 steps).")
+    freeze_layers: int = Field(  # left out of the fingerprint at 0, so runs made before it existed stay done
+        0, ge=0, exclude_if=lambda value: value == 0, description="Do not train the lowest N transformer layers either: the gradient stops above them, so each "
+        "step costs less (the demo's 20-layer student, N=8: 22% less per CPU step, measured once over 6 steps). 0: all train.")
     lora: LoraArgs | None = Field(None, description="Passed to peft.LoraConfig; null for full fine-tuning.")
     serve_as: str | None = Field(None, description="Endpoint (with `serve`) to restart on the new checkpoint.")
     # Left out of the fingerprint at its default, so sft stages of runs made before it existed stay done.
@@ -95,7 +98,7 @@ class SFTImpl(StageImpl[SFTStage]):
         train_rows = rows if cfg.messages_column == "messages" else [{"messages": r[cfg.messages_column]} for r in rows]
         _check_conversations(train_rows, cfg.messages_column, f"stages.{cfg.name}.messages_column")
         out, metrics = await train_checkpoint(rt, cfg.name, cfg, None, kind="sft", rows=train_rows, base=cfg.model, trainer_args=cfg.sft,
-                                              lora=cfg.lora, freeze_embeddings=cfg.freeze_embeddings,
+                                              lora=cfg.lora, freeze_embeddings=cfg.freeze_embeddings, freeze_layers=cfg.freeze_layers,
                                               note=f"SFT of {cfg.model} on {len(rows)} examples")
         return StageResult(rows=rows, stats=SFTStats(checkpoint=str(out), train_loss=metrics.train_loss, steps=metrics.steps, examples=metrics.examples),
                            moves={cfg.serve_as: str(out)} if cfg.serve_as else {})

@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 
 async def train_checkpoint(rt: "Runtime", stage: str, launch: TrainingLaunch, tag: str | None, *, kind: str,
                            rows: Sequence[Record | Mapping[str, Any]], base: str, trainer_args: dict[str, Any], lora: LoraArgs | None,
-                           freeze_embeddings: bool = False, evaluate_before: bool = False, classifier: ClassifierArgs | None = None,
+                           freeze_embeddings: bool = False, freeze_layers: int = 0, evaluate_before: bool = False, classifier: ClassifierArgs | None = None,
                            note: str = "") -> tuple[Path, TrainMetrics]:
     """Train (unless done) RUN_DIR/checkpoints/<stage>[/<tag>] from `base` (a model string or a checkpoint) on `rows`;
     returns (checkpoint, its metrics). `classifier`: the arguments of a kind="classifier" job (the SKD critic).
     `note` is what the progress line says when training starts."""
     out = checkpoint_dir(rt, stage, *([tag] if tag else []))
     job = Job(kind, [training_row(row) for row in plain_rows(rows)], base, out, trainer_args, lora, rt.config.seed, evaluate_before=evaluate_before,
-              processes=launch.processes, freeze_embeddings=freeze_embeddings, classifier=classifier,
+              processes=launch.processes, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, classifier=classifier,
               accelerate_config=rt.pipeline.resolve(launch.accelerate_config) if launch.accelerate_config else None,
               log_path=rt.run_dir / "logs" / f"train-{stage}{f'-{tag}' if tag else ''}.log")
     if checkpoint_done(out, job.fingerprint):

@@ -166,6 +166,19 @@ def load_for_training(base_model: str, seed: int) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype), tokenizer
 
 
+def freeze_lowest_layers(model: Any, n: int) -> None:
+    """Stop training the lowest `n` transformer layers of a causal LM (its decoder's `layers`)."""
+    decoder = model.get_decoder() if callable(getattr(model, "get_decoder", None)) else None
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ConfigError(f"freeze_layers: {n}: {type(model).__name__} has no list of decoder layers synthkd can find",
+                          fix="set freeze_layers: 0 for this model")
+    if n > len(layers):
+        raise ConfigError(f"freeze_layers: {n} is more than the model's {len(layers)} layers", fix=f"set freeze_layers to at most {len(layers) - 1}")
+    for layer in layers[:n]:
+        layer.requires_grad_(False)
+
+
 def lora_config(lora: LoraArgs | None) -> Any:
     if lora is None:
         return None

@@ -109,4 +109,5 @@ class JobSpec(TypedDict):
     fingerprint: str
     evaluate_before: bool
     freeze_embeddings: bool
+    freeze_layers: NotRequired[int]
     classifier: NotRequired[dict[str, JSONValue]]  # a classifier job's synthkd.skd.critic.ClassifierArgs, as its JSON

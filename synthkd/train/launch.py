@@ -73,6 +73,7 @@ class Job:
     accelerate_config: Path | None = None
     log_path: Path | None = None  # default: OUT.train.log beside the checkpoint
     freeze_embeddings: bool = False  # sft only: train_sft's freeze_embeddings
+    freeze_layers: int = 0  # sft only: train_sft's freeze_layers
     base_path: str | None = None  # the local weights `base_model` resolves to (None: base_model as it is)
     classifier: ClassifierArgs | None = None  # classifier only (and required there): its arguments and validation items
 
@@ -95,6 +96,7 @@ class Job:
                        "base": self.base_model, "args": self.trainer_args, "lora": self.lora, "seed": self.seed,
                        # switches enter only when on, so turning on a new one later leaves older fingerprints as they were
                        **({"freeze_embeddings": True} if self.freeze_embeddings else {}),
+                       **({"freeze_layers": self.freeze_layers} if self.freeze_layers else {}),
                        **({"evaluate_before": True} if self.evaluate_before else {}),
                        # the classifier's own arguments: only its jobs have them, so sft and dpo fingerprints are as they were
                        **({"classifier": self.classifier.model_dump()} if self.classifier is not None else {})})
@@ -167,7 +169,8 @@ def _train_here(job: Job) -> TrainMetrics:
         from synthkd.train.sft import train_sft
 
         return train_sft([sft_example(row) for row in job.rows], job.weights, job.out_dir, sft_args=job.trainer_args, lora=job.lora,
-                         seed=job.seed, fingerprint=job.fingerprint, freeze_embeddings=job.freeze_embeddings)
+                         seed=job.seed, fingerprint=job.fingerprint, freeze_embeddings=job.freeze_embeddings,
+                         freeze_layers=job.freeze_layers)
     from synthkd.train.dpo import train_dpo
 
     return train_dpo([preference_example(row) for row in job.rows], job.weights, job.out_dir, dpo_args=job.trainer_args, lora=job.lora,
@@ -198,6 +201,7 @@ def write_job(job: Job) -> Path:
         "fingerprint": job.fingerprint,
         "evaluate_before": job.evaluate_before,
         "freeze_embeddings": job.freeze_embeddings,
+        "freeze_layers": job.freeze_layers,
     }
     if job.classifier is not None:
         spec["classifier"] = job.classifier.model_dump()

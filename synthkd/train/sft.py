@@ -8,7 +8,7 @@ from typing import Any
 
 from synthkd.config.stages import LoraArgs
 from synthkd.records import TrainMetrics
-from synthkd.train.common import own_defaults, check_trainer_args, load_for_training, lora_config, save_checkpoint, scratch_dir
+from synthkd.train.common import own_defaults, check_trainer_args, freeze_lowest_layers, load_for_training, lora_config, save_checkpoint, scratch_dir
 from synthkd.tools.wire import ToolSchema
 from synthkd.train.examples import PromptCompletion, SFTExample, TokenizedExample, sft_example
 
@@ -110,12 +110,14 @@ def train_sft(
     seed: int,
     fingerprint: str,
     freeze_embeddings: bool = False,
+    freeze_layers: int = 0,
 ) -> TrainMetrics:
     """Fine-tune `base_model` on rows with a `messages` column; save model + tokenizer to out_dir.
 
     freeze_embeddings: the input embeddings (and an output head tied to them) are not trained: a depth-pruned
     student keeps its source's embeddings intact, only its layers must heal, and the 49k x 576 matrix's gradient
-    and Adam state are a large share of a small model's step."""
+    and Adam state are a large share of a small model's step. freeze_layers: nor the lowest N transformer layers (the
+    backward pass stops above them)."""
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -124,6 +126,8 @@ def train_sft(
     model, tokenizer = load_for_training(base_model, seed)
     if freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if freeze_layers:
+        freeze_lowest_layers(model, freeze_layers)
     assistant_only = bool(sft_args.get("assistant_only_loss"))
     dataset = Dataset.from_list(training_examples(rows, bool(sft_args.get("completion_only_loss")), assistant_only, tokenizer))
     # assistant_only_loss: the masks come with the rows (TRL folds `assistant_masks` into the labels), so TRL is not

@@ -24,6 +24,7 @@ def run_job(spec: JobSpec) -> TrainMetrics:
         from synthkd.train.sft import train_sft
 
         return train_sft(rows, spec["base_model"], out_dir, sft_args=spec["trainer_args"], freeze_embeddings=bool(spec.get("freeze_embeddings")),
+                         freeze_layers=int(spec.get("freeze_layers", 0)),
                          lora=lora, seed=seed, fingerprint=fingerprint)
     if spec["kind"] == "dpo":
         from synthkd.train.dpo import train_dpo
