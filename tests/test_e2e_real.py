@@ -80,12 +80,18 @@ def test_short_real_teacher_lion_run(tmp_path: Path, synthkd_home: Path) -> None
         rows = read_rows(out, f"lion.heldout.iter{it}")
         assert len(rows) == 10 and all(0 <= r["rouge_l"] <= 100 and r["reference"] for r in rows)
         assert len(load_from_disk(str(out / "datasets" / f"lion.heldout.iter{it}"))) == 10
-    # The teacher's NLL of its answers comes from the logprobs vLLM returned with them: the same figure as a pass of
-    # its weights over the same answers gives (which also scores the end-of-turn token).
+    # The teacher's NLL of its answers comes from the logprobs vLLM returned with them: about the figure a pass of its
+    # weights over the same answers gives, the end-of-turn token scored only where an answer ended before the 24-token
+    # cap (re-tokenized text and a cap read off the token count: not to the digit).
+    from transformers import AutoTokenizer
+
     from synthkd.models import resolve_model
     from synthkd.scoring.nll import answer_nll
 
-    by_weights = answer_nll(resolve_model(TEACHER, synthkd_home, REPO), [(r["instruction"], r["reference"]) for r in rows])
+    weights = resolve_model(TEACHER, synthkd_home, REPO)
+    tok = AutoTokenizer.from_pretrained(weights)
+    ended = [len(tok(r["reference"], add_special_tokens=False)["input_ids"]) < 24 for r in rows]
+    by_weights = answer_nll(weights, [(r["instruction"], r["reference"]) for r in rows], ended=ended)
     assert teacher["nll"]["mean"] == pytest.approx(sum(by_weights) / len(by_weights), rel=0.15)
     # The code referee: scores 0-10, hard exactly when the gap reaches tau (5.0).
     judged = read_rows(out, "lion.iter1.discrimination")

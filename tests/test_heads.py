@@ -86,3 +86,16 @@ def test_answer_nll_is_the_same_with_and_without_the_shortcut(synthkd_home: Path
     assert fast == pytest.approx(full, rel=1e-4)
     one_by_one = [answer_nll(path, [p], batch_size=1)[0] for p in pairs]
     assert fast == pytest.approx(one_by_one, rel=1e-4)
+
+
+def test_a_cut_answer_is_not_charged_for_an_end_of_turn(synthkd_home: Path) -> None:
+    from synthkd.scoring.nll import answer_nll, cached_answer_nll
+    from synthkd.serve.tiny import tiny_model_dir
+
+    path = str(tiny_model_dir(synthkd_home, REPO, "student"))
+    pairs = [("Name a color.", "Blue."), ("Describe the sea.", "The sea is wide and")]
+    ended, cut = answer_nll(path, pairs), answer_nll(path, pairs, ended=[True, False])
+    assert cut[0] == pytest.approx(ended[0], rel=1e-5) and cut[1] != pytest.approx(ended[1], rel=1e-6)
+    cache = synthkd_home / "nll-test"
+    assert cached_answer_nll(path, pairs, cache, [True, False]) == pytest.approx(cut, rel=1e-5)
+    assert cached_answer_nll(path, pairs, cache) == pytest.approx(ended, rel=1e-5)  # not the other's cached figure

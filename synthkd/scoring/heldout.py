@@ -44,6 +44,7 @@ class HeldoutEvaluator:
         self.rt, self.items = rt, list(items)
         self.teacher, self.student, self.template, self.sampling, self.nll = teacher, student, template, sampling, nll
         self.reference: dict[str, str] = {}
+        self.ended: dict[str, bool] = {}  # per reference: False where the teacher's answer was cut by max_tokens
         self.last_rows: list[HeldoutRow] = []  # per-prompt rows of the latest evaluate(), for a dataset
 
     async def _results(self, endpoint: str, label: str, meter: Meter, logprobs: bool = False) -> dict[str, Result]:
@@ -67,6 +68,7 @@ class HeldoutEvaluator:
         results = await self._results(self.teacher, label, meter, logprobs=weights is not None)
         # Prompts the teacher left empty have no reference and are not scored.
         self.reference = {k: t for k, r in results.items() if (t := (r.text or "").strip())}
+        self.ended = {k: not results[k].truncated for k in self.reference}
         _, out = score_answers(self.items, self.reference, self.reference)
         out.answered = len(self.reference)
         if weights:
@@ -102,7 +104,8 @@ class HeldoutEvaluator:
         from synthkd.scoring.nll import cached_answer_nll
 
         pairs = [(x.instruction, self.reference[x.id]) for x in self.items if x.id in self.reference]
-        values = await asyncio.to_thread(cached_answer_nll, weights, pairs, self.rt.settings.home / "nll")
+        ended = [self.ended.get(x.id, True) for x in self.items if x.id in self.reference]
+        values = await asyncio.to_thread(cached_answer_nll, weights, pairs, self.rt.settings.home / "nll", ended)
         return Interval.model_validate(summary(values))
 
 

@@ -15,14 +15,16 @@ Context = str | list[dict[str, Any]]
 from synthkd.models.store import weights_fingerprint
 
 
-def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], cache_dir: Path) -> list[float]:
-    """answer_nll, remembered on disk by (weights fingerprint, pairs): the teacher's NLL of its own
-    held-out answers is the same number in every run and arm that uses it, and costs a 30-layer pass."""
-    key = hashlib.sha256(json.dumps([weights_fingerprint(model_dir), list(pairs)]).encode()).hexdigest()[:24]
+def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], cache_dir: Path,
+                      ended: Sequence[bool] | None = None) -> list[float]:
+    """answer_nll, remembered on disk by (weights fingerprint, pairs, which answers ended): the student's NLL of the
+    teacher's held-out answers is the same number in every run and arm that scores the same weights."""
+    cut = [i for i, e in enumerate(ended or []) if not e]  # in the key only where some answer was cut
+    key = hashlib.sha256(json.dumps([weights_fingerprint(model_dir), list(pairs), *([cut] if cut else [])]).encode()).hexdigest()[:24]
     path = cache_dir / f"{key}.json"
     if path.is_file():
         return [float(v) for v in json.loads(path.read_text())]
-    values = answer_nll(model_dir, pairs)
+    values = answer_nll(model_dir, pairs, ended=ended)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(values))
@@ -30,9 +32,11 @@ def cached_answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], cach
     return values
 
 
-def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size: int = 32) -> list[float]:
-    """Per-pair mean NLL of `answer` (and the end-of-turn token) after the chat-formatted context: an instruction
-    (one user turn) or the conversation so far."""
+def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size: int = 32,
+               ended: Sequence[bool] | None = None) -> list[float]:
+    """Per-pair mean NLL of `answer` and the end-of-turn token after the chat-formatted context: an instruction
+    (one user turn) or the conversation so far. `ended[i]` False: answer i was cut by a token cap, so its writer never
+    ended the turn there and the end-of-turn token is not scored (a model that wanted to go on would pay for it)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,11 +47,11 @@ def answer_nll(model_dir: str, pairs: Sequence[tuple[Context, str]], batch_size:
     model.eval()
     eos = tokenizer.eos_token or ""
     sequences: list[tuple[list[int], int]] = []  # (ids, index where the answer starts)
-    for context, answer in pairs:
+    for i, (context, answer) in enumerate(pairs):
         messages = [{"role": "user", "content": context}] if isinstance(context, str) else context
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(answer + eos, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(answer + (eos if ended is None or ended[i] else ""), add_special_tokens=False)["input_ids"]
         sequences.append((p_ids + a_ids, len(p_ids)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # batches of similar length: padding is work thrown away
