@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/sft_step.py [--model smollm2-135m-instruct?layers=10] [--steps 20] [--batch 8]
 
 TRL 1.x computes the loss through a tiled "fused LM head" that scores only the answer tokens (and logs entropy and
-token accuracy); synthkd's `train_sft` uses the model's own NLL on a machine without a GPU (synthkd/train/sft.py).
-Both train the same student on the same 160 short instruction/answer pairs (the distill pool's instructions with a
+token accuracy); synthkd's `train_sft` uses the model's own NLL on a machine without a GPU (synthkd/train/sft.py),
+with the output head run on the answer positions only (synthkd/models/heads.py); the middle line is that path with
+the head over every position, as it was before. All three train the same student on the same 160 short instruction/answer pairs (the distill pool's instructions with a
 templated one-sentence answer; the text does not change the step time much) with answer-only loss, in separate
 processes, and the script prints each one's seconds per step and final training loss (the two must agree).
 """
@@ -30,12 +31,16 @@ def _rows(n: int) -> list[dict]:
             for r in pool]
 
 
-def _one(path: str, steps: int, batch: int, fused: bool) -> None:
+def _one(path: str, steps: int, batch: int, child: str) -> None:
     """In a child process: train and print (seconds per step, loss) as JSON."""
     from synthkd.models.resolve import resolve_model
     from synthkd.settings import Settings
+    import synthkd.models.heads as heads
     import synthkd.train.sft as sft
 
+    fused = child == "fused"
+    if child == "cpu-full":  # the CPU path with the output head over every position, as before synthkd.models.heads
+        heads.answer_head = lambda *a, **k: None  # type: ignore[assignment]
     if fused:  # TRL's own trainer, as `train_sft` used before the CPU path
         from trl import SFTTrainer
 
@@ -47,7 +52,7 @@ def _one(path: str, steps: int, batch: int, fused: bool) -> None:
         start = time.perf_counter()
         metrics = sft.train_sft(_rows(160), base, Path(tmp) / "out", sft_args=args, lora=None, seed=0, fingerprint="bench")
         took = time.perf_counter() - start
-    print(json.dumps({"s_per_step": took / steps, "loss": metrics["train_loss"]}))
+    print(json.dumps({"s_per_step": took / steps, "loss": metrics.train_loss}))
 
 
 def main() -> None:
@@ -55,17 +60,18 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct?layers=10")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--child", choices=["fused", "cpu"])
+    ap.add_argument("--child", choices=["fused", "cpu-full", "cpu"])
     a = ap.parse_args()
     if a.child:
-        _one(a.model, a.steps, a.batch, a.child == "fused")
+        _one(a.model, a.steps, a.batch, a.child)
         return
     print(f"{a.model}: {a.steps} steps of {a.batch} examples, answer-only loss (seconds per step include loading and saving)")
-    for child in ("fused", "cpu"):
+    for child in ("fused", "cpu-full", "cpu"):
         out = subprocess.run([sys.executable, __file__, "--child", child, "--model", a.model, "--steps", str(a.steps),
                               "--batch", str(a.batch)], capture_output=True, text=True, check=True)
         got = json.loads(out.stdout.strip().splitlines()[-1])
-        what = "TRL fused LM head" if child == "fused" else "synthkd CPU path "
+        what = {"fused": "TRL fused LM head          ", "cpu-full": "model's own loss, all logits",
+                "cpu": "synthkd CPU path            "}[child]
         print(f"  {what}: {got['s_per_step']:.2f} s/step, train loss {got['loss']:.4f}")
 
 

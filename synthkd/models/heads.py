@@ -3,8 +3,9 @@
 A causal LM's forward computes logits for every position: a [batch, length, vocabulary] tensor (49k columns for
 SmolLM2). Answer-only training and the NLL of an answer need the logits of the answer positions only, which are
 a third to a half of a short chat exchange (the template and the instruction are the rest). Running the decoder
-and then the head on the selected hidden states gives the same numbers for less work: on the CPU the demo's SFT
-step took 14% less time with the same loss (`benchmarks/sft_step.py`).
+and then the head on the selected hidden states gives the same numbers for less work. Measured on the CPU with the
+demo's 20-layer SmolLM2 student and its teacher's answers: 6 SFT steps 43.9 -> 40.2 s with the same loss, and the
+NLL of 150 answers 59 -> 49.5 s with the same values.
 
 That holds only for models whose logits are the head applied to the decoder's last hidden state (no soft-capping
 or scaling after it), so `answer_head` checks it once per model on a real input and otherwise returns None: the
