@@ -74,7 +74,7 @@ class HeldoutEvaluator:
         if weights:
             returned = [results[k].logprobs for k in self.reference]
             if returned and all(returned):
-                out.nll = Interval.model_validate(summary([-sum(lp) / len(lp) for lp in returned if lp]))
+                out.nll = Interval.model_validate(summary([-sum(lp) / len(lp) for lp in returned]))
             else:
                 out.nll = await self._nll(weights)
         return out
@@ -103,8 +103,9 @@ class HeldoutEvaluator:
     async def _nll(self, weights: str) -> Interval:
         from synthkd.scoring.nll import cached_answer_nll
 
-        pairs = [(x.instruction, self.reference[x.id]) for x in self.items if x.id in self.reference]
-        ended = [self.ended.get(x.id, True) for x in self.items if x.id in self.reference]
+        scored = [x for x in self.items if x.id in self.reference]
+        pairs = [(x.instruction, self.reference[x.id]) for x in scored]
+        ended = [self.ended.get(x.id, True) for x in scored]
         values = await asyncio.to_thread(cached_answer_nll, weights, pairs, self.rt.settings.home / "nll", ended)
         return Interval.model_validate(summary(values))
 

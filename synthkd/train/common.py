@@ -174,7 +174,7 @@ def freeze_lowest_layers(model: Any, n: int) -> None:
         raise ConfigError(f"freeze_layers: {n}: {type(model).__name__} has no list of decoder layers synthkd can find",
                           fix="set freeze_layers: 0 for this model")
     if n > len(layers):
-        raise ConfigError(f"freeze_layers: {n} is more than the model's {len(layers)} layers", fix=f"set freeze_layers to at most {len(layers) - 1}")
+        raise ConfigError(f"freeze_layers: {n} is more than the model's {len(layers)} layers", fix=f"set freeze_layers to at most {len(layers)}")
     for layer in layers[:n]:
         layer.requires_grad_(False)
 
