@@ -74,14 +74,16 @@ def remote_endpoint(base_url: str, model: str, **extra: Any) -> dict[str, Any]:
     return {"base_url": base_url, "model": model, "concurrency": 16, "timeout_s": 5, **extra}
 
 
-def hf_served(model: str, name: str = "student") -> dict[str, Any]:
+def hf_served(model: str, name: str = "student", reload_weights: bool | None = None) -> dict[str, Any]:
     """An endpoint synthkd serves itself with `tests/hfserver.py` (transformers on the CPU, a few seconds to start)
     instead of vLLM (about 25 s): for tests that need a served, trainable model (`tiny:student`, a checkpoint) where
-    vLLM itself is not the point. `name` is the endpoint's served model name. The script is run by its path, so
-    the server starts whatever directory synthkd runs it in (the pipeline's prompts_dir's parent)."""
+    vLLM itself is not the point. `name` is the endpoint's served model name; `reload_weights: True` has synthkd load
+    a checkpoint into the running server (which answers vLLM's reload endpoints) instead of restarting it. The script
+    is run by its path, so the server starts whatever directory synthkd runs it in (the pipeline's prompts_dir's parent)."""
     command = [sys.executable, str(REPO / "tests" / "hfserver.py"), "--host", "{host}", "--port", "{port}", "--model", "{model}", "--name", "{name}"]
     return {"base_url": None, "model": name, "concurrency": 4, "timeout_s": 60,
-            "serve": {"model_path": model, "command": command, "startup_timeout_s": 120}}
+            "serve": {"model_path": model, "command": command, "startup_timeout_s": 120,
+                      **({"reload_weights": reload_weights} if reload_weights is not None else {})}}
 
 
 def generate_pipeline(tmp: Path, base_url: str, n: int = 20, samples: int = 1, **endpoint_extra: Any) -> Path:

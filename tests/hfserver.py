@@ -7,6 +7,8 @@ it serves a real, trainable model (``tiny:student``, a checkpoint TRL wrote) thr
 ``python tests/hfserver.py ...`` from anywhere (it imports nothing of the project's).
 
 ``GET /health`` answers 200 (the model is loaded before the port opens), ``GET /v1/models`` lists NAME, and
+``POST /collective_rpc`` with method ``reload_weights`` and ``kwargs.weights_path`` loads other weights (and
+``POST /reset_prefix_cache`` answers 200), as vLLM's development endpoints do (synthkd/serve/reload.py);
 ``POST /v1/chat/completions`` takes ``messages`` (rendered with the tokenizer's chat template and its generation
 prompt), ``max_tokens`` or ``max_completion_tokens``, ``temperature`` (0 or absent: greedy; above 0: sampling,
 deterministic for a given ``seed``), ``top_p``, ``stop`` and ``n`` (choice i samples with seed + i). Generation stops
@@ -32,12 +34,24 @@ class Model:
 
     def __init__(self, path: str, name: str) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.torch, self.name, self.lock = torch, name, threading.Lock()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.model = self._load(path)
         self.limit = int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def reload(self, path: str) -> None:
+        """Answer from the weights at `path` from now on (the tokenizer stays), as vLLM's reload_weights does."""
+        model = self._load(path)
+        with self.lock:
+            self.model = model
+        print(f"hfserver: weights from {path}", flush=True)
+
+    def _load(self, path: str) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=self.torch.float32).eval()
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat.completion object for a request body; ValueError for a request the server refuses (400)."""
@@ -114,6 +128,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/reset_prefix_cache":  # vLLM's development endpoints, as synthkd uses them (serve/reload.py)
+            return self._send(200, {})
+        if self.path == "/collective_rpc":
+            body = json.loads(raw)
+            if body.get("method") != "reload_weights":
+                return self._error(400, f"unknown method {body.get('method')!r}")
+            self.model.reload(body["kwargs"]["weights_path"])
+            return self._send(200, {"results": [None]})
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._error(404, f"no route {self.path}")
         try:

@@ -34,8 +34,10 @@ def test_chat_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
     assert stages["sft"]["steps"] > 0
     for name in ("eval_base", "eval_trained"):
         assert stages[name]["turns"] > 0 and stages[name]["nll"]["n"] == stages[name]["turns"]
-    # the trained student is what the second evaluation scored
+    # the trained student is what the second evaluation scored, its weights loaded into the running server
     assert stages["eval_trained"]["student_weights"] == str(out / "checkpoints" / "sft")
+    assert "weights loaded into its running server" in " ".join(proc.stderr.split())
+    assert len(list((out / "logs").glob("server-student-*.log"))) == 1  # one student server, not a second start
     check_run_outputs(out)
 
 

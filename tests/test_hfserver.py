@@ -16,13 +16,13 @@ from tests.conftest import REPO, hf_served, read_rows, remote_endpoint, run_cli,
 from tests.fakeserver import running_server
 
 
-def _pipeline(tmp: Path, teacher_url: str) -> Path:
+def _pipeline(tmp: Path, teacher_url: str, reload_weights: bool | None = None) -> Path:
     """load 16 instructions (some with gold) -> teacher answers -> eval of the base student -> SFT of tiny:student,
     served as `student` -> eval of the trained student (greedy both times)."""
     data = {
         "name": "hfserve",
         "prompts_dir": str(REPO / "prompts"),
-        "endpoints": {"teacher": remote_endpoint(teacher_url, "teacher"), "student": hf_served("tiny:student")},
+        "endpoints": {"teacher": remote_endpoint(teacher_url, "teacher"), "student": hf_served("tiny:student", reload_weights=reload_weights)},
         "stages": [
             {"name": "seeds", "type": "load", "path": str(REPO / "data" / "distill" / "pool.jsonl"), "limit": 16},
             {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher",
@@ -55,10 +55,11 @@ def _servers_on(port: int) -> list[int]:
 
 @pytest.mark.needs_torch
 @pytest.mark.needs_trl
-def test_served_student_trained_then_asked_on_its_checkpoint(tmp_path: Path, synthkd_home: Path) -> None:
+@pytest.mark.parametrize("reload_weights", [False, True], ids=["restart", "reload"])
+def test_served_student_trained_then_asked_on_its_checkpoint(tmp_path: Path, synthkd_home: Path, reload_weights: bool) -> None:
     out = tmp_path / "run"
     with running_server() as teacher:
-        proc = run_cli("run", str(_pipeline(tmp_path, teacher.base_url)), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)})
+        proc = run_cli("run", str(_pipeline(tmp_path, teacher.base_url, reload_weights)), "--out", str(out), env={"SYNTHKD_HOME": str(synthkd_home)})
         assert proc.returncode == 0, proc.stderr[-3000:]
     stages = run_json(out)["stages"]
     checkpoint = stages["sft"]["checkpoint"]
@@ -72,10 +73,16 @@ def test_served_student_trained_then_asked_on_its_checkpoint(tmp_path: Path, syn
     assert stages["base_eval"]["eval"]["student_weights"] == "tiny:student"
     assert stages["eval"]["eval"]["student_weights"] == checkpoint
     assert stages["eval"]["eval"]["exact_match_n"] == sum(1 for r in trained if r["gold"] is not None) > 0
-    # The sft stage restarted the server on the checkpoint, and synthkd stopped both servers when the run ended.
+    # The sft stage moved the server onto the checkpoint (a new server, or the same one told to load it), and synthkd
+    # stopped every server when the run ended.
     logs = sorted((out / "logs").glob("server-student-*.log"))
-    loaded = [log.read_text().split(" (", 1)[1].split(")", 1)[0] for log in logs]  # "hfserver: NAME (DIR) on URL"
-    assert len(loaded) == 2 and checkpoint in loaded and any("/tiny/student-" in path for path in loaded), loaded
+    started = [log.read_text().split(" (", 1)[1].split(")", 1)[0] for log in logs]  # "hfserver: NAME (DIR) on URL"
+    if reload_weights:
+        assert len(started) == 1 and "/tiny/student-" in started[0], started
+        assert logs[0].read_text().splitlines()[1:] == [f"hfserver: weights from {checkpoint}"]
+        assert "student now answers from" in proc.stderr and "loaded into its running server" in " ".join(proc.stderr.split())
+    else:
+        assert len(started) == 2 and checkpoint in started and any("/tiny/student-" in path for path in started), started
     assert [pid for log in logs for pid in _servers_on(int(log.stem.rsplit("-", 1)[1]))] == []
 
 

@@ -88,6 +88,12 @@ class ServeConfig(Strict):
         None, description="Run this OpenAI-compatible server command instead of vLLM (e.g. SGLang, llama.cpp's server), "
         "with {host}, {port}, {model} (the resolved model path) and {name} (the served name) filled in; it must answer "
         "GET /health with 200 once ready.")
+    reload_weights: bool | None = Field(
+        None, description="When a stage moves this endpoint onto new weights of the same architecture and tokenizer (a "
+        "checkpoint it trained), load them into the running server (vLLM's reload_weights: seconds) instead of starting "
+        "another (tens of seconds on a CPU, minutes on a GPU). Default (null): on for vLLM servers synthkd starts on this "
+        "machine; a `command` server gets it with true if it answers vLLM's POST /collective_rpc and /reset_prefix_cache; "
+        "Ray replicas always restart (the endpoints it needs would be open on the node's address); false: always restart.")
 
 
 class BatchConfig(Strict):

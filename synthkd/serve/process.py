@@ -68,6 +68,9 @@ class LaunchSpec:
     cwd: str
 
 
+# The worker extension a vLLM server synthkd starts loads checkpoints with (serve/vllm_worker.py).
+RELOAD_EXTENSION = "synthkd.serve.vllm_worker.ReloadInPlace"
+
 # `serve.command`'s placeholders. Only these are replaced, so other braces (a JSON argument such as
 # --override '{"a": 1}') pass through as written; str.format would have choked on them.
 COMMAND_PLACEHOLDERS = ("host", "port", "model", "name")
@@ -126,6 +129,13 @@ def server_command(serve: ServeConfig, path: str, names: list[str], host: str, p
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     else:
         cmd += ["--gpu-memory-utilization", str(serve.gpu_memory_utilization)]
+    if serve.reload_weights is not False and host == "127.0.0.1":
+        # vLLM's development endpoints (/collective_rpc, /reset_prefix_cache) and synthkd's worker extension let
+        # synthkd load a new checkpoint into this server instead of restarting it (serve/reload.py); the endpoints
+        # are opened on loopback only.
+        env.setdefault("VLLM_SERVER_DEV_MODE", "1")
+        if "--worker-extension-cls" not in serve.extra_args:  # the user's own wins (a reload then restarts)
+            cmd += ["--worker-extension-cls", RELOAD_EXTENSION]
     if serve.compact_json:
         cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     return cmd + serve.extra_args

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from synthkd.config.endpoints import EndpointConfig, ServeConfig
+from synthkd.errors import ServeError
 from synthkd.models import resolve_model
+from synthkd.models.store import weights_fingerprint as fingerprint
 from synthkd.serve.process import LaunchSpec, LocalLauncher, Server, wait_healthy
+from synthkd.serve.reload import reload_blocker, reload_in_place
 from synthkd.settings import Settings
 
 
@@ -40,9 +44,9 @@ class ServerManager:
     def ensure(self, endpoint: str, config: EndpointConfig, names: list[str], model_path: str | None = None, reporter: Any = None) -> list[Server]:
         """Running replicas for `endpoint`, on `model_path` (default: its serve.model_path).
 
-        If the endpoint's servers run other weights, they are stopped and new ones started (all
-        replicas: a student moved onto a new checkpoint restarts every replica). `names` are all the
-        served names the servers answer to.
+        If the endpoint's servers run other weights, the new ones are loaded into them where they fit
+        (`_reload`), else they are stopped and new ones started (all replicas: a student moved onto a new
+        checkpoint moves every replica). `names` are all the served names the servers answer to.
         """
         assert config.serve is not None
         path = self.resolve_model_path(model_path or config.serve.model_path)
@@ -52,6 +56,11 @@ class ServerManager:
         # Several replicas: one that died is restarted by its endpoint client (runtime._restart_replica).
         if current == key and group and (len(group) > 1 or not group[0].death()):
             return group
+        if current and current != key and group is None:
+            moved = self._reload(endpoint, current, key, config.serve, path, names, reporter)
+            if moved is not None:
+                self._endpoint_server[endpoint] = key
+                return moved
         if current and current != key and not any(k != endpoint and v == current for k, v in self._endpoint_server.items()):
             self.stop(current)
         if group is None:
@@ -66,6 +75,45 @@ class ServerManager:
             self.restart(key, 0)
         self._endpoint_server[endpoint] = key
         return self.servers[key]
+
+    def _reload(self, endpoint: str, current: str, key: str, serve: ServeConfig, path: str, names: list[str],
+                reporter: Any) -> list[Server] | None:
+        """Move the endpoint's running servers onto the weights at `path` in place (serve/reload.py).
+
+        None where that cannot or should not be done (another endpoint shares the servers, a replica died, the new
+        weights differ in architecture or tokenizer, Ray replicas, a server that refused): the caller restarts.
+        """
+        group = self.servers.get(current)
+        if not group or not self._reloadable(serve) or any(v == current for k, v in self._endpoint_server.items() if k != endpoint):
+            return None
+        if any(s.death() for s in group) or not set(names) <= set(group[0].names):
+            return None
+        note = reporter.note if reporter is not None else (lambda _text: None)
+        own = not serve.command  # a vLLM server synthkd started carries its worker extension (serve/vllm_worker.py)
+        blocker = reload_blocker(group[0].model_path, path, reprepares=own)
+        if blocker is not None:
+            note(f"restarting the server of {endpoint} for {path}: {blocker}")
+            return None
+        started = time.monotonic()
+        try:
+            for server in group:
+                reload_in_place(f"http://{server.host}:{server.port}", path, serve.startup_timeout_s,
+                                method="synthkd_reload_weights" if own else "reload_weights")
+        except ServeError as exc:
+            note(f"restarting the server of {endpoint}: loading {path} in place failed ({exc.what})")
+            return None
+        for server in group:  # the same process, now answering from other weights: its identity follows them
+            server.key, server.model_path, server.identity = key, path, f"{server.names[0]}@{fingerprint(path)}"
+        self._specs[key] = [replace(spec, key=key, path=path) for spec in self._specs.pop(current)]
+        self.servers[key] = self.servers.pop(current)
+        note(f"{endpoint} now answers from {path} (weights loaded into its running server in {time.monotonic() - started:.1f}s)")
+        return self.servers[key]
+
+    def _reloadable(self, serve: ServeConfig) -> bool:
+        """Whether this endpoint's servers take new weights in place (ServeConfig.reload_weights)."""
+        if serve.reload_weights is False or self._use_ray():
+            return False
+        return serve.reload_weights is True or not serve.command
 
     def restart(self, key: str, index: int) -> Server:
         """Stop replica `index` of a group (if it still runs), start it again and wait until it is healthy."""
