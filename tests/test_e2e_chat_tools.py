@@ -23,6 +23,11 @@ def test_chat_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     small = ["--set", "stages.seeds.limit=6", "--set", "stages.heldout_seeds.limit=3", "--set", "stages.chats.max_turns=2",
              "--set", "stages.heldout_chats.max_turns=2", "--set", "stages.sft.sft.num_train_epochs=1", *SMALL_STUDENT]
+    # shorter turns: generation on the CPU was most of the test's time; the machinery is the same
+    for stage in ("chats", "heldout_chats"):
+        small += ["--set", f"stages.{stage}.user_sampling.max_tokens=24", "--set", f"stages.{stage}.teacher_sampling.max_tokens=48"]
+    for stage in ("eval_base", "eval_trained"):
+        small += ["--set", f"stages.{stage}.sampling.max_tokens=48"]
     proc = run_cli("run", str(REPO / "pipelines" / "chat.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     chats = load_from_disk(str(out / "datasets" / "chats"))
@@ -44,7 +49,10 @@ def test_chat_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
 def test_tools_pipeline_as_shipped(tmp_path: Path, synthkd_home: Path) -> None:
     out = tmp_path / "run"
     # The shipped 24-layer student: the untrained 10-layer one cannot close a structured tool call at all.
-    small = ["--set", "stages.tasks.limit=6", "--set", "stages.heldout_tasks.limit=4", "--set", "stages.sft.sft.num_train_epochs=1"]
+    small = ["--set", "stages.tasks.limit=6", "--set", "stages.heldout_tasks.limit=4", "--set", "stages.sft.sft.num_train_epochs=1",
+             # the student's replies capped shorter (a tool call or an answer takes fewer than 40 tokens): an untrained or
+             # 3-step student that rambles to the cap was most of its evaluations' time
+             "--set", "stages.eval_base.sampling.max_tokens=64", "--set", "stages.eval_trained.sampling.max_tokens=64"]
     proc = run_cli("run", str(REPO / "pipelines" / "tools.yaml"), "--out", str(out), *small, env={"SYNTHKD_HOME": str(synthkd_home)}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = run_json(out)["stages"]

@@ -6,7 +6,6 @@ checkpoint, ask it, stop it) in seconds; vLLM itself is covered by the slow test
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
