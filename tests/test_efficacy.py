@@ -27,9 +27,7 @@ def _pipeline(tmp: Path, base_url: str) -> Path:
     data = {
         "name": "eff", "prompts_dir": str(REPO / "prompts"),
         # cache_identity: the test server's port changes between the two invocations; the replies stay its replies.
-        # reload_weights: each arm's student server takes its checkpoints in place (as a served vLLM does by default).
-        "endpoints": {"teacher": remote_endpoint(base_url, "teacher", cache_identity="test-teacher"),
-                      "student": hf_served("tiny:student", reload_weights=True)},
+        "endpoints": {"teacher": remote_endpoint(base_url, "teacher", cache_identity="test-teacher"), "student": hf_served("tiny:student")},
         "stages": [{"name": "pool", "type": "load", "path": str(REPO / "data/distill/pool.jsonl"), "limit": 40},
                    {"name": "indist", "type": "load", "path": str(REPO / "data/distill/heldout.jsonl")}],
     }

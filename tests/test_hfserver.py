@@ -17,7 +17,9 @@ from tests.fakeserver import running_server
 
 def _pipeline(tmp: Path, teacher_url: str, reload_weights: bool | None = None) -> Path:
     """load 16 instructions (some with gold) -> teacher answers -> eval of the base student -> SFT of tiny:student,
-    served as `student` -> eval of the trained student (greedy both times)."""
+    served as `student` -> eval of the trained student (greedy both times). With `reload_weights`, the SFT keeps the
+    embeddings (tied in tiny:student): a `serve.command` server reloads only weights that leave tied embeddings as
+    they were (serve/reload.py)."""
     data = {
         "name": "hfserve",
         "prompts_dir": str(REPO / "prompts"),
@@ -27,7 +29,7 @@ def _pipeline(tmp: Path, teacher_url: str, reload_weights: bool | None = None) -
             {"name": "answers", "type": "generate", "input": "seeds", "endpoint": "teacher",
              "template": "lion/answer.jinja2", "sampling": {"max_tokens": 48, "seed": 7}},
             {"name": "base_eval", "type": "eval", "input": "seeds", "teacher": None, "answer_sampling": {"temperature": 0.0, "max_tokens": 24}},
-            {"name": "sft", "type": "sft", "input": "answers", "model": "tiny:student", "serve_as": "student",
+            {"name": "sft", "type": "sft", "input": "answers", "model": "tiny:student", "serve_as": "student", "freeze_embeddings": bool(reload_weights),
              "sft": {"max_steps": 3, "per_device_train_batch_size": 4, "completion_only_loss": True,
                      "max_length": 128, "learning_rate": 1e-2, "bf16": False}},
             {"name": "eval", "type": "eval", "input": "seeds", "teacher": None, "gold_column": "gold",
