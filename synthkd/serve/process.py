@@ -54,6 +54,15 @@ class Server:
         if self.process is not None:
             terminate(self.process)
 
+    def move_to(self, key: str, path: str) -> None:
+        """The same process now answers from the weights at `path` (loaded in place): its identity follows them."""
+        self.key, self.model_path, self.identity = key, path, weights_identity(self.names, path)
+
+
+def weights_identity(names: list[str], path: str) -> str:
+    """What a locally started server answers from: its first served name and its weights' fingerprint."""
+    return f"{names[0]}@{fingerprint(path)}"
+
 
 @dataclass
 class LaunchSpec:
@@ -157,7 +166,7 @@ class LocalLauncher:
         log = log_path.open("ab")
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=spec.cwd,
                                    start_new_session=True, preexec_fn=die_with_parent)
-        return Server(spec.key, spec.path, spec.names, port, process, log_path, identity=f"{spec.names[0]}@{fingerprint(spec.path)}")
+        return Server(spec.key, spec.path, spec.names, port, process, log_path, identity=weights_identity(spec.names, spec.path))
 
     def close(self) -> None:
         pass

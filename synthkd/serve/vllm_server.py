@@ -18,7 +18,6 @@ from typing import Any
 from synthkd.config.endpoints import EndpointConfig, ServeConfig
 from synthkd.errors import ServeError
 from synthkd.models import resolve_model
-from synthkd.models.store import weights_fingerprint as fingerprint
 from synthkd.serve.process import LaunchSpec, LocalLauncher, Server, wait_healthy
 from synthkd.serve.reload import reload_blocker, reload_in_place
 from synthkd.settings import Settings
@@ -61,7 +60,7 @@ class ServerManager:
             if moved is not None:
                 self._endpoint_server[endpoint] = key
                 return moved
-        if current and current != key and not any(k != endpoint and v == current for k, v in self._endpoint_server.items()):
+        if current and current != key and not self._shared(current, endpoint):
             self.stop(current)
         if group is None:
             if reporter is not None:
@@ -84,7 +83,7 @@ class ServerManager:
         weights differ in architecture or tokenizer, Ray replicas, a server that refused): the caller restarts.
         """
         group = self.servers.get(current)
-        if not group or not self._reloadable(serve) or any(v == current for k, v in self._endpoint_server.items() if k != endpoint):
+        if not group or not self._reloadable(serve) or self._shared(current, endpoint):
             return None
         if any(s.death() for s in group) or not set(names) <= set(group[0].names):
             return None
@@ -102,12 +101,16 @@ class ServerManager:
         except ServeError as exc:
             note(f"restarting the server of {endpoint}: loading {path} in place failed ({exc.what})")
             return None
-        for server in group:  # the same process, now answering from other weights: its identity follows them
-            server.key, server.model_path, server.identity = key, path, f"{server.names[0]}@{fingerprint(path)}"
+        for server in group:
+            server.move_to(key, path)
         self._specs[key] = [replace(spec, key=key, path=path) for spec in self._specs.pop(current)]
         self.servers[key] = self.servers.pop(current)
         note(f"{endpoint} now answers from {path} (weights loaded into its running server in {time.monotonic() - started:.1f}s)")
         return self.servers[key]
+
+    def _shared(self, key: str, endpoint: str) -> bool:
+        """Whether another endpoint than `endpoint` is answered by the servers under `key`."""
+        return any(k != endpoint and v == key for k, v in self._endpoint_server.items())
 
     def _reloadable(self, serve: ServeConfig) -> bool:
         """Whether this endpoint's servers take new weights in place (ServeConfig.reload_weights)."""
